@@ -1,0 +1,45 @@
+# Developer entry points. `make run` and `make test` are the README's two
+# commands; both set themselves up on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: install install-runtime run test unit lint typecheck bench policies dashboards check-generated clean
+
+install:            ## virtualenv + editable install + dev tools + system test deps
+	hack/setup.sh
+
+install-runtime:
+	hack/setup.sh --runtime-only
+
+run: install-runtime ## run the webhook locally: http://127.0.0.1:5000, metrics on :9090
+	$(VENV)/bin/magtape serve $(ARGS)
+
+test: install        ## the whole suite: lint, types, generated files, pytest
+	$(MAKE) lint typecheck check-generated
+	$(PY) -m pytest $(ARGS)
+
+unit:
+	$(PY) -m pytest -x -q $(ARGS)
+
+lint:
+	$(VENV)/bin/ruff check app tests hack
+
+typecheck:
+	$(VENV)/bin/mypy
+
+bench:               ## throughput and latency figures, printed side by side
+	$(PY) hack/bench.py $(ARGS)
+
+policies:            ## render base/policies/ from policies/*/ (jinja2)
+	$(PY) hack/render_policies.py
+
+dashboards:          ## regenerate dashboards/*.json from hack/dashboards.py
+	$(PY) hack/dashboards.py
+
+check-generated:     ## fail when committed generated files are stale
+	$(PY) hack/render_policies.py --check
+	$(PY) hack/dashboards.py --check
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache build dist

