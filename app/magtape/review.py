@@ -163,7 +163,8 @@ def review_from_document(doc: Any, raw: str | None = None) -> Review:
                 f"'request.{key}' must be {typ.__name__}, got {_type(request[key])}"
             )
     if "userInfo" in request and not isinstance(request["userInfo"], dict | None):
-        raise MalformedReview(f"'request.userInfo' must be an object, got {_type(request['userInfo'])}")
+        got = _type(request["userInfo"])
+        raise MalformedReview(f"'request.userInfo' must be an object, got {got}")
     meta = obj.get("metadata", {})
     if not isinstance(meta, dict):
         raise MalformedReview(f"'request.object.metadata' must be an object, got {_type(meta)}")

@@ -102,7 +102,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build settings from ``environ``; raise ConfigError on the first bad value."""
         e = _Env(environ)
-        deny_var = "MAGTAPE_DENY_LEVEL" if "MAGTAPE_DENY_LEVEL" in environ else "MAGTAPE_DENY_VOLUME"
+        # MAGTAPE_DENY_VOLUME is the original's alias; MAGTAPE_DENY_LEVEL wins when both are set.
+        deny_var = ("MAGTAPE_DENY_LEVEL" if "MAGTAPE_DENY_LEVEL" in environ
+                    else "MAGTAPE_DENY_VOLUME")
         d = cls()
         return cls(
             deny_level=e.enum(deny_var, DenyLevel, d.deny_level),

@@ -1,0 +1,94 @@
+"""Where policy modules and base documents come from, before compilation.
+
+Policies are read from directories (recursively, every ``*.rego`` except
+``*_test.rego``: tests never reach the serving bundle). Without directories
+the built-in policies are used: shipped inside the wheel as
+``magtape/builtin_policies`` and read from the repository's ``policies/`` in a
+source checkout. Data files (JSON or YAML) are merged into ``data`` like
+``opa run`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from magtape.policy import PolicyModule
+
+
+class SourceError(ValueError):
+    """A policy directory or data file cannot be read; the message names it."""
+
+
+def builtin_policy_dir() -> Path:
+    """The built-in policies: inside the installed wheel, else the source tree's."""
+    packaged = Path(__file__).resolve().parent.parent / "builtin_policies"
+    if packaged.is_dir():
+        return packaged
+    source_tree = Path(__file__).resolve().parents[3] / "policies"
+    if source_tree.is_dir():
+        return source_tree
+    raise SourceError("the built-in policies are missing from this installation; "
+                      "reinstall magtape or pass --policies DIR")
+
+
+def is_test_module(path: str) -> bool:
+    return path.endswith("_test.rego")
+
+
+def modules_from_dirs(dirs: Iterable[str | Path]) -> list[PolicyModule]:
+    """Every non-test ``.rego`` file below ``dirs``, in a stable order."""
+    modules: list[PolicyModule] = []
+    for d in dirs:
+        root = Path(d)
+        if not root.exists():
+            raise SourceError(f"policy directory {str(root)!r} does not exist")
+        files = [root] if root.is_file() else sorted(root.rglob("*.rego"))
+        for f in files:
+            if is_test_module(f.name) or any(p.startswith(".") for p in f.parts[len(root.parts):]):
+                continue
+            try:
+                text = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SourceError(f"cannot read policy file {str(f)!r}: {exc}") from None
+            modules.append(PolicyModule(origin=str(f), filename=str(f), source=text))
+    return modules
+
+
+def builtin_modules() -> list[PolicyModule]:
+    return modules_from_dirs([builtin_policy_dir()])
+
+
+def load_data_files(paths: Iterable[str | Path]) -> dict[str, Any]:
+    """Merge JSON/YAML files into one ``data`` document (later files win per key)."""
+    data: dict[str, Any] = {}
+    for p in paths:
+        path = Path(p)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"cannot read data file {str(path)!r}: {exc}") from None
+        try:
+            doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise SourceError(f"data file {str(path)!r} is not valid JSON/YAML: {exc}") from None
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise SourceError(f"data file {str(path)!r} must hold an object at the top level")
+        deep_merge(data, doc)
+    return data
+
+
+def deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``other`` into ``into`` recursively; objects merge, other values replace."""
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value)
+        else:
+            into[key] = json.loads(json.dumps(value)) if isinstance(value, Mapping) else value
+    return into

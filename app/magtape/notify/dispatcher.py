@@ -1,0 +1,249 @@
+"""Bounded background delivery of notifications, off the admission path.
+
+Admission threads call :meth:`Dispatcher.submit`, which decides which channels
+(Kubernetes Events, Slack) an outcome goes to, drops repeats, and appends the
+outcome to each channel's bounded queue; it never blocks and never raises.
+Each channel has its own queue and worker thread, so a Slack that hangs does
+not hold up Events (and the reverse).
+
+Full queue: the *newest* outcome is dropped (and counted as
+``magtape_notifications_total{outcome="dropped"}``). Keeping what is already
+queued preserves arrival order and needs no second lock; under a burst the
+earliest failures, usually the most useful ones, still go out.
+
+De-duplication, counted as ``outcome="deduplicated"``:
+
+- controller-owned Pods do not notify: the Deployment, Job, ... that owns them
+  was checked with the same pod spec and already reported (Pods are still
+  evaluated and denied; only the notification is skipped);
+- the same failures for the same object (kind, namespace, name, decision and
+  messages) notify once per ``MAGTAPE_ALERT_DEDUP_SECONDS`` window, so a
+  controller retrying a denied object does not flood a channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Protocol
+
+from magtape.metrics import Channel, Metrics
+
+if TYPE_CHECKING:
+    from magtape.admission import Outcome
+
+log = logging.getLogger(__name__)
+
+# The de-dup memory forgets its oldest entries beyond this many objects, so a
+# namespace churning through generated names cannot grow it without bound.
+DEDUP_MAX_ENTRIES = 10_000
+# A full queue logs at most once per this many seconds (with the count).
+DROP_LOG_INTERVAL_SECONDS = 60.0
+
+
+class Sink(Protocol):
+    """One channel's I/O, run on that channel's worker thread.
+
+    ``deliver`` counts its own sent/failed/refused outcomes; the dispatcher
+    counts dropped and deduplicated ones, and a failed delivery if ``deliver``
+    raises anyway.
+    """
+
+    @property
+    def channel(self) -> Channel: ...
+
+    def deliver(self, outcome: Outcome) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RecentAlerts:
+    """Keys notified within a time window; bounded, oldest forgotten first."""
+
+    def __init__(self, window_seconds: float, max_entries: int = DEDUP_MAX_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window_seconds
+        self._max = max_entries
+        self._clock = clock
+        self._seen: OrderedDict[Hashable, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check_and_remember(self, key: Hashable) -> bool:
+        """True when ``key`` was remembered less than a window ago; else remember it now."""
+        if self._window <= 0:
+            return False
+        now = self._clock()
+        with self._lock:
+            # Entries are kept in the order they were remembered, so the
+            # expired ones are at the front.
+            while self._seen:
+                oldest_key, at = next(iter(self._seen.items()))
+                if now - at < self._window:
+                    break
+                del self._seen[oldest_key]
+            if key in self._seen:
+                return True
+            self._seen[key] = now
+            while len(self._seen) > self._max:
+                self._seen.popitem(last=False)
+            return False
+
+    def forget(self, key: Hashable) -> None:
+        with self._lock:
+            self._seen.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+
+class _Lane:
+    """A bounded FIFO of outcomes for one sink, served by one daemon thread."""
+
+    def __init__(self, sink: Sink, capacity: int, metrics: Metrics) -> None:
+        self.sink = sink
+        self.channel: Channel = sink.channel
+        self._capacity = capacity
+        self._metrics = metrics
+        self._jobs: deque[Outcome] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._abandoned = False
+        self._dropped_unlogged = 0
+        self._last_drop_log = float("-inf")
+        self._thread = threading.Thread(target=self._run, name=f"magtape-notify-{self.channel}",
+                                        daemon=True)
+        self._thread.start()
+
+    def offer(self, outcome: Outcome) -> bool:
+        """Queue ``outcome``; False (and counted as dropped) when full or closed."""
+        with self._cond:
+            if not self._closing and len(self._jobs) < self._capacity:
+                self._jobs.append(outcome)
+                self._cond.notify()
+                return True
+            self._dropped_unlogged += 1
+            now = time.monotonic()
+            should_log = now - self._last_drop_log >= DROP_LOG_INTERVAL_SECONDS
+            if should_log:
+                dropped, self._dropped_unlogged = self._dropped_unlogged, 0
+                self._last_drop_log = now
+            closing = self._closing
+        self._metrics.notification(self.channel, "dropped")
+        if should_log:
+            why = ("MagTape is shutting down" if closing
+                   else f"the queue is full ({self._capacity} waiting; "
+                        "raise MAGTAPE_NOTIFY_QUEUE_SIZE or check why delivery is slow)")
+            log.warning("dropped %d %s notification(s): %s", dropped, self.channel, why)
+        return False
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closing:
+                    self._cond.wait()
+                if self._abandoned or not self._jobs:
+                    return
+                outcome = self._jobs.popleft()
+            try:
+                self.sink.deliver(outcome)
+            except Exception:
+                log.exception("%s notification failed unexpectedly", self.channel)
+                self._metrics.notification(self.channel, "failed")
+
+    def begin_close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    def abandon(self) -> int:
+        """Stop after the delivery in progress; return how many queued outcomes were discarded."""
+        with self._cond:
+            abandoned = len(self._jobs)
+            self._jobs.clear()
+            self._abandoned = True
+            self._cond.notify_all()
+        return abandoned
+
+
+class Dispatcher:
+    """The :class:`~magtape.notify.Notifier` used in a cluster: queues work per channel."""
+
+    def __init__(self, metrics: Metrics, *, events: Sink | None = None,
+                 slack: Sink | None = None, slack_passive: bool = False,
+                 queue_size: int = 1000, dedup_seconds: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._metrics = metrics
+        self._slack_passive = slack_passive
+        self._recent = RecentAlerts(dedup_seconds, clock=clock)
+        self._events = _Lane(events, queue_size, metrics) if events is not None else None
+        self._slack = _Lane(slack, queue_size, metrics) if slack is not None else None
+        self._closed = False
+
+    def submit(self, outcome: Outcome) -> bool:
+        try:
+            return self._submit(outcome)
+        except Exception:  # never let a notification problem reach admission
+            log.exception("could not queue notifications; the admission answer is unaffected")
+            return False
+
+    def _submit(self, outcome: Outcome) -> bool:
+        review = outcome.review
+        if review.dry_run or not outcome.violations:
+            return False
+        lanes = self._lanes_for(outcome)
+        if not lanes:
+            return False
+        if review.controller_owned:
+            self._deduplicated(lanes)
+            return False
+        key = (review.kind, review.namespace, review.name, outcome.allowed,
+               tuple(outcome.decision.messages))
+        if self._recent.check_and_remember(key):
+            self._deduplicated(lanes)
+            return False
+        queued = [lane.channel for lane in lanes if lane.offer(outcome)]
+        if not queued:
+            # Nothing went out, so a retry of the same request may alert.
+            self._recent.forget(key)
+        return "slack" in queued
+
+    def _lanes_for(self, outcome: Outcome) -> list[_Lane]:
+        """Events for every failure; Slack on denials, and on other failures in passive mode."""
+        lanes = []
+        if self._events is not None:
+            lanes.append(self._events)
+        if self._slack is not None and (not outcome.allowed or self._slack_passive):
+            lanes.append(self._slack)
+        return lanes
+
+    def _deduplicated(self, lanes: list[_Lane]) -> None:
+        for lane in lanes:
+            self._metrics.notification(lane.channel, "deduplicated")
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is queued for at most ``timeout`` seconds, then discard the rest."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        lanes = [lane for lane in (self._events, self._slack) if lane is not None]
+        for lane in lanes:
+            lane.begin_close()
+        for lane in lanes:
+            finished = lane.join(deadline - time.monotonic())
+            if finished:
+                lane.sink.close()
+                continue
+            abandoned = lane.abandon()
+            if abandoned:
+                self._metrics.notification(lane.channel, "dropped", abandoned)
+            log.warning("shutdown deadline (%.1fs) reached: discarded %d queued %s "
+                        "notification(s)", timeout, abandoned, lane.channel)

@@ -1,0 +1,100 @@
+"""HTTP layer: Flask apps for the admission listener and the metrics listener.
+
+Only translation happens here: bytes in, JSON out, status codes counted. The
+admission listener (behind the nginx TLS sidecar in a cluster) serves
+``POST /``, ``/healthz`` and ``/readyz``; the metrics listener (plain HTTP for
+the kubelet and Prometheus) serves ``/metrics``, ``/healthz`` and ``/readyz``.
+No request, however malformed, gets a stack trace back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
+
+from magtape.admission import AdmissionService
+from magtape.engine import PolicyEngine
+from magtape.metrics import Metrics
+from magtape.notify import Notifier
+from magtape.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], bool]
+
+
+def create_app(settings: Settings, engine: PolicyEngine, notifier: Notifier, metrics: Metrics,
+               ready: ReadyCheck | None = None) -> Flask:
+    """The admission app. ``ready`` defaults to "a policy set is loaded"."""
+    service = AdmissionService(settings, engine, notifier, metrics)
+    app = Flask("magtape.admission")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    is_ready = ready or (lambda: engine.ready)
+
+    @app.post("/")
+    def admit() -> Response:
+        status, doc = service.handle(request.get_data(cache=False))
+        return _json(doc, status)
+
+    _add_health(app, settings, is_ready)
+    _add_error_handlers(app)
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        metrics.http_responses.labels(str(response.status_code)).inc()
+        return response
+
+    return app
+
+
+def create_metrics_app(settings: Settings, engine: PolicyEngine, metrics: Metrics,
+                       ready: ReadyCheck | None = None) -> Flask:
+    app = Flask("magtape.metrics")
+
+    @app.get("/metrics")
+    def scrape() -> Response:
+        return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    _add_health(app, settings, ready or (lambda: engine.ready))
+    _add_error_handlers(app)
+    return app
+
+
+def _add_health(app: Flask, settings: Settings, is_ready: ReadyCheck) -> None:
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"pod_name": settings.pod_name,
+                      "date_time": datetime.now(UTC).isoformat(),
+                      "health": "ok"}, 200)
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        ok = is_ready()
+        return _json({"ready": ok}, 200 if ok else 503)
+
+
+def _add_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        message = {413: "request body too large",
+                   404: "not found",
+                   405: "method not allowed"}.get(code, exc.name)
+        return _json({"error": message}, code)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return _json({"error": "internal error; see the MagTape logs"}, 500)
+
+
+def _json(doc: Any, status: int) -> Response:
+    return Response(json.dumps(doc, separators=(",", ":")), status=status,
+                    mimetype="application/json")
