@@ -18,6 +18,7 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+  command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)   # load generator for make bench
   if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]} (Debian packages)"
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"

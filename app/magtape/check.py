@@ -140,9 +140,10 @@ def check_objects(settings: Settings, manifests: list[Manifest],
 
 
 def run_check(settings: Settings, paths: Sequence[str], namespace: str, output: str,
-              out: TextIO, err: TextIO, stdin: TextIO = sys.stdin) -> int:
+              out: TextIO, err: TextIO, stdin: TextIO | None = None) -> int:
     try:
-        checked = check_objects(settings, read_manifests(paths, stdin), namespace)
+        manifests = read_manifests(paths, stdin or sys.stdin)
+        checked = check_objects(settings, manifests, namespace)
     except (InputError, SourceError) as exc:
         print(f"magtape check: {exc}", file=err)
         return EXIT_INPUT
@@ -152,6 +153,19 @@ def run_check(settings: Settings, paths: Sequence[str], namespace: str, output: 
     render = {"text": render_text, "json": render_json, "junit": render_junit}[output]
     out.write(render(checked, settings.deny_level))
     return EXIT_DENIED if any(not c.decision.allowed for c in checked) else EXIT_OK
+
+
+def print_reviews(paths: Sequence[str], namespace: str, out: TextIO, err: TextIO) -> int:
+    """``magtape review``: one AdmissionReview per object, for curl and debugging."""
+    try:
+        manifests = read_manifests(paths, sys.stdin)
+    except InputError as exc:
+        print(f"magtape review: {exc}", file=err)
+        return EXIT_INPUT
+    for m in manifests:
+        ns = str((m.obj.get("metadata") or {}).get("namespace") or namespace or "default")
+        out.write(make_review(m.obj, ns).raw + "\n")
+    return EXIT_OK
 
 
 def _label(c: CheckedObject) -> str:

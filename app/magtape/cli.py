@@ -1,4 +1,4 @@
-"""Command line: ``magtape serve | check | test | init``.
+"""Command line: ``magtape serve | check | review | test | init``.
 
 Flags override the environment (``MAGTAPE_*``); both are parsed into one
 :class:`~magtape.settings.Settings`. Exit codes: 0 success, 1 a policy
@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_check(settings, args.paths or ["-"], namespace=args.namespace,
                          output=args.output, out=sys.stdout, err=sys.stderr)
+    if args.command == "review":
+        from magtape.check import print_reviews
+
+        return print_reviews(args.paths or ["-"], args.namespace, out=sys.stdout, err=sys.stderr)
     if args.command == "test":
         from magtape.ruletest import run
 
@@ -126,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="OFF, LOW, MED or HIGH (default MAGTAPE_DENY_LEVEL or LOW)")
     check.add_argument("--output", "-o", choices=("text", "json", "junit"), default="text")
     _policy_flags(check)
+
+    review = sub.add_parser("review", help="print the AdmissionReview the API server would "
+                                           "send for each object (one JSON per line)")
+    review.add_argument("paths", nargs="*", metavar="PATH")
+    review.add_argument("--namespace", "-n", default="",
+                        help="namespace for objects that do not name one (default: default)")
 
     test = sub.add_parser("test", help="run the Rego unit tests (test_* rules) in DIRs")
     test.add_argument("dirs", nargs="*", metavar="DIR")

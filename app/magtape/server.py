@@ -98,11 +98,15 @@ class Webhook:
             t.join()
 
 
-def start(settings: Settings, registry: CollectorRegistry | None = None) -> Webhook:
-    """Start a webhook in background threads (used by ``magtape serve`` and tests)."""
+def start(settings: Settings, registry: CollectorRegistry | None = None,
+          api_client: Any = None) -> Webhook:
+    """Start a webhook in background threads (used by ``magtape serve`` and tests).
+
+    Without ``api_client`` it runs locally: built-in or --policies policies,
+    no Events, no policy discovery, no replication.
+    """
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     engine = build_engine(settings)
-    api_client = _api_client(settings)
     notifier = _notifier(settings, api_client, metrics)
     hook = Webhook(settings, engine, metrics, notifier)
     ready: Callable[[], bool] = lambda: engine.ready  # noqa: E731
@@ -121,7 +125,7 @@ def start(settings: Settings, registry: CollectorRegistry | None = None) -> Webh
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; flush notifications before exiting."""
-    hook = start(settings)
+    hook = start(settings, api_client=_api_client())
     stopped = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -135,7 +139,7 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def _api_client(settings: Settings) -> Any:
+def _api_client() -> Any:
     try:
         from magtape.kube.client import api_client
     except ImportError:

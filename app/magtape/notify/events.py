@@ -1,0 +1,140 @@
+"""Kubernetes Events for policy failures, where ``kubectl describe`` shows them.
+
+One ``events.k8s.io/v1`` Event per request with failures (denied or not), in
+the request's namespace, ``regarding`` the object. Written through the real
+``kubernetes`` client; an API error is logged and counted
+(``magtape_notifications_total{channel="event",outcome="failed"}``), never
+raised: the admission answer has long been sent when this runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from magtape.metrics import Channel, Metrics
+
+if TYPE_CHECKING:
+    from magtape.admission import Outcome
+
+log = logging.getLogger(__name__)
+
+REASON = "MagTapePolicyFailure"
+REPORTING_CONTROLLER = "magtape"
+EVENT_LABELS = {"magtape-event": "policy-failure"}
+# API validation limits (k8s.io/kubernetes/pkg/apis/core/validation, events).
+NOTE_MAX_BYTES = 1024
+ACTION_MAX_CHARS = 128
+REPORTING_INSTANCE_MAX_CHARS = 128
+# generateName: the API server appends 5 random characters and names are at
+# most 63 characters, so the prefix is cut at 58.
+GENERATE_NAME_MAX = 58
+# Events for cluster-scoped objects go where kubectl puts them.
+CLUSTER_SCOPED_EVENT_NAMESPACE = "default"
+
+_NOT_NAME_CHARS = re.compile(r"[^a-z0-9.-]+")
+
+
+def truncate_utf8(text: str, max_bytes: int, marker: str = "...") -> str:
+    """``text`` cut to ``max_bytes`` UTF-8 bytes (marker included), never mid-character."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    keep = max_bytes - len(marker.encode("utf-8"))
+    return data[:keep].decode("utf-8", errors="ignore") + marker
+
+
+def generate_name(object_name: str, kind: str) -> str:
+    """A valid generateName prefix ending in "." (so names read ``<object>.<random>``)."""
+    base = _NOT_NAME_CHARS.sub("-", (object_name or kind or "magtape").lower())
+    base = base[:GENERATE_NAME_MAX - 1].strip(".-") or "magtape"
+    return f"{base}."
+
+
+def micro_time(moment: datetime) -> str:
+    """RFC 3339 with exactly six fractional digits, as MicroTime requires."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_event(outcome: Outcome, reporting_instance: str,
+                now: datetime | None = None) -> dict[str, Any]:
+    """The Event body (plain JSON, exactly what goes on the wire)."""
+    review = outcome.review
+    group = review.request["kind"].get("group", "")
+    version = review.request["kind"].get("version", "")
+    regarding: dict[str, Any] = {"kind": review.kind, "name": review.name}
+    if version:
+        regarding["apiVersion"] = f"{group}/{version}" if group else version
+    if review.namespace:
+        regarding["namespace"] = review.namespace
+    uid = review.object.get("metadata", {}).get("uid")
+    if isinstance(uid, str) and uid:
+        regarding["uid"] = uid
+    action = "Denied" if not outcome.allowed else "Allowed"
+    return {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": generate_name(review.name, review.kind),
+            "namespace": event_namespace(outcome),
+            "labels": dict(EVENT_LABELS),
+        },
+        "eventTime": micro_time(now or datetime.now(UTC)),
+        "type": "Warning",
+        "reason": REASON,
+        "action": action[:ACTION_MAX_CHARS],
+        "note": truncate_utf8(outcome.decision.message, NOTE_MAX_BYTES),
+        "regarding": regarding,
+        "reportingController": REPORTING_CONTROLLER,
+        "reportingInstance": reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
+    }
+
+
+def event_namespace(outcome: Outcome) -> str:
+    return outcome.review.namespace or CLUSTER_SCOPED_EVENT_NAMESPACE
+
+
+class EventRecorder:
+    """The Events :class:`~magtape.notify.dispatcher.Sink`."""
+
+    channel: Channel = "event"
+
+    def __init__(self, api_client: Any, reporting_instance: str, metrics: Metrics,
+                 timeout_seconds: float = 5.0) -> None:
+        from kubernetes.client import EventsV1Api
+
+        self._api = EventsV1Api(api_client)
+        self._instance = reporting_instance
+        self._metrics = metrics
+        self._timeout = timeout_seconds
+
+    def deliver(self, outcome: Outcome) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        body = build_event(outcome, self._instance)
+        namespace = body["metadata"]["namespace"]
+        review = outcome.review
+        try:
+            # A plain dict, not the EventsV1Event model: the model writes
+            # eventTime with isoformat(), which omits the fraction when it is
+            # zero, and the API server's MicroTime parser then rejects it.
+            self._api.create_namespaced_event(namespace, cast(Any, body),
+                                              _request_timeout=self._timeout)
+        except ApiException as exc:
+            self._metrics.notification("event", "failed")
+            hint = (" (check MagTape's RBAC allows create on events.k8s.io events)"
+                    if exc.status == 403 else "")
+            log.warning("could not create the Event for %s %s/%s: HTTP %s %s%s", review.kind,
+                        review.namespace, review.name, exc.status, exc.reason, hint)
+            return
+        except Exception as exc:  # connection errors, timeouts
+            self._metrics.notification("event", "failed")
+            log.warning("could not create the Event for %s %s/%s: %s: %s", review.kind,
+                        review.namespace, review.name, type(exc).__name__, exc)
+            return
+        self._metrics.notification("event", "sent")
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,54 @@
+"""Builds the notifier the server injects, from settings and the optional API client.
+
+The one place that decides which channels exist: Events need a cluster,
+Slack needs a default URL or a cluster to read namespaces' Secrets from. Each
+channel that cannot work says so once, here, at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from magtape.metrics import Metrics
+from magtape.notify import Notifier, NullNotifier
+from magtape.notify.dispatcher import Dispatcher
+from magtape.notify.events import EventRecorder
+from magtape.notify.slack import SlackSender, TenantWebhooks
+from magtape.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_notifier(settings: Settings, api_client: Any | None, metrics: Metrics, *,
+                   slack_verify: bool | str = True) -> Notifier:
+    """The dispatcher for the enabled channels, or a NullNotifier when none is.
+
+    ``api_client`` is a ``kubernetes.client.ApiClient`` or None (no cluster).
+    ``slack_verify``: TLS verification for Slack posts (True, or a CA bundle path).
+    """
+    events = None
+    if settings.k8s_events_enabled:
+        if api_client is None:
+            log.info("Kubernetes Events are off: no cluster configuration was found "
+                     "(set MAGTAPE_K8S_EVENTS_ENABLED=false to silence this line)")
+        else:
+            events = EventRecorder(api_client, settings.pod_name, metrics)
+    slack = None
+    if settings.slack_enabled:
+        if not settings.slack_webhook_url_default and api_client is None:
+            log.warning("Slack alerts are off: MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT is empty and "
+                        "there is no cluster to read namespaces' %r Secrets from",
+                        "magtape-slack")
+        else:
+            tenants = TenantWebhooks(api_client, settings.slack_timeout_seconds) \
+                if api_client is not None else None
+            slack = SlackSender(settings, metrics, tenants, verify=slack_verify)
+    if events is None and slack is None:
+        return NullNotifier()
+    log.info("notifications: Events %s, Slack %s%s", "on" if events else "off",
+             "on" if slack else "off",
+             " (passive: also for allowed requests)" if slack and settings.slack_passive else "")
+    return Dispatcher(metrics, events=events, slack=slack, slack_passive=settings.slack_passive,
+                      queue_size=settings.notify_queue_size,
+                      dedup_seconds=settings.alert_dedup_seconds)

@@ -1,0 +1,353 @@
+"""`magtape test`: run the Rego unit tests of policies with the embedded engine.
+
+Like ``opa test``, but on rego-cpp (regopy), the engine that serves requests,
+so a test that passes here passes in production too. Every rule whose name
+starts with ``test_`` in the ``.rego`` files below the given directories is a
+test; it passes when it evaluates to ``true``.
+
+rego-cpp has no API to list rules, so packages and test names are read from
+the sources with a regular expression: a test must be a rule whose name starts
+a line (``test_x if { ... }``), in a module whose ``package`` line uses a plain
+dotted path. Such a name found somewhere else (inside a raw string, say) shows
+up as a failing test, never as a silent pass.
+
+Compiling and evaluating happen in a child process (``python -m
+magtape.ruletest --worker``): rego-cpp 1.5 aborts the whole process on some
+inputs (for example a test that replaces the whole ``input`` with ``with
+input as`` while the rule under test calls a builtin), and the parent must
+still be able to say what happened. The child reports JSON lines on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+EXIT_PASSED = 0
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+
+# Generous: the whole built-in suite runs in a few seconds. A test that makes
+# rego-cpp loop (it does on some unsafe variables) is stopped after this long.
+DEFAULT_TIMEOUT_SECONDS = 300.0
+
+_PACKAGE_RE = re.compile(r"^package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)",
+                         re.MULTILINE)
+_TEST_RULE_RE = re.compile(r"^(test_[A-Za-z0-9_]*)\b", re.MULTILINE)
+# One error of rego-cpp's error AST: `(error 6:x.rego|42|2 (errormsg 24:Invalid ...)`.
+# Strings are length-prefixed, so the file name and message are read by length.
+_ERROR_RE = re.compile(r"\(error (\d+):")
+_ERRORMSG_RE = re.compile(r"\(errormsg (\d+):")
+
+
+class RuleTestError(Exception):
+    """The tests could not be run at all (exit code 2); the message says why."""
+
+
+@dataclass(frozen=True)
+class RegoTest:
+    """One ``test_*`` rule."""
+
+    package: str
+    name: str
+    filename: str
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.package}.{self.name}"
+
+    @property
+    def entrypoint(self) -> str:
+        return f"{self.package.replace('.', '/')}/{self.name}"
+
+
+@dataclass(frozen=True)
+class CompileError:
+    filename: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.filename}:{self.line}" if self.line else self.filename
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    test: RegoTest
+    passed: bool
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------
+# Discovery (parent process)
+
+
+def find_rego_files(dirs: Iterable[str | Path]) -> list[Path]:
+    """Every ``.rego`` file below ``dirs`` (or the files themselves), sorted, no duplicates."""
+    found: dict[Path, None] = {}
+    for d in dirs:
+        root = Path(d)
+        if not root.exists():
+            raise RuleTestError(f"{str(root)!r} does not exist; pass a directory of .rego files")
+        if root.is_file():
+            found[root] = None
+            continue
+        for f in sorted(root.rglob("*.rego")):
+            if not any(part.startswith(".") for part in f.relative_to(root).parts):
+                found[f] = None
+    return list(found)
+
+
+def discover_tests(filename: str, source: str) -> list[RegoTest]:
+    """The ``test_*`` rules of one module, in source order (see the module docstring)."""
+    match = _PACKAGE_RE.search(source)
+    if match is None:
+        return []
+    package = match.group(1)
+    seen: dict[str, None] = {}
+    for rule in _TEST_RULE_RE.finditer(source):
+        seen[rule.group(1)] = None
+    return [RegoTest(package, name, filename) for name in seen]
+
+
+def builtin_library_files() -> list[Path]:
+    """The shared library (policies/lib) that the built-in policies import.
+
+    It is added to every run, so `magtape test my-policies/` works for policies
+    that import ``data.magtape.lib``; only its tests are left out unless asked for.
+    """
+    from magtape.engine.sources import SourceError, builtin_policy_dir
+
+    try:
+        lib = builtin_policy_dir() / "lib"
+    except SourceError:
+        return []
+    return sorted(lib.glob("*.rego")) if lib.is_dir() else []
+
+
+# --------------------------------------------------------------------------
+# Compilation and evaluation (child process)
+
+
+def offset_to_line(source: str, offset: int) -> int:
+    """1-based line of a byte offset into the UTF-8 encoding of ``source``."""
+    return source.encode("utf-8")[:offset].count(b"\n") + 1
+
+
+def parse_rego_errors(error_text: str, sources: dict[str, str]) -> list[CompileError]:
+    """Turn rego-cpp's error AST into (file, line, message) triples."""
+    errors: list[CompileError] = []
+    for match in _ERROR_RE.finditer(error_text):
+        start = match.end()
+        filename = error_text[start:start + int(match.group(1))]
+        location = re.match(r"\|(\d+)\|", error_text[start + len(filename):])
+        line = None
+        if location is not None and filename in sources:
+            line = offset_to_line(sources[filename], int(location.group(1)))
+        msg_match = _ERRORMSG_RE.search(error_text, start)
+        message = "does not compile"
+        if msg_match is not None:
+            msg_start = msg_match.end()
+            message = error_text[msg_start:msg_start + int(msg_match.group(1))]
+        errors.append(CompileError(filename, line, message))
+    if not errors:
+        errors.append(CompileError("<policy set>", None, error_text.strip().splitlines()[0]
+                                   if error_text.strip() else "does not compile"))
+    return errors
+
+
+def _emit(out: TextIO, event: dict[str, Any]) -> None:
+    out.write(json.dumps(event) + "\n")
+    out.flush()  # the parent needs every line written before a possible crash
+
+
+def worker(job: dict[str, Any], out: TextIO) -> None:
+    """Compile ``job["files"]`` and evaluate ``job["tests"]``, reporting JSON lines."""
+    from regopy import Interpreter, RegoError
+
+    sources = {f: Path(f).read_text(encoding="utf-8") for f in job["files"]}
+    interpreter = Interpreter()
+    for filename, source in sources.items():
+        _emit(out, {"event": "compiling", "file": filename})
+        try:
+            interpreter.add_module(filename, source)
+        except RegoError as exc:
+            for err in parse_rego_errors(str(exc), sources):
+                _emit(out, {"event": "compile_error", "file": err.filename, "line": err.line,
+                            "message": err.message})
+            return
+    entrypoints = [t["entrypoint"] for t in job["tests"]]
+    _emit(out, {"event": "compiling", "file": None})
+    try:
+        bundle = interpreter.build(None, entrypoints)
+    except RegoError as exc:
+        for err in parse_rego_errors(str(exc), sources):
+            _emit(out, {"event": "compile_error", "file": err.filename, "line": err.line,
+                        "message": err.message})
+        return
+    _emit(out, {"event": "compiled"})
+    for test in job["tests"]:
+        _emit(out, {"event": "start", "entrypoint": test["entrypoint"]})
+        passed, detail = False, ""
+        try:
+            output = interpreter.query_bundle_entrypoint(bundle, test["entrypoint"])
+            text = str(output)
+            if not output.ok():
+                detail = f"evaluation error: {text}"
+            elif text == "undefined":
+                detail = "undefined (a condition of the test did not hold)"
+            else:
+                value = json.loads(text).get("expressions", [None])[0]
+                passed = value is True
+                detail = "" if passed else f"evaluated to {json.dumps(value)}, not true"
+        except Exception as exc:  # a malformed output must fail one test, not the run
+            detail = f"evaluation error: {type(exc).__name__}: {exc}"
+        _emit(out, {"event": "result", "entrypoint": test["entrypoint"], "passed": passed,
+                    "detail": detail})
+
+
+# --------------------------------------------------------------------------
+# The parent: run the worker and report
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of the worker: this magtape importable, whatever the install."""
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def run_tests(files: Sequence[Path], tests: Sequence[RegoTest],
+              timeout: float = DEFAULT_TIMEOUT_SECONDS) -> list[TestResult]:
+    """Compile ``files`` and run ``tests`` in a child process.
+
+    Raises :class:`RuleTestError` when a module does not compile, or the engine
+    crashes or times out; the message names the file (and line) or the test.
+    """
+    job = {"files": [str(f) for f in files],
+           "tests": [{"entrypoint": t.entrypoint} for t in tests]}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "magtape.ruletest", "--worker"],
+            input=json.dumps(job), capture_output=True, text=True, env=_child_env(),
+            timeout=timeout, check=False,
+        )
+        stdout, stderr, returncode = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:
+        stdout = _text(exc.stdout)
+        stderr, returncode = _text(exc.stderr), None
+    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+    compile_errors = [e for e in events if e["event"] == "compile_error"]
+    if compile_errors:
+        lines = [str(CompileError(e["file"], e["line"], e["message"])) for e in compile_errors]
+        raise RuleTestError("a module does not compile:\n  " + "\n  ".join(lines))
+
+    by_entrypoint = {t.entrypoint: t for t in tests}
+    results = [TestResult(by_entrypoint[e["entrypoint"]], e["passed"], e["detail"])
+               for e in events if e["event"] == "result"]
+    if returncode == 0 and len(results) == len(tests):
+        return results
+
+    # The child died or hung: say where, from the last thing it announced.
+    how = f"timed out after {timeout:g}s" if returncode is None else _describe_exit(returncode)
+    started = [e for e in events if e["event"] in ("compiling", "compiled", "start")]
+    last = started[-1] if started else None
+    if last is not None and last["event"] == "start":
+        where = f"while evaluating {by_entrypoint[last['entrypoint']].qualified_name}"
+    elif last is not None and last["event"] == "compiling" and last["file"]:
+        where = f"while loading {last['file']}"
+    else:
+        where = "while compiling " + ", ".join(str(f) for f in files)
+    hint = ("; if a test replaces the whole input (`with input as ...`), "
+            "use `with input.request as ...` instead")
+    tail = "\n".join(stderr.strip().splitlines()[-3:])
+    raise RuleTestError(f"the Rego engine {how} {where}{hint}"
+                        + (f"\nengine output:\n{tail}" if tail else ""))
+
+
+def _text(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def run(dirs: list[str], verbose: bool, out: TextIO,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS) -> int:
+    """Run every test below ``dirs``; print the results to ``out``; return the exit code."""
+    try:
+        given = find_rego_files(dirs)
+        tests: list[RegoTest] = []
+        for f in given:
+            tests.extend(discover_tests(str(f), f.read_text(encoding="utf-8")))
+        if not given:
+            raise RuleTestError("no .rego files found under " + ", ".join(dirs))
+        if not tests:
+            raise RuleTestError("no test_* rules found under " + ", ".join(dirs)
+                                + "; name each test rule test_<something>")
+        resolved = {f.resolve() for f in given}
+        library = [f for f in builtin_library_files() if f.resolve() not in resolved]
+        results = run_tests([*given, *library], tests, timeout)
+    except (RuleTestError, OSError, UnicodeDecodeError) as exc:
+        out.write(f"error: {exc}\n")
+        return EXIT_ERROR
+
+    failed = [r for r in results if not r.passed]
+    for r in results:
+        if verbose or not r.passed:
+            status = "PASS" if r.passed else "FAIL"
+            detail = f"  ({r.detail}; {r.test.filename})" if not r.passed else ""
+            out.write(f"{status}: {r.test.qualified_name}{detail}\n")
+    out.write(f"{len(results) - len(failed)} passed, {len(failed)} failed\n")
+    return EXIT_FAILED if failed else EXIT_PASSED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="magtape test",
+        description="Run the test_* rules of Rego policies with the embedded engine.")
+    parser.add_argument("dirs", nargs="*", metavar="DIR",
+                        help="directories (or files) of .rego sources; "
+                             "default: the built-in policies")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every test")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
+                        help="seconds before the engine is stopped (default %(default)g)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(json.load(sys.stdin), sys.stdout)
+        return EXIT_PASSED
+    dirs = args.dirs
+    if not dirs:
+        from magtape.engine.sources import SourceError, builtin_policy_dir
+
+        try:
+            dirs = [str(builtin_policy_dir())]
+        except SourceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    return run(dirs, args.verbose, sys.stdout, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

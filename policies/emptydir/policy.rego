@@ -1,0 +1,49 @@
+# MT1009 emptydir: every emptyDir volume has a sizeLimit of at most 100M
+# (100,000,000 bytes), so one pod cannot fill its node's disk.
+# See README.md in this folder.
+package kubernetes.admission.emptydir
+
+import rego.v1
+
+import data.magtape.lib.messages
+import data.magtape.lib.quantity
+import data.magtape.lib.workloads
+
+policy_metadata := {
+	"name": "emptydir",
+	"severity": "MED",
+	"errcode": "MT1009",
+	"targets": workloads.kinds,
+}
+
+matches if input.request.kind.kind in policy_metadata.targets
+
+# "100 Megabytes": decimal, as Kubernetes writes 100M. 64Mi (67,108,864) and
+# 100M pass; 100Mi (104,857,600) and 1Gi do not.
+max_bytes := 100000000
+
+empty_dirs contains volume if {
+	some volume in workloads.volumes
+	is_object(volume.emptyDir)
+}
+
+# No sizeLimit, or one that is not a quantity (only possible offline: the API
+# server rejects it before admission).
+deny contains info if {
+	matches
+	some volume in empty_dirs
+	not quantity.value(object.get(volume.emptyDir, "sizeLimit", null))
+	name := object.get(volume, "name", "")
+	text := concat("", ["Size limit of emptyDir volume ", messages.quoted(name), " is not set"])
+	info := messages.violation_with_details(policy_metadata, text, {"volume": name})
+}
+
+deny contains info if {
+	matches
+	some volume in empty_dirs
+	size := quantity.value(volume.emptyDir.sizeLimit)
+	size > max_bytes
+	name := object.get(volume, "name", "")
+	text := concat("", ["Size limit of emptyDir volume ", messages.quoted(name), " is greater than 100 Megabytes"])
+	info := messages.violation_with_details(policy_metadata, text, {"volume": name, "sizeLimit": volume.emptyDir.sizeLimit})
+}

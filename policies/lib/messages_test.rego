@@ -1,0 +1,44 @@
+package test.magtape.lib.messages
+
+import rego.v1
+
+import data.magtape.lib.messages
+
+meta := {"name": "example", "severity": "MED", "errcode": "MT9999", "targets": {"Pod"}}
+
+test_fail_message_shape if {
+	messages.fail_message("LOW", "something is wrong", "MT0001") == "[FAIL] LOW - something is wrong (MT0001)"
+}
+
+test_violation if {
+	messages.violation(meta, "text") == {
+		"name": "example",
+		"severity": "MED",
+		"errcode": "MT9999",
+		"msg": "[FAIL] MED - text (MT9999)",
+	}
+}
+
+test_violation_with_details if {
+	v := messages.violation_with_details(meta, "text", {"container": "app"})
+	v.details == {"container": "app"}
+	v.msg == "[FAIL] MED - text (MT9999)"
+}
+
+test_str if {
+	messages.str("web") == "web"
+	messages.str(30100) == "30100"
+	messages.str(1.5) == "1.5"
+	messages.str(null) == "null"
+}
+
+test_quoted if {
+	messages.quoted("web") == "\"web\""
+	messages.quoted(443) == "\"443\""
+}
+
+test_literal_strings_are_not_quoted_twice if {
+	# The rego-cpp sprintf quirk this library avoids.
+	name := "web"
+	messages.fail_message("HIGH", concat("", ["container ", messages.quoted(name)]), "MT0002") == "[FAIL] HIGH - container \"web\" (MT0002)"
+}

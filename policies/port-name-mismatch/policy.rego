@@ -1,0 +1,35 @@
+# MT1006 port-name-mismatch: a Service port named "http" or "http-*" does not
+# use port 443. Istio takes the protocol from the port name, so such a port
+# would be treated as plain HTTP while clients speak TLS. See README.md.
+package kubernetes.admission.port_name_mismatch
+
+import rego.v1
+
+import data.magtape.lib.messages
+import data.magtape.lib.request
+import data.magtape.lib.workloads
+
+policy_metadata := {
+	"name": "port-name-mismatch",
+	"severity": "HIGH",
+	"errcode": "MT1006",
+	"targets": {"Service"},
+}
+
+matches if input.request.kind.kind in policy_metadata.targets
+
+deny contains info if {
+	matches
+	some port in workloads.list(object.get(input.request.object, "spec", {}), "ports")
+	port.port == 443
+	http_name(port.name)
+	text := concat("", [
+		"Logical port name ", messages.quoted(port.name),
+		" mismatch with port number \"443\" for service ", messages.quoted(request.object_name),
+	])
+	info := messages.violation_with_details(policy_metadata, text, {"port": port.name})
+}
+
+http_name(name) if name == "http"
+
+http_name(name) if startswith(name, "http-")

@@ -1,0 +1,27 @@
+# MT2001 privileged-pod: no container (init and ephemeral ones included) runs
+# privileged, i.e. with the node's devices and all capabilities.
+# See README.md in this folder.
+package kubernetes.admission.privileged_pod
+
+import rego.v1
+
+import data.magtape.lib.messages
+import data.magtape.lib.workloads
+
+policy_metadata := {
+	"name": "privileged-pod",
+	"severity": "HIGH",
+	"errcode": "MT2001",
+	"targets": workloads.kinds,
+}
+
+matches if input.request.kind.kind in policy_metadata.targets
+
+deny contains info if {
+	matches
+	some container in workloads.all_containers
+	container.securityContext.privileged == true
+	name := object.get(container, "name", "")
+	text := concat("", ["Found privileged Security Context for container ", messages.quoted(name)])
+	info := messages.violation_with_details(policy_metadata, text, {"container": name})
+}

@@ -1,0 +1,31 @@
+# MT1004 resource-requests: every container sets CPU and memory requests.
+# See README.md in this folder.
+package kubernetes.admission.resource_requests
+
+import rego.v1
+
+import data.magtape.lib.messages
+import data.magtape.lib.workloads
+
+policy_metadata := {
+	"name": "resource-requests",
+	"severity": "LOW",
+	"errcode": "MT1004",
+	"targets": workloads.kinds,
+}
+
+matches if input.request.kind.kind in policy_metadata.targets
+
+# Message label -> resource name, in the order the message lists them.
+resources := [["CPU", "cpu"], ["MEM", "memory"]]
+
+deny contains info if {
+	matches
+	some container in workloads.containers
+	requests := object.get(container, ["resources", "requests"], {})
+	missing := [label | some [label, resource] in resources; not workloads.present(requests, resource)]
+	count(missing) > 0
+	name := object.get(container, "name", "")
+	text := concat("", ["Resource requests missing (", concat("/", missing), ") for container ", messages.quoted(name)])
+	info := messages.violation_with_details(policy_metadata, text, {"container": name, "missing": missing})
+}

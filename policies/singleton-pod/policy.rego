@@ -1,0 +1,26 @@
+# MT1007 singleton-pod: a Pod is created by a controller (Deployment, Job,
+# ...), not on its own; a bare Pod is not rescheduled when its node goes away.
+# See README.md in this folder.
+package kubernetes.admission.singleton_pod
+
+import rego.v1
+
+import data.magtape.lib.messages
+import data.magtape.lib.request
+import data.magtape.lib.workloads
+
+policy_metadata := {
+	"name": "singleton-pod",
+	"severity": "LOW",
+	"errcode": "MT1007",
+	"targets": {"Pod"},
+}
+
+matches if input.request.kind.kind in policy_metadata.targets
+
+deny contains info if {
+	matches
+	count(workloads.owner_references) == 0
+	text := concat("", [messages.quoted(request.object_name), " is a singleton pod."])
+	info := messages.violation(policy_metadata, text)
+}

@@ -1,0 +1,42 @@
+package test.kubernetes.admission.singleton_pod
+
+import rego.v1
+
+import data.kubernetes.admission.singleton_pod as policy
+import data.test.magtape.fixtures
+
+spec := {"containers": [fixtures.good_container("app")]}
+
+test_pod_without_owner_fails if {
+	policy.deny == {{
+		"name": "singleton-pod",
+		"severity": "LOW",
+		"errcode": "MT1007",
+		"msg": "[FAIL] LOW - \"lonely\" is a singleton pod. (MT1007)",
+	}} with input.request as fixtures.pod({"name": "lonely", "namespace": "test1"}, spec)
+}
+
+test_empty_owner_list_fails if {
+	{d.msg | some d in policy.deny} == {"[FAIL] LOW - \"lonely\" is a singleton pod. (MT1007)"} with input.request as fixtures.pod({"name": "lonely", "ownerReferences": []}, spec)
+}
+
+test_generated_name_is_reported if {
+	req := fixtures.pod({"generateName": "lonely-"}, spec)
+	{d.msg | some d in policy.deny} == {"[FAIL] LOW - \"lonely-\" is a singleton pod. (MT1007)"} with input.request as req
+}
+
+test_controller_owned_pod_passes if {
+	owners := [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9c", "controller": true}]
+	count(policy.deny) == 0 with input.request as fixtures.pod({"name": "web-5d9c-x1", "ownerReferences": owners}, spec)
+}
+
+test_job_owned_pod_passes if {
+	owners := [{"apiVersion": "batch/v1", "kind": "Job", "name": "batch", "controller": true}]
+	count(policy.deny) == 0 with input.request as fixtures.pod({"name": "batch-x1", "ownerReferences": owners}, spec)
+}
+
+test_workloads_are_ignored if {
+	every kind in {"Deployment", "Job", "CronJob"} {
+		not policy.matches with input.request as fixtures.workload(kind, spec)
+	}
+}

@@ -1,0 +1,71 @@
+"""Shared fixtures: the built-in policy engine, apps built the way the server builds them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
+
+from magtape.engine.embedded import EmbeddedEngine
+from magtape.engine.sources import builtin_modules
+from magtape.metrics import Metrics
+from magtape.notify import NullNotifier
+from magtape.review import make_review
+from magtape.settings import Settings
+from magtape.web import create_app
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The shared fake Kubernetes API server (tests/fakekube.py) and its `fake_kube` fixture.
+pytest_plugins = ["fakekube"]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def builtin_engine() -> Iterator[EmbeddedEngine]:
+    """One engine with the built-in policies, shared (it is read-only once loaded)."""
+    engine = EmbeddedEngine(timeout_seconds=10, workers=4)
+    report = engine.load(builtin_modules(), {})
+    assert not report.errors, report.errors
+    yield engine
+    engine.close()
+
+
+AppFactory = Callable[..., FlaskClient]
+
+
+@pytest.fixture
+def make_client(builtin_engine: EmbeddedEngine) -> AppFactory:
+    """Build an isolated admission app: ``make_client(engine=..., deny_level=...)``."""
+
+    def factory(engine: Any = None, metrics: Metrics | None = None, notifier: Any = None,
+                **settings: Any) -> FlaskClient:
+        app = create_app(Settings().with_overrides(**settings), engine or builtin_engine,
+                         notifier or NullNotifier(),
+                         metrics or Metrics(CollectorRegistry()))
+        return app.test_client()
+
+    return factory
+
+
+def load_objects(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def review_doc(obj: dict[str, Any], namespace: str = "test1",
+               api_version: str = "admission.k8s.io/v1", **request: Any) -> dict[str, Any]:
+    """The AdmissionReview the API server would send for ``obj``."""
+    doc: dict[str, Any] = json.loads(make_review(obj, namespace).raw)
+    doc["apiVersion"] = api_version
+    doc["request"].update(request)
+    return doc

@@ -1,0 +1,238 @@
+"""Real parts shared by the notification and metrics tests.
+
+- :class:`SlackReceiver`: a Slack-compatible incoming-webhook endpoint on
+  loopback (plain HTTP, or HTTPS with a throw-away CA) that records posts and
+  can answer 200, answer 500, rate-limit with Retry-After, or hang.
+- :func:`label_policies`: two small policies whose failures a test switches on
+  with object labels, so these tests do not depend on the built-in catalogue.
+- :func:`serve`: a Flask app served by real waitress on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from flask import Flask
+from waitress.server import create_server
+
+from magtape.policy import PolicyModule
+
+SECRET_PATH = "/services/T0SECRET/B0SECRET/XXXXWEBHOOKTOKENXXXX"
+
+_POLICY = """package kubernetes.admission.{pkg}
+import rego.v1
+
+policy_metadata := {{"name": "{name}", "severity": "{sev}", "errcode": "{code}",
+                     "targets": {{"Pod", "Deployment"}}}}
+
+matches if input.request.kind.kind in policy_metadata.targets
+
+deny contains info if {{
+  matches
+  input.request.object.metadata.labels["{label}"]
+  info := {{"name": policy_metadata.name, "severity": "{sev}", "errcode": "{code}",
+           "msg": sprintf("[FAIL] {sev} - {text} for container \\"%v\\" ({code})",
+                          [input.request.object.metadata.name])}}
+}}
+"""
+
+
+def label_policies() -> list[PolicyModule]:
+    """``liveness-probe`` (LOW, label ``fail-low``) and ``privileged-pod`` (HIGH, ``fail-high``)."""
+    specs = [("liveness_probe", "liveness-probe", "LOW", "MT1001", "fail-low",
+              "Liveness Probe missing"),
+             ("privileged_pod", "privileged-pod", "HIGH", "MT2001", "fail-high",
+              "Found privileged Security Context")]
+    return [PolicyModule(f"test/{pkg}", f"test/{pkg}.rego",
+                         _POLICY.format(pkg=pkg, name=name, sev=sev, code=code, label=label,
+                                        text=text))
+            for pkg, name, sev, code, label, text in specs]
+
+
+def deployment(name: str, *labels: str, namespace: str = "test1") -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {label: "true" for label in labels}},
+            "spec": {"template": {"spec": {"containers": [{"name": name, "image": "nginx"}]}}}}
+
+
+# -- Slack receiver ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Post:
+    path: str
+    body: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A CA and a serving certificate for 127.0.0.1 and localhost, as PEM files."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "magtape test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                       crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = TlsFiles(directory / "ca.pem", directory / "tls.crt", directory / "tls.key")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return files
+
+
+class SlackReceiver:
+    """An incoming-webhook receiver; ``mode`` is ok, error (500), ratelimit (429 once), hang."""
+
+    def __init__(self, mode: str = "ok", tls: TlsFiles | None = None,
+                 retry_after: str = "1") -> None:
+        self.mode = mode
+        self.retry_after = retry_after
+        self.posts: list[Post] = []
+        self.release = threading.Event()  # ends hangs
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"null")
+                with receiver._cond:
+                    receiver.posts.append(Post(self.path, body, time.monotonic()))
+                    attempt = len(receiver.posts)
+                    receiver._cond.notify_all()
+                if receiver.mode == "hang":
+                    receiver.release.wait(30)
+                if receiver.mode == "error":
+                    self._answer(500, b"internal_error")
+                elif receiver.mode == "ratelimit" and attempt == 1:
+                    self._answer(429, b"rate_limited", {"Retry-After": receiver.retry_after})
+                else:
+                    self._answer(200, b"ok")
+
+            def _answer(self, code: int, text: bytes, headers: dict[str, str] | None = None
+                        ) -> None:
+                try:
+                    self.send_response(code)
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): that is the point of "hang"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls.cert), str(tls.key))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True, name="slack-receiver")
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def url(self, path: str = SECRET_PATH, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Post]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.posts) >= count, timeout), \
+                f"{len(self.posts)} of {count} Slack posts arrived within {timeout:g}s"
+            return list(self.posts)
+
+    def close(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextmanager
+def receiver(mode: str = "ok", tls: TlsFiles | None = None, **kw: Any) -> Iterator[SlackReceiver]:
+    r = SlackReceiver(mode, tls, **kw)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+# -- waitress ------------------------------------------------------------------
+
+
+@contextmanager
+def serve(app: Flask, threads: int = 4) -> Iterator[str]:
+    """Serve ``app`` with real waitress on 127.0.0.1; yields its base URL."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads, ident="test")
+    thread = threading.Thread(target=server.run, daemon=True, name="waitress-test")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        for channel in list(server._map.values()):
+            if channel is not server:
+                channel.close()
+        server.close()
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        thread.join(5)

@@ -1,0 +1,239 @@
+"""Decisions end to end through the admission app: deny levels, API versions,
+dry-run, engine failures, hot reload, and broken policies beside healthy ones.
+
+Uses small purpose-built policies so each case states exactly what fires; the
+built-in catalogue is covered by tests/test_policy_samples.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from conftest import AppFactory, review_doc
+from magtape.engine.embedded import EmbeddedEngine
+from magtape.engine.sources import modules_from_dirs
+from magtape.metrics import Metrics
+from magtape.policy import PolicyModule
+
+# One policy per severity; each fires when the object carries the label `fail-<sev>`.
+POLICY = """package kubernetes.admission.{pkg}
+import rego.v1
+
+policy_metadata := {{"name": "{name}", "severity": "{sev}", "errcode": "{code}",
+                     "targets": {{"Pod", "Deployment"}}}}
+
+matches if input.request.kind.kind in policy_metadata.targets
+
+deny contains info if {{
+  matches
+  input.request.object.metadata.labels["fail-{lsev}"]
+  info := {{"name": policy_metadata.name, "severity": "{sev}", "errcode": "{code}",
+           "msg": sprintf("[FAIL] {sev} - %v fails {name} ({code})",
+                          [input.request.object.metadata.name])}}
+}}
+"""
+
+SEVERITIES = {"LOW": "MT9001", "MED": "MT9002", "HIGH": "MT9003"}
+
+
+def severity_modules(tag: str = "") -> list[PolicyModule]:
+    return [PolicyModule(f"test/{s}", f"test/{s.lower()}.rego",
+                         POLICY.format(pkg=f"sev_{s.lower()}", name=f"sev-{s.lower()}{tag}",
+                                       sev=s, lsev=s.lower(), code=c))
+            for s, c in SEVERITIES.items()]
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[EmbeddedEngine]:
+    e = EmbeddedEngine(timeout_seconds=10, workers=4)
+    report = e.load(severity_modules(), {})
+    assert len(report.policies) == 3 and not report.errors
+    yield e
+    e.close()
+
+
+def pod(name: str = "web", *failing: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "test1",
+                         "labels": {f"fail-{s.lower()}": "yes" for s in failing}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+
+
+DENY_TABLE = [
+    # deny level, failing severities, allowed?
+    ("OFF", ("LOW", "MED", "HIGH"), True),
+    ("LOW", ("HIGH",), False), ("LOW", ("MED",), True), ("LOW", ("LOW",), True),
+    ("MED", ("HIGH",), False), ("MED", ("MED",), False), ("MED", ("LOW",), True),
+    ("HIGH", ("HIGH",), False), ("HIGH", ("MED",), False), ("HIGH", ("LOW",), False),
+    ("HIGH", (), True), ("LOW", ("LOW", "MED"), True),
+]
+
+
+@pytest.mark.parametrize("level, failing, allowed", DENY_TABLE)
+@pytest.mark.parametrize("api_version", ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"])
+def test_deny_levels(make_client: AppFactory, engine: EmbeddedEngine, level: str,
+                     failing: tuple[str, ...], allowed: bool, api_version: str) -> None:
+    from magtape.policy import DenyLevel
+
+    client = make_client(engine=engine, deny_level=DenyLevel(level))
+    doc = review_doc(pod("web", *failing), api_version=api_version)
+    body = client.post("/", json=doc).get_json()
+    assert body["apiVersion"] == api_version and body["kind"] == "AdmissionReview"
+    resp = body["response"]
+    assert resp["uid"] == doc["request"]["uid"]
+    assert resp["allowed"] is allowed
+    expected = sorted(f"[FAIL] {s} - web fails sev-{s.lower()} ({SEVERITIES[s]})"
+                      for s in failing)
+    if expected:
+        assert resp["warnings"] == expected
+    else:
+        assert "warnings" not in resp
+    if allowed:
+        assert "status" not in resp
+    else:
+        assert resp["status"] == {"code": 403, "message": ", ".join(expected)}
+
+
+def test_dry_run_gets_the_same_decision_and_no_alert(make_client: AppFactory,
+                                                     engine: EmbeddedEngine) -> None:
+    metrics = Metrics(CollectorRegistry())
+    client = make_client(engine=engine, metrics=metrics)
+    wet = client.post("/", json=review_doc(pod("web", "HIGH"))).get_json()["response"]
+    dry = client.post("/", json=review_doc(pod("web", "HIGH"), dryRun=True)).get_json()["response"]
+    assert dry == wet | {"uid": dry["uid"]} and dry["allowed"] is False
+    assert metrics.registry.get_sample_value(
+        "magtape_admission_requests_total",
+        {"namespace": "test1", "decision": "denied", "alert_sent": "false"}) == 2
+
+
+@pytest.mark.parametrize("policy, allowed", [("Fail", False), ("Ignore", True)])
+def test_engine_without_policies_follows_failure_policy(make_client: AppFactory, policy: str,
+                                                        allowed: bool) -> None:
+    from magtape.settings import FailurePolicy
+
+    metrics = Metrics(CollectorRegistry())
+    never_loaded = EmbeddedEngine()
+    client = make_client(engine=never_loaded, metrics=metrics,
+                         engine_failure_policy=FailurePolicy(policy))
+    resp = client.post("/", json=review_doc(pod())).get_json()["response"]
+    assert resp["allowed"] is allowed
+    assert "could not evaluate the policies" in resp["warnings"][0]
+    assert "no policy set is loaded" in resp["warnings"][0]
+    assert "Contact your cluster administrator" in resp["warnings"][0]
+    if not allowed:
+        assert resp["status"]["code"] == 403
+        assert "could not evaluate the policies" in resp["status"]["message"]
+    assert metrics.engine_errors._value.get() == 1
+    assert client.get("/readyz").status_code == 503
+    never_loaded.close()
+
+
+SLOW_POLICY = """package kubernetes.admission.slow
+import rego.v1
+policy_metadata := {"name": "slow", "severity": "LOW", "errcode": "MT9100", "targets": {"Pod"}}
+deny contains info if {
+  input.request.object.metadata.labels.slow
+  n := count([x | some x in numbers.range(1, 3000000); x % 7 == 0])
+  info := {"msg": sprintf("[FAIL] LOW - %v (MT9100)", [n])}
+}
+"""
+
+
+@pytest.mark.parametrize("policy, allowed", [("Fail", False), ("Ignore", True)])
+def test_engine_timeout_follows_failure_policy(make_client: AppFactory, policy: str,
+                                               allowed: bool) -> None:
+    from magtape.settings import FailurePolicy
+
+    slow = EmbeddedEngine(timeout_seconds=0.05, workers=2)
+    slow.load([PolicyModule("slow", "slow.rego", SLOW_POLICY)], {})
+    client = make_client(engine=slow, engine_failure_policy=FailurePolicy(policy))
+    obj = pod()
+    obj["metadata"]["labels"] = {"slow": "yes"}
+    resp = client.post("/", json=review_doc(obj)).get_json()["response"]
+    assert resp["allowed"] is allowed
+    assert "timed out after 0.05s" in resp["warnings"][0]
+    slow.close()
+
+
+def test_broken_policies_are_reported_and_the_others_enforce(tmp_path: Path,
+                                                             make_client: AppFactory) -> None:
+    for m in severity_modules():
+        (tmp_path / Path(m.filename).name).write_text(m.source)
+    (tmp_path / "syntax.rego").write_text(
+        "package kubernetes.admission.syntax\nimport rego.v1\n\n"
+        "deny contains x if { x := input.request == }\n")
+    (tmp_path / "nometa.rego").write_text(
+        "package kubernetes.admission.nometa\nimport rego.v1\ndeny contains 1 if { false }\n")
+    (tmp_path / "crash.rego").write_text(
+        "package kubernetes.admission.crash\nimport rego.v1\n"
+        'policy_metadata := {"name": "crash", "severity": "HIGH", "errcode": "MT9200", '
+        '"targets": {"Pod"}}\n'
+        "deny contains m if { m := upper(input.request.uid) }\n"
+        'weird if { count(deny) == 1 with input as {"request": {"uid": "x"}} }\n')
+    (tmp_path / "unknownfn.rego").write_text(
+        "package kubernetes.admission.unknownfn\nimport rego.v1\n"
+        'policy_metadata := {"name": "unknownfn", "severity": "HIGH", "errcode": "MT9201", '
+        '"targets": {"Pod"}}\n'
+        "deny contains m if { m := no_such_function(input.request.uid) }\n")
+    engine = EmbeddedEngine()
+    report = engine.load(modules_from_dirs([tmp_path]), {})
+    assert sorted(p.name for p in report.policies) == ["sev-high", "sev-low", "sev-med"]
+    errors = {Path(e.filename).name: e for e in report.errors}
+    assert set(errors) == {"syntax.rego", "nometa.rego", "crash.rego", "unknownfn.rego"}
+    assert errors["syntax.rego"].line == 4 and "Invalid" in errors["syntax.rego"].message
+    assert "policy_metadata is missing" in errors["nometa.rego"].message
+    assert "crashed" in errors["crash.rego"].message
+    assert "evaluating the policy failed" in errors["unknownfn.rego"].message
+    resp = make_client(engine=engine).post("/", json=review_doc(pod("web", "HIGH"))).get_json()
+    assert resp["response"]["allowed"] is False
+    engine.close()
+
+
+def test_hot_reload_under_concurrent_requests(make_client: AppFactory) -> None:
+    """Requests during repeated swaps all answer, each from one whole policy set."""
+    engine = EmbeddedEngine(workers=4)
+    sets = [severity_modules(""), severity_modules("-v2")]
+    engine.load(sets[0], {})
+    client_lock = threading.Lock()
+    clients: dict[int, Any] = {}
+    stop = threading.Event()
+    answers: list[tuple[int, tuple[str, ...]]] = []
+
+    def hammer(worker: int) -> None:
+        with client_lock:
+            client = clients.setdefault(worker, make_client(engine=engine))
+        while not stop.is_set():
+            resp = client.post("/", json=review_doc(pod("web", "LOW", "MED")))
+            answers.append((resp.status_code, tuple(resp.get_json()["response"]["warnings"])))
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(hammer, i) for i in range(4)]
+        for i in range(6):
+            engine.load(sets[(i + 1) % 2], {})
+        stop.set()
+        for f in futures:
+            f.result()
+    old = ("[FAIL] LOW - web fails sev-low (MT9001)", "[FAIL] MED - web fails sev-med (MT9002)")
+    new = tuple(w.replace("sev-low", "sev-low-v2").replace("sev-med", "sev-med-v2") for w in old)
+    assert answers and {a for a in answers} <= {(200, old), (200, new)}
+    assert engine.last_report is not None and engine.last_report.version == 7
+    engine.close()
+
+
+def test_duplicate_policy_name_is_refused_and_the_rest_enforces(make_client: AppFactory) -> None:
+    engine = EmbeddedEngine()
+    engine.load(severity_modules(), {})
+    duplicate = [*severity_modules(), PolicyModule(
+        "dup", "dup.rego", severity_modules()[0].source.replace("sev_low", "sev_low_copy"))]
+    report = engine.load(duplicate, {})
+    assert any("already used" in e.message for e in report.errors)
+    resp = make_client(engine=engine).post("/", json=review_doc(pod("web", "LOW"))).get_json()
+    assert resp["response"]["warnings"] == ["[FAIL] LOW - web fails sev-low (MT9001)"]
+    engine.close()

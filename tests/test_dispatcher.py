@@ -1,0 +1,276 @@
+"""The notification dispatcher: which channel gets what, bounded queues, shutdown, de-dup.
+
+The sinks here are small real implementations of the Sink protocol that
+record what they are given (and can be held on a gate); the dispatcher, its
+threads and its metrics are the real ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from magtape.admission import Outcome
+from magtape.decision import decide
+from magtape.metrics import Metrics
+from magtape.notify import NullNotifier
+from magtape.notify.dispatcher import Dispatcher, RecentAlerts
+from magtape.notify.factory import build_notifier
+from magtape.policy import DenyLevel, Evaluation, PolicyResult, Severity, Violation
+from magtape.review import make_review, review_from_document
+from magtape.settings import Settings
+
+DENY = "[FAIL] HIGH - hostPort is configured for container \"web\" (MT1008)"
+WARN = "[FAIL] LOW - Liveness Probe missing for container \"web\" (MT1001)"
+
+
+def outcome(name: str = "web", *, kind: str = "Deployment", namespace: str = "test1",
+            messages: tuple[str, ...] = (DENY,), owned: bool = False,
+            dry_run: bool = False) -> Outcome:
+    """An Outcome as AdmissionService builds it, for a workload failing ``messages``."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if owned:
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                    "name": "web-5d4f", "uid": "1", "controller": True}]
+    api_version = "v1" if kind == "Pod" else "apps/v1"
+    review = make_review({"apiVersion": api_version, "kind": kind, "metadata": meta}, namespace)
+    if dry_run:
+        review = review_from_document({"apiVersion": review.api_version,
+                                       "request": {**review.request, "dryRun": True}})
+    violations = tuple(
+        Violation(m, "host-port" if "HIGH" in m else "liveness-probe",
+                  Severity.HIGH if "HIGH" in m else Severity.LOW, m[-7:-1])
+        for m in messages)
+    evaluation = Evaluation((PolicyResult("checks", violations),))
+    return Outcome(review, decide(evaluation, DenyLevel.LOW), DenyLevel.LOW, evaluation)
+
+
+class RecordingSink:
+    """Records delivered outcomes; with a gate, each delivery waits for the gate."""
+
+    def __init__(self, channel: str, gate: threading.Event | None = None,
+                 fail_first: bool = False) -> None:
+        self.channel = channel
+        self.gate = gate
+        self.fail_first = fail_first
+        self.delivered: list[Outcome] = []
+        self.started = threading.Event()
+        self.closed = False
+        self._cond = threading.Condition()
+
+    def deliver(self, outcome: Outcome) -> None:
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.fail_first:
+            self.fail_first = False
+            raise RuntimeError("boom")
+        with self._cond:
+            self.delivered.append(outcome)
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.delivered) >= count, timeout), \
+                f"{self.channel}: {len(self.delivered)} of {count} deliveries"
+
+    def names(self) -> list[str]:
+        return [o.review.name for o in self.delivered]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+def count(metrics: Metrics, channel: str, outcome_: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "magtape_notifications_total", {"channel": channel, "outcome": outcome_})
+    return value or 0.0
+
+
+def test_events_for_every_failure_slack_only_for_denials(metrics: Metrics) -> None:
+    events, slack = RecordingSink("event"), RecordingSink("slack")
+    d = Dispatcher(metrics, events=events, slack=slack)
+    assert d.submit(outcome("denied")) is True
+    assert d.submit(outcome("allowed", messages=(WARN,))) is False
+    d.close(5)
+    assert events.names() == ["denied", "allowed"]
+    assert slack.names() == ["denied"]
+    assert events.closed and slack.closed
+
+
+def test_passive_mode_alerts_on_failures_without_denial(metrics: Metrics) -> None:
+    slack = RecordingSink("slack")
+    d = Dispatcher(metrics, slack=slack, slack_passive=True)
+    assert d.submit(outcome("allowed", messages=(WARN,))) is True
+    d.close(5)
+    assert slack.names() == ["allowed"]
+
+
+def test_no_failures_and_dry_runs_notify_nobody(metrics: Metrics) -> None:
+    events, slack = RecordingSink("event"), RecordingSink("slack")
+    d = Dispatcher(metrics, events=events, slack=slack)
+    assert d.submit(outcome("clean", messages=())) is False
+    assert d.submit(outcome("dry", dry_run=True)) is False
+    d.close(5)
+    assert events.delivered == [] and slack.delivered == []
+
+
+def test_full_queue_drops_the_newest_and_counts_it(metrics: Metrics) -> None:
+    gate = threading.Event()
+    slack = RecordingSink("slack", gate)
+    d = Dispatcher(metrics, slack=slack, queue_size=2)
+    try:
+        assert d.submit(outcome("a"))
+        assert slack.started.wait(5)  # the worker holds "a"; the queue is empty again
+        assert d.submit(outcome("b"))
+        assert d.submit(outcome("c"))
+        assert d.submit(outcome("d")) is False
+        assert d.submit(outcome("e")) is False
+        assert count(metrics, "slack", "dropped") == 2
+    finally:
+        gate.set()
+    d.close(5)
+    assert slack.names() == ["a", "b", "c"]  # arrival order kept
+
+
+def test_a_dropped_alert_is_not_remembered_as_sent(metrics: Metrics) -> None:
+    gate = threading.Event()
+    slack = RecordingSink("slack", gate)
+    d = Dispatcher(metrics, slack=slack, queue_size=1)
+    d.submit(outcome("a"))
+    assert slack.started.wait(5)
+    d.submit(outcome("b"))
+    assert d.submit(outcome("c")) is False  # dropped
+    gate.set()
+    slack.wait_for(2)
+    assert d.submit(outcome("c")) is True  # not "deduplicated": it never went out
+    d.close(5)
+    assert slack.names() == ["a", "b", "c"]
+    assert count(metrics, "slack", "deduplicated") == 0
+
+
+def test_close_delivers_what_is_queued(metrics: Metrics) -> None:
+    events = RecordingSink("event")
+    d = Dispatcher(metrics, events=events)
+    for i in range(50):
+        d.submit(outcome(f"w{i}"))
+    d.close(10)
+    assert events.names() == [f"w{i}" for i in range(50)]
+
+
+def test_close_gives_up_at_the_deadline_and_counts_what_it_discards(metrics: Metrics) -> None:
+    gate = threading.Event()
+    slack = RecordingSink("slack", gate)
+    d = Dispatcher(metrics, slack=slack)
+    try:
+        for i in range(5):
+            d.submit(outcome(f"w{i}"))
+        assert slack.started.wait(5)
+        started = time.monotonic()
+        d.close(0.3)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f"close took {elapsed:.2f}s with a 0.3s deadline"
+        assert count(metrics, "slack", "dropped") == 4  # w1..w4; w0 is in flight
+        assert d.submit(outcome("late")) is False  # closed: nothing more is queued
+        assert count(metrics, "slack", "dropped") == 5
+    finally:
+        gate.set()
+    assert not slack.closed  # its worker was still busy: the session is left alone
+
+
+def test_identical_failures_for_the_same_object_notify_once_per_window(
+        metrics: Metrics) -> None:
+    now = [1000.0]
+    events, slack = RecordingSink("event"), RecordingSink("slack")
+    d = Dispatcher(metrics, events=events, slack=slack, dedup_seconds=600,
+                   clock=lambda: now[0])
+    assert d.submit(outcome("web")) is True
+    assert d.submit(outcome("web")) is False  # same object, same failures
+    assert count(metrics, "slack", "deduplicated") == 1
+    assert count(metrics, "event", "deduplicated") == 1
+    assert d.submit(outcome("web", messages=(DENY, WARN))) is True  # different failures
+    assert d.submit(outcome("web", namespace="other")) is True  # different object
+    now[0] += 599
+    assert d.submit(outcome("web")) is False
+    now[0] += 2  # 601 s after the first alert
+    assert d.submit(outcome("web")) is True
+    d.close(5)
+    assert slack.names() == ["web"] * 4
+    assert len(events.delivered) == 4
+
+
+def test_dedup_window_zero_disables_it(metrics: Metrics) -> None:
+    slack = RecordingSink("slack")
+    d = Dispatcher(metrics, slack=slack, dedup_seconds=0)
+    assert d.submit(outcome("web")) and d.submit(outcome("web"))
+    d.close(5)
+    assert len(slack.delivered) == 2
+
+
+def test_controller_owned_pods_do_not_notify(metrics: Metrics) -> None:
+    events, slack = RecordingSink("event"), RecordingSink("slack")
+    d = Dispatcher(metrics, events=events, slack=slack)
+    assert d.submit(outcome("web-5d4f-x2x7q", kind="Pod", owned=True)) is False
+    assert d.submit(outcome("singleton", kind="Pod")) is True  # no owner: it notifies
+    d.close(5)
+    assert events.names() == slack.names() == ["singleton"]
+    assert count(metrics, "slack", "deduplicated") == 1
+    assert count(metrics, "event", "deduplicated") == 1
+
+
+def test_a_failing_sink_is_counted_and_its_worker_carries_on(metrics: Metrics) -> None:
+    events = RecordingSink("event", fail_first=True)
+    d = Dispatcher(metrics, events=events)
+    d.submit(outcome("first"))
+    d.submit(outcome("second"))
+    d.close(5)
+    assert events.names() == ["second"]
+    assert count(metrics, "event", "failed") == 1
+
+
+def test_a_slow_channel_does_not_hold_up_the_other(metrics: Metrics) -> None:
+    gate = threading.Event()
+    events, slack = RecordingSink("event"), RecordingSink("slack", gate)
+    d = Dispatcher(metrics, events=events, slack=slack)
+    try:
+        for i in range(3):
+            d.submit(outcome(f"w{i}"))
+        events.wait_for(3)  # while Slack is stuck on w0
+        assert slack.delivered == []
+    finally:
+        gate.set()
+    d.close(5)
+
+
+def test_recent_alerts_memory_is_bounded() -> None:
+    recent = RecentAlerts(600, max_entries=3)
+    for key in "abcde":
+        assert recent.check_and_remember(key) is False
+    assert len(recent) == 3
+    assert recent.check_and_remember("e") is True
+    assert recent.check_and_remember("a") is False  # forgotten: oldest went first
+
+
+def test_recent_alerts_expire() -> None:
+    now = [0.0]
+    recent = RecentAlerts(10, clock=lambda: now[0])
+    recent.check_and_remember("a")
+    now[0] = 5
+    recent.check_and_remember("b")
+    now[0] = 11
+    assert recent.check_and_remember("b") is True
+    assert len(recent) == 1  # "a" expired and was purged
+
+
+def test_nothing_enabled_builds_a_null_notifier(metrics: Metrics) -> None:
+    settings = Settings(k8s_events_enabled=False, slack_enabled=False)
+    assert isinstance(build_notifier(settings, None, metrics), NullNotifier)

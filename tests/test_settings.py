@@ -1,0 +1,103 @@
+"""Settings.from_env: defaults, every accepted spelling, and every error message."""
+
+from __future__ import annotations
+
+import pytest
+
+from magtape.policy import DenyLevel
+from magtape.settings import Address, ConfigError, FailurePolicy, Settings
+
+
+def test_defaults_match_the_documentation() -> None:
+    s = Settings.from_env({})
+    assert s.deny_level is DenyLevel.LOW
+    assert s.engine_failure_policy is FailurePolicy.FAIL
+    assert s.k8s_events_enabled is True and s.slack_enabled is False
+    assert s.listen == Address("127.0.0.1", 5000)
+    assert s.max_body_bytes == 3 * 1024 * 1024
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("TRUE", True), ("true", True), ("1", True), ("yes", True),
+    ("FALSE", False), ("false", False), ("0", False), ("no", False),
+])
+def test_booleans(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"MAGTAPE_SLACK_ENABLED": raw}).slack_enabled is expected
+
+
+@pytest.mark.parametrize("level", ["OFF", "LOW", "MED", "HIGH", "low", "High"])
+def test_deny_level_and_its_alias(level: str) -> None:
+    assert Settings.from_env({"MAGTAPE_DENY_LEVEL": level}).deny_level is DenyLevel(level.upper())
+    assert Settings.from_env({"MAGTAPE_DENY_VOLUME": level}).deny_level is DenyLevel(level.upper())
+
+
+def test_deny_level_wins_over_alias() -> None:
+    env = {"MAGTAPE_DENY_LEVEL": "HIGH", "MAGTAPE_DENY_VOLUME": "OFF"}
+    assert Settings.from_env(env).deny_level is DenyLevel.HIGH
+
+
+def test_lists_and_addresses() -> None:
+    s = Settings.from_env({
+        "MAGTAPE_POLICY_DIRS": "a, b,,c", "MAGTAPE_LISTEN": ":8080",
+        "MAGTAPE_METRICS_LISTEN": "[::1]:9000", "MAGTAPE_SLACK_ALLOWED_HOSTS": "x.example",
+        "MAGTAPE_SLACK_WEBHOOK_URL_BASE": "https://relay.internal:8443",
+    })
+    assert s.policy_dirs == ("a", "b", "c")
+    assert s.listen == Address("0.0.0.0", 8080)
+    assert s.metrics_listen == Address("::1", 9000)
+    assert s.slack_allowed_host_set == {"x.example", "relay.internal"}
+
+
+# Every variable with a parser, a bad value, and what the message must say is accepted.
+ERRORS = [
+    ("MAGTAPE_DENY_LEVEL", "bogus", "OFF, LOW, MED, HIGH"),
+    ("MAGTAPE_DENY_VOLUME", "max", "OFF, LOW, MED, HIGH"),
+    ("MAGTAPE_POLICY_ENGINE", "wasm", "embedded, opa"),
+    ("MAGTAPE_ENGINE_FAILURE_POLICY", "Maybe", "Fail, Ignore"),
+    ("MAGTAPE_ENGINE_TIMEOUT_SECONDS", "soon", "a number >= 0.01"),
+    ("MAGTAPE_ENGINE_TIMEOUT_SECONDS", "0", "a number >= 0.01"),
+    ("MAGTAPE_OPA_URL", "localhost:8181", "an http:// or https:// URL"),
+    ("MAGTAPE_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+    ("MAGTAPE_LISTEN", "5000", "HOST:PORT"),
+    ("MAGTAPE_LISTEN", "host:99999", "HOST:PORT"),
+    ("MAGTAPE_METRICS_LISTEN", "x:y", "HOST:PORT"),
+    ("MAGTAPE_THREADS", "0", "a whole number >= 1"),
+    ("MAGTAPE_THREADS", "2.5", "a whole number >= 1"),
+    ("MAGTAPE_MAX_BODY_BYTES", "12", "a whole number >= 1024"),
+    ("MAGTAPE_K8S_EVENTS_ENABLED", "maybe", "TRUE/true/1/yes or FALSE/false/0/no"),
+    ("MAGTAPE_SLACK_ENABLED", "on", "TRUE/true/1/yes or FALSE/false/0/no"),
+    ("MAGTAPE_SLACK_PASSIVE", "2", "TRUE/true/1/yes or FALSE/false/0/no"),
+    ("MAGTAPE_POLICY_DISCOVERY", "sure", "TRUE/true/1/yes or FALSE/false/0/no"),
+    ("MAGTAPE_SLACK_TIMEOUT_SECONDS", "-1", "a number >= 0.1"),
+    ("MAGTAPE_ALERT_DEDUP_SECONDS", "nan", "a number >= 0"),
+    ("MAGTAPE_NOTIFY_QUEUE_SIZE", "0", "a whole number >= 1"),
+]
+
+
+@pytest.mark.parametrize("name, value, accepted", ERRORS, ids=[f"{n}={v}" for n, v, _ in ERRORS])
+def test_bad_value_names_variable_value_and_accepted(name: str, value: str, accepted: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value)
+    assert name in message and repr(value) in message and accepted in message
+    assert "\n" not in message
+
+
+def test_slack_url_is_never_echoed() -> None:
+    secret = "ftp://hooks.slack.com/services/T000/B000/XXXXSECRET"
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT": secret})
+    assert "XXXXSECRET" not in str(info.value)
+    assert "MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT" in str(info.value)
+    assert "XXXXSECRET" not in repr(Settings.from_env(
+        {"MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT": secret.replace("ftp", "https")}))
+
+
+def test_cli_reports_configuration_errors_with_exit_2(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from magtape.cli import main
+
+    monkeypatch.setenv("MAGTAPE_DENY_LEVEL", "EVERYTHING")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "MAGTAPE_DENY_LEVEL='EVERYTHING'" in err and "OFF, LOW, MED, HIGH" in err

@@ -1,0 +1,178 @@
+"""Malformed input never gets a 500 or a stack trace, and the server keeps serving.
+
+Runs against the real server (waitress on loopback), as the nginx sidecar
+would reach it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import review_doc
+from magtape.server import Webhook, start
+from magtape.settings import Address, Settings
+
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "test1"},
+       "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Webhook]:
+    hook = start(Settings(listen=Address("127.0.0.1", 0),
+                          metrics_listen=Address("127.0.0.1", 0), max_body_bytes=64 * 1024))
+    yield hook
+    hook.stop(flush_seconds=1)
+
+
+@pytest.fixture(scope="module")
+def url(server: Webhook) -> str:
+    return f"http://127.0.0.1:{server.admission_port}/"
+
+
+@pytest.fixture(scope="module")
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        yield s
+
+
+def _valid() -> dict[str, Any]:
+    return review_doc(POD)
+
+
+def _without(path: str) -> bytes:
+    doc = _valid()
+    *parents, last = path.split(".")
+    target = doc
+    for p in parents:
+        target = target[p]
+    del target[last]
+    return json.dumps(doc).encode()
+
+
+def _with(path: str, value: Any) -> bytes:
+    doc = _valid()
+    *parents, last = path.split(".")
+    target = doc
+    for p in parents:
+        target = target[p]
+    target[last] = value
+    return json.dumps(doc).encode()
+
+
+MALFORMED = {
+    "not JSON": (b"this is not json", "not JSON"),
+    "empty body": (b"", "not JSON"),
+    "invalid UTF-8": (b'{"request": "\xff\xfe"}', "UTF-8"),
+    "absurd nesting": (b"[" * 30_000 + b"]" * 30_000, "nested"),
+    "nesting past the limit": (_with("request.object.spec", json.loads("[" * 150 + "]" * 150)),
+                               "nested deeper than 100"),
+    "a JSON array": (b"[1, 2, 3]", "JSON object"),
+    "a JSON string": (b'"AdmissionReview"', "JSON object"),
+    "no request": (json.dumps({"apiVersion": "admission.k8s.io/v1",
+                               "kind": "AdmissionReview"}).encode(), "'request'"),
+    "request is a list": (_with("request", []), "'request'"),
+    "uid missing": (_without("request.uid"), "'request.uid' is missing"),
+    "uid a number": (_with("request.uid", 42), "'request.uid' must be a string"),
+    "uid empty": (_with("request.uid", ""), "'request.uid'"),
+    "kind missing": (_without("request.kind"), "'request.kind' is missing"),
+    "kind a string": (_with("request.kind", "Pod"), "'request.kind' must be an object"),
+    "kind.kind missing": (_without("request.kind.kind"), "'request.kind.kind' is missing"),
+    "object missing": (_without("request.object"), "'request.object' is missing"),
+    "object null": (_with("request.object", None), "'request.object' must be an object"),
+    "object a list": (_with("request.object", [POD]), "'request.object' must be an object"),
+    "metadata a string": (_with("request.object.metadata", "x"), "metadata"),
+    "dryRun a string": (_with("request.dryRun", "true"), "'request.dryRun' must be bool"),
+    "namespace a number": (_with("request.namespace", 7), "'request.namespace'"),
+    "unknown apiVersion": (_with("apiVersion", "admission.k8s.io/v2"), "unsupported apiVersion"),
+}
+
+
+@pytest.mark.parametrize("body, expected", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_review_gets_400_with_json_error(http: requests.Session, url: str,
+                                                    body: bytes, expected: str) -> None:
+    resp = http.post(url, data=body, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400, resp.text
+    assert resp.headers["Content-Type"] == "application/json"
+    error = resp.json()["error"]
+    assert expected in error
+    assert "Traceback" not in resp.text
+    # ...and the very next valid review is answered.
+    ok = http.post(url, json=_valid())
+    assert ok.status_code == 200 and ok.json()["response"]["allowed"] is True
+
+
+def test_body_over_the_limit_gets_413(http: requests.Session, url: str) -> None:
+    big = json.dumps(_valid() | {"padding": "x" * 70_000}).encode()
+    resp = http.post(url, data=big)
+    assert resp.status_code == 413
+    assert resp.json() == {"error": "request body too large"}
+    assert http.post(url, json=_valid()).status_code == 200
+
+
+def test_chunked_body_over_the_limit_gets_413(http: requests.Session, url: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    resp = http.post(url, data=chunks())
+    assert resp.status_code == 413
+    assert http.post(url, json=_valid()).status_code == 200
+
+
+@pytest.mark.parametrize("method, path, code", [("GET", "/", 405), ("POST", "/nope", 404),
+                                                 ("GET", "/metrics", 404)])
+def test_other_routes_answer_json(http: requests.Session, url: str, method: str, path: str,
+                                  code: int) -> None:
+    resp = http.request(method, url.rstrip("/") + path)
+    assert resp.status_code == code and "error" in resp.json()
+
+
+# Values of every JSON type, nested a little: what a confused client may send.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6),
+                                                                      children, max_size=3),
+    max_leaves=8)
+
+
+@st.composite
+def malformed_reviews(draw: st.DrawFn) -> bytes:
+    """A valid review with one part replaced by a random value, or random bytes."""
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        return draw(st.binary(max_size=64))
+    doc = _valid()
+    targets = [doc, doc["request"], doc["request"]["kind"], doc["request"]["object"]]
+    target = draw(st.sampled_from(targets))
+    key = draw(st.sampled_from(sorted(target)))
+    target[key] = draw(json_values)
+    if choice == 3:
+        del target[key]
+    return json.dumps(doc).encode()
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=malformed_reviews())
+def test_generated_malformed_reviews_never_get_a_500(http: requests.Session, url: str,
+                                                     body: bytes) -> None:
+    resp = http.post(url, data=body)
+    assert resp.status_code in (200, 400), resp.text
+    doc = resp.json()
+    if resp.status_code == 400:
+        assert isinstance(doc["error"], str)
+    else:
+        assert isinstance(doc["response"]["allowed"], bool)
+
+
+def test_server_still_answers_after_the_fuzzing(http: requests.Session, url: str,
+                                                server: Webhook) -> None:
+    assert http.post(url, json=_valid()).json()["response"]["uid"] == _valid()["request"]["uid"]
+    health = http.get(f"http://127.0.0.1:{server.admission_port}/healthz").json()
+    assert health["health"] == "ok" and health["pod_name"] == "magtape" and health["date_time"]
