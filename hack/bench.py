@@ -114,7 +114,7 @@ def post(url: str, body: bytes) -> dict[str, Any]:
         return dict(json.load(r))
 
 
-def run_wrk(url: str, body_file: str, seconds: float, connections: int,
+def run_wrk(url: str, body_file: str, seconds: int, connections: int,
             script: str) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", script, url],
@@ -125,14 +125,43 @@ def run_wrk(url: str, body_file: str, seconds: float, connections: int,
             "p99_ms": r["p99_us"] / 1000, "errors": r["errors"]}
 
 
+def engine_only(iterations: int) -> int:
+    """Per-request cost of the embedded engine alone (one thread), by object."""
+    from magtape.engine.embedded import EmbeddedEngine
+    from magtape.engine.sources import builtin_modules
+
+    engine = EmbeddedEngine(workers=1)
+    engine.load(builtin_modules(), {})
+    cases = {"deployment (5 failures)": yaml.safe_load(DEPLOYMENT_FILE.read_text()),
+             "deployment (compliant)": yaml.safe_load(
+                 (REPO / "testing/deployments/test-deploy01.yaml").read_text()),
+             "service": SERVICE}
+    print(f"\nembedded engine, one thread, median of {iterations} evaluations:")
+    for name, obj in cases.items():
+        review = make_review(obj, "test1")
+        engine.evaluate(review)
+        times = []
+        for _ in range(iterations):
+            t = time.perf_counter()
+            engine.evaluate(review)
+            times.append(time.perf_counter() - t)
+        print(f"  {name:<26}{statistics.median(times) * 1e6:>8.0f} us")
+    engine.close()
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=8, help="per run (default 8)")
+    ap.add_argument("--seconds", type=int, default=8, help="per run (default 8)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=8, help="server worker threads")
+    ap.add_argument("--engine-only", action="store_true",
+                    help="only time the embedded engine per object (no HTTP)")
     ap.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.engine_only:
+        return engine_only(500)
     if args.floor_server:
         floor_server(args.floor_server, args.threads)
         return 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +322,7 @@ def _number_panels(panels: list[dict[str, Any]], start: int = 1) -> int:
     return next_id
 
 
-def render(build: Any) -> str:
+def render(build: Callable[[], dashboard.Dashboard]) -> str:
     """One dashboard as stable, importable JSON text."""
     doc: dict[str, Any] = json.loads(JSONEncoder().encode(build().build()))
     _number_panels(doc.get("panels", []))

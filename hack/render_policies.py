@@ -7,10 +7,14 @@ Those ConfigMaps are generated from ``policies/`` so the Rego is written,
 tested and reviewed once; this script turns each folder into one ConfigMap:
 
 - ``policies/<name>/`` (a check with its ``policy.rego``, or a shared folder
-  such as ``lib/``) becomes ConfigMap ``policy-<name>``: the original MagTape's
-  naming, so ``kubectl apply`` on an upgrade replaces same-named ones;
-- ``.rego`` files directly in ``policies/`` (an entrypoint) become
-  ``magtape-opa-entrypoint``, the original's name for its entrypoint;
+  such as ``lib/``) becomes ConfigMap ``policy-<name>``, with ``policy.rego``
+  under the key ``policy-<name>.rego`` - except that the twelve checks of the
+  original MagTape keep the original's ConfigMap names and keys (for example
+  ``policy-liveness-probe-check``), so ``kubectl apply`` on an upgrade
+  replaces them (ORIGINAL_FOLDERS);
+- the entrypoint (``lib/main.rego``) and any ``.rego`` file directly in
+  ``policies/`` go to ``magtape-opa-entrypoint``, the original's entrypoint
+  ConfigMap, which it replaces likewise;
 - test modules (``*_test.rego``) and hidden folders are left out, by the same
   rule the engine uses, so tests never reach a serving policy set.
 
@@ -42,6 +46,30 @@ DEFAULT_OUTPUT_DIR = REPO / "base" / "policies"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 NAMESPACE = "magtape-system"
 ENTRYPOINT_CONFIGMAP = "magtape-opa-entrypoint"
+# Where the original MagTape kept the same policy: the same ConfigMap name and
+# the same key, so `kubectl apply` of this release replaces the original's Rego
+# in place (even in ConfigMaps created without `kubectl apply`) instead of
+# leaving the old copy loaded beside the new one. New policies get
+# `policy-<folder>`.
+ORIGINAL_FOLDERS = {
+    "emptydir": "policy-emptydir-check",
+    "host-path": "policy-host-path-check",
+    "host-port": "policy-host-port-check",
+    "liveness-probe": "policy-liveness-probe-check",
+    "node-port-range": "policy-node-port-range-check",
+    "pdb": "policy-pdb-check",
+    "port-name-mismatch": "policy-port-name-mismatch",
+    "privileged-pod": "policy-privileged-pod-check",
+    "readiness-probe": "policy-readiness-probe-check",
+    "resource-limits": "policy-resource-limits-check",
+    "resource-requests": "policy-resource-requests-check",
+    "singleton-pod": "policy-singleton-pod-check",
+}
+# The entrypoint replaces the original's (ConfigMap magtape-opa-entrypoint,
+# key magtape.rego) for the same reason.
+ORIGINAL_FILES = {
+    "lib/main.rego": (ENTRYPOINT_CONFIGMAP, "magtape.rego"),
+}
 # The API server refuses objects over 1 MiB; stay clear of it with metadata.
 MAX_CONFIGMAP_BYTES = 900 * 1024
 GENERATED_SUFFIX = ".yaml"
@@ -60,7 +88,7 @@ class PolicyGroup:
     """One ConfigMap: its name, the folder it comes from and its (key, text) files."""
 
     name: str
-    source: str
+    sources: tuple[str, ...]
     files: tuple[tuple[str, str], ...]
 
 
@@ -80,42 +108,50 @@ def _read_rego(path: Path) -> str:
     return text
 
 
+def _location(rel: Path) -> tuple[str, str]:
+    """(ConfigMap name, data key) for the policy source at ``rel`` (relative to policies/)."""
+    if rel.as_posix() in ORIGINAL_FILES:
+        return ORIGINAL_FILES[rel.as_posix()]
+    if len(rel.parts) == 1:
+        name, key = ENTRYPOINT_CONFIGMAP, rel.name
+    else:
+        folder = rel.parts[0]
+        if not _DNS_LABEL.match(folder):
+            raise RenderError(f"policy folder {folder!r} cannot name a ConfigMap: "
+                              "use lowercase letters, digits and '-' (e.g. host-port)")
+        name = ORIGINAL_FOLDERS.get(folder, f"policy-{folder}")
+        key = f"{name}.rego" if rel.parts[1:] == ("policy.rego",) else ".".join(rel.parts[1:])
+    if not _CONFIGMAP_KEY.match(key):
+        raise RenderError(f"policies/{rel.as_posix()}: {key!r} is not a valid ConfigMap key; "
+                          "use letters, digits, '-', '_' and '.' in file names")
+    return name, key
+
+
 def collect_groups(policy_dir: Path) -> list[PolicyGroup]:
-    """Group every non-test ``.rego`` file under ``policy_dir`` by its top folder."""
+    """Every non-test ``.rego`` file under ``policy_dir``, grouped into ConfigMaps."""
     if not policy_dir.is_dir():
         raise RenderError(f"policy directory {policy_dir} does not exist")
-    grouped: dict[str, list[tuple[str, str]]] = {}
+    grouped: dict[str, dict[str, tuple[str, str]]] = {}
     for path in sorted(policy_dir.rglob("*.rego")):
         rel = path.relative_to(policy_dir)
         if _is_hidden(rel.parts) or is_test_module(path.name):
             continue
-        folder = rel.parts[0] if len(rel.parts) > 1 else ""
-        key = ".".join(rel.parts[1:]) if folder else rel.name
-        if not _CONFIGMAP_KEY.match(key):
-            raise RenderError(f"{path}: {key!r} is not a valid ConfigMap key; "
-                              "use letters, digits, '-', '_' and '.' in file names")
-        grouped.setdefault(folder, []).append((key, _read_rego(path)))
+        name, key = _location(rel)
+        files = grouped.setdefault(name, {})
+        if key in files:
+            raise RenderError(f"policies/{rel.as_posix()} and {files[key][0]} both map to key "
+                              f"{key!r} of ConfigMap {name}: rename one of them")
+        files[key] = (f"policies/{rel.as_posix()}", _read_rego(path))
 
     groups = []
-    for folder, files in sorted(grouped.items()):
-        if folder:
-            if not _DNS_LABEL.match(folder):
-                raise RenderError(f"policy folder {folder!r} cannot name a ConfigMap: "
-                                  "use lowercase letters, digits and '-' (e.g. host-port)")
-            name, source = f"policy-{folder}", f"policies/{folder}/"
-        else:
-            name, source = ENTRYPOINT_CONFIGMAP, "policies/*.rego"
-        keys = [k for k, _ in files]
-        if len(set(keys)) != len(keys):
-            raise RenderError(f"{source}: two files map to the same ConfigMap key: {keys}")
-        size = sum(len(text.encode()) for _, text in files)
+    for name, files in sorted(grouped.items()):
+        sources = tuple(sorted(src for src, _ in files.values()))
+        size = sum(len(text.encode()) for _, text in files.values())
         if size > MAX_CONFIGMAP_BYTES:
-            raise RenderError(f"{source} holds {size} bytes of Rego, over the "
-                              f"{MAX_CONFIGMAP_BYTES} a ConfigMap can carry: split it")
-        groups.append(PolicyGroup(name=name, source=source, files=tuple(files)))
-    names = [g.name for g in groups]
-    if len(set(names)) != len(names):
-        raise RenderError(f"two policy folders render to the same ConfigMap name: {names}")
+            raise RenderError(f"ConfigMap {name} ({', '.join(sources)}) would hold {size} bytes "
+                              f"of Rego, over the {MAX_CONFIGMAP_BYTES} it can carry: split it")
+        groups.append(PolicyGroup(name=name, sources=sources,
+                                  files=tuple((k, text) for k, (_, text) in sorted(files.items()))))
     return groups
 
 
@@ -157,7 +193,7 @@ def render(groups: Sequence[PolicyGroup]) -> dict[str, str]:
     configmap = env.get_template("policy-configmap.yaml.j2")
     outputs: dict[str, str] = {}
     for group in groups:
-        text = configmap.render(name=group.name, source=group.source,
+        text = configmap.render(name=group.name, sources=group.sources,
                                 namespace=NAMESPACE, files=group.files)
         _verify(text, group)
         outputs[group.name + GENERATED_SUFFIX] = text
@@ -171,10 +207,10 @@ def _verify(text: str, group: PolicyGroup) -> None:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RenderError(f"{group.source}: rendered YAML does not parse ({exc}); "
+        raise RenderError(f"ConfigMap {group.name}: rendered YAML does not parse ({exc}); "
                           "this is a bug in hack/render_policies.py") from None
     if doc.get("data") != dict(group.files) or doc["metadata"]["name"] != group.name:
-        raise RenderError(f"{group.source}: rendered ConfigMap does not round-trip to the "
+        raise RenderError(f"ConfigMap {group.name}: rendered YAML does not round-trip to the "
                           "Rego sources; this is a bug in hack/render_policies.py")
 
 

@@ -16,7 +16,8 @@ Paths (``<gv>`` is ``api/v1`` or ``apis/<group>/<version>``)::
     GET    /<gv>/[namespaces/<ns>/]<plural>/<name>    read
     PUT    /<gv>/[namespaces/<ns>/]<plural>/<name>    replace (resourceVersion precondition)
     PATCH  /<gv>/[namespaces/<ns>/]<plural>/<name>    merge, strategic (as merge), JSON patch
-    DELETE /<gv>/[namespaces/<ns>/]<plural>/<name>    delete (returns a Success Status)
+    DELETE /<gv>/[namespaces/<ns>/]<plural>/<name>    delete (a Success Status, or the
+                                                      object for Services, Pods, Namespaces)
 
 Resources: v1 namespaces, configmaps, secrets, services, pods, events;
 events.k8s.io/v1 events; apps/v1 deployments;
@@ -63,10 +64,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -83,6 +84,7 @@ class Resource:
     plural: str
     kind: str
     namespaced: bool
+    delete_returns_object: bool = False  # as the real registry: else a Success Status
 
     @property
     def qualified(self) -> str:
@@ -92,11 +94,11 @@ class Resource:
 
 
 DEFAULT_RESOURCES = (
-    Resource("v1", "namespaces", "Namespace", False),
+    Resource("v1", "namespaces", "Namespace", False, delete_returns_object=True),
     Resource("v1", "configmaps", "ConfigMap", True),
     Resource("v1", "secrets", "Secret", True),
-    Resource("v1", "services", "Service", True),
-    Resource("v1", "pods", "Pod", True),
+    Resource("v1", "services", "Service", True, delete_returns_object=True),
+    Resource("v1", "pods", "Pod", True, delete_returns_object=True),
     Resource("v1", "events", "Event", True),
     Resource("events.k8s.io/v1", "events", "Event", True),
     Resource("apps/v1", "deployments", "Deployment", True),
@@ -110,9 +112,10 @@ _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 class ApiError(Exception):
     """Raised inside the fake; turned into an HTTP error with a Status body."""
 
-    REASONS = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict",
-               410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid",
-               500: "InternalError", 503: "ServiceUnavailable"}
+    REASONS: ClassVar[dict[int, str]] = {
+        400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict",
+        410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid", 500: "InternalError",
+        503: "ServiceUnavailable"}
 
     def __init__(self, code: int, message: str, reason: str | None = None,
                  details: Obj | None = None) -> None:
@@ -143,6 +146,7 @@ class RecordedRequest:
     query: dict[str, str]
     content_type: str
     body: Any
+    authorization: str = ""  # the Authorization header (tests check the token is sent)
 
     @property
     def is_watch(self) -> bool:
@@ -343,17 +347,19 @@ class FakeKube:
         self._rv = 0
         self._floor = 0  # watches from a resourceVersion below this get 410
         self._watch_epoch = 0
-        self._watch_ending: tuple[int, int | None] = (0, None)  # (epoch, error code)
+        # (epoch, error code, resourceVersion when ended): streams opened before
+        # that epoch end after delivering the changes up to that version.
+        self._watch_ending: tuple[int, int | None, int] = (0, None, 0)
         self._open_watches = 0
         self._closing = False
         self.faults: list[Fault] = []
         self._rendezvous: list[_Rendezvous] = []
         self.requests: list[RecordedRequest] = []
         self._clients: list[ApiClient] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="fakekube", daemon=True)
 
     # ------------------------------------------------------------ lifecycle
@@ -457,7 +463,7 @@ class FakeKube:
             if error == 410:
                 self._compact()
             self._watch_epoch += 1
-            self._watch_ending = (self._watch_epoch, error)
+            self._watch_ending = (self._watch_epoch, error, self._rv)
             self._cond.notify_all()
 
     def compact(self) -> None:
@@ -631,6 +637,8 @@ class FakeKube:
                 raise _not_found(res, t.name)
             if method == "DELETE":
                 gone = self._delete(res, t.ns, t.name)
+                if res.delete_returns_object:
+                    return 200, gone
                 return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
                              "status": "Success",
                              "details": {"name": t.name, "kind": res.plural,
@@ -732,9 +740,9 @@ class FakeKube:
                             "API (merge, strategic-merge and JSON patch are)")
 
     # --------------------------------------------------------------- watch
-    def watch(self, path: str, query: dict[str, str],
+    def watch(self, path: str, query: dict[str, str], opened: Callable[[], None],
               emit: Callable[[Obj], None]) -> None:
-        """Stream events for ``path`` through ``emit`` until the watch ends."""
+        """Validate, call ``opened`` (response headers), stream events through ``emit``."""
         t = self._parse_path(path)
         if t.name:
             raise ApiError(405, "watch a collection (use fieldSelector=metadata.name=...)")
@@ -761,34 +769,34 @@ class FakeKube:
                     backlog.append({"type": "ERROR", "object": status_object(
                         410, "Expired", f"too old resource version: {since} ({self._floor})")})
         try:
+            opened()
             for event in backlog:
                 emit(event)
                 if event["type"] == "ERROR":
                     return
             while True:
                 with self._cond:
+                    end_epoch, end_code, end_rv = self._watch_ending
+                    ended = self._closing or end_epoch > epoch
                     events = []
                     for change in self._history:
                         if change.rv <= since:
                             continue
+                        if ended and change.rv > end_rv:
+                            break  # written after the stream was ended: not for this stream
                         since = change.rv
                         ev = self._event_for(change, t, match)
                         if ev is not None:
                             events.append(ev)
-                    ending = self._watch_ending
                     if not events:
-                        if self._closing or (ending[0] > epoch):
-                            if ending[1] is not None and not self._closing:
-                                code = ending[1]
-                                reason = "Expired" if code == 410 else ApiError.REASONS.get(
-                                    code, "InternalError")
-                                msg = (f"too old resource version: {since} ({self._floor})"
-                                       if code == 410 else "injected watch error")
-                                events = [{"type": "ERROR",
-                                           "object": status_object(code, reason, msg)}]
-                            else:
-                                return
-                        elif deadline is not None and time.monotonic() >= deadline:
+                        if ended and end_code is not None and not self._closing:
+                            reason = "Expired" if end_code == 410 else ApiError.REASONS.get(
+                                end_code, "InternalError")
+                            msg = (f"too old resource version: {since} ({self._floor})"
+                                   if end_code == 410 else "injected watch error")
+                            events = [{"type": "ERROR",
+                                       "object": status_object(end_code, reason, msg)}]
+                        elif ended or (deadline is not None and time.monotonic() >= deadline):
                             return
                         else:
                             wait = 0.5 if deadline is None else max(
@@ -845,13 +853,21 @@ def _normalise(res: Resource, body: Obj, ns: str) -> Obj:
     return body
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients hang up; that is fine
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive (the client pools connections); watches use chunked encoding."""
 
     protocol_version = "HTTP/1.1"
     server: Any
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the request log is kept in FakeKube.requests
 
     def _serve(self) -> None:
@@ -861,14 +877,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         ctype = self.headers.get("Content-Type") or ""
+        auth = self.headers.get("Authorization") or ""
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-            fake._record(RecordedRequest(self.command, split.path, query, ctype, body))
+            fake._record(RecordedRequest(self.command, split.path, query, ctype, body, auth))
             self._send(400, ApiError(400, "the request body is not valid JSON").status())
             return
-        req = RecordedRequest(self.command, split.path, query, ctype, body)
+        req = RecordedRequest(self.command, split.path, query, ctype, body, auth)
         fake._record(req)
         try:
             fault = fake._injected(self.command, split.path)
@@ -900,32 +917,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _watch(self, fake: FakeKube, path: str, query: dict[str, str]) -> None:
-        started = False
+        def opened() -> None:  # like the real server: headers first, events as they come
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
 
         def emit(event: Obj) -> None:
-            nonlocal started
-            if not started:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                started = True
             line = json.dumps(event).encode() + b"\n"
             self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
 
-        self.close_connection = True
         try:
-            fake.watch(path, query, lambda e: emit(e))
-            if not started:  # the watch ended before any event: still a valid empty stream
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
+            fake.watch(path, query, opened, emit)  # ApiError before opened(): a plain error
             self.wfile.write(b"0\r\n\r\n")
-        except ApiError as exc:
-            if started:
-                raise
-            self._send(exc.code, exc.status())
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away
 

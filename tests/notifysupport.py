@@ -5,6 +5,7 @@
   can answer 200, answer 500, rate-limit with Retry-After, or hang.
 - :func:`label_policies`: two small policies whose failures a test switches on
   with object labels, so these tests do not depend on the built-in catalogue.
+- :func:`outcome`: an Outcome as AdmissionService builds it, for dispatcher tests.
 - :func:`serve`: a Flask app served by real waitress on 127.0.0.1.
 """
 
@@ -30,7 +31,17 @@ from cryptography.x509.oid import NameOID
 from flask import Flask
 from waitress.server import create_server
 
-from magtape.policy import PolicyModule
+from magtape.admission import Outcome
+from magtape.decision import decide
+from magtape.policy import (
+    DenyLevel,
+    Evaluation,
+    PolicyModule,
+    PolicyResult,
+    Severity,
+    Violation,
+)
+from magtape.review import make_review, review_from_document
 
 SECRET_PATH = "/services/T0SECRET/B0SECRET/XXXXWEBHOOKTOKENXXXX"
 
@@ -47,7 +58,9 @@ deny contains info if {{
   input.request.object.metadata.labels["{label}"]
   info := {{"name": policy_metadata.name, "severity": "{sev}", "errcode": "{code}",
            "msg": sprintf("[FAIL] {sev} - {text} for container \\"%v\\" ({code})",
-                          [input.request.object.metadata.name])}}
+                          [object.get(input.request.object.metadata, "name",
+                                      object.get(input.request.object.metadata,
+                                                 "generateName", "unnamed"))])}}
 }}
 """
 
@@ -69,6 +82,31 @@ def deployment(name: str, *labels: str, namespace: str = "test1") -> dict[str, A
             "metadata": {"name": name, "namespace": namespace,
                          "labels": {label: "true" for label in labels}},
             "spec": {"template": {"spec": {"containers": [{"name": name, "image": "nginx"}]}}}}
+
+
+DENY = "[FAIL] HIGH - hostPort is configured for container \"web\" (MT1008)"
+WARN = "[FAIL] LOW - Liveness Probe missing for container \"web\" (MT1001)"
+
+
+def outcome(name: str = "web", *, kind: str = "Deployment", namespace: str = "test1",
+            messages: tuple[str, ...] = (DENY,), owned: bool = False,
+            dry_run: bool = False) -> Outcome:
+    """An Outcome as AdmissionService builds it, for a workload failing ``messages``."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if owned:
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                    "name": "web-5d4f", "uid": "1", "controller": True}]
+    api_version = "v1" if kind == "Pod" else "apps/v1"
+    review = make_review({"apiVersion": api_version, "kind": kind, "metadata": meta}, namespace)
+    if dry_run:
+        review = review_from_document({"apiVersion": review.api_version,
+                                       "request": {**review.request, "dryRun": True}})
+    violations = tuple(
+        Violation(m, "host-port" if "HIGH" in m else "liveness-probe",
+                  Severity.HIGH if "HIGH" in m else Severity.LOW, m[-7:-1])
+        for m in messages)
+    evaluation = Evaluation((PolicyResult("checks", violations),))
+    return Outcome(review, decide(evaluation, DenyLevel.LOW), DenyLevel.LOW, evaluation)
 
 
 # -- Slack receiver ------------------------------------------------------------
@@ -146,7 +184,7 @@ class SlackReceiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"null")
                 with receiver._cond:
@@ -175,7 +213,7 @@ class SlackReceiver:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): that is the point of "hang"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return None
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -171,3 +171,37 @@ def test_review_prints_what_the_api_server_would_send(capsys: pytest.CaptureFixt
     assert doc["request"]["kind"] == {"group": "apps", "version": "v1", "kind": "Deployment"}
     assert doc["request"]["namespace"] == "test1"  # the manifest's own namespace wins
     assert doc["request"]["operation"] == "CREATE" and doc["request"]["dryRun"] is False
+
+
+CUSTOM = """package kubernetes.admission.no_latest
+import rego.v1
+import data.magtape.lib.messages
+import data.magtape.lib.workloads
+
+policy_metadata := {"name": "no-latest", "severity": "MED", "errcode": "MT9901",
+                    "targets": workloads.kinds}
+
+matches if input.request.kind.kind in policy_metadata.targets
+
+deny contains info if {
+  matches
+  some c in workloads.containers
+  endswith(c.image, ":latest")
+  info := messages.violation(policy_metadata, concat("", ["latest tag for ", c.name]))
+}
+"""
+
+
+def test_custom_policies_get_the_builtin_library(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    """`--policies` replaces the built-in checks but keeps the library they import."""
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "policy.rego").write_text(CUSTOM)
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: a}\n"
+                        "spec:\n  containers:\n  - {name: app, image: 'nginx:latest'}\n")
+    code, out, err = run(capsys, "--deny-level", "MED", "--policies",
+                         str(tmp_path / "policies"), str(manifest))
+    assert code == 1, err
+    assert "[FAIL] MED - latest tag for app (MT9901)" in out
+    assert "MT1001" not in out  # the built-in checks are not loaded

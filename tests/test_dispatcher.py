@@ -9,44 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from magtape.admission import Outcome
-from magtape.decision import decide
 from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.notify.dispatcher import Dispatcher, RecentAlerts
 from magtape.notify.factory import build_notifier
-from magtape.policy import DenyLevel, Evaluation, PolicyResult, Severity, Violation
-from magtape.review import make_review, review_from_document
 from magtape.settings import Settings
-
-DENY = "[FAIL] HIGH - hostPort is configured for container \"web\" (MT1008)"
-WARN = "[FAIL] LOW - Liveness Probe missing for container \"web\" (MT1001)"
-
-
-def outcome(name: str = "web", *, kind: str = "Deployment", namespace: str = "test1",
-            messages: tuple[str, ...] = (DENY,), owned: bool = False,
-            dry_run: bool = False) -> Outcome:
-    """An Outcome as AdmissionService builds it, for a workload failing ``messages``."""
-    meta: dict[str, Any] = {"name": name, "namespace": namespace}
-    if owned:
-        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                    "name": "web-5d4f", "uid": "1", "controller": True}]
-    api_version = "v1" if kind == "Pod" else "apps/v1"
-    review = make_review({"apiVersion": api_version, "kind": kind, "metadata": meta}, namespace)
-    if dry_run:
-        review = review_from_document({"apiVersion": review.api_version,
-                                       "request": {**review.request, "dryRun": True}})
-    violations = tuple(
-        Violation(m, "host-port" if "HIGH" in m else "liveness-probe",
-                  Severity.HIGH if "HIGH" in m else Severity.LOW, m[-7:-1])
-        for m in messages)
-    evaluation = Evaluation((PolicyResult("checks", violations),))
-    return Outcome(review, decide(evaluation, DenyLevel.LOW), DenyLevel.LOW, evaluation)
+from notifysupport import DENY, WARN, outcome
 
 
 class RecordingSink:
@@ -156,6 +129,25 @@ def test_a_dropped_alert_is_not_remembered_as_sent(metrics: Metrics) -> None:
     d.close(5)
     assert slack.names() == ["a", "b", "c"]
     assert count(metrics, "slack", "deduplicated") == 0
+
+
+def test_a_drop_on_one_channel_does_not_silence_the_retry_there(metrics: Metrics) -> None:
+    gate = threading.Event()
+    events, slack = RecordingSink("event"), RecordingSink("slack", gate)
+    d = Dispatcher(metrics, events=events, slack=slack, queue_size=1)
+    d.submit(outcome("a"))
+    assert slack.started.wait(5)
+    d.submit(outcome("b"))
+    events.wait_for(2)  # the Events queue is empty again, Slack's is full
+    assert d.submit(outcome("c")) is False  # Slack dropped it, Events queued it
+    gate.set()
+    slack.wait_for(2)
+    events.wait_for(3)
+    assert d.submit(outcome("c")) is True  # Slack gets the retry...
+    d.close(5)
+    assert slack.names() == ["a", "b", "c"]
+    assert events.names() == ["a", "b", "c"]  # ...Events already had it
+    assert count(metrics, "event", "deduplicated") == 1
 
 
 def test_close_delivers_what_is_queued(metrics: Metrics) -> None:

@@ -12,9 +12,10 @@ import threading
 from typing import Any
 
 import pytest
-from fakekube import FakeKube, parse_label_selector
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+
+from fakekube import FakeKube, parse_label_selector
 
 
 def _cm(name: str, ns: str = "default", labels: dict[str, str] | None = None,
@@ -186,7 +187,9 @@ def test_list_items_carry_no_kind_and_list_carries_version(fake_kube: FakeKube) 
 
 def test_watch_streams_changes_from_a_resource_version(fake_kube: FakeKube,
                                                        core: client.CoreV1Api) -> None:
+    fake_kube.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
     start = core.list_namespaced_config_map("default").metadata.resource_version
+    assert start != "0"  # "0" would mean "from the current state", not "from the beginning"
     core.create_namespaced_config_map("default", _cm("a", labels={"p": "1"}))
     core.patch_namespaced_config_map("a", "default", {"data": {"k": "v"}})
     core.patch_namespaced_config_map("a", "default", {"metadata": {"labels": {"p": None}}})
@@ -233,6 +236,7 @@ def test_watch_timeout_ends_the_stream(fake_kube: FakeKube, core: client.CoreV1A
 
 
 def test_too_old_resource_version_is_410(fake_kube: FakeKube, core: client.CoreV1Api) -> None:
+    fake_kube.seed(_cm("first"))
     old = core.list_namespaced_config_map("default").metadata.resource_version
     fake_kube.seed(_cm("a"))
     fake_kube.compact()
@@ -253,6 +257,7 @@ def test_too_old_resource_version_is_410(fake_kube: FakeKube, core: client.CoreV
 
 
 def test_end_watches_with_410_and_cleanly(fake_kube: FakeKube, core: client.CoreV1Api) -> None:
+    fake_kube.seed(_cm("first"))
     outcome: dict[str, Any] = {}
 
     def run(key: str) -> None:
@@ -313,3 +318,16 @@ def test_rendezvous_forces_a_race(fake_kube: FakeKube, core: client.CoreV1Api) -
     for t in threads:
         t.join(10)
     assert sorted(results, key=str) == [409, "created"]
+
+
+def test_end_watches_with_another_error(fake_kube: FakeKube, core: client.CoreV1Api) -> None:
+    fake_kube.seed(_cm("first"))
+    resp = core.list_namespaced_config_map(
+        "default", watch=True, resource_version=str(fake_kube.resource_version),
+        _preload_content=False)
+    fake_kube.wait_for(lambda: fake_kube.open_watches == 1, what="the watch to open")
+    fake_kube.end_watches(500)
+    event = json.loads(resp.readline())
+    assert event == {"type": "ERROR", "object": {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "injected watch error", "reason": "InternalError", "code": 500}}

@@ -82,21 +82,16 @@ def kustomize_command() -> tuple[str, ...]:
                 "(or `make install`), which installs kustomize into .tools/")
 
 
-def _kustomize(directory: Path) -> list[dict[str, Any]]:
+def _kustomize(directory: Path) -> str:
     result = subprocess.run([*kustomize_command(), str(directory)], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, f"kustomize {directory} failed:\n{result.stderr}"
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+    return result.stdout
 
 
 @functools.cache
 def render_text(target: str) -> str:
-    """The rendered YAML of ``target``: a directory, or ``<dir>+<component>``."""
-    return yaml.safe_dump_all(render(target), sort_keys=True)
-
-
-@functools.cache
-def render(target: str) -> list[dict[str, Any]]:
+    """The YAML kustomize prints for ``target``: a directory, or ``<dir>+<component>``."""
     if "+" not in target:
         return _kustomize(REPO / target)
     base, component = target.split("+")
@@ -108,6 +103,11 @@ def render(target: str) -> list[dict[str, Any]]:
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "resources": [f"{rel}/{base}"], "components": [f"{rel}/components/{component}"]}))
         return _kustomize(Path(tmp))
+
+
+@functools.cache
+def render(target: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(render_text(target)) if d]
 
 
 def objects(target: str, kind: str) -> list[dict[str, Any]]:
@@ -204,14 +204,14 @@ def test_webhook_guardrails(target: str) -> None:
         assert resources <= covered.get(group, set()), (group, covered)
 
     selector = hook["namespaceSelector"]
-    assert "matchLabels" not in selector or selector["matchLabels"] == {OPT_IN_LABEL: "enabled"}
+    assert set(selector) == {"matchExpressions"}, selector
     expressions = {e["key"]: e for e in selector["matchExpressions"]}
-    opt_in = expressions.get(OPT_IN_LABEL) or {"operator": "In", "values": ["enabled"]}
+    assert len(expressions) == len(selector["matchExpressions"]) == 2, selector
+    opt_in = expressions[OPT_IN_LABEL]
     assert opt_in["operator"] == "In" and opt_in["values"] == ["enabled"]
-    assert OPT_IN_LABEL in expressions or selector.get("matchLabels")
     excluded = expressions["kubernetes.io/metadata.name"]
     assert excluded["operator"] == "NotIn"
-    assert PROTECTED_NAMESPACES <= set(excluded["values"])
+    assert set(excluded["values"]) >= PROTECTED_NAMESPACES
     assert "objectSelector" not in hook
 
 
@@ -255,6 +255,7 @@ def test_secrets_only_get_magtape_slack_and_manage_magtape_tls(target: str) -> N
             assert role["metadata"]["namespace"] == "magtape-system", where
             if names:
                 assert names == {"magtape-tls"} and verbs <= {"get", "update", "patch"}, where
+                assert role["metadata"]["name"] == "magtape-init", where
             else:
                 # `create` cannot be limited by name; it does not reveal data.
                 assert verbs == {"create"}, where
@@ -405,7 +406,10 @@ def test_nginx_config_deployed_is_the_tested_file_and_matches_the_manifests() ->
     assert cert
     tls_mount = next(m for m in nginx["volumeMounts"] if m["mountPath"] == cert.group(1))
     assert "subPath" not in tls_mount
-    assert volumes[tls_mount["name"]]["secret"]["secretName"] == "magtape-tls"
+    tls_volume = volumes[tls_mount["name"]]["secret"]
+    assert tls_volume["secretName"] == "magtape-tls"
+    # The Secret also holds the CA key (ca.key): only the serving pair is mounted.
+    assert {i["key"] for i in tls_volume["items"]} == {"tls.crt", "tls.key"}
     # ... and writes only to its emptyDir.
     run_dir = re.search(r"^pid (\S+)/nginx\.pid;", conf_text, re.M)
     assert run_dir
@@ -508,10 +512,11 @@ def test_opa_sidecar_component_switches_the_engine() -> None:
 # --------------------------------------------------------------------------- MagTape on itself
 
 
-@pytest.mark.parametrize("target", [f"overlays/{o}" for o in OVERLAYS])
+@pytest.mark.parametrize("target", [*(f"overlays/{o}" for o in OVERLAYS),
+                                    *(f"overlays/production+{c}" for c in COMPONENTS)])
 def test_magtape_passes_its_own_checks_at_deny_level_high(target: str) -> None:
-    rendered = subprocess.run([*kustomize_command(), str(REPO / target)], capture_output=True,
-                              text=True, check=True).stdout
+    # What `kubectl kustomize overlays/production | magtape check --deny-level HIGH -` does.
+    rendered = render_text(target)
     env = {**os.environ, "PYTHONPATH": str(REPO / "app")}
     result = subprocess.run([sys.executable, "-m", "magtape", "check", "--deny-level", "HIGH",
                              "-"], input=rendered, capture_output=True, text=True, env=env,
@@ -522,27 +527,46 @@ def test_magtape_passes_its_own_checks_at_deny_level_high(target: str) -> None:
 # --------------------------------------------------------------------------- policy ConfigMaps
 
 
+# The original MagTape's policy ConfigMaps (name and key): an upgrade with
+# `kubectl apply` must replace each in place, not load a second copy beside it.
+ORIGINAL_POLICY_CONFIGMAPS = {
+    "emptydir": "policy-emptydir-check",
+    "host-path": "policy-host-path-check",
+    "host-port": "policy-host-port-check",
+    "liveness-probe": "policy-liveness-probe-check",
+    "node-port-range": "policy-node-port-range-check",
+    "pdb": "policy-pdb-check",
+    "port-name-mismatch": "policy-port-name-mismatch",
+    "privileged-pod": "policy-privileged-pod-check",
+    "readiness-probe": "policy-readiness-probe-check",
+    "resource-limits": "policy-resource-limits-check",
+    "resource-requests": "policy-resource-requests-check",
+    "singleton-pod": "policy-singleton-pod-check",
+}
+
+
 def test_policy_configmaps_carry_every_non_test_policy_module() -> None:
     rendered = {o["metadata"]["name"]: o for o in objects("base", "ConfigMap")
                 if o["metadata"].get("labels", {}).get("openpolicyagent.org/policy") == "rego"}
-    expected: dict[str, dict[str, str]] = {}
     policies = REPO / "policies"
-    for path in sorted(policies.rglob("*.rego")):
-        rel = path.relative_to(policies)
-        if is_test_module(path.name) or any(p.startswith((".", "_")) for p in rel.parts):
-            continue
-        name = f"policy-{rel.parts[0]}" if len(rel.parts) > 1 else "magtape-opa-entrypoint"
-        key = ".".join(rel.parts[1:]) if len(rel.parts) > 1 else rel.name
-        expected.setdefault(name, {})[key] = path.read_text()
-    assert expected, "no policies found"
-    assert set(rendered) == set(expected)
-    for name, cm in rendered.items():
+    sources = sorted(
+        p.read_text() for p in policies.rglob("*.rego")
+        if not is_test_module(p.name)
+        and not any(part.startswith((".", "_")) for part in p.relative_to(policies).parts))
+    assert sources, "no policies found"
+    shipped = sorted(text for cm in rendered.values() for text in cm["data"].values())
+    assert shipped == sources, "base/policies/ is stale: run `make policies`"
+    for cm in rendered.values():
         assert cm["metadata"]["namespace"] == "magtape-system"
         assert cm["metadata"]["labels"]["app"] == "opa"
-        assert cm["data"] == expected[name], f"{name} is stale: run `make policies`"
+    for folder, name in ORIGINAL_POLICY_CONFIGMAPS.items():
+        assert rendered[name]["data"][f"{name}.rego"] == (
+            policies / folder / "policy.rego").read_text()
+    assert rendered["magtape-opa-entrypoint"]["data"]["magtape.rego"] == (
+        policies / "lib" / "main.rego").read_text()
     for folder in policies.iterdir():
-        if (folder / "policy.rego").is_file():
-            assert f"policy-{folder.name}" in rendered
+        if (folder / "policy.rego").is_file() and folder.name not in ORIGINAL_POLICY_CONFIGMAPS:
+            assert f"policy-{folder.name}" in rendered, folder.name
 
 
 def _render_policies(*args: str) -> subprocess.CompletedProcess[str]:
@@ -587,6 +611,8 @@ def test_policy_render_round_trips_awkward_sources(tmp_path: Path) -> None:
         "first-check/helpers.rego": "  package a.helpers",  # leading spaces, no final newline
         "lib/util.rego": "package lib\n\n\n",  # several trailing newlines
         "lib/nested/deep.rego": "package lib.deep\n",
+        "lib/main.rego": "package magtape.main\n",
+        "liveness-probe/policy.rego": "package kubernetes.admission.liveness_probe\n",
         "entry.rego": "package magtape\n",
     }
     ignored = {"first-check/policy_test.rego": "package t\n", ".hidden/x.rego": "package h\n",
@@ -599,13 +625,17 @@ def test_policy_render_round_trips_awkward_sources(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     docs = {p.name: yaml.safe_load(p.read_text()) for p in out.iterdir()}
     assert docs["policy-first-check.yaml"]["data"] == {
-        "policy.rego": sources["first-check/policy.rego"],
+        "policy-first-check.rego": sources["first-check/policy.rego"],
         "helpers.rego": sources["first-check/helpers.rego"]}
     assert docs["policy-lib.yaml"]["data"] == {"util.rego": sources["lib/util.rego"],
                                                "nested.deep.rego": sources["lib/nested/deep.rego"]}
-    assert docs["magtape-opa-entrypoint.yaml"]["data"] == {"entry.rego": "package magtape\n"}
+    assert docs["magtape-opa-entrypoint.yaml"]["data"] == {
+        "entry.rego": sources["entry.rego"], "magtape.rego": sources["lib/main.rego"]}
+    assert docs["policy-liveness-probe-check.yaml"]["data"] == {
+        "policy-liveness-probe-check.rego": sources["liveness-probe/policy.rego"]}
     assert docs["kustomization.yaml"]["resources"] == [
-        "magtape-opa-entrypoint.yaml", "policy-first-check.yaml", "policy-lib.yaml"]
+        "magtape-opa-entrypoint.yaml", "policy-first-check.yaml", "policy-lib.yaml",
+        "policy-liveness-probe-check.yaml"]
 
 
 def test_policy_render_refuses_what_cannot_become_a_configmap(tmp_path: Path) -> None:

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 import requests
-from fakekube import FakeKube, fake_kube  # noqa: F401 (fixture)
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 from urllib3 import HTTPResponse
 
 from conftest import review_doc
+from fakekube import FakeKube
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.metrics import Metrics
 from magtape.notify import Notifier, NullNotifier
@@ -45,7 +45,6 @@ from magtape.settings import Settings
 from magtape.web import create_app
 from notifysupport import (
     SECRET_PATH,
-    SlackReceiver,
     TlsFiles,
     deployment,
     label_policies,
@@ -208,7 +207,7 @@ def test_rewrite_host() -> None:
 
 
 def test_a_tenant_url_on_an_allowed_host_gets_a_customer_alert(
-        engine: EmbeddedEngine, tls: TlsFiles, fake_kube: FakeKube) -> None:  # noqa: F811
+        engine: EmbeddedEngine, tls: TlsFiles, fake_kube: FakeKube) -> None:
     with receiver() as default, receiver(tls=tls) as tenant:
         seed_tenant_url(fake_kube, tenant.url(TENANT_PATH))
         settings = slack_settings(default.url(), slack_allowed_hosts=("127.0.0.1",))
@@ -229,7 +228,7 @@ def test_a_tenant_url_on_an_allowed_host_gets_a_customer_alert(
     (f"https://user:pw@hooks.slack.com{TENANT_PATH}", "credentials"),
 ])
 def test_a_tenant_url_elsewhere_is_refused_and_not_logged(
-        engine: EmbeddedEngine, fake_kube: FakeKube,  # noqa: F811
+        engine: EmbeddedEngine, fake_kube: FakeKube,
         caplog: pytest.LogCaptureFixture, tenant_url: str, reason: str) -> None:
     caplog.set_level(logging.DEBUG)
     with receiver() as default:
@@ -256,7 +255,7 @@ def test_refusal_rules() -> None:
     assert refusal("https://[::1/x", allowed) is not None  # unparseable
 
 
-def test_tenant_secrets_are_cached_briefly(fake_kube: FakeKube) -> None:  # noqa: F811
+def test_tenant_secrets_are_cached_briefly(fake_kube: FakeKube) -> None:
     now = [0.0]
     seed_tenant_url(fake_kube, f"https://hooks.slack.com{TENANT_PATH}")
     tenants = TenantWebhooks(fake_kube.api_client(), ttl_seconds=60, clock=lambda: now[0])
@@ -274,7 +273,7 @@ def test_tenant_secrets_are_cached_briefly(fake_kube: FakeKube) -> None:  # noqa
 
 
 def test_an_unreadable_secret_means_the_default_webhook_only(
-        engine: EmbeddedEngine, fake_kube: FakeKube,  # noqa: F811
+        engine: EmbeddedEngine, fake_kube: FakeKube,
         caplog: pytest.LogCaptureFixture) -> None:
     fake_kube.fail(403, method="GET", path="/secrets/", message="secrets is forbidden")
     with receiver() as default:
@@ -339,7 +338,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_no_webhook_url_is_ever_logged(engine: EmbeddedEngine, fake_kube: FakeKube,  # noqa: F811
+def test_no_webhook_url_is_ever_logged(engine: EmbeddedEngine, fake_kube: FakeKube,
                                        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     token = SECRET_PATH.rsplit("/", 1)[1]

@@ -21,13 +21,7 @@ import yaml
 
 from magtape.decision import Decision, decide
 from magtape.engine import EngineError
-from magtape.engine.sources import (
-    SourceError,
-    builtin_modules,
-    deep_merge,
-    load_data_files,
-    modules_from_dirs,
-)
+from magtape.engine.sources import SourceError, deep_merge, load_data_files, policy_modules
 from magtape.policy import DenyLevel
 from magtape.review import make_review
 from magtape.settings import Settings
@@ -122,7 +116,7 @@ def check_objects(settings: Settings, manifests: list[Manifest],
     namespaces = {m.name: m.obj for m in manifests if m.kind == "Namespace"}
     if namespaces:
         deep_merge(data, {"kubernetes": {"namespaces": namespaces}})
-    modules = modules_from_dirs(settings.policy_dirs) if settings.policy_dirs else builtin_modules()
+    modules = policy_modules(settings.policy_dirs)
     engine = EmbeddedEngine(timeout_seconds=max(settings.engine_timeout_seconds, 30.0), workers=1)
     try:
         report = engine.load(modules, data)

@@ -8,6 +8,7 @@ only these names. docs/observability.md maps the original MagTape series
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -67,7 +68,8 @@ class Metrics:
             {"version": __version__})
         # CPU, memory and file descriptors of this process (process_*), on
         # this registry so an app built in a test exports them too.
-        ProcessCollector(registry=r)
+        with contextlib.suppress(ValueError):  # already there (prometheus_client.REGISTRY)
+            ProcessCollector(registry=r)
 
     def observe_admission(self, namespace: str, allowed: bool, alert_sent: bool,
                           evaluation: Evaluation | None, seconds: float) -> None:

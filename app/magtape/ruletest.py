@@ -15,7 +15,8 @@ Compiling and evaluating happen in a child process (``python -m
 magtape.ruletest --worker``): rego-cpp 1.5 aborts the whole process on some
 inputs (for example a test that replaces the whole ``input`` with ``with
 input as`` while the rule under test calls a builtin), and the parent must
-still be able to say what happened. The child reports JSON lines on stdout.
+still be able to say what happened. The child reports JSON lines on its
+stdout and sends rego-cpp's own printed reports to stderr.
 """
 
 from __future__ import annotations
@@ -43,10 +44,6 @@ DEFAULT_TIMEOUT_SECONDS = 300.0
 _PACKAGE_RE = re.compile(r"^package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)",
                          re.MULTILINE)
 _TEST_RULE_RE = re.compile(r"^(test_[A-Za-z0-9_]*)\b", re.MULTILINE)
-# One error of rego-cpp's error AST: `(error 6:x.rego|42|2 (errormsg 24:Invalid ...)`.
-# Strings are length-prefixed, so the file name and message are read by length.
-_ERROR_RE = re.compile(r"\(error (\d+):")
-_ERRORMSG_RE = re.compile(r"\(errormsg (\d+):")
 
 
 class RuleTestError(Exception):
@@ -110,10 +107,9 @@ def find_rego_files(dirs: Iterable[str | Path]) -> list[Path]:
 
 def discover_tests(filename: str, source: str) -> list[RegoTest]:
     """The ``test_*`` rules of one module, in source order (see the module docstring)."""
-    match = _PACKAGE_RE.search(source)
-    if match is None:
+    package = package_of(source)
+    if package is None:
         return []
-    package = match.group(1)
     seen: dict[str, None] = {}
     for rule in _TEST_RULE_RE.finditer(source):
         seen[rule.group(1)] = None
@@ -135,34 +131,47 @@ def builtin_library_files() -> list[Path]:
     return sorted(lib.glob("*.rego")) if lib.is_dir() else []
 
 
+def package_of(source: str) -> str | None:
+    match = _PACKAGE_RE.search(source)
+    return match.group(1) if match else None
+
+
+def library_files_to_add(given: Sequence[Path]) -> list[Path]:
+    """The built-in library files to compile with ``given``.
+
+    Every library module whose package none of the ``given`` files declares
+    (checking by package, not by path, lets an edited copy of the library
+    under test replace the installed one instead of merging with it). Test
+    helpers (``*_test.rego``, e.g. ``test.magtape.fixtures``) only when a given
+    file refers to their package: each extra function name is one more chance
+    of the rego-cpp arity clash described below.
+    """
+    texts = [f.read_text(encoding="utf-8") for f in given]
+    declared = {package_of(t) for t in texts}
+    added = []
+    for f in builtin_library_files():
+        package = package_of(f.read_text(encoding="utf-8"))
+        if package in declared:
+            continue
+        if f.name.endswith("_test.rego") and not any(f"data.{package}" in t for t in texts):
+            continue
+        added.append(f)
+    return added
+
+
 # --------------------------------------------------------------------------
 # Compilation and evaluation (child process)
 
 
-def offset_to_line(source: str, offset: int) -> int:
-    """1-based line of a byte offset into the UTF-8 encoding of ``source``."""
-    return source.encode("utf-8")[:offset].count(b"\n") + 1
+def compile_errors(exc: Exception, sources: dict[str, str]) -> list[CompileError]:
+    """(file, line, message) for each distinct error in a RegoError."""
+    from magtape.engine.rego import locate_error
 
-
-def parse_rego_errors(error_text: str, sources: dict[str, str]) -> list[CompileError]:
-    """Turn rego-cpp's error AST into (file, line, message) triples."""
     errors: list[CompileError] = []
-    for match in _ERROR_RE.finditer(error_text):
-        start = match.end()
-        filename = error_text[start:start + int(match.group(1))]
-        location = re.match(r"\|(\d+)\|", error_text[start + len(filename):])
-        line = None
-        if location is not None and filename in sources:
-            line = offset_to_line(sources[filename], int(location.group(1)))
-        msg_match = _ERRORMSG_RE.search(error_text, start)
-        message = "does not compile"
-        if msg_match is not None:
-            msg_start = msg_match.end()
-            message = error_text[msg_start:msg_start + int(msg_match.group(1))]
-        errors.append(CompileError(filename, line, message))
-    if not errors:
-        errors.append(CompileError("<policy set>", None, error_text.strip().splitlines()[0]
-                                   if error_text.strip() else "does not compile"))
+    for loc in locate_error(str(exc), sources):
+        error = CompileError(loc.filename or "<policy set>", loc.line, loc.message)
+        if error not in errors:  # rego-cpp reports some errors once per pass
+            errors.append(error)
     return errors
 
 
@@ -182,7 +191,7 @@ def worker(job: dict[str, Any], out: TextIO) -> None:
         try:
             interpreter.add_module(filename, source)
         except RegoError as exc:
-            for err in parse_rego_errors(str(exc), sources):
+            for err in compile_errors(exc, sources):
                 _emit(out, {"event": "compile_error", "file": err.filename, "line": err.line,
                             "message": err.message})
             return
@@ -191,7 +200,7 @@ def worker(job: dict[str, Any], out: TextIO) -> None:
     try:
         bundle = interpreter.build(None, entrypoints)
     except RegoError as exc:
-        for err in parse_rego_errors(str(exc), sources):
+        for err in compile_errors(exc, sources):
             _emit(out, {"event": "compile_error", "file": err.filename, "line": err.line,
                         "message": err.message})
         return
@@ -256,11 +265,11 @@ def run_tests(files: Sequence[Path], tests: Sequence[RegoTest],
     except subprocess.TimeoutExpired as exc:
         stdout = _text(exc.stdout)
         stderr, returncode = _text(exc.stderr), None
-    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
-    compile_errors = [e for e in events if e["event"] == "compile_error"]
-    if compile_errors:
-        lines = [str(CompileError(e["file"], e["line"], e["message"])) for e in compile_errors]
+    failures = [e for e in events if e["event"] == "compile_error"]
+    if failures:
+        lines = [str(CompileError(e["file"], e["line"], e["message"])) for e in failures]
         raise RuleTestError("a module does not compile:\n  " + "\n  ".join(lines))
 
     by_entrypoint = {t.entrypoint: t for t in tests}
@@ -269,21 +278,63 @@ def run_tests(files: Sequence[Path], tests: Sequence[RegoTest],
     if returncode == 0 and len(results) == len(tests):
         return results
 
-    # The child died or hung: say where, from the last thing it announced.
-    how = f"timed out after {timeout:g}s" if returncode is None else _describe_exit(returncode)
+    raise RuleTestError(_crash_report(files, tests, events, returncode, stderr, timeout))
+
+
+# Two known ways to make rego-cpp 1.5 abort: replacing the whole input in a
+# test, and one function name defined with different numbers of arguments in
+# different packages (e.g. `pod(x)` in a test and `pod(x, y)` in a helper).
+_WITH_INPUT_RE = re.compile(r"\bwith\s+input\s+as\b")
+_FUNCTION_RE = re.compile(r"^([A-Za-z_]\w*)\(([^)]*)\)\s*(?::=|=|if\b|\{)", re.MULTILINE)
+
+
+def arity_clashes(files: Sequence[Path]) -> list[str]:
+    """Functions defined with different numbers of arguments, with where."""
+    seen: dict[str, dict[int, str]] = {}
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        for m in _FUNCTION_RE.finditer(text):
+            arity = len([a for a in m.group(2).split(",") if a.strip()])
+            line = text.count("\n", 0, m.start()) + 1
+            seen.setdefault(m.group(1), {}).setdefault(arity, f"{f}:{line}")
+    return [f"{name}/{arity} at {where}" for name, arities in sorted(seen.items())
+            if len(arities) > 1 for arity, where in sorted(arities.items())]
+
+
+def _crash_report(files: Sequence[Path], tests: Sequence[RegoTest], events: list[dict[str, Any]],
+                  returncode: int | None, stderr: str, timeout: float) -> str:
+    """Say where the child died or hung, from the last thing it announced."""
+    how = (f"did not finish within {timeout:g}s" if returncode is None
+           else f"crashed ({_describe_exit(returncode)})")
     started = [e for e in events if e["event"] in ("compiling", "compiled", "start")]
     last = started[-1] if started else None
+    by_entrypoint = {t.entrypoint: t for t in tests}
+    library = set(builtin_library_files())
     if last is not None and last["event"] == "start":
-        where = f"while evaluating {by_entrypoint[last['entrypoint']].qualified_name}"
+        what = f"the Rego engine {how} while evaluating "
+        what += by_entrypoint[last["entrypoint"]].qualified_name
     elif last is not None and last["event"] == "compiling" and last["file"]:
-        where = f"while loading {last['file']}"
+        what = f"the Rego compiler {how} while loading {last['file']}"
     else:
-        where = "while compiling " + ", ".join(str(f) for f in files)
-    hint = ("; if a test replaces the whole input (`with input as ...`), "
-            "use `with input.request as ...` instead")
+        own = [str(f) for f in files if f not in library]
+        what = f"the Rego compiler {how} while loading " + ", ".join(own)
+        if len(own) < len(files):
+            what += " (with the built-in library)"
+    suspects = []
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        suspects += [f"{f}:{text.count(chr(10), 0, m.start()) + 1}"
+                     for m in _WITH_INPUT_RE.finditer(text)]
+    if suspects:
+        what += ("\nrego-cpp aborts on tests that replace the whole input; write "
+                 "`with input.request as ...` instead of `with input as ...` at:\n  "
+                 + "\n  ".join(suspects))
+    clashes = arity_clashes(files)
+    if clashes:
+        what += ("\nrego-cpp aborts when one function name takes different numbers of "
+                 "arguments in different packages; rename one of:\n  " + "\n  ".join(clashes))
     tail = "\n".join(stderr.strip().splitlines()[-3:])
-    raise RuleTestError(f"the Rego engine {how} {where}{hint}"
-                        + (f"\nengine output:\n{tail}" if tail else ""))
+    return what + (f"\nengine output:\n{tail}" if tail else "")
 
 
 def _text(value: str | bytes | None) -> str:
@@ -297,16 +348,17 @@ def run(dirs: list[str], verbose: bool, out: TextIO,
     """Run every test below ``dirs``; print the results to ``out``; return the exit code."""
     try:
         given = find_rego_files(dirs)
-        tests: list[RegoTest] = []
+        found: dict[str, RegoTest] = {}  # a package may span files: one test per rule name
         for f in given:
-            tests.extend(discover_tests(str(f), f.read_text(encoding="utf-8")))
+            for test in discover_tests(str(f), f.read_text(encoding="utf-8")):
+                found.setdefault(test.entrypoint, test)
+        tests = list(found.values())
         if not given:
             raise RuleTestError("no .rego files found under " + ", ".join(dirs))
         if not tests:
             raise RuleTestError("no test_* rules found under " + ", ".join(dirs)
                                 + "; name each test rule test_<something>")
-        resolved = {f.resolve() for f in given}
-        library = [f for f in builtin_library_files() if f.resolve() not in resolved]
+        library = library_files_to_add(given)
         results = run_tests([*given, *library], tests, timeout)
     except (RuleTestError, OSError, UnicodeDecodeError) as exc:
         out.write(f"error: {exc}\n")
@@ -335,7 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(json.load(sys.stdin), sys.stdout)
+        # rego-cpp prints its own reports on file descriptor 1: keep the
+        # protocol on a private copy of it and send everything else to stderr.
+        protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+        worker(json.load(sys.stdin), protocol)
         return EXIT_PASSED
     dirs = args.dirs
     if not dirs:

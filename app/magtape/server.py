@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask
+from kubernetes.client import ApiClient
 from prometheus_client import CollectorRegistry
 from waitress.server import create_server
 
 from magtape.engine import PolicyEngine
-from magtape.engine.sources import builtin_modules, load_data_files, modules_from_dirs
+from magtape.kube import client as kube_client
+from magtape.kube.certs import certificate_expiry_or_nan
+from magtape.kube.runtime import start as start_runtime
 from magtape.metrics import Metrics
-from magtape.notify import Notifier, NullNotifier
+from magtape.notify import Notifier
+from magtape.notify.factory import build_notifier
 from magtape.settings import EngineKind, Settings
 from magtape.web import create_app, create_metrics_app
 
@@ -35,14 +39,6 @@ def build_engine(settings: Settings) -> PolicyEngine:
     from magtape.engine.embedded import EmbeddedEngine
 
     return EmbeddedEngine(settings.engine_timeout_seconds, workers=settings.threads)
-
-
-def load_local_policies(settings: Settings, engine: PolicyEngine) -> None:
-    """Load the built-in policies (or --policies dirs) and --data files."""
-    modules = modules_from_dirs(settings.policy_dirs) if settings.policy_dirs else builtin_modules()
-    report = engine.load(modules, load_data_files(settings.data_files))
-    if not report.policies:
-        log.warning("no policy loaded: every request will be allowed without checks")
 
 
 @dataclass
@@ -83,12 +79,15 @@ class Webhook:
                  self.admission_port, s.metrics_listen.host, self.metrics_port)
 
     def stop(self, flush_seconds: float = 5.0) -> None:
+        """Stop accepting, let requests in flight finish, close, flush notifications."""
+        for server in self._servers:
+            server.accepting = False
+            server.task_dispatcher.shutdown(cancel_pending=False, timeout=flush_seconds)
         for server in self._servers:
             for channel in list(server._map.values()):
-                if channel is not server:
+                if channel is not server and channel is not server.trigger:
                     channel.close()
             server.close()
-            server.task_dispatcher.shutdown(cancel_pending=False, timeout=flush_seconds)
         for stop in self._stoppers:
             stop()
         self.notifier.close(flush_seconds)
@@ -99,25 +98,24 @@ class Webhook:
 
 
 def start(settings: Settings, registry: CollectorRegistry | None = None,
-          api_client: Any = None) -> Webhook:
+          api_client: ApiClient | None = None) -> Webhook:
     """Start a webhook in background threads (used by ``magtape serve`` and tests).
 
     Without ``api_client`` it runs locally: built-in or --policies policies,
     no Events, no policy discovery, no replication.
     """
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    if settings.tls_cert_file:
+        cert_file = settings.tls_cert_file
+        metrics.certificate_expiry.set_function(lambda: certificate_expiry_or_nan(cert_file))
     engine = build_engine(settings)
-    notifier = _notifier(settings, api_client, metrics)
-    hook = Webhook(settings, engine, metrics, notifier)
-    ready: Callable[[], bool] = lambda: engine.ready  # noqa: E731
-    runtime = _runtime(settings, engine, api_client, metrics)
-    if runtime is not None:
-        ready = lambda: bool(runtime.ready)  # noqa: E731
-        hook._stoppers.append(runtime.stop)
-    else:
-        load_local_policies(settings, engine)
-        if engine.last_report is not None:
-            metrics.observe_load(engine.last_report)
+    notifier = build_notifier(settings, api_client, metrics)
+    runtime = start_runtime(settings, engine, api_client, metrics)
+    hook = Webhook(settings, engine, metrics, notifier, _stoppers=[runtime.stop])
+
+    def ready() -> bool:
+        return runtime.ready
+
     hook.serve_apps(create_app(settings, engine, notifier, metrics, ready),
                     create_metrics_app(settings, engine, metrics, ready))
     return hook
@@ -125,7 +123,7 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; flush notifications before exiting."""
-    hook = start(settings, api_client=_api_client())
+    hook = start(settings, api_client=kube_client.api_client())
     stopped = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -137,28 +135,3 @@ def serve(settings: Settings) -> int:
     stopped.wait()
     hook.stop()
     return 0
-
-
-def _api_client() -> Any:
-    try:
-        from magtape.kube.client import api_client
-    except ImportError:
-        return None
-    return api_client()
-
-
-def _notifier(settings: Settings, api_client: Any, metrics: Metrics) -> Notifier:
-    try:
-        from magtape.notify.factory import build_notifier
-    except ImportError:
-        return NullNotifier()
-    return build_notifier(settings, api_client, metrics)
-
-
-def _runtime(settings: Settings, engine: PolicyEngine, api_client: Any, metrics: Metrics) -> Any:
-    """The in-cluster runtime (policy discovery, replication) when there is a cluster."""
-    if api_client is None:
-        return None
-    from magtape.kube.runtime import start as start_runtime
-
-    return start_runtime(settings, engine, api_client, metrics)

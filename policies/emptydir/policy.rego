@@ -16,7 +16,9 @@ policy_metadata := {
 	"targets": workloads.kinds,
 }
 
-matches if input.request.kind.kind in policy_metadata.targets
+# workloads.is_workload tests exactly policy_metadata.targets, once per
+# request for every pod check.
+matches if workloads.is_workload
 
 # "100 Megabytes": decimal, as Kubernetes writes 100M. 64Mi (67,108,864) and
 # 100M pass; 100Mi (104,857,600) and 1Gi do not.
@@ -35,7 +37,7 @@ deny contains info if {
 	not quantity.value(object.get(volume.emptyDir, "sizeLimit", null))
 	name := object.get(volume, "name", "")
 	text := concat("", ["Size limit of emptyDir volume ", messages.quoted(name), " is not set"])
-	info := messages.violation_with_details(policy_metadata, text, {"volume": name})
+	info := messages.failure("emptydir", "MED", "MT1009", text, {"volume": name})
 }
 
 deny contains info if {
@@ -45,5 +47,5 @@ deny contains info if {
 	size > max_bytes
 	name := object.get(volume, "name", "")
 	text := concat("", ["Size limit of emptyDir volume ", messages.quoted(name), " is greater than 100 Megabytes"])
-	info := messages.violation_with_details(policy_metadata, text, {"volume": name, "sizeLimit": volume.emptyDir.sizeLimit})
+	info := messages.failure("emptydir", "MED", "MT1009", text, {"volume": name, "sizeLimit": volume.emptyDir.sizeLimit})
 }

@@ -14,7 +14,9 @@ policy_metadata := {
 	"targets": workloads.kinds,
 }
 
-matches if input.request.kind.kind in policy_metadata.targets
+# workloads.is_workload tests exactly policy_metadata.targets, once per
+# request for every pod check.
+matches if workloads.is_workload
 
 deny contains info if {
 	matches
@@ -22,5 +24,5 @@ deny contains info if {
 	workloads.present(volume, "hostPath")
 	name := object.get(volume, "name", "")
 	text := concat("", ["hostPath is configured for volume ", messages.quoted(name)])
-	info := messages.violation_with_details(policy_metadata, text, {"volume": name, "path": object.get(volume.hostPath, "path", "")})
+	info := messages.failure("host-path", "MED", "MT1010", text, {"volume": name, "path": object.get(volume.hostPath, "path", "")})
 }

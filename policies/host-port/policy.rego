@@ -14,7 +14,9 @@ policy_metadata := {
 	"targets": workloads.kinds,
 }
 
-matches if input.request.kind.kind in policy_metadata.targets
+# workloads.is_workload tests exactly policy_metadata.targets, once per
+# request for every pod check.
+matches if workloads.is_workload
 
 deny contains info if {
 	matches
@@ -27,5 +29,5 @@ deny contains info if {
 	count(host_ports) > 0
 	name := object.get(container, "name", "")
 	text := concat("", ["hostPort is configured for container ", messages.quoted(name)])
-	info := messages.violation_with_details(policy_metadata, text, {"container": name, "hostPorts": host_ports})
+	info := messages.failure("host-port", "HIGH", "MT1008", text, {"container": name, "hostPorts": host_ports})
 }

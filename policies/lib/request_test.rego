@@ -27,3 +27,7 @@ test_namespace_from_object if {
 test_namespace_empty_when_unknown if {
 	request.namespace == "" with input.request as {"object": {"metadata": {}}}
 }
+
+test_empty_request_namespace_falls_back_to_the_object if {
+	request.namespace == "test2" with input.request as {"namespace": "", "object": {"metadata": {"namespace": "test2"}}}
+}

@@ -1,24 +1,26 @@
 # Where a workload keeps its pod spec and containers, for every policy that
 # checks pods. One place decides this so that all pod checks cover the same
 # kinds (docs/policies.md, "Pod specs and containers").
+#
+# Cost matters here: every admission request of a workload evaluates these
+# rules, in rego-cpp, for eight policies at once. The rules that depend on the
+# request (kind, pod_spec, containers, is_workload, long_running, ...) are
+# evaluated once per request and shared by all policies, so policies should
+# use them rather than test the kind themselves. Building a set costs more
+# than comparing a few strings, so the per-request rules compare the kind
+# with `==` and with the array `template_kind_list`; the sets (kinds, ...)
+# are for policy_metadata.targets, read once when a policy set is loaded.
 package magtape.lib.workloads
 
 import rego.v1
 
-# Every kind that carries a pod spec ("workloads" in the catalogue).
-kinds := {
-	"Pod",
-	"Deployment",
-	"StatefulSet",
-	"DaemonSet",
-	"ReplicaSet",
-	"Job",
-	"ReplicationController",
-	"CronJob",
-}
-
 # Kinds whose pod spec sits at spec.template.spec.
-template_kinds := {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
+template_kind_list := ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"]
+
+template_kinds := {k | some k in template_kind_list}
+
+# Every kind that carries a pod spec ("workloads" in the catalogue).
+kinds := template_kinds | {"Pod", "CronJob"}
 
 # Run-to-completion work: its containers exit, so probes make no sense.
 run_to_completion_kinds := {"Job", "CronJob"}
@@ -26,29 +28,52 @@ run_to_completion_kinds := {"Job", "CronJob"}
 # Targets of the probe checks. Job-owned Pods are left out by `long_running`.
 long_running_kinds := kinds - run_to_completion_kinds
 
-# pod_spec_of(kind, obj) is the pod spec of obj; undefined for other kinds.
-pod_spec_of(kind, obj) := obj.spec if kind == "Pod"
+# The kind of the object under review, read once per request.
+kind := input.request.kind.kind
 
-pod_spec_of(kind, obj) := obj.spec.template.spec if kind in template_kinds
+# The object under review is a workload: its kind is in `kinds`.
+is_workload if kind in template_kind_list
 
-pod_spec_of(kind, obj) := obj.spec.jobTemplate.spec.template.spec if kind == "CronJob"
+is_workload if kind == "Pod"
 
-# The pod spec of the object under review.
-pod_spec := pod_spec_of(input.request.kind.kind, input.request.object)
+is_workload if kind == "CronJob"
+
+# pod_spec_of(k, obj) is the pod spec of obj, a `k`; undefined for other kinds.
+pod_spec_of(k, obj) := obj.spec.template.spec if {
+	k in template_kind_list
+} else := obj.spec if {
+	k == "Pod"
+} else := obj.spec.jobTemplate.spec.template.spec if {
+	k == "CronJob"
+}
+
+# The pod spec of the object under review (pod_spec_of, written out: a rule
+# is cheaper than a function call, and this one is read by every pod check).
+pod_spec := input.request.object.spec.template.spec if {
+	kind in template_kind_list
+} else := input.request.object.spec if {
+	kind == "Pod"
+} else := input.request.object.spec.jobTemplate.spec.template.spec if {
+	kind == "CronJob"
+}
 
 # list(obj, key) is obj[key] when it is an array, else []: a missing or null
 # list must not make a rule undefined (or raise an error) half-way.
-list(obj, key) := obj[key] if is_array(obj[key])
-
-list(obj, key) := [] if not is_array(obj[key])
+list(obj, key) := obj[key] if {
+	is_array(obj[key])
+} else := []
 
 # The application containers: what the probe and resource checks look at.
 containers := list(pod_spec, "containers")
 
 # Every container that runs in the pod, including init and ephemeral
 # (debug) containers: what the security checks look at, because a privileged
-# init container is as dangerous as a privileged app container.
-all_containers := array.concat(
+# init container is as dangerous as a privileged app container. (Most pods
+# have neither; then the app containers are the answer, without copying.)
+all_containers := containers if {
+	not pod_spec.initContainers
+	not pod_spec.ephemeralContainers
+} else := array.concat(
 	array.concat(containers, list(pod_spec, "initContainers")),
 	list(pod_spec, "ephemeralContainers"),
 )
@@ -60,14 +85,17 @@ owner_references := list(object.get(input.request.object, "metadata", {}), "owne
 
 # A Pod created by a Job (directly, or by a CronJob through its Job).
 job_owned_pod if {
-	input.request.kind.kind == "Pod"
+	kind == "Pod"
 	some ref in owner_references
 	ref.kind == "Job"
 }
 
-# The object is a workload whose containers are expected to keep running.
+# The object is a workload whose containers are expected to keep running:
+# its kind is in `long_running_kinds`, and it is not a Job-owned Pod.
 long_running if {
-	input.request.kind.kind in long_running_kinds
+	is_workload
+	kind != "Job"
+	kind != "CronJob"
 	not job_owned_pod
 }
 

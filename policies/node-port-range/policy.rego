@@ -26,7 +26,11 @@ matches if {
 
 # The namespace's annotation, from the replicated cluster data (kube-mgmt
 # layout) or, offline, from a data file. Undefined: no restriction.
-annotation := data.kubernetes.namespaces[request.namespace].metadata.annotations[annotation_key]
+# (Read through `namespaces` first: rego-cpp 1.5 loses a test's
+# `with data.kubernetes.namespaces as ...` when the path is indexed directly.)
+namespaces := data.kubernetes.namespaces
+
+annotation := namespaces[request.namespace].metadata.annotations[annotation_key]
 
 # The annotation with its whitespace removed ("30100 - 30200" = "30100-30200").
 spec := regex.replace(annotation, `\s`, "")
@@ -59,7 +63,7 @@ deny contains info if {
 	not unrestricted
 	not well_formed
 	text := concat("", ["Invalid data in nodePort annotation in ", messages.quoted(request.namespace), " namespace"])
-	info := messages.violation_with_details(policy_metadata, text, {"namespace": request.namespace, "annotation": annotation})
+	info := messages.failure("node-port-range", "MED", "MT2002", text, {"namespace": request.namespace, "annotation": annotation})
 }
 
 deny contains info if {
@@ -72,5 +76,5 @@ deny contains info if {
 	node_port != 0 # not allocated yet
 	not allowed(node_port)
 	text := concat("", ["nodePort ", messages.str(node_port), " is out of defined range for Service ", messages.quoted(request.object_name)])
-	info := messages.violation_with_details(policy_metadata, text, {"nodePort": node_port, "allowed": annotation})
+	info := messages.failure("node-port-range", "MED", "MT2002", text, {"nodePort": node_port, "allowed": annotation})
 }

@@ -5,25 +5,27 @@ import rego.v1
 import data.kubernetes.admission.node_port_range as policy
 import data.test.magtape.fixtures
 
-service(type, node_ports) := fixtures.request("Service", {
+node_port_service(type, node_ports) := fixtures.request("Service", {
 	"apiVersion": "v1",
 	"kind": "Service",
 	"metadata": {"name": "test-svc", "namespace": "test1"},
 	"spec": {"type": type, "selector": {"app": "test"}, "ports": ports(node_ports)},
 })
 
+# (`some i, x in xs` inside a comprehension does not parse in rego-cpp 1.5.)
 ports(node_ports) := [port |
-	some i, node_port in node_ports
+	some i
+	node_port := node_ports[i]
 	port := {"name": concat("", ["p", format_int(i, 10)]), "port": 8080 + i, "nodePort": node_port}
 ]
 
-namespaces(annotation) := {"test1": {"metadata": {"name": "test1", "annotations": {"k8s.t-mobile.com/nodeportRange": annotation}}}}
+namespace_data(annotation) := {"test1": {"metadata": {"name": "test1", "annotations": {"k8s.t-mobile.com/nodeportRange": annotation}}}}
 
 # denied(annotation, type, node_ports) is the set of messages for a Service
 # with those node ports in namespace test1 annotated with `annotation`.
 denied(annotation, type, node_ports) := msgs if {
-	msgs := {d.msg | some d in policy.deny} with input.request as service(type, node_ports)
-		with data.kubernetes.namespaces as namespaces(annotation)
+	msgs := {d.msg | some d in policy.deny} with input.request as node_port_service(type, node_ports)
+		with data.kubernetes.namespaces as namespace_data(annotation)
 }
 
 out_of_range(port) := concat("", ["[FAIL] MED - nodePort ", format_int(port, 10), " is out of defined range for Service \"test-svc\" (MT2002)"])
@@ -37,8 +39,8 @@ test_violation_carries_metadata_and_details if {
 		"errcode": "MT2002",
 		"msg": out_of_range(30101),
 		"details": {"nodePort": 30101, "allowed": "30100"},
-	}} with input.request as service("NodePort", [30101])
-		with data.kubernetes.namespaces as namespaces("30100")
+	}} with input.request as node_port_service("NodePort", [30101])
+		with data.kubernetes.namespaces as namespace_data("30100")
 }
 
 test_single_port if {
@@ -89,24 +91,24 @@ test_load_balancer_is_checked if {
 
 test_unallocated_node_ports_pass if {
 	req := fixtures.request("Service", {"metadata": {"name": "test-svc"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
-	count(policy.deny) == 0 with input.request as req with data.kubernetes.namespaces as namespaces("30100")
+	count(policy.deny) == 0 with input.request as req with data.kubernetes.namespaces as namespace_data("30100")
 }
 
 test_no_annotation_means_no_restriction if {
-	count(policy.deny) == 0 with input.request as service("NodePort", [31000])
+	count(policy.deny) == 0 with input.request as node_port_service("NodePort", [31000])
 		with data.kubernetes.namespaces as {"test1": {"metadata": {"name": "test1", "annotations": {"other": "x"}}}}
-	count(policy.deny) == 0 with input.request as service("NodePort", [31000])
+	count(policy.deny) == 0 with input.request as node_port_service("NodePort", [31000])
 		with data.kubernetes.namespaces as {"test1": {"metadata": {"name": "test1"}}}
 }
 
 test_unknown_namespace_means_no_restriction if {
-	count(policy.deny) == 0 with input.request as service("NodePort", [31000])
+	count(policy.deny) == 0 with input.request as node_port_service("NodePort", [31000])
 		with data.kubernetes.namespaces as {"other": {"metadata": {"annotations": {"k8s.t-mobile.com/nodeportRange": "30100"}}}}
-	count(policy.deny) == 0 with input.request as service("NodePort", [31000])
+	count(policy.deny) == 0 with input.request as node_port_service("NodePort", [31000])
 }
 
 test_cluster_ip_services_are_ignored if {
-	not policy.matches with input.request as service("ClusterIP", [31000])
+	not policy.matches with input.request as node_port_service("ClusterIP", [31000])
 	denied("30100", "ClusterIP", [31000]) == set()
 	req := fixtures.request("Service", {"metadata": {"name": "test-svc"}, "spec": {"ports": [{"port": 80}]}})
 	not policy.matches with input.request as req

@@ -29,7 +29,7 @@ deny contains info if {
 	value := input.request.object.spec[field]
 	is_integer_value(value)
 	text := concat("", ["Value ", messages.quoted(value), " for ", messages.quoted(field), " should be a Percentage, not an Integer"])
-	info := messages.violation_with_details(policy_metadata, text, {"field": field, "value": value})
+	info := messages.failure("pdb", "HIGH", "MT1005", text, {"field": field, "value": value})
 }
 
 deny contains info if {
@@ -42,7 +42,7 @@ deny contains info if {
 		"Value (", value, ") for ", messages.quoted(field), " not within range ",
 		messages.str(range.low), "%-", messages.str(range.high), "%",
 	])
-	info := messages.violation_with_details(policy_metadata, text, {"field": field, "value": value})
+	info := messages.failure("pdb", "HIGH", "MT1005", text, {"field": field, "value": value})
 }
 
 # The API server keeps an int-or-string: a number, or a string of digits

@@ -27,7 +27,7 @@ deny contains info if {
 		"Logical port name ", messages.quoted(port.name),
 		" mismatch with port number \"443\" for service ", messages.quoted(request.object_name),
 	])
-	info := messages.violation_with_details(policy_metadata, text, {"port": port.name})
+	info := messages.failure("port-name-mismatch", "HIGH", "MT1006", text, {"port": port.name})
 }
 
 http_name(name) if name == "http"

@@ -5,7 +5,7 @@ import rego.v1
 import data.kubernetes.admission.port_name_mismatch as policy
 import data.test.magtape.fixtures
 
-service(ports) := fixtures.request("Service", {
+service_with(ports) := fixtures.request("Service", {
 	"apiVersion": "v1",
 	"kind": "Service",
 	"metadata": {"name": "test-svc", "namespace": "test1"},
@@ -19,11 +19,11 @@ test_http_on_443_fails if {
 		"errcode": "MT1006",
 		"msg": "[FAIL] HIGH - Logical port name \"http\" mismatch with port number \"443\" for service \"test-svc\" (MT1006)",
 		"details": {"port": "http"},
-	}} with input.request as service([{"name": "http", "port": 443, "targetPort": 8443}])
+	}} with input.request as service_with([{"name": "http", "port": 443, "targetPort": 8443}])
 }
 
 test_http_prefixed_name_on_443_fails if {
-	{d.msg | some d in policy.deny} == {"[FAIL] HIGH - Logical port name \"http-web\" mismatch with port number \"443\" for service \"test-svc\" (MT1006)"} with input.request as service([{"name": "http-web", "port": 443}])
+	{d.msg | some d in policy.deny} == {"[FAIL] HIGH - Logical port name \"http-web\" mismatch with port number \"443\" for service \"test-svc\" (MT1006)"} with input.request as service_with([{"name": "http-web", "port": 443}])
 }
 
 test_every_mismatched_port_is_reported if {
@@ -31,7 +31,7 @@ test_every_mismatched_port_is_reported if {
 	{d.msg | some d in policy.deny} == {
 		"[FAIL] HIGH - Logical port name \"http\" mismatch with port number \"443\" for service \"test-svc\" (MT1006)",
 		"[FAIL] HIGH - Logical port name \"http-alt\" mismatch with port number \"443\" for service \"test-svc\" (MT1006)",
-	} with input.request as service(ports)
+	} with input.request as service_with(ports)
 }
 
 test_matching_names_pass if {
@@ -44,7 +44,7 @@ test_matching_names_pass if {
 		{"name": "grpc", "port": 443},
 		{"port": 443},
 	]
-	count(policy.deny) == 0 with input.request as service(ports)
+	count(policy.deny) == 0 with input.request as service_with(ports)
 }
 
 test_service_without_ports_passes if {

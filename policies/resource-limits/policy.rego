@@ -14,7 +14,9 @@ policy_metadata := {
 	"targets": workloads.kinds,
 }
 
-matches if input.request.kind.kind in policy_metadata.targets
+# workloads.is_workload tests exactly policy_metadata.targets, once per
+# request for every pod check.
+matches if workloads.is_workload
 
 # Message label -> resource name, in the order the message lists them.
 resources := [["CPU", "cpu"], ["MEM", "memory"]]
@@ -27,5 +29,5 @@ deny contains info if {
 	count(missing) > 0
 	name := object.get(container, "name", "")
 	text := concat("", ["Resource limits missing (", concat("/", missing), ") for container ", messages.quoted(name)])
-	info := messages.violation_with_details(policy_metadata, text, {"container": name, "missing": missing})
+	info := messages.failure("resource-limits", "LOW", "MT1003", text, {"container": name, "missing": missing})
 }

@@ -22,5 +22,5 @@ deny contains info if {
 	matches
 	count(workloads.owner_references) == 0
 	text := concat("", [messages.quoted(request.object_name), " is a singleton pod."])
-	info := messages.violation(policy_metadata, text)
+	info := {"name": "singleton-pod", "severity": "LOW", "errcode": "MT1007", "msg": messages.fail_message("LOW", text, "MT1007")}
 }

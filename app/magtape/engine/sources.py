@@ -11,7 +11,7 @@ source checkout. Data files (JSON or YAML) are merged into ``data`` like
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,23 @@ def modules_from_dirs(dirs: Iterable[str | Path]) -> list[PolicyModule]:
 
 def builtin_modules() -> list[PolicyModule]:
     return modules_from_dirs([builtin_policy_dir()])
+
+
+def policy_modules(dirs: Sequence[str | Path]) -> list[PolicyModule]:
+    """The policies in ``dirs`` (the built-ins when empty) with the shared library.
+
+    Custom policies import ``data.magtape.lib``; every built-in library package
+    that ``dirs`` do not provide themselves is added, so an edited copy of the
+    library in ``dirs`` replaces the built-in one package by package.
+    """
+    if not dirs:
+        return builtin_modules()
+    from magtape.engine.policyset import package_of
+
+    modules = modules_from_dirs(dirs)
+    provided = {package_of(m.source) for m in modules}
+    library = modules_from_dirs([builtin_policy_dir() / "lib"])
+    return modules + [m for m in library if package_of(m.source) not in provided]
 
 
 def load_data_files(paths: Iterable[str | Path]) -> dict[str, Any]:

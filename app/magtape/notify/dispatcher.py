@@ -23,6 +23,7 @@ De-duplication, counted as ``outcome="deduplicated"``:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -37,9 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The de-dup memory forgets its oldest entries beyond this many objects, so a
-# namespace churning through generated names cannot grow it without bound.
-DEDUP_MAX_ENTRIES = 10_000
+# The de-dup memory (one entry per object and channel) forgets its oldest
+# entries beyond this many, so a namespace churning through generated names
+# cannot grow it without bound: about 10 000 objects.
+DEDUP_MAX_ENTRIES = 20_000
 # A full queue logs at most once per this many seconds (with the count).
 DROP_LOG_INTERVAL_SECONDS = 60.0
 
@@ -98,6 +100,18 @@ class RecentAlerts:
     def __len__(self) -> int:
         with self._lock:
             return len(self._seen)
+
+
+def dedup_key(outcome: Outcome) -> bytes:
+    """What makes two outcomes "the same failures for the same object", as a short digest.
+
+    Hashed so the de-dup memory costs a few dozen bytes per object however
+    long the messages are.
+    """
+    review = outcome.review
+    parts = [review.kind, review.namespace, review.name, str(outcome.allowed),
+             *outcome.decision.messages]
+    return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).digest()
 
 
 class _Lane:
@@ -204,15 +218,17 @@ class Dispatcher:
         if review.controller_owned:
             self._deduplicated(lanes)
             return False
-        key = (review.kind, review.namespace, review.name, outcome.allowed,
-               tuple(outcome.decision.messages))
-        if self._recent.check_and_remember(key):
-            self._deduplicated(lanes)
-            return False
-        queued = [lane.channel for lane in lanes if lane.offer(outcome)]
-        if not queued:
-            # Nothing went out, so a retry of the same request may alert.
-            self._recent.forget(key)
+        key = dedup_key(outcome)
+        queued = []
+        for lane in lanes:
+            lane_key = (lane.channel, key)
+            if self._recent.check_and_remember(lane_key):
+                self._deduplicated([lane])
+            elif lane.offer(outcome):
+                queued.append(lane.channel)
+            else:
+                # Dropped: nothing went out, so a retry of the same request may notify.
+                self._recent.forget(lane_key)
         return "slack" in queued
 
     def _lanes_for(self, outcome: Outcome) -> list[_Lane]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
+
+from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
 
@@ -53,43 +55,42 @@ def generate_name(object_name: str, kind: str) -> str:
     return f"{base}."
 
 
-def micro_time(moment: datetime) -> str:
-    """RFC 3339 with exactly six fractional digits, as MicroTime requires."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def event_time(now: datetime | None = None) -> datetime:
+    """The Event's eventTime, never on a whole second.
+
+    The client serializes datetimes with isoformat(), which drops the
+    fraction when it is zero; the API server's MicroTime parser requires
+    six fractional digits and would reject such an Event.
+    """
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return moment if moment.microsecond else moment.replace(microsecond=1)
 
 
 def build_event(outcome: Outcome, reporting_instance: str,
-                now: datetime | None = None) -> dict[str, Any]:
-    """The Event body (plain JSON, exactly what goes on the wire)."""
+                now: datetime | None = None) -> EventsV1Event:
+    """The Event for one outcome."""
     review = outcome.review
     group = review.request["kind"].get("group", "")
     version = review.request["kind"].get("version", "")
-    regarding: dict[str, Any] = {"kind": review.kind, "name": review.name}
-    if version:
-        regarding["apiVersion"] = f"{group}/{version}" if group else version
-    if review.namespace:
-        regarding["namespace"] = review.namespace
     uid = review.object.get("metadata", {}).get("uid")
-    if isinstance(uid, str) and uid:
-        regarding["uid"] = uid
+    regarding = V1ObjectReference(
+        kind=review.kind, name=review.name,
+        api_version=(f"{group}/{version}" if group else version) or None,
+        namespace=review.namespace or None,
+        uid=uid if isinstance(uid, str) and uid else None)
     action = "Denied" if not outcome.allowed else "Allowed"
-    return {
-        "apiVersion": "events.k8s.io/v1",
-        "kind": "Event",
-        "metadata": {
-            "generateName": generate_name(review.name, review.kind),
-            "namespace": event_namespace(outcome),
-            "labels": dict(EVENT_LABELS),
-        },
-        "eventTime": micro_time(now or datetime.now(UTC)),
-        "type": "Warning",
-        "reason": REASON,
-        "action": action[:ACTION_MAX_CHARS],
-        "note": truncate_utf8(outcome.decision.message, NOTE_MAX_BYTES),
-        "regarding": regarding,
-        "reportingController": REPORTING_CONTROLLER,
-        "reportingInstance": reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
-    }
+    return EventsV1Event(
+        metadata=V1ObjectMeta(generate_name=generate_name(review.name, review.kind),
+                              namespace=event_namespace(outcome), labels=dict(EVENT_LABELS)),
+        event_time=event_time(now),
+        type="Warning",
+        reason=REASON,
+        action=action[:ACTION_MAX_CHARS],
+        note=truncate_utf8(outcome.decision.message, NOTE_MAX_BYTES),
+        regarding=regarding,
+        reporting_controller=REPORTING_CONTROLLER,
+        reporting_instance=reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
+    )
 
 
 def event_namespace(outcome: Outcome) -> str:
@@ -103,8 +104,6 @@ class EventRecorder:
 
     def __init__(self, api_client: Any, reporting_instance: str, metrics: Metrics,
                  timeout_seconds: float = 5.0) -> None:
-        from kubernetes.client import EventsV1Api
-
         self._api = EventsV1Api(api_client)
         self._instance = reporting_instance
         self._metrics = metrics
@@ -113,14 +112,10 @@ class EventRecorder:
     def deliver(self, outcome: Outcome) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        body = build_event(outcome, self._instance)
-        namespace = body["metadata"]["namespace"]
         review = outcome.review
         try:
-            # A plain dict, not the EventsV1Event model: the model writes
-            # eventTime with isoformat(), which omits the fraction when it is
-            # zero, and the API server's MicroTime parser then rejects it.
-            self._api.create_namespaced_event(namespace, cast(Any, body),
+            self._api.create_namespaced_event(event_namespace(outcome),
+                                              build_event(outcome, self._instance),
                                               _request_timeout=self._timeout)
         except ApiException as exc:
             self._metrics.notification("event", "failed")

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import requote_uri
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
@@ -252,7 +253,10 @@ def _redacting(url: str) -> Iterator[None]:
     """While posting to ``url`` on this thread, scrub it from urllib3's log records."""
     parts = urlsplit(url)
     path = urlunsplit(("", "", parts.path, parts.query, ""))
-    _in_flight.secrets = tuple(s for s in (url, path, parts.path) if len(s) > 1)
+    # Longest first, and as requests re-quotes them, so no fragment survives.
+    variants = {url, requote_uri(url), path, requote_uri(path), parts.path}
+    _in_flight.secrets = tuple(sorted((v for v in variants if len(v) > 1), key=len,
+                                      reverse=True))
     try:
         yield
     finally:
@@ -272,7 +276,10 @@ class RedactWebhookUrls(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         secrets: tuple[str, ...] = getattr(_in_flight, "secrets", ())
         if secrets:
-            message = record.getMessage()
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed record: say nothing rather than leak
+                message = f"{record.name}: (message withheld during a Slack post)"
             for secret in secrets:
                 message = message.replace(secret, "<redacted>")
             record.msg, record.args = message, None

@@ -1,0 +1,157 @@
+"""List, then watch, one collection of objects and hand every change to a handler.
+
+The loop client-go's reflector runs, reduced to what MagTape needs: a list
+gives the full state and a resourceVersion; a watch from that version streams
+changes; a watch that ends normally is resumed from the last version seen; a
+410 Gone (the version was compacted away) leads straight to a fresh list;
+any other failure waits a bounded, jittered back-off and lists again. The
+handler never sees a half-applied list, and the last good state stays in
+place while the API server is unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from magtape.kube.rest import KubeError, RawApi, ResourceRef, WatchStream
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class Handler(Protocol):
+    def replace(self, objects: list[Obj]) -> None:
+        """The complete current state (after every list)."""
+
+    def apply(self, event_type: str, obj: Obj) -> None:
+        """One ADDED, MODIFIED or DELETED event."""
+
+
+class Backoff:
+    """Exponential back-off with "equal jitter": half fixed, half random, capped."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.initial, self.maximum, self._rng = initial, maximum, rng
+        self._attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.maximum, self.initial * float(2 ** self._attempt))
+        self._attempt = min(self._attempt + 1, 32)
+        return delay / 2 + self._rng() * delay / 2
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+class Reflector:
+    """Keeps a handler in sync with one collection from a background thread."""
+
+    def __init__(self, api: RawApi, ref: ResourceRef, handler: Handler, *,
+                 namespace: str | None = None, label_selector: str | None = None,
+                 watch_timeout_seconds: int = 300, backoff: Backoff | None = None,
+                 on_synced: Callable[[], None] | None = None) -> None:
+        self._api, self.ref, self._handler = api, ref, handler
+        self._namespace, self._selector = namespace, label_selector
+        self._watch_timeout = watch_timeout_seconds
+        self._backoff = backoff or Backoff()
+        self._on_synced = on_synced
+        self.synced = threading.Event()  # set after the first successful list
+        self.lists = 0  # completed lists (a relist after 410 shows up here)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._stream: WatchStream | None = None
+        self._thread: threading.Thread | None = None
+        where = f" in {namespace}" if namespace else ""
+        sel = f" ({label_selector})" if label_selector else ""
+        self.description = f"{ref}{where}{sel}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"magtape-watch-{self.ref.plural}")
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                version = self._list()
+                while not self._stop.is_set():
+                    version = self._watch(version)
+            except _Gone:
+                log.info("watch of %s expired (410 Gone): listing again", self.description)
+                continue
+            except KubeError as exc:
+                delay = self._backoff.next()
+                log.warning("list/watch of %s failed: %s; retrying in %.1fs (serving the "
+                            "last known state meanwhile)", self.description, exc, delay)
+                self._stop.wait(delay)
+            except Exception:  # a handler defect must not end replication for good
+                delay = self._backoff.next()
+                log.exception("handling %s failed; listing again in %.1fs", self.description,
+                              delay)
+                self._stop.wait(delay)
+
+    def _list(self) -> str:
+        doc = self._api.list(self.ref, self._namespace, self._selector)
+        items = doc.get("items") or []
+        # List items come without apiVersion/kind; watch events carry them.
+        # Fill them in so the handler (and the policies) always see one shape.
+        kind = str(doc.get("kind", ""))
+        kind = kind[:-4] if kind.endswith("List") else kind
+        for item in items:
+            item.setdefault("apiVersion", doc.get("apiVersion", self.ref.group_version))
+            if kind:
+                item.setdefault("kind", kind)
+        self._handler.replace(items)
+        self.lists += 1
+        self._backoff.reset()
+        if not self.synced.is_set():
+            self.synced.set()
+            log.info("synced %s: %d object(s)", self.description, len(items))
+            if self._on_synced is not None:
+                self._on_synced()
+        return str((doc.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _watch(self, version: str) -> str:
+        stream = self._api.watch(self.ref, self._namespace, version, self._selector,
+                                 self._watch_timeout)
+        with self._lock:
+            self._stream = stream
+        if self._stop.is_set():
+            stream.close()
+        try:
+            for event in stream:
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    code = obj.get("code")
+                    if code == 410:
+                        raise _Gone()
+                    raise KubeError(int(code or 0), str(obj.get("reason") or "WatchError"),
+                                    str(obj.get("message") or "watch error"))
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._handler.apply(str(kind), obj)
+        finally:
+            with self._lock:
+                self._stream = None
+            stream.close()
+        return version

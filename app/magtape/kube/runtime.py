@@ -1,0 +1,132 @@
+"""The in-cluster runtime: policy store, policy discovery and data replication, started together.
+
+``magtape serve`` calls :func:`start`. The local policy set (built-ins or
+``MAGTAPE_POLICY_DIRS``) and the data files are loaded before it returns, so
+the webhook can answer at once, with or without a cluster. With an API client,
+background threads then list and watch Namespaces, the ``MAGTAPE_REPLICATE``
+kinds and, when ``MAGTAPE_POLICY_DISCOVERY`` is on, the policy ConfigMaps.
+:attr:`Runtime.ready` turns true once every one of them has completed its
+first list and the engine has loaded the result, so a new pod only receives
+admissions once it enforces the cluster's policy set with the cluster's data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from kubernetes.client import ApiClient
+
+from magtape.engine import PolicyEngine
+from magtape.engine.sources import load_data_files, policy_modules
+from magtape.kube.discovery import PolicyDiscovery
+from magtape.kube.reflector import Backoff, Reflector
+from magtape.kube.replication import ReplicatedKind, replicated_kinds
+from magtape.kube.rest import CONFIGMAPS, RawApi
+from magtape.kube.store import PolicyStore
+from magtape.metrics import Metrics
+from magtape.policy import PolicyModule
+from magtape.settings import EngineKind, Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Timings; the defaults suit a cluster, tests shorten them."""
+
+    watch_timeout_seconds: int = 300
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+
+
+@dataclass
+class Runtime:
+    """A running runtime; ``stop()`` ends its threads."""
+
+    engine: PolicyEngine
+    store: PolicyStore
+    reflectors: list[Reflector] = field(default_factory=list)
+    discovery: PolicyDiscovery | None = None
+    _sync_generation: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def ready(self) -> bool:
+        """A policy set is active and reflects the first sync of every watched kind."""
+        with self._lock:
+            target = self._sync_generation if self.reflectors else -1
+        return (self.engine.ready and target is not None
+                and self.store.loaded_generation >= target)
+
+    def _reflector_synced(self) -> None:
+        with self._lock:
+            if self._sync_generation is None and all(r.synced.is_set()
+                                                     for r in self.reflectors):
+                self._sync_generation = self.store.generation
+                log.info("first sync complete; waiting for the engine to load it")
+
+    def stop(self) -> None:
+        for r in self.reflectors:
+            r.stop()
+        if self.discovery is not None:
+            self.discovery.writer.stop()
+        self.store.stop()
+
+
+def local_modules(settings: Settings) -> list[PolicyModule]:
+    """The policy set used without discovery (and until discovery's first list)."""
+    return policy_modules(settings.policy_dirs)
+
+
+def start(settings: Settings, engine: PolicyEngine, api_client: ApiClient | None,
+          metrics: Metrics, *, options: RuntimeOptions | None = None) -> Runtime:
+    """Load the local set now; with a cluster, start discovery and replication."""
+    opts = options or RuntimeOptions()
+    kinds = replicated_kinds(settings.replicate_kinds)  # a bad entry fails start-up
+    store = PolicyStore(engine, metrics, local_modules(settings),
+                        load_data_files(settings.data_files))
+    report = store.load_now()
+    if (report is not None and not report.policies and not settings.policy_discovery
+            and settings.engine is EngineKind.EMBEDDED):
+        log.warning("no policy loaded: every request will be allowed without checks")
+    runtime = Runtime(engine, store)
+    store.start()
+    if api_client is None:
+        if settings.policy_discovery:
+            log.warning("MAGTAPE_POLICY_DISCOVERY is on but there is no Kubernetes API: "
+                        "serving the local policies")
+        return runtime
+
+    if settings.engine is EngineKind.OPA:
+        # kube-mgmt loads policies and data into OPA and owns the status
+        # annotation; a second writer would fight it.
+        if settings.policy_discovery:
+            log.warning("MAGTAPE_POLICY_DISCOVERY is ignored with the opa engine: kube-mgmt "
+                        "loads the policy ConfigMaps into OPA")
+        return runtime
+
+    api = RawApi(api_client)
+
+    def backoff() -> Backoff:
+        return Backoff(opts.backoff_initial_seconds, opts.backoff_max_seconds)
+
+    if settings.policy_discovery:
+        ns = settings.effective_policy_namespace
+        runtime.discovery = PolicyDiscovery(api, store, ns, backoff())
+        runtime.discovery.writer.start()
+        runtime.reflectors.append(Reflector(
+            api, CONFIGMAPS, runtime.discovery, namespace=ns,
+            label_selector=settings.policy_selector,
+            watch_timeout_seconds=opts.watch_timeout_seconds, backoff=backoff(),
+            on_synced=runtime._reflector_synced))
+    for ref in kinds:
+        runtime.reflectors.append(Reflector(
+            api, ref, ReplicatedKind(store, ref),
+            watch_timeout_seconds=opts.watch_timeout_seconds, backoff=backoff(),
+            on_synced=runtime._reflector_synced))
+    for r in runtime.reflectors:
+        r.start()
+    log.info("watching %s", ", ".join(r.description for r in runtime.reflectors))
+    return runtime
