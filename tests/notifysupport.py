@@ -42,6 +42,7 @@ from magtape.policy import (
     Violation,
 )
 from magtape.review import make_review, review_from_document
+from magtape.server import stop_waitress
 
 SECRET_PATH = "/services/T0SECRET/B0SECRET/XXXXWEBHOOKTOKENXXXX"
 
@@ -268,9 +269,5 @@ def serve(app: Flask, threads: int = 4) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        for channel in list(server._map.values()):
-            if channel is not server:
-                channel.close()
-        server.close()
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
-        thread.join(5)
+        stop_waitress(server, thread, 5)
+        assert not thread.is_alive(), "waitress did not stop"

@@ -137,6 +137,7 @@ def test_a_drop_on_one_channel_does_not_silence_the_retry_there(metrics: Metrics
     d = Dispatcher(metrics, events=events, slack=slack, queue_size=1)
     d.submit(outcome("a"))
     assert slack.started.wait(5)
+    events.wait_for(1)
     d.submit(outcome("b"))
     events.wait_for(2)  # the Events queue is empty again, Slack's is full
     assert d.submit(outcome("c")) is False  # Slack dropped it, Events queued it

@@ -79,15 +79,9 @@ class Webhook:
                  self.admission_port, s.metrics_listen.host, self.metrics_port)
 
     def stop(self, flush_seconds: float = 5.0) -> None:
-        """Stop accepting, let requests in flight finish, close, flush notifications."""
-        for server in self._servers:
-            server.accepting = False
-            server.task_dispatcher.shutdown(cancel_pending=False, timeout=flush_seconds)
-        for server in self._servers:
-            for channel in list(server._map.values()):
-                if channel is not server and channel is not server.trigger:
-                    channel.close()
-            server.close()
+        """Let requests in flight finish, close the listeners, flush notifications."""
+        for server, thread in zip(self._servers, self._threads, strict=True):
+            stop_waitress(server, thread, flush_seconds)
         for stop in self._stoppers:
             stop()
         self.notifier.close(flush_seconds)
@@ -95,6 +89,25 @@ class Webhook:
     def wait(self) -> None:
         for t in self._threads:
             t.join()
+
+
+def stop_waitress(server: Any, thread: threading.Thread, timeout: float) -> None:
+    """Stop a waitress server running ``server.run()`` in ``thread``.
+
+    Requests in flight finish first. The sockets are closed from inside
+    waitress' own loop (through its trigger): closing them from another thread
+    races the loop's select() and fails with EBADF. With its map empty, the
+    loop returns.
+    """
+    server.accepting = False
+    server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout)
+
+    def close_all() -> None:
+        for channel in list(server._map.values()):
+            channel.close()
+
+    server.trigger.pull_trigger(close_all)
+    thread.join(timeout)
 
 
 def start(settings: Settings, registry: CollectorRegistry | None = None,

@@ -18,11 +18,17 @@ policy_metadata := {
 # request for every pod check.
 matches if workloads.is_workload
 
-deny contains info if {
-	matches
+# [name, hostPath] of each hostPath volume. Volumes are gathered in a
+# comprehension, never iterated in a rule body: rego-cpp pays there for the
+# size of each volume (docs/policies.md, "Rules of thumb").
+host_paths := [[object.get(volume, "name", ""), volume.hostPath] |
 	some volume in workloads.volumes
 	workloads.present(volume, "hostPath")
-	name := object.get(volume, "name", "")
+]
+
+deny contains info if {
+	matches
+	some [name, host_path] in host_paths
 	text := concat("", ["hostPath is configured for volume ", messages.quoted(name)])
-	info := messages.failure("host-path", "MED", "MT1010", text, {"volume": name, "path": object.get(volume.hostPath, "path", "")})
+	info := messages.failure("host-path", "MED", "MT1010", text, {"volume": name, "path": object.get(host_path, "path", "")})
 }

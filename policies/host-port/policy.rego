@@ -18,16 +18,24 @@ policy_metadata := {
 # request for every pod check.
 matches if workloads.is_workload
 
-deny contains info if {
-	matches
+# [name, host ports] of each container that binds ports on the node.
+# Containers are gathered in a comprehension, never iterated in a rule body,
+# and never passed to a function (workloads.list): rego-cpp pays for the size
+# of each container there (docs/policies.md, "Rules of thumb").
+host_port_users := [[object.get(container, "name", ""), host_ports] |
 	some container in workloads.all_containers
+	is_array(container.ports) # else: no ports
 	host_ports := [port.hostPort |
-		some port in workloads.list(container, "ports")
+		some port in container.ports
 		is_number(port.hostPort)
 		port.hostPort != 0 # 0 is what the API server stores for "not set"
 	]
 	count(host_ports) > 0
-	name := object.get(container, "name", "")
+]
+
+deny contains info if {
+	matches
+	some [name, host_ports] in host_port_users
 	text := concat("", ["hostPort is configured for container ", messages.quoted(name)])
 	info := messages.failure("host-port", "HIGH", "MT1008", text, {"container": name, "hostPorts": host_ports})
 }

@@ -19,11 +19,18 @@ policy_metadata := {
 # owner), once per request for both probe checks.
 matches if workloads.long_running
 
+# Names of the containers without a livenessProbe (or with a null one).
+# Containers are gathered in a comprehension, never iterated in a rule body,
+# and never passed to a function (workloads.present): rego-cpp pays for the
+# size of each container there (docs/policies.md, "Rules of thumb").
+missing_probe := [object.get(container, "name", "") |
+	some container in workloads.containers
+	not container.livenessProbe != null
+]
+
 deny contains info if {
 	matches
-	some container in workloads.containers
-	not workloads.present(container, "livenessProbe")
-	name := object.get(container, "name", "")
+	some name in missing_probe
 	text := concat("", ["Liveness Probe missing for container ", messages.quoted(name)])
 	info := messages.failure("liveness-probe", "LOW", "MT1001", text, {"container": name})
 }

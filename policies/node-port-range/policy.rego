@@ -18,9 +18,11 @@ policy_metadata := {
 
 annotation_key := "k8s.t-mobile.com/nodeportRange"
 
-# Only these Service types open node ports.
+# Only NodePort and LoadBalancer Services open node ports. (The kind is
+# policy_metadata.targets, tested with == rather than `in`: rego-cpp would
+# build the targets set on every request.)
 matches if {
-	input.request.kind.kind in policy_metadata.targets
+	input.request.kind.kind == "Service"
 	input.request.object.spec.type in {"NodePort", "LoadBalancer"}
 }
 

@@ -21,13 +21,27 @@ matches if workloads.is_workload
 # Message label -> resource name, in the order the message lists them.
 resources := [["CPU", "cpu"], ["MEM", "memory"]]
 
-deny contains info if {
-	matches
+# [name, missing labels] of each container that lacks a CPU or memory
+# limit. Containers are gathered in a comprehension, never iterated in a
+# rule body: rego-cpp pays there for the size of each container
+# (docs/policies.md, "Rules of thumb").
+shortfalls := [[object.get(container, "name", ""), missing] |
 	some container in workloads.containers
+	not complete(container.resources.limits)
 	limits := object.get(container, ["resources", "limits"], {})
 	missing := [label | some [label, resource] in resources; not workloads.present(limits, resource)]
-	count(missing) > 0
-	name := object.get(container, "name", "")
+]
+
+# Both set: the common case, answered first and without going through
+# `resources`.
+complete(limits) if {
+	limits.cpu != null
+	limits.memory != null
+}
+
+deny contains info if {
+	matches
+	some [name, missing] in shortfalls
 	text := concat("", ["Resource limits missing (", concat("/", missing), ") for container ", messages.quoted(name)])
 	info := messages.failure("resource-limits", "LOW", "MT1003", text, {"container": name, "missing": missing})
 }

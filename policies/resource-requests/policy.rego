@@ -21,13 +21,27 @@ matches if workloads.is_workload
 # Message label -> resource name, in the order the message lists them.
 resources := [["CPU", "cpu"], ["MEM", "memory"]]
 
-deny contains info if {
-	matches
+# [name, missing labels] of each container that lacks a CPU or memory
+# request. Containers are gathered in a comprehension, never iterated in a
+# rule body: rego-cpp pays there for the size of each container
+# (docs/policies.md, "Rules of thumb").
+shortfalls := [[object.get(container, "name", ""), missing] |
 	some container in workloads.containers
+	not complete(container.resources.requests)
 	requests := object.get(container, ["resources", "requests"], {})
 	missing := [label | some [label, resource] in resources; not workloads.present(requests, resource)]
-	count(missing) > 0
-	name := object.get(container, "name", "")
+]
+
+# Both set: the common case, answered first and without going through
+# `resources`.
+complete(requests) if {
+	requests.cpu != null
+	requests.memory != null
+}
+
+deny contains info if {
+	matches
+	some [name, missing] in shortfalls
 	text := concat("", ["Resource requests missing (", concat("/", missing), ") for container ", messages.quoted(name)])
 	info := messages.failure("resource-requests", "LOW", "MT1004", text, {"container": name, "missing": missing})
 }
