@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import ssl
 import threading
@@ -21,13 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from flask import Flask
 from waitress.server import create_server
 
@@ -43,6 +36,7 @@ from magtape.policy import (
 )
 from magtape.review import make_review, review_from_document
 from magtape.server import stop_waitress
+from pki import TlsFiles
 
 SECRET_PATH = "/services/T0SECRET/B0SECRET/XXXXWEBHOOKTOKENXXXX"
 
@@ -66,16 +60,21 @@ deny contains info if {{
 """
 
 
+def label_policy(pkg: str, name: str, sev: str, code: str, label: str,
+                 text: str) -> PolicyModule:
+    """A policy that fails Pods and Deployments carrying ``label``, with message
+    ``[FAIL] <sev> - <text> for container "<object name>" (<code>)``."""
+    return PolicyModule(f"test/{pkg}", f"test/{pkg}.rego",
+                        _POLICY.format(pkg=pkg, name=name, sev=sev, code=code, label=label,
+                                       text=text))
+
+
 def label_policies() -> list[PolicyModule]:
     """``liveness-probe`` (LOW, label ``fail-low``) and ``privileged-pod`` (HIGH, ``fail-high``)."""
-    specs = [("liveness_probe", "liveness-probe", "LOW", "MT1001", "fail-low",
-              "Liveness Probe missing"),
-             ("privileged_pod", "privileged-pod", "HIGH", "MT2001", "fail-high",
-              "Found privileged Security Context")]
-    return [PolicyModule(f"test/{pkg}", f"test/{pkg}.rego",
-                         _POLICY.format(pkg=pkg, name=name, sev=sev, code=code, label=label,
-                                        text=text))
-            for pkg, name, sev, code, label, text in specs]
+    return [label_policy("liveness_probe", "liveness-probe", "LOW", "MT1001", "fail-low",
+                         "Liveness Probe missing"),
+            label_policy("privileged_pod", "privileged-pod", "HIGH", "MT2001", "fail-high",
+                         "Found privileged Security Context")]
 
 
 def deployment(name: str, *labels: str, namespace: str = "test1") -> dict[str, Any]:
@@ -118,56 +117,6 @@ class Post:
     path: str
     body: dict[str, Any]
     at: float
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def make_tls_files(directory: Path) -> TlsFiles:
-    """A CA and a serving certificate for 127.0.0.1 and localhost, as PEM files."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "magtape test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                       crl_sign=True, content_commitment=False,
-                                       key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False,
-                                       decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    files = TlsFiles(directory / "ca.pem", directory / "tls.crt", directory / "tls.key")
-    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                            serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
-    return files
 
 
 class SlackReceiver:

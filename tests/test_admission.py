@@ -21,33 +21,21 @@ from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import modules_from_dirs
 from magtape.metrics import Metrics
 from magtape.policy import PolicyModule
-
-# One policy per severity; each fires when the object carries the label `fail-<sev>`.
-POLICY = """package kubernetes.admission.{pkg}
-import rego.v1
-
-policy_metadata := {{"name": "{name}", "severity": "{sev}", "errcode": "{code}",
-                     "targets": {{"Pod", "Deployment"}}}}
-
-matches if input.request.kind.kind in policy_metadata.targets
-
-deny contains info if {{
-  matches
-  input.request.object.metadata.labels["fail-{lsev}"]
-  info := {{"name": policy_metadata.name, "severity": "{sev}", "errcode": "{code}",
-           "msg": sprintf("[FAIL] {sev} - %v fails {name} ({code})",
-                          [input.request.object.metadata.name])}}
-}}
-"""
+from notifysupport import label_policy
 
 SEVERITIES = {"LOW": "MT9001", "MED": "MT9002", "HIGH": "MT9003"}
 
 
 def severity_modules(tag: str = "") -> list[PolicyModule]:
-    return [PolicyModule(f"test/{s}", f"test/{s.lower()}.rego",
-                         POLICY.format(pkg=f"sev_{s.lower()}", name=f"sev-{s.lower()}{tag}",
-                                       sev=s, lsev=s.lower(), code=c))
+    """One policy per severity; each fails objects labelled ``fail-<severity>``."""
+    return [label_policy(f"sev_{s.lower()}", f"sev-{s.lower()}{tag}", s, c, f"fail-{s.lower()}",
+                         f"fails sev-{s.lower()}{tag}")
             for s, c in SEVERITIES.items()]
+
+
+def expected(name: str, *severities: str, tag: str = "") -> list[str]:
+    return sorted(f'[FAIL] {s} - fails sev-{s.lower()}{tag} for container "{name}" '
+                  f"({SEVERITIES[s]})" for s in severities)
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +77,15 @@ def test_deny_levels(make_client: AppFactory, engine: EmbeddedEngine, level: str
     resp = body["response"]
     assert resp["uid"] == doc["request"]["uid"]
     assert resp["allowed"] is allowed
-    expected = sorted(f"[FAIL] {s} - web fails sev-{s.lower()} ({SEVERITIES[s]})"
-                      for s in failing)
-    if expected:
-        assert resp["warnings"] == expected
+    messages = expected("web", *failing)
+    if messages:
+        assert resp["warnings"] == messages
     else:
         assert "warnings" not in resp
     if allowed:
         assert "status" not in resp
     else:
-        assert resp["status"] == {"code": 403, "message": ", ".join(expected)}
+        assert resp["status"] == {"code": 403, "message": ", ".join(messages)}
 
 
 def test_dry_run_gets_the_same_decision_and_no_alert(make_client: AppFactory,
@@ -220,8 +207,8 @@ def test_hot_reload_under_concurrent_requests(make_client: AppFactory) -> None:
         stop.set()
         for f in futures:
             f.result()
-    old = ("[FAIL] LOW - web fails sev-low (MT9001)", "[FAIL] MED - web fails sev-med (MT9002)")
-    new = tuple(w.replace("sev-low", "sev-low-v2").replace("sev-med", "sev-med-v2") for w in old)
+    old = tuple(expected("web", "LOW", "MED"))
+    new = tuple(expected("web", "LOW", "MED", tag="-v2"))
     assert answers and {a for a in answers} <= {(200, old), (200, new)}
     assert engine.last_report is not None and engine.last_report.version == 7
     engine.close()
@@ -235,5 +222,5 @@ def test_duplicate_policy_name_is_refused_and_the_rest_enforces(make_client: App
     report = engine.load(duplicate, {})
     assert any("already used" in e.message for e in report.errors)
     resp = make_client(engine=engine).post("/", json=review_doc(pod("web", "LOW"))).get_json()
-    assert resp["response"]["warnings"] == ["[FAIL] LOW - web fails sev-low (MT9001)"]
+    assert resp["response"]["warnings"] == expected("web", "LOW")
     engine.close()

@@ -34,7 +34,8 @@ from magtape.notify.factory import build_notifier
 from magtape.policy import DenyLevel
 from magtape.settings import Settings
 from magtape.web import create_app, create_metrics_app
-from notifysupport import deployment, label_policies, make_tls_files, receiver, serve
+from notifysupport import deployment, label_policies, receiver, serve
+from pki import make_tls_files
 
 JOB = "magtape"
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval would be at a 1 s scrape interval

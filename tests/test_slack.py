@@ -43,15 +43,8 @@ from magtape.notify.slack import (
 from magtape.policy import DenyLevel
 from magtape.settings import Settings
 from magtape.web import create_app
-from notifysupport import (
-    SECRET_PATH,
-    TlsFiles,
-    deployment,
-    label_policies,
-    make_tls_files,
-    receiver,
-    serve,
-)
+from notifysupport import SECRET_PATH, deployment, label_policies, receiver, serve
+from pki import TlsFiles, make_tls_files
 
 HIGH = '[FAIL] HIGH - Found privileged Security Context for container "{}" (MT2001)'
 LOW = '[FAIL] LOW - Liveness Probe missing for container "{}" (MT1001)'

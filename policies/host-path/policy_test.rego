@@ -42,3 +42,11 @@ test_other_kinds_are_ignored if {
 	req := fixtures.request("PersistentVolume", {"metadata": {"name": "pv"}, "spec": {"hostPath": {"path": "/data"}}})
 	not policy.matches with input.request as req
 }
+
+# deny writes out name, severity and errcode (messages.failure): in every
+# deny rule they must be those of policy_metadata.
+test_failures_carry_the_policy_metadata if {
+	every req in [fixtures.workload("DaemonSet", spec([host_volume]))] {
+		fixtures.identities(policy.deny) == {fixtures.identity(policy.policy_metadata)} with input.request as req
+	}
+}

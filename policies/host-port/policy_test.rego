@@ -43,3 +43,11 @@ test_other_kinds_are_ignored if {
 	req := fixtures.request("Service", {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80, "nodePort": 30080}]}})
 	not policy.matches with input.request as req
 }
+
+# deny writes out name, severity and errcode (messages.failure): in every
+# deny rule they must be those of policy_metadata.
+test_failures_carry_the_policy_metadata if {
+	every req in [fixtures.workload("Deployment", {"containers": [with_host_port("app", 8080)]})] {
+		fixtures.identities(policy.deny) == {fixtures.identity(policy.policy_metadata)} with input.request as req
+	}
+}

@@ -57,3 +57,12 @@ good_container(name) := {
 
 # A container that sets nothing optional.
 bare_container(name) := {"name": name, "image": "registry.example.com/app:1.0"}
+
+# identity(x) is the {"name", "severity", "errcode"} of a policy_metadata or
+# of one element of deny; identities(denies) the set of them for a deny set.
+# The built-in policies write their identity out again in each deny rule
+# (messages.failure, for speed); their tests check it against policy_metadata:
+# fixtures.identities(policy.deny) == {fixtures.identity(policy.policy_metadata)}
+identity(x) := {"name": x.name, "severity": x.severity, "errcode": x.errcode}
+
+identities(denies) := {identity(d) | some d in denies}

@@ -42,3 +42,23 @@ test_literal_strings_are_not_quoted_twice if {
 	name := "web"
 	messages.fail_message("HIGH", concat("", ["container ", messages.quoted(name)]), "MT0002") == "[FAIL] HIGH - container \"web\" (MT0002)"
 }
+
+test_failure if {
+	messages.failure("example", "MED", "MT9999", "text", {"container": "app"}) == {
+		"name": "example",
+		"severity": "MED",
+		"errcode": "MT9999",
+		"msg": "[FAIL] MED - text (MT9999)",
+		"details": {"container": "app"},
+	}
+}
+
+test_failure_equals_violation_with_details if {
+	messages.failure(meta.name, meta.severity, meta.errcode, "text", {"a": 1}) == messages.violation_with_details(meta, "text", {"a": 1})
+}
+
+test_quoted_prints_any_value_as_str_does if {
+	every x in ["web", 30100, 1.5, null, true] {
+		messages.quoted(x) == concat("", ["\"", messages.str(x), "\""])
+	}
+}

@@ -79,3 +79,41 @@ test_present if {
 	not workloads.present({"a": null}, "a")
 	not workloads.present({}, "a")
 }
+
+test_kind_sets if {
+	workloads.kinds == {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController", "CronJob"}
+	workloads.template_kinds == {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
+	workloads.long_running_kinds == {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController"}
+}
+
+test_is_workload_for_every_workload_kind_only if {
+	every kind in workloads.kinds {
+		workloads.is_workload with input.request as fixtures.workload(kind, spec)
+	}
+	not workloads.is_workload with input.request as fixtures.request("Service", {"metadata": {"name": "svc"}, "spec": {"ports": []}})
+}
+
+test_pod_spec_of_every_workload_kind if {
+	every kind in workloads.kinds {
+		workloads.pod_spec_of(kind, fixtures.workload_object(kind, spec)) == spec
+	}
+	not workloads.pod_spec_of("Service", {"spec": spec})
+}
+
+test_no_lists_for_other_kinds if {
+	req := fixtures.request("Service", {"metadata": {"name": "svc"}, "spec": {"containers": [], "volumes": []}})
+	not workloads.containers with input.request as req
+	not workloads.all_containers with input.request as req
+	not workloads.volumes with input.request as req
+}
+
+test_no_pod_spec_lists_are_empty if {
+	# A workload without a pod template has no containers, but is still checked.
+	workloads.containers == [] with input.request as fixtures.request("Deployment", {"metadata": {"name": "d"}, "spec": {"template": {"spec": {}}}})
+	workloads.volumes == [] with input.request as fixtures.request("Deployment", {"metadata": {"name": "d"}, "spec": {"template": {"spec": null}}})
+}
+
+test_all_containers_with_empty_init_and_ephemeral_lists if {
+	s := {"containers": [fixtures.bare_container("app")], "initContainers": [], "ephemeralContainers": null}
+	[c.name | some c in workloads.all_containers] == ["app"] with input.request as fixtures.workload("Pod", s)
+}

@@ -117,3 +117,12 @@ test_cluster_ip_services_are_ignored if {
 test_other_kinds_are_ignored if {
 	not policy.matches with input.request as fixtures.workload("Deployment", {"containers": [fixtures.good_container("app")]})
 }
+
+# deny writes out name, severity and errcode (messages.failure): in every
+# deny rule they must be those of policy_metadata.
+test_failures_carry_the_policy_metadata if {
+	every case in [["30100", [30101]], ["not-a-range", [30100]]] {
+		fixtures.identities(policy.deny) == {fixtures.identity(policy.policy_metadata)} with input.request as node_port_service("NodePort", case[1])
+			with data.kubernetes.namespaces as namespace_data(case[0])
+	}
+}

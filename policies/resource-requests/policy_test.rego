@@ -60,3 +60,11 @@ test_other_kinds_are_ignored if {
 	not policy.matches with input.request as req
 	count(policy.deny) == 0 with input.request as req
 }
+
+# deny writes out name, severity and errcode (messages.failure): in every
+# deny rule they must be those of policy_metadata.
+test_failures_carry_the_policy_metadata if {
+	every req in [fixtures.workload("Job", {"containers": [with_resources({"requests": {"cpu": "250m"}})]})] {
+		fixtures.identities(policy.deny) == {fixtures.identity(policy.policy_metadata)} with input.request as req
+	}
+}

@@ -40,3 +40,11 @@ test_workloads_are_ignored if {
 		not policy.matches with input.request as fixtures.workload(kind, spec)
 	}
 }
+
+# deny writes out name, severity and errcode (messages.failure): in every
+# deny rule they must be those of policy_metadata.
+test_failures_carry_the_policy_metadata if {
+	every req in [fixtures.pod({"name": "lonely"}, spec)] {
+		fixtures.identities(policy.deny) == {fixtures.identity(policy.policy_metadata)} with input.request as req
+	}
+}
