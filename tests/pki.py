@@ -19,7 +19,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 @dataclass
 class Pki:
-    """A CA that issues serving certificates for localhost/127.0.0.1."""
+    """A CA that issues serving certificates for localhost/127.0.0.1.
+
+    Not ``magtape.kube.certs.new_ca``: that names CAs by the second, and the
+    rotation tests need two CAs made within one second to have distinct
+    subjects (a client picks the issuer by subject).
+    """
 
     name: str
     key: ec.EllipticCurvePrivateKey = field(init=False)
