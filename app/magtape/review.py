@@ -217,19 +217,17 @@ def _require(container: dict[str, Any], key: str, typ: type, path: str) -> Any:
         raise MalformedReview(f"'{path}' is missing")
     value = container[key]
     if not isinstance(value, typ):
-        raise MalformedReview(f"'{path}' must be {_TYPE_NAMES.get(typ, typ.__name__)}, "
-                              f"got {_type(value)}")
+        raise MalformedReview(f"'{path}' must be {_TYPE_NAMES[typ]}, got {_type(value)}")
     return value
 
 
-_TYPE_NAMES = {dict: "an object", str: "a string", list: "an array", bool: "a boolean"}
+_TYPE_NAMES: dict[type, str] = {dict: "an object", list: "an array", str: "a string",
+                                bool: "a boolean", int: "a number", float: "a number",
+                                type(None): "null"}
 
 
 def _type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def _check_depth(doc: Any) -> None:

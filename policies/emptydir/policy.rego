@@ -26,7 +26,7 @@ max_bytes := 100000000
 
 # [name, sizeLimit or null] of each emptyDir volume. Volumes are gathered in
 # a comprehension, never iterated in a rule body: rego-cpp pays there for the
-# size of each volume (docs/policies.md, "Rules of thumb").
+# size of each volume (docs/policies.md, "Keeping a policy cheap").
 empty_dirs := [[object.get(volume, "name", ""), object.get(volume.emptyDir, "sizeLimit", null)] |
 	some volume in workloads.volumes
 	is_object(volume.emptyDir)

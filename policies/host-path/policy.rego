@@ -20,7 +20,7 @@ matches if workloads.is_workload
 
 # [name, hostPath] of each hostPath volume. Volumes are gathered in a
 # comprehension, never iterated in a rule body: rego-cpp pays there for the
-# size of each volume (docs/policies.md, "Rules of thumb").
+# size of each volume (docs/policies.md, "Keeping a policy cheap").
 host_paths := [[object.get(volume, "name", ""), volume.hostPath] |
 	some volume in workloads.volumes
 	workloads.present(volume, "hostPath")

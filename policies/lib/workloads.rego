@@ -2,14 +2,14 @@
 # checks pods. One place decides this so that all pod checks cover the same
 # kinds (docs/policies.md, "Pod specs and containers").
 #
-# Cost matters here: every admission request of a workload evaluates these
-# rules, in rego-cpp, for eight policies at once. The rules that depend on the
-# request (kind, pod_spec, containers, is_workload, long_running, ...) are
-# evaluated once per request and shared by all policies, so policies should
-# use them rather than test the kind themselves. Building a set costs more
-# than comparing a few strings, so the per-request rules compare the kind
-# with `==` and with the array `template_kind_list`; the sets (kinds, ...)
-# are for policy_metadata.targets, read once when a policy set is loaded.
+# Written for rego-cpp's costs (docs/policies.md, "Keeping a policy cheap"):
+# every workload admission request evaluates these rules for eight policies.
+# The rules about the request under review (kind, is_workload, long_running,
+# pod_spec, containers, ...) are evaluated once per request and shared by all
+# the policies that read them. They compare the kind with == and with the
+# array template_kind_list, because building a set on every request costs
+# more; the sets (kinds, ...) are for policy_metadata.targets, read when a
+# policy set is loaded.
 package magtape.lib.workloads
 
 import rego.v1
@@ -78,8 +78,8 @@ containers := pod_spec.containers if {
 # init container is as dangerous as a privileged app container. (Most pods
 # have neither; then the app containers are the answer, without copying.)
 all_containers := containers if {
-	not pod_spec.initContainers
-	not pod_spec.ephemeralContainers
+	not is_array(pod_spec.initContainers)
+	not is_array(pod_spec.ephemeralContainers)
 } else := array.concat(
 	array.concat(containers, list(pod_spec, "initContainers")),
 	list(pod_spec, "ephemeralContainers"),
@@ -93,7 +93,15 @@ volumes := pod_spec.volumes if {
 }
 
 # The ownerReferences of the object under review ([] when there are none).
-owner_references := list(object.get(input.request.object, "metadata", {}), "ownerReferences")
+# (list(object.get(input.request.object, "metadata", {}), "ownerReferences"),
+# written out: passing metadata, managedFields and all, to a function costs
+# more than the rest of the Pod checks. Like that expression, it is []
+# whenever there is an object at all, whatever its type.)
+owner_references := input.request.object.metadata.ownerReferences if {
+	is_array(input.request.object.metadata.ownerReferences)
+} else := [] if {
+	type_name(input.request.object)
+}
 
 # A Pod created by a Job (directly, or by a CronJob through its Job).
 job_owned_pod if {

@@ -22,7 +22,7 @@ matches if workloads.long_running
 # Names of the containers without a livenessProbe (or with a null one).
 # Containers are gathered in a comprehension, never iterated in a rule body,
 # and never passed to a function (workloads.present): rego-cpp pays for the
-# size of each container there (docs/policies.md, "Rules of thumb").
+# size of each container there (docs/policies.md, "Keeping a policy cheap").
 missing_probe := [object.get(container, "name", "") |
 	some container in workloads.containers
 	not container.livenessProbe != null

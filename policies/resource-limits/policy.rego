@@ -24,7 +24,7 @@ resources := [["CPU", "cpu"], ["MEM", "memory"]]
 # [name, missing labels] of each container that lacks a CPU or memory
 # limit. Containers are gathered in a comprehension, never iterated in a
 # rule body: rego-cpp pays there for the size of each container
-# (docs/policies.md, "Rules of thumb").
+# (docs/policies.md, "Keeping a policy cheap").
 shortfalls := [[object.get(container, "name", ""), missing] |
 	some container in workloads.containers
 	not complete(container.resources.limits)

@@ -24,5 +24,7 @@ deny contains info if {
 	matches
 	count(workloads.owner_references) == 0
 	text := concat("", [messages.quoted(request.object_name), " is a singleton pod."])
+	# No details: the message names the Pod. The identity is written out
+	# rather than read from policy_metadata, as for messages.failure.
 	info := {"name": "singleton-pod", "severity": "LOW", "errcode": "MT1007", "msg": messages.fail_message("LOW", text, "MT1007")}
 }
