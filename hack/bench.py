@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "app"))
 import yaml  # noqa: E402
 
 from magtape.review import make_review  # noqa: E402
+from magtape.settings import Settings  # noqa: E402
 
 # The README walk-through's denied Deployment: privileged, no probes, no resources.
 DEPLOYMENT_FILE = REPO / "testing" / "deployments" / "test-deploy02.yaml"
@@ -155,7 +156,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=8, help="per run (default 8)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=8, help="server worker threads")
+    ap.add_argument("--threads", type=int, default=Settings().threads,
+                    help="server worker threads (default: MagTape's default)")
     ap.add_argument("--engine-only", action="store_true",
                     help="only time the embedded engine per object (no HTTP)")
     ap.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)

@@ -176,3 +176,18 @@ def test_server_still_answers_after_the_fuzzing(http: requests.Session, url: str
     assert http.post(url, json=_valid()).json()["response"]["uid"] == _valid()["request"]["uid"]
     health = http.get(f"http://127.0.0.1:{server.admission_port}/healthz").json()
     assert health["health"] == "ok" and health["pod_name"] == "magtape" and health["date_time"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_managed_fields_reach_policies_only_when_kept(keep: bool) -> None:
+    from magtape.review import parse_review
+
+    doc = _valid()
+    managed = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+    doc["request"]["object"]["metadata"]["managedFields"] = managed
+    doc["request"]["oldObject"] = json.loads(json.dumps(doc["request"]["object"]))
+    review = parse_review(json.dumps(doc).encode(), keep_managed_fields=keep)
+    seen = json.loads(review.raw)["request"]
+    for key in ("object", "oldObject"):
+        assert ("managedFields" in seen[key]["metadata"]) is keep
+    assert seen["object"]["spec"] == POD["spec"]

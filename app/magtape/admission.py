@@ -69,7 +69,7 @@ class AdmissionService:
         """Return (HTTP status, JSON document) for a request body."""
         started = self._clock()
         try:
-            review = parse_review(body)
+            review = parse_review(body, self._settings.keep_managed_fields)
         except MalformedReview as exc:
             log.info("rejected malformed AdmissionReview: %s", exc)
             return 400, {"error": str(exc)}

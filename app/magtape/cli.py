@@ -120,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
                             "127.0.0.1:9090)")
     _policy_flags(serve)
     serve.add_argument("--threads", type=int, metavar="N",
-                       help="worker threads (MAGTAPE_THREADS, default 8)")
+                       help="worker threads (MAGTAPE_THREADS, default 4)")
     serve.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
                        help="OFF, LOW, MED or HIGH (MAGTAPE_DENY_LEVEL, default LOW)")
 

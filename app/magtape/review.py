@@ -122,8 +122,14 @@ class Review:
         )
 
 
-def parse_review(body: bytes) -> Review:
-    """Validate a request body; raise :class:`MalformedReview` saying what is wrong."""
+def parse_review(body: bytes, keep_managed_fields: bool = False) -> Review:
+    """Validate a request body; raise :class:`MalformedReview` saying what is wrong.
+
+    Unless ``keep_managed_fields``, ``metadata.managedFields`` of the object
+    (and oldObject) is left out of the policies' input: it is server-side-apply
+    bookkeeping no check needs, often the largest part of an object, and the
+    engine's cost of taking the input grows with its size.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -135,7 +141,22 @@ def parse_review(body: bytes) -> Review:
     except ValueError as exc:
         raise MalformedReview(f"body is not JSON: {exc}") from None
     _check_depth(doc)
+    if not keep_managed_fields and _drop_managed_fields(doc):
+        text = json.dumps(doc, separators=(",", ":"))
     return review_from_document(doc, text)
+
+
+def _drop_managed_fields(doc: Any) -> bool:
+    """Remove managedFields from request.object/oldObject; True when any was there."""
+    request = doc.get("request") if isinstance(doc, dict) else None
+    dropped = False
+    for key in ("object", "oldObject"):
+        obj = request.get(key) if isinstance(request, dict) else None
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if isinstance(meta, dict) and "managedFields" in meta:
+            del meta["managedFields"]
+            dropped = True
+    return dropped
 
 
 def review_from_document(doc: Any, raw: str | None = None) -> Review:

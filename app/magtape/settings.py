@@ -74,8 +74,11 @@ class Settings:
     # HTTP
     listen: Address = Address("127.0.0.1", 5000)
     metrics_listen: Address = Address("127.0.0.1", 9090)
-    threads: int = 8
+    # Admission work is CPU-bound (no I/O on the request path), so more threads
+    # than about twice the cores only add GIL contention (see docs/performance.md).
+    threads: int = 4
     max_body_bytes: int = 3 * 1024 * 1024
+    keep_managed_fields: bool = False  # policies see metadata.managedFields
     # Notifications
     k8s_events_enabled: bool = True
     slack_enabled: bool = False
@@ -125,6 +128,7 @@ class Settings:
             threads=int(e.number("MAGTAPE_THREADS", d.threads, minimum=1, integer=True)),
             max_body_bytes=int(e.number("MAGTAPE_MAX_BODY_BYTES", d.max_body_bytes,
                                         minimum=1024, integer=True)),
+            keep_managed_fields=e.boolean("MAGTAPE_KEEP_MANAGED_FIELDS", d.keep_managed_fields),
             k8s_events_enabled=e.boolean("MAGTAPE_K8S_EVENTS_ENABLED", d.k8s_events_enabled),
             slack_enabled=e.boolean("MAGTAPE_SLACK_ENABLED", d.slack_enabled),
             slack_passive=e.boolean("MAGTAPE_SLACK_PASSIVE", d.slack_passive),
