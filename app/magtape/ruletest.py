@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from magtape.engine.vet import child_env
+
 EXIT_PASSED = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -229,14 +231,6 @@ def worker(job: dict[str, Any], out: TextIO) -> None:
 # The parent: run the worker and report
 
 
-def _child_env() -> dict[str, str]:
-    """The environment of the worker: this magtape importable, whatever the install."""
-    env = dict(os.environ)
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    return env
-
-
 def _describe_exit(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -258,7 +252,7 @@ def run_tests(files: Sequence[Path], tests: Sequence[RegoTest],
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "magtape.ruletest", "--worker"],
-            input=json.dumps(job), capture_output=True, text=True, env=_child_env(),
+            input=json.dumps(job), capture_output=True, text=True, env=child_env(),
             timeout=timeout, check=False,
         )
         stdout, stderr, returncode = proc.stdout, proc.stderr, proc.returncode

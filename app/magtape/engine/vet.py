@@ -125,7 +125,7 @@ def _run_child(libraries: list[PolicyModule], groups: list[PolicyGroup]) -> _Chi
         proc = subprocess.Popen(
             [sys.executable, "-m", "magtape.engine.vet", str(write_fd)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(write_fd,), env=_child_env())
+            pass_fds=(write_fd,), env=child_env())
     finally:
         os.close(write_fd)
     with os.fdopen(read_fd, "r", encoding="utf-8") as results:
@@ -161,9 +161,10 @@ def _run_child(libraries: list[PolicyModule], groups: list[PolicyGroup]) -> _Chi
     return report
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment of a child ``python -m magtape...``: this very package
+    importable, whether installed or run from a source tree."""
     env = dict(os.environ)
-    # The child must import this very package, installed or from a source tree.
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     return env
