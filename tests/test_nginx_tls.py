@@ -156,6 +156,15 @@ class Stack:
         return int(x509.load_der_x509_certificate(der).serial_number)
 
 
+def _terminate(proc: subprocess.Popen[Any]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _exchange(conn: http.client.HTTPConnection, method: str, path: str,
               body: bytes | None) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -214,12 +223,7 @@ def magtape_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         wait_until(ready, 60, "magtape serve to become ready")
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _terminate(proc)
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +265,7 @@ def stack(magtape_serve: int) -> Iterator[Stack]:
         wait_until(up, 20, "nginx to serve TLS")
         yield stack
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _terminate(proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
