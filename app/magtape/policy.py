@@ -21,13 +21,6 @@ class Severity(enum.Enum):
     MED = "MED"
     HIGH = "HIGH"
 
-    @property
-    def rank(self) -> int:
-        return _SEVERITY_RANK[self]
-
-
-_SEVERITY_RANK = {Severity.LOW: 1, Severity.MED: 2, Severity.HIGH: 3}
-
 
 class DenyLevel(enum.Enum):
     """``MAGTAPE_DENY_LEVEL``: which severities deny (see docs/policies.md).
@@ -40,10 +33,6 @@ class DenyLevel(enum.Enum):
     LOW = "LOW"
     MED = "MED"
     HIGH = "HIGH"
-
-    @property
-    def denied_severities(self) -> frozenset[Severity]:
-        return _DENY_TABLE[self]
 
     def denies(self, severity: Severity) -> bool:
         return severity in _DENY_TABLE[self]

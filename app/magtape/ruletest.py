@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from magtape.engine.policyset import package_of
 from magtape.engine.vet import child_env
 
 EXIT_PASSED = 0
@@ -43,8 +44,6 @@ EXIT_ERROR = 2
 # rego-cpp loop (it does on some unsafe variables) is stopped after this long.
 DEFAULT_TIMEOUT_SECONDS = 300.0
 
-_PACKAGE_RE = re.compile(r"^package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)",
-                         re.MULTILINE)
 _TEST_RULE_RE = re.compile(r"^(test_[A-Za-z0-9_]*)\b", re.MULTILINE)
 
 
@@ -131,11 +130,6 @@ def builtin_library_files() -> list[Path]:
     except SourceError:
         return []
     return sorted(lib.glob("*.rego")) if lib.is_dir() else []
-
-
-def package_of(source: str) -> str | None:
-    match = _PACKAGE_RE.search(source)
-    return match.group(1) if match else None
 
 
 def library_files_to_add(given: Sequence[Path]) -> list[Path]:

@@ -86,10 +86,6 @@ class Webhook:
             stop()
         self.notifier.close(flush_seconds)
 
-    def wait(self) -> None:
-        for t in self._threads:
-            t.join()
-
 
 def stop_waitress(server: Any, thread: threading.Thread, timeout: float) -> None:
     """Stop a waitress server running ``server.run()`` in ``thread``.

@@ -1,8 +1,9 @@
 """The embedded policy engine: regopy (rego-cpp) in-process.
 
-One bundle is built per policy-set version (policies, shared library, data);
-each request sets the input once per worker thread and queries the ``deny``
-entrypoint of every policy whose metadata targets the request's kind.
+One bundle is built per policy-set version (policies, shared library, data,
+and a generated rule per kind gathering the ``deny`` sets of the policies
+whose metadata targets that kind); each request sets the input once per
+worker thread and queries its kind's rule once.
 Loading is vetted (see :mod:`magtape.engine.vet`), fully compiled, then
 swapped in with one reference assignment, so requests in flight finish on the
 set they started with. Evaluation runs on a bounded worker pool so a stuck

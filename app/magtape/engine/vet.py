@@ -70,8 +70,7 @@ def _vet_uncached(grouped: Grouped) -> VetResult:
     # Each round either finishes or pins a crash on one item and retries the rest.
     for _ in range(len(pending) + len(libraries) + 1):
         report = _run_child(libraries, pending)
-        for lib_error in report.lib_errors:
-            errors.append(lib_error)
+        errors.extend(report.lib_errors)
         bad_files = {e.filename for e in report.lib_errors}
         libraries = [m for m in libraries if m.filename not in bad_files]
         by_pkg = {g.package: g for g in pending}

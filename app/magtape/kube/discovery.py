@@ -154,7 +154,6 @@ class StatusWriter:
         self._retry_at = 0.0
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self.writes = 0
 
     def want(self, name: str, status: Status) -> None:
         with self._cond:
@@ -216,7 +215,6 @@ class StatusWriter:
                                 self._namespace, name, exc)
                     continue
                 with self._cond:
-                    self.writes += 1
                     if self._wanted.get(name) == status:
                         self._observed[name] = status
                 log.info("ConfigMap %s/%s: policy status %s", self._namespace, name,

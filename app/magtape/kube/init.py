@@ -63,7 +63,6 @@ class Material:
     ca: KeyPair | None  # None for an external certificate (no CA key)
     serving: KeyPair
     bundle: bytes
-    ca_cert_pem: bytes
 
     def secret_data(self) -> dict[str, str]:
         assert self.ca is not None
@@ -106,7 +105,7 @@ def plan(data: dict[str, bytes], names: list[str], now: datetime) -> Material | 
         bundle = _bundle(ca.cert, previous, now)
         if bundle == data.get(CA_BUNDLE):
             return None
-        return Material(ca, serving, bundle, ca.cert_pem)  # only the bundle needed pruning
+        return Material(ca, serving, bundle)  # only the bundle needed pruning
     if ca is None:
         old_ca = data.get(CA_CERT)
         ca = certs.new_ca(now)
@@ -116,7 +115,7 @@ def plan(data: dict[str, bytes], names: list[str], now: datetime) -> Material | 
                 previous = [*certs.load_certs(old_ca, CA_CERT), *previous]
     # The serving key is kept across renewals (see certs.new_serving_cert).
     serving = certs.new_serving_cert(ca, names, now, key_pem=data.get(TLS_KEY))
-    return Material(ca, serving, _bundle(ca.cert, previous, now), ca.cert_pem)
+    return Material(ca, serving, _bundle(ca.cert, previous, now))
 
 
 def _usable_ca(data: dict[str, bytes], now: datetime) -> KeyPair | None:
@@ -213,7 +212,7 @@ def validate_external(secret: dict[str, Any], names: list[str], now: datetime) -
     if certs.expires_within(cert, now, certs.RENEW_BEFORE):
         log.warning("%s: tls.crt expires at %s; renew it soon", where,
                     cert.not_valid_after_utc.isoformat())
-    return Material(None, KeyPair(data[TLS_CERT], data[TLS_KEY]), data[CA_CERT], data[CA_CERT])
+    return Material(None, KeyPair(data[TLS_CERT], data[TLS_KEY]), data[CA_CERT])
 
 
 def is_external(secret: dict[str, Any]) -> bool:
@@ -267,7 +266,7 @@ def ensure_secret(api: RawApi, settings: Settings, now: Callable[[], datetime],
 
 def _material_from(data: dict[str, bytes]) -> Material:
     return Material(KeyPair(data[CA_CERT], data[CA_KEY]), KeyPair(data[TLS_CERT], data[TLS_KEY]),
-                    data[CA_BUNDLE], data[CA_CERT])
+                    data[CA_BUNDLE])
 
 
 def ensure_ca_bundle(api: RawApi, settings: Settings, bundle: Callable[[], bytes],

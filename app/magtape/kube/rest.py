@@ -24,7 +24,6 @@ from kubernetes.client.exceptions import ApiException
 Obj = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 
 
 class KubeError(Exception):
@@ -44,10 +43,6 @@ class KubeError(Exception):
     def conflict(self) -> bool:
         """409: AlreadyExists on create, Conflict on a stale resourceVersion."""
         return self.status == 409
-
-    @property
-    def gone(self) -> bool:
-        return self.status == 410
 
 
 @dataclass(frozen=True)

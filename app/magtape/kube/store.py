@@ -104,17 +104,6 @@ class PolicyStore:
         with self._cond:
             return self._loaded
 
-    def wait_loaded(self, generation: int, timeout: float) -> bool:
-        """Block until a load covering ``generation`` finished (False on timeout)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._loaded < generation:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
-
     def wait_for(self, predicate: Callable[[], Any], timeout: float) -> Any:
         """Wait until ``predicate()`` is truthy, re-checking after every load; its last value."""
         deadline = time.monotonic() + timeout
