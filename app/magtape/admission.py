@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from magtape.decision import Decision, decide
+from magtape.decision import Decision, Outcome, decide
 from magtape.engine import EngineError, PolicyEngine
 from magtape.metrics import Metrics
 from magtape.notify import Notifier
@@ -33,25 +33,6 @@ ENGINE_FAILURE_ALLOW = (
     "MagTape could not evaluate the policies for this request ({reason}); "
     "it was allowed without policy checks. Contact your cluster administrator."
 )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """Everything notifications and metrics need to know about one answer."""
-
-    review: Review
-    decision: Decision
-    deny_level: DenyLevel
-    evaluation: Evaluation | None = None
-    engine_error: str | None = None
-
-    @property
-    def allowed(self) -> bool:
-        return self.decision.allowed
-
-    @property
-    def violations(self) -> tuple[Violation, ...]:
-        return self.decision.violations
 
 
 class AdmissionService:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from magtape.policy import DenyLevel, Evaluation, Violation
+from magtape.review import Review
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,22 @@ def decide(evaluation: Evaluation, deny_level: DenyLevel) -> Decision:
 
 def join_messages(violations: tuple[Violation, ...]) -> str:
     return ", ".join(sorted(v.msg for v in violations))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything notifications and metrics need to know about one answer."""
+
+    review: Review
+    decision: Decision
+    deny_level: DenyLevel
+    evaluation: Evaluation | None = None
+    engine_error: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed
+
+    @property
+    def violations(self) -> tuple[Violation, ...]:
+        return self.decision.violations

@@ -1,6 +1,6 @@
 """Notifications: Kubernetes Events and Slack alerts, off the request path.
 
-The core hands a :class:`~magtape.admission.Outcome` to a :class:`Notifier`
+The core hands a :class:`~magtape.decision.Outcome` to a :class:`Notifier`
 and returns at once; a bounded background dispatcher does the I/O.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from magtape.admission import Outcome
+    from magtape.decision import Outcome
 
 
 class Notifier(Protocol):

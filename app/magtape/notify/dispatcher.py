@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 from magtape.metrics import Channel, Metrics
 
 if TYPE_CHECKING:
-    from magtape.admission import Outcome
+    from magtape.decision import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1Object
 from magtape.metrics import Channel, Metrics
 
 if TYPE_CHECKING:
-    from magtape.admission import Outcome
+    from magtape.decision import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from magtape.settings import Settings
 if TYPE_CHECKING:
     from urllib3.response import BaseHTTPResponse
 
-    from magtape.admission import Outcome
+    from magtape.decision import Outcome
 
 log = logging.getLogger(__name__)
 
