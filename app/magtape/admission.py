@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from magtape.decision import Decision, Outcome, decide
 from magtape.engine import EngineError, PolicyEngine
 from magtape.metrics import Metrics
 from magtape.notify import Notifier
-from magtape.policy import DenyLevel, Evaluation, Violation
+from magtape.policy import DenyLevel
 from magtape.review import MalformedReview, Review, build_response, parse_review
 from magtape.settings import FailurePolicy, Settings
 
