@@ -4,38 +4,62 @@
 # (the certificate init container) and `magtape check` (CI).
 #
 # - Build stage: builds the wheel (hatchling; the built-in policies are inside
-#   it as magtape/builtin_policies) and installs it with its dependencies into
-#   a virtualenv at /opt/magtape.
-# - Final stage: the same slim Python base plus that virtualenv only: no
-#   compiler, no pip cache, no sources. The venv is copied to the same path,
-#   over the same interpreter (/usr/local/bin/python3.12), so it works as is.
+#   it as magtape/builtin_policies), installs exactly the dependency set pinned
+#   with hashes in hack/image-requirements.txt (hack/image_lock.py writes it)
+#   and then the wheel into a virtualenv at /opt/magtape, and removes pip
+#   from it.
+# - Final stage: the same Python base, the native libraries the wheels need
+#   (libatomic1 for rego-cpp), that virtualenv and the smoke test; no
+#   compiler, no pip, no sources. The venv is copied to the same path over the
+#   same interpreter, so it works as is.
+# - The last build step runs hack/image_smoke.py as the image's user: every
+#   native library resolves, `magtape check` denies a sample, `magtape serve`
+#   answers /readyz and a review. `make image-test` runs it again.
 # - Runs as the fixed non-root UID/GID 10001 (the Deployment's runAsUser) and
 #   writes nothing outside /tmp: no bytecode (PYTHONDONTWRITEBYTECODE), HOME
 #   is /tmp. So `readOnlyRootFilesystem: true` works with an emptyDir on /tmp.
 #
-# Base: Debian bookworm, glibc 2.36; regopy's wheels need manylinux_2_34, so
-# an Alpine (musl) base would not do.
+# Base: a Debian bookworm image with python3 and python3-venv (glibc 2.36;
+# the native wheels need manylinux_2_34, so no Alpine/musl). PYTHON_IMAGE is
+# python:3.12-slim-bookworm where a registry is reachable; hack/image.sh
+# otherwise makes one from Debian packages with mmdebstrap (python3 3.11).
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Optional: a CA bundle for pip behind a TLS-inspecting proxy (hack/image.sh
+# mounts the host's during the build only; nothing of it reaches the image).
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Only what the wheel is built from (see .dockerignore).
+COPY hack/image-requirements.txt ./hack/
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY policies ./policies
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
- && python -m venv /opt/magtape \
- && /opt/magtape/bin/pip install /wheels/magtape-*.whl \
- && /opt/magtape/bin/magtape --help >/dev/null
+# The wheel is built in a throw-away venv (Debian's python3 has no pip of its
+# own); only the runtime venv /opt/magtape goes to the final stage.
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels . \
+ && python3 -m venv /opt/magtape \
+ && /opt/magtape/bin/pip install --require-hashes --no-deps --only-binary=:all: \
+      -r hack/image-requirements.txt \
+ && /opt/magtape/bin/pip install --no-deps /wheels/magtape-*.whl \
+ && /opt/magtape/bin/pip check \
+ && /opt/magtape/bin/python -m pip uninstall --yes --quiet pip setuptools \
+ && find /opt/magtape -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="magtape" \
       org.opencontainers.image.description="Policy-as-Code admission webhook for Kubernetes" \
       org.opencontainers.image.source="https://github.com/tmobile/magtape" \
       org.opencontainers.image.licenses="Apache-2.0"
+# Runtime libraries of the native wheels, nothing else; no apt lists left.
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libatomic1 \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 COPY --from=build /opt/magtape /opt/magtape
+COPY hack/image_smoke.py /usr/local/lib/magtape/smoke.py
 ENV PATH=/opt/magtape/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -46,5 +70,6 @@ WORKDIR /tmp
 # behind the nginx TLS sidecar).
 EXPOSE 9090
 USER 10001:10001
+RUN ["/opt/magtape/bin/python", "/usr/local/lib/magtape/smoke.py"]
 ENTRYPOINT ["magtape"]
 CMD ["serve"]

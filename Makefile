@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install install-runtime run test unit lint typecheck bench policies dashboards check-generated clean
+.PHONY: install install-runtime run test unit lint typecheck opa-test bench policies dashboards check-generated clean image image-test
 
 install:            ## virtualenv + editable install + dev tools + system test deps
 	hack/setup.sh
@@ -16,7 +16,7 @@ run: install-runtime ## run the webhook locally: http://127.0.0.1:5000, metrics 
 	$(VENV)/bin/magtape serve $(ARGS)
 
 test: install        ## the whole suite: lint, types, generated files, pytest
-	$(MAKE) lint typecheck check-generated
+	$(MAKE) lint typecheck check-generated opa-test
 	$(PY) -m pytest $(ARGS)
 
 unit:
@@ -27,6 +27,10 @@ lint:
 
 typecheck:
 	$(VENV)/bin/mypy
+
+opa-test:            ## the policies' own tests under real OPA, the reference (docs/policies.md)
+	.tools/bin/opa check --strict --ignore '*.yaml' policies/
+	.tools/bin/opa test --ignore '*.yaml' policies/
 
 bench:               ## throughput and latency figures, printed side by side
 	$(PY) hack/bench.py $(ARGS)
@@ -40,6 +44,12 @@ dashboards:          ## regenerate dashboards/*.json from hack/dashboards.py
 check-generated:     ## fail when committed generated files are stale
 	$(PY) hack/render_policies.py --check
 	$(PY) hack/dashboards.py --check
+
+image:               ## build the image with buildah (hack/image.sh; docs/install.md)
+	hack/image.sh build
+
+image-test:          ## build the image, then run `magtape check` and `magtape serve` inside it
+	hack/image.sh test
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache build dist

@@ -42,9 +42,19 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
+  # Debian splits `python3 -m venv` (ensurepip) into python3-venv.
+  if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then
+    echo "setup: installing python3-venv (Debian package; \`$PYTHON -m venv\` needs it)"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      python3-venv >/dev/null
+  fi
   "$PYTHON" -m venv "$VENV"
 fi
+# --runtime-only (`make run`): the package and its dependencies, no dev extras.
+EXTRAS="[dev]"; [[ "${1:-}" == "--runtime-only" ]] && EXTRAS=""
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 \
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".$EXTRAS" 2>&1 \
   | grep -v "^WARNING: Location" || true
-"$VENV/bin/python" -c "import magtape, regopy" || { echo "setup: install failed" >&2; exit 1; }
+"$VENV/bin/python" -c "import magtape, regorus" || { echo "setup: install failed" >&2; exit 1; }

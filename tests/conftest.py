@@ -22,8 +22,9 @@ from magtape.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The shared fake Kubernetes API server (tests/fakekube.py) and its `fake_kube` fixture.
-pytest_plugins = ["fakekube"]
+# The shared fake Kubernetes API server (tests/fakekube.py) and its `fake_kube` fixture;
+# real OPA (tests/opasupport.py) and its `opa_server` fixture.
+pytest_plugins = ["fakekube", "opasupport"]
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,8 @@ def test_engine_without_policies_follows_failure_policy(make_client: AppFactory,
     if not allowed:
         assert resp["status"]["code"] == 403
         assert "could not evaluate the policies" in resp["status"]["message"]
-    assert metrics.engine_errors._value.get() == 1
+    assert metrics.registry.get_sample_value("magtape_policy_engine_errors_total",
+                                             {"reason": "unavailable"}) == 1
     assert client.get("/readyz").status_code == 503
     never_loaded.close()
 
@@ -127,7 +128,7 @@ import rego.v1
 policy_metadata := {"name": "slow", "severity": "LOW", "errcode": "MT9100", "targets": {"Pod"}}
 deny contains info if {
   input.request.object.metadata.labels.slow
-  n := count([x | some x in numbers.range(1, 3000000); x % 7 == 0])
+  n := count([x | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000); x * y < 0])
   info := {"msg": sprintf("[FAIL] LOW - %v (MT9100)", [n])}
 }
 """
@@ -138,14 +139,18 @@ def test_engine_timeout_follows_failure_policy(make_client: AppFactory, policy: 
                                                allowed: bool) -> None:
     from magtape.settings import FailurePolicy
 
-    slow = EmbeddedEngine(timeout_seconds=0.05, workers=2)
+    metrics = Metrics(CollectorRegistry())
+    slow = EmbeddedEngine(timeout_seconds=0.3, workers=2)
     slow.load([PolicyModule("slow", "slow.rego", SLOW_POLICY)], {})
-    client = make_client(engine=slow, engine_failure_policy=FailurePolicy(policy))
+    client = make_client(engine=slow, metrics=metrics,
+                         engine_failure_policy=FailurePolicy(policy))
     obj = pod()
     obj["metadata"]["labels"] = {"slow": "yes"}
     resp = client.post("/", json=review_doc(obj)).get_json()["response"]
     assert resp["allowed"] is allowed
-    assert "timed out after 0.05s" in resp["warnings"][0]
+    assert "timed out after 0.3s" in resp["warnings"][0]
+    assert metrics.registry.get_sample_value("magtape_policy_engine_errors_total",
+                                             {"reason": "timeout"}) == 1
     slow.close()
 
 
@@ -158,12 +163,13 @@ def test_broken_policies_are_reported_and_the_others_enforce(tmp_path: Path,
         "deny contains x if { x := input.request == }\n")
     (tmp_path / "nometa.rego").write_text(
         "package kubernetes.admission.nometa\nimport rego.v1\ndeny contains 1 if { false }\n")
-    (tmp_path / "crash.rego").write_text(
-        "package kubernetes.admission.crash\nimport rego.v1\n"
-        'policy_metadata := {"name": "crash", "severity": "HIGH", "errcode": "MT9200", '
+    # rego-cpp aborted the process on this one; regorus evaluates it.
+    (tmp_path / "with_input.rego").write_text(
+        "package kubernetes.admission.with_input\nimport rego.v1\n"
+        'policy_metadata := {"name": "with-input", "severity": "HIGH", "errcode": "MT9200", '
         '"targets": {"Pod"}}\n'
-        "deny contains m if { m := upper(input.request.uid) }\n"
-        'weird if { count(deny) == 1 with input as {"request": {"uid": "x"}} }\n')
+        "deny contains m if { m := upper(input.request.uid); false }\n"
+        'weird if { count(deny) == 0 with input as {"request": {"uid": "x"}} }\n')
     (tmp_path / "unknownfn.rego").write_text(
         "package kubernetes.admission.unknownfn\nimport rego.v1\n"
         'policy_metadata := {"name": "unknownfn", "severity": "HIGH", "errcode": "MT9201", '
@@ -171,13 +177,13 @@ def test_broken_policies_are_reported_and_the_others_enforce(tmp_path: Path,
         "deny contains m if { m := no_such_function(input.request.uid) }\n")
     engine = EmbeddedEngine()
     report = engine.load(modules_from_dirs([tmp_path]), {})
-    assert sorted(p.name for p in report.policies) == ["sev-high", "sev-low", "sev-med"]
+    assert sorted(p.name for p in report.policies) == ["sev-high", "sev-low", "sev-med",
+                                                       "with-input"]
     errors = {Path(e.filename).name: e for e in report.errors}
-    assert set(errors) == {"syntax.rego", "nometa.rego", "crash.rego", "unknownfn.rego"}
-    assert errors["syntax.rego"].line == 4 and "Invalid" in errors["syntax.rego"].message
+    assert set(errors) == {"syntax.rego", "nometa.rego", "unknownfn.rego"}
+    assert errors["syntax.rego"].line == 4, errors["syntax.rego"]
     assert "policy_metadata is missing" in errors["nometa.rego"].message
-    assert "crashed" in errors["crash.rego"].message
-    assert "evaluating the policy failed" in errors["unknownfn.rego"].message
+    assert "no_such_function" in errors["unknownfn.rego"].message, errors["unknownfn.rego"]
     resp = make_client(engine=engine).post("/", json=review_doc(pod("web", "HIGH"))).get_json()
     assert resp["response"]["allowed"] is False
     engine.close()
@@ -210,7 +216,7 @@ def test_hot_reload_under_concurrent_requests(make_client: AppFactory) -> None:
     old = tuple(expected("web", "LOW", "MED"))
     new = tuple(expected("web", "LOW", "MED", tag="-v2"))
     assert answers and {a for a in answers} <= {(200, old), (200, new)}
-    assert engine.last_report is not None and engine.last_report.version == 7
+    assert engine.load(sets[0], {}).version == 8  # six swaps after the first load
     engine.close()
 
 

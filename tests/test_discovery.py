@@ -1,7 +1,7 @@
 """Policy discovery from ConfigMaps: hot reload, status annotations, built-ins until synced.
 
 The runtime runs for real (reflector threads, the policy store's worker, the
-embedded regopy engine) against the fake API server; the tests wait on
+embedded engine) against the fake API server; the tests wait on
 conditions with deadlines, never on sleeps.
 """
 
@@ -21,10 +21,11 @@ from fakekube import FakeKube
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_policy_dir, is_test_module
 from magtape.kube.discovery import STATUS_ANNOTATION
-from magtape.kube.runtime import Runtime, RuntimeOptions, start
 from magtape.metrics import Metrics
 from magtape.review import make_review
+from magtape.runtime import Runtime, RuntimeOptions, start
 from magtape.settings import EngineKind, Settings
+from waiting import eventually
 
 NS = "magtape-system"
 FAST = RuntimeOptions(watch_timeout_seconds=5, backoff_initial_seconds=0.05,
@@ -127,14 +128,14 @@ def kube(fake_kube: FakeKube) -> FakeKube:
 
 
 def wait_ready(runtime: Runtime, timeout: float = 20.0) -> None:
-    assert runtime.store.wait_for(lambda: runtime.ready, timeout), "runtime never became ready"
+    assert eventually(lambda: runtime.ready, timeout), "runtime never became ready"
 
 
 def test_discovered_configmaps_are_the_policy_set(kube: FakeKube,
                                                   make_runtime: RuntimeFactory) -> None:
     runtime, engine = make_runtime()
     wait_ready(runtime)
-    report = engine.last_report
+    report = runtime.store.last_report
     assert report is not None
     assert [p.name for p in report.policies] == ["privileged-pod"]  # the built-ins are gone
     assert errcodes(engine, PRIVILEGED) == {"MT2001"}
@@ -151,7 +152,7 @@ def test_new_policy_configmap_is_enforced_without_restart(kube: FakeKube,
     runtime, engine = make_runtime()
     wait_ready(runtime)
     assert "MT9001" not in errcodes(engine, LATEST_POD)
-    version = engine.last_report.version if engine.last_report else 0
+    version = runtime.store.last_report.version if runtime.store.last_report else 0
 
     client.CoreV1Api(kube.api_client()).create_namespaced_config_map(
         NS, policy_configmap("no-latest", {"policy.rego": NO_LATEST}))
@@ -159,7 +160,7 @@ def test_new_policy_configmap_is_enforced_without_restart(kube: FakeKube,
                   what="status ok on the new ConfigMap")
     assert "MT9001" in errcodes(engine, LATEST_POD)
     assert errcodes(engine, PRIVILEGED) == {"MT2001"}  # the others keep enforcing
-    assert engine.last_report is not None and engine.last_report.version > version
+    assert runtime.store.last_report is not None and runtime.store.last_report.version > version
 
 
 def test_syntax_error_gets_an_error_status_with_the_line(kube: FakeKube,
@@ -191,15 +192,15 @@ def test_deleted_configmap_stops_enforcing(kube: FakeKube,
     wait_ready(runtime)
     assert "MT9001" in errcodes(engine, LATEST_POD)
     kube.delete("v1", "configmaps", "no-latest", NS)
-    assert runtime.store.wait_for(lambda: "MT9001" not in errcodes(engine, LATEST_POD), 10)
+    assert eventually(lambda: "MT9001" not in errcodes(engine, LATEST_POD), 10)
 
 
 def test_status_is_written_once_and_does_not_reload(kube: FakeKube,
                                                     make_runtime: RuntimeFactory) -> None:
-    runtime, engine = make_runtime()
+    runtime, _ = make_runtime()
     wait_ready(runtime)
     kube.wait_for(lambda: status_of(kube, "magtape-policy-privileged-pod"), what="a status")
-    version = engine.last_report.version if engine.last_report else 0
+    version = runtime.store.last_report.version if runtime.store.last_report else 0
     # Touch an unrelated annotation: no status write, no reload.
     kube.requests.clear()
     kube.seed({**builtin_configmaps("privileged-pod")[0],
@@ -208,9 +209,9 @@ def test_status_is_written_once_and_does_not_reload(kube: FakeKube,
                             "annotations": {
                                 STATUS_ANNOTATION: '{"status": "ok"}', "team": "x"}}})
     # Wait for the watch to deliver the change, then for the store to be idle.
-    assert runtime.store.wait_for(
+    assert eventually(
         lambda: runtime.store.loaded_generation >= runtime.store.generation, 5)
-    assert engine.last_report is not None and engine.last_report.version == version
+    assert runtime.store.last_report is not None and runtime.store.last_report.version == version
     assert kube.requests_matching("PATCH") == []
 
 
@@ -262,7 +263,7 @@ def test_builtins_serve_until_the_first_list(kube: FakeKube,
     fault = kube.fail(500, method="GET", path="/configmaps$")
     runtime, engine = make_runtime()
     # The local (built-in) set is active at once, but the pod is not ready.
-    report = engine.last_report
+    report = runtime.store.last_report
     assert report is not None and len(report.policies) >= 10
     assert errcodes(engine, PRIVILEGED) == {"MT2001"}
     kube.wait_for(lambda: len(kube.requests_matching("GET", "/configmaps$")) >= 2,
@@ -270,7 +271,7 @@ def test_builtins_serve_until_the_first_list(kube: FakeKube,
     assert not runtime.ready
     kube.faults.remove(fault)
     wait_ready(runtime)
-    report = engine.last_report
+    report = runtime.store.last_report
     assert report is not None
     assert sorted(p.name for p in report.policies) == ["no-latest-tag", "privileged-pod"]
 
@@ -278,20 +279,26 @@ def test_builtins_serve_until_the_first_list(kube: FakeKube,
 def test_discovery_off_uses_the_builtins_only(kube: FakeKube,
                                               make_runtime: RuntimeFactory) -> None:
     kube.seed(policy_configmap("no-latest", {"policy.rego": NO_LATEST}))
-    runtime, engine = make_runtime(Settings(namespace_name=NS))
+    runtime, _ = make_runtime(Settings(namespace_name=NS))
     wait_ready(runtime)
-    report = engine.last_report
+    report = runtime.store.last_report
     assert report is not None and "no-latest-tag" not in {p.name for p in report.policies}
     assert not kube.requests_matching(path="/configmaps")
 
 
-def test_opa_engine_leaves_discovery_and_data_to_kube_mgmt(
-        kube: FakeKube, make_runtime: RuntimeFactory) -> None:
-    runtime, _ = make_runtime(Settings(namespace_name=NS, policy_discovery=True,
-                                       engine=EngineKind.OPA))
-    assert runtime.reflectors == [] and runtime.discovery is None
-    assert runtime.ready
-    assert kube.requests == []
+def test_opa_engine_leaves_discovery_and_data_to_kube_mgmt(kube: FakeKube) -> None:
+    """An engine that only evaluates gets no store, no discovery, no replication."""
+    from magtape.engine.opa import OpaEngine
+
+    unreachable = OpaEngine("http://127.0.0.1:9", timeout_seconds=0.5)
+    runtime = start(Settings(namespace_name=NS, policy_discovery=True, engine=EngineKind.OPA),
+                    unreachable, kube.api_client(), Metrics(CollectorRegistry()), options=FAST)
+    try:
+        assert runtime.store is None and runtime.reflectors == [] and runtime.discovery is None
+        assert not runtime.ready  # OPA's own health decides
+        assert kube.requests == []
+    finally:
+        runtime.stop()
 
 
 def test_no_cluster_serves_the_builtins() -> None:
@@ -300,6 +307,35 @@ def test_no_cluster_serves_the_builtins() -> None:
     try:
         assert runtime.ready
         assert errcodes(engine, PRIVILEGED) == {"MT2001"}
+    finally:
+        runtime.stop()
+        engine.close()
+
+
+SLOW_POLICY = """package kubernetes.admission.slow
+import rego.v1
+policy_metadata := {"name": "slow", "severity": "LOW", "errcode": "MT9600", "targets": {"Pod"}}
+deny contains {"msg": sprintf("%d", [n])} if {
+  n := count([x | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000); x * y < 0])
+}
+"""
+
+
+def test_a_slow_policy_configmap_is_reported_and_the_rest_becomes_ready(kube: FakeKube) -> None:
+    kube.seed(policy_configmap("slow", {"policy.rego": SLOW_POLICY}))
+    engine = EmbeddedEngine(timeout_seconds=1, vet_timeout_seconds=2)
+    runtime = start(SETTINGS, engine, kube.api_client(), Metrics(CollectorRegistry()),
+                    options=FAST)
+    try:
+        wait_ready(runtime, 30)
+        assert errcodes(engine, PRIVILEGED) == {"MT2001"}  # the others enforce
+        status = kube.wait_for(lambda: status_of(kube, "slow"), what="a status on the slow one")
+        assert status["status"] == "error"
+        assert "did not finish within 2s" in json.dumps(status)
+        # A later change reloads at once: the slow verdict is remembered.
+        kube.seed(policy_configmap("no-latest", {"policy.rego": NO_LATEST}))
+        kube.wait_for(lambda: status_of(kube, "no-latest") == {"status": "ok"}, timeout=10,
+                      what="the next ConfigMap to load")
     finally:
         runtime.stop()
         engine.close()

@@ -54,7 +54,7 @@ class RecordingSink:
     def names(self) -> list[str]:
         return [o.review.name for o in self.delivered]
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> None:
         self.closed = True
 
 

@@ -85,7 +85,7 @@ def test_a_denial_records_a_warning_event_regarding_the_object(
     assert event["reportingController"] == "magtape"
     assert event["reportingInstance"] == "magtape-7d9c5-x2x7q"
     assert event["metadata"]["labels"] == {"magtape-event": "policy-failure"}
-    assert event["metadata"]["name"].startswith("web.")
+    assert event["metadata"]["name"].startswith("web-")
     assert MICRO_TIME.match(event["eventTime"]), event["eventTime"]
     assert h.events("sent") == 1
 
@@ -125,7 +125,7 @@ def test_a_pod_named_by_generate_name_gets_a_valid_event_name(
     h.admit(pod)
     h.notifier.close(5)
     (event,) = fake_kube.list(*EVENTS, namespace="test1")
-    assert event["metadata"]["name"].startswith("web-5d4f.")
+    assert event["metadata"]["name"].startswith("web-5d4f-")
     assert event["regarding"]["kind"] == "Pod" and event["regarding"]["apiVersion"] == "v1"
 
 
@@ -148,9 +148,9 @@ def test_truncation_never_splits_a_character() -> None:
 
 
 def test_generate_name_is_a_valid_prefix() -> None:
-    assert generate_name("web-5d4f-", "Pod") == "web-5d4f."
-    assert generate_name("", "Deployment") == "deployment."
-    assert generate_name("A_b", "Pod") == "a-b."
+    assert generate_name("web-5d4f-", "Pod") == "web-5d4f-"
+    assert generate_name("", "Deployment") == "deployment-"
+    assert generate_name("A_b", "Pod") == "a-b-"
     assert len(generate_name("x" * 300, "Pod")) == 58
 
 

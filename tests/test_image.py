@@ -169,10 +169,21 @@ def test_final_stage_runs_as_a_fixed_non_root_user_with_the_magtape_entrypoint()
     assert not gid or (gid.isdigit() and int(gid) != 0)
     entrypoint = [a for i, a in final if i == "ENTRYPOINT"]
     assert entrypoint and json.loads(entrypoint[-1]) == ["magtape"], "exec-form entrypoint"
-    # Nothing is installed or compiled in the final stage: only the venv is copied in.
-    assert not [a for i, a in final if i == "RUN"]
+    # The final stage installs only runtime libraries (no compiler, no apt
+    # lists left) and runs the smoke test; the venv comes from the build stage.
+    runs = [a for i, a in final if i == "RUN"]
+    installs = [r for r in runs if "apt-get install" in r]
+    assert len(installs) == 1 and "rm -rf /var/lib/apt/lists/*" in installs[0], runs
+    packages = [w for w in installs[0].split("apt-get install", 1)[1].split("&&")[0].split()
+                if not w.startswith("-")]
+    assert packages and all(p.startswith("lib") for p in packages), packages
+    assert not re.search(r"\b(gcc|g\+\+|make|build-essential|python3-dev|pip install)\b",
+                         " ".join(runs)), runs
+    assert any("smoke.py" in r for r in runs), "the final stage must run the smoke test"
     copies = [a for i, a in final if i in ("COPY", "ADD")]
-    assert copies and all(c.startswith("--from=") for c in copies), copies
+    assert any(c.startswith("--from=build /opt/magtape ") for c in copies), copies
+    assert [c for c in copies if not c.startswith("--from=")] == [
+        "hack/image_smoke.py /usr/local/lib/magtape/smoke.py"], copies
     env = " ".join(a for i, a in final if i == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env, "no .pyc writes on a read-only root"
     assert "HOME=/tmp" in env
@@ -200,3 +211,50 @@ def test_build_context_carries_what_the_build_copies() -> None:
             assert (REPO / source).exists(), f"{source} is copied but does not exist"
     for secretish in (".git/config", ".venv/bin/python", "tests/conftest.py", ".tools/x"):
         assert not included(secretish), secretish
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) from hack/image-requirements.txt."""
+    text = (REPO / "hack" / "image-requirements.txt").read_text().replace("\\\n", " ")
+    pins = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            spec, *rest = line.split()
+            name, _, version = spec.partition("==")
+            pins[name] = (version, [h.split("=", 1)[1] for h in rest if h.startswith("--hash=")])
+    return pins
+
+
+def test_image_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    """The Dockerfile installs hack/image-requirements.txt with --require-hashes: it must
+    cover pyproject's runtime dependencies at versions they accept (hack/image_lock.py)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lock = _lock()
+    assert lock, "hack/image-requirements.txt is empty: run hack/image_lock.py"
+    for name, (version, hashes) in lock.items():
+        assert version and hashes, f"{name} is not pinned with hashes"
+        assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), name
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for raw in project["dependencies"]:
+        req = Requirement(raw)
+        name = canonicalize_name(req.name)
+        assert name in lock, f"{req.name} is not in the image lock: run hack/image_lock.py"
+        assert req.specifier.contains(lock[name][0], prereleases=True), (
+            f"the image lock pins {req.name}=={lock[name][0]}, pyproject wants {req}: "
+            "run hack/image_lock.py")
+    assert "--require-hashes" in DOCKERFILE.read_text()
+
+
+def test_image_smoke_test_passes_on_the_development_install() -> None:
+    """The smoke test the image runs at build time (and `make image-test` inside it)."""
+    result = subprocess.run([sys.executable, str(REPO / "hack" / "image_smoke.py")],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "smoke test passed" in result.stdout

@@ -17,11 +17,9 @@ import pytest
 
 from fakekube import FakeKube
 from magtape.kube import certs
-from magtape.kube.init import (
-    CertificateProblem,
-    init,
-    run_init,
-)
+from magtape.kube.init import run_init
+from magtape.kube.init_api import init
+from magtape.kube.init_plan import CertificateProblem
 from magtape.kube.rest import RawApi
 from magtape.settings import Settings
 

@@ -41,9 +41,13 @@ OVERLAYS = sorted(p.name for p in (REPO / "overlays").iterdir()
                   if (p / "kustomization.yaml").is_file())
 COMPONENTS = sorted(p.name for p in (REPO / "components").iterdir()
                     if (p / "kustomization.yaml").is_file())
-# Every overlay and the base, plus every component over the base and over production.
+# Every overlay and the base, plus every component over the base and over
+# production (but not those production already uses: a component applies once).
+IN_PRODUCTION = {Path(c).name for c in yaml.safe_load(
+    (REPO / "overlays" / "production" / "kustomization.yaml").read_text()).get("components", [])}
 TARGETS = ["base", *(f"overlays/{o}" for o in OVERLAYS),
-           *(f"base+{c}" for c in COMPONENTS), *(f"overlays/production+{c}" for c in COMPONENTS)]
+           *(f"base+{c}" for c in COMPONENTS),
+           *(f"overlays/production+{c}" for c in COMPONENTS if c not in IN_PRODUCTION)]
 
 # "A current Kubernetes version" and the oldest one we still claim to support.
 K8S_VERSIONS = [kubernetes_validate.latest_version(), "1.30.0"]
@@ -183,8 +187,13 @@ def test_names_are_unique(target: str) -> None:
 @pytest.mark.parametrize("target", TARGETS)
 def test_webhook_guardrails(target: str) -> None:
     vwc = one(target, "ValidatingWebhookConfiguration", "magtape-webhook")
-    assert len(vwc["webhooks"]) == 1
-    hook = vwc["webhooks"][0]
+    # The policy webhook; the second one, for MagTapeException objects, is
+    # held to its own contract in tests/test_exceptions_manifests.py.
+    hooks = {h["name"]: h for h in vwc["webhooks"]}
+    assert set(hooks) == {"magtape.webhook.k8s.t-mobile.com",
+                          "exceptions.magtape.webhook.k8s.t-mobile.com"}
+    assert vwc["webhooks"][0]["name"] == "magtape.webhook.k8s.t-mobile.com"
+    hook = hooks["magtape.webhook.k8s.t-mobile.com"]
     assert hook["name"] == "magtape.webhook.k8s.t-mobile.com"
     assert hook["admissionReviewVersions"] == ["v1"]
     assert hook["sideEffects"] == "None"
@@ -267,8 +276,10 @@ def test_every_role_is_bound_to_the_magtape_service_account_only(target: str) ->
              [*objects(target, "Role"), *objects(target, "ClusterRole")]}
     bound = set()
     for binding in [*objects(target, "RoleBinding"), *objects(target, "ClusterRoleBinding")]:
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "magtape-sa",
-                                        "namespace": "magtape-system"}], binding
+        # magtape-init: the init step's own identity (tests/test_rbac.py).
+        assert binding["subjects"] in ([{"kind": "ServiceAccount", "name": sa,
+                                         "namespace": "magtape-system"}]
+                                       for sa in ("magtape-sa", "magtape-init")), binding
         ref = binding["roleRef"]
         assert (ref["kind"], ref["name"]) in roles, f"binding to a missing role: {ref}"
         bound.add((ref["kind"], ref["name"]))
@@ -452,7 +463,9 @@ def _assert_production(target: str) -> None:
     assert "value" not in url and url["valueFrom"]["secretKeyRef"]["key"] == "webhook-url"
     # No Slack URL literal anywhere in what goes to Git / the cluster.
     assert "hooks.slack.com/services" not in render_text(target)
-    assert not [o for o in render(target) if o["kind"] == "Secret"]
+    # (The init step's token Secret carries no data: the token controller fills it.)
+    assert not [o for o in render(target) if o["kind"] == "Secret"
+                and (o.get("data") or o.get("stringData"))]
 
 
 def test_production_is_fail_closed_and_highly_available() -> None:
@@ -463,16 +476,55 @@ def test_airgapped_is_production_with_private_images_and_slack_base_override() -
     _assert_production("overlays/airgapped")
     assert env_config("overlays/airgapped")["MAGTAPE_SLACK_WEBHOOK_URL_BASE"]
     assert not env_config("overlays/production")["MAGTAPE_SLACK_WEBHOOK_URL_BASE"]
-    for _, spec in _pod_specs("overlays/airgapped"):
-        for c in containers(spec):
-            assert c["image"].startswith(PRIVATE_REGISTRY), c["image"]
-    # ... and the images of every component are mirrored too, for users who add one.
+    assert _public_images(render("overlays/airgapped")) == []
+    # The rewrite lives in a component that must come last, and it names the
+    # images of every component a user may add (opa-sidecar's OPA, kube-mgmt).
     kustomization = yaml.safe_load((REPO / "overlays/airgapped/kustomization.yaml").read_text())
+    assert kustomization["components"][-1].endswith("components/private-registry")
+    mapping = yaml.safe_load((REPO / "components/private-registry/kustomization.yaml")
+                             .read_text())
     used = {c["image"].rsplit(":", 1)[0] for t in ("overlays/production",
                                                    *(f"overlays/production+{c}"
-                                                     for c in COMPONENTS))
+                                                     for c in COMPONENTS
+                                                     if c not in IN_PRODUCTION))
             for _, spec in _pod_specs(t) for c in containers(spec)}
-    assert used <= {i["name"] for i in kustomization["images"]}, "an image is not mirrored"
+    assert used - {i["name"] for i in mapping["images"]} <= {
+        i["newName"] for i in mapping["images"]}, "an image is not mirrored"
+
+
+def _public_images(rendered: list[dict[str, Any]]) -> list[str]:
+    found = []
+    for obj in rendered:
+        spec = obj.get("spec") or {}
+        template = spec.get("template") or {}
+        pod = template.get("spec") if template else None
+        for c in containers(pod) if pod else []:
+            if not c["image"].startswith(PRIVATE_REGISTRY):
+                found.append(f"{obj['kind']}/{obj['metadata']['name']}: {c['image']}")
+    return found
+
+
+@pytest.mark.parametrize("component", [c for c in COMPONENTS
+                                       if c != "private-registry" and c not in IN_PRODUCTION])
+def test_airgapped_with_any_component_pulls_only_private_images(component: str) -> None:
+    """overlays/airgapped with a component added where its comment says: no public image."""
+    text = (REPO / "overlays/airgapped/kustomization.yaml").read_text()
+    with tempfile.TemporaryDirectory(prefix="magtape-airgapped-") as tmp:
+        rel = os.path.relpath(REPO, tmp)
+        data = yaml.safe_load(text)
+        data["resources"] = [f"{rel}/overlays/production"]
+        data["components"] = [f"{rel}/components/{component}",
+                              *(f"{rel}/components/{Path(c).name}" for c in data["components"])]
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(data))
+        for extra in (REPO / "overlays/airgapped").glob("*.env"):
+            shutil.copy(extra, tmp)
+        rendered = [d for d in yaml.safe_load_all(_kustomize(Path(tmp))) if d]
+    assert _public_images(rendered) == []
+    if component == "opa-sidecar":
+        images = {c["image"] for _, spec in [(None, d["spec"]["template"]["spec"])
+                                             for d in rendered if d["kind"] == "Deployment"]
+                  for c in containers(spec)}
+        assert any("/opa:" in i for i in images) and any("/kube-mgmt:" in i for i in images)
 
 
 # --------------------------------------------------------------------------- components
@@ -513,7 +565,8 @@ def test_opa_sidecar_component_switches_the_engine() -> None:
 
 
 @pytest.mark.parametrize("target", [*(f"overlays/{o}" for o in OVERLAYS),
-                                    *(f"overlays/production+{c}" for c in COMPONENTS)])
+                                    *(f"overlays/production+{c}" for c in COMPONENTS
+                                      if c not in IN_PRODUCTION)])
 def test_magtape_passes_its_own_checks_at_deny_level_high(target: str) -> None:
     # What `kubectl kustomize overlays/production | magtape check --deny-level HIGH -` does.
     rendered = render_text(target)

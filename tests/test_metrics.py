@@ -119,9 +119,9 @@ def test_build_info_carries_the_version() -> None:
 
 def test_registries_are_isolated() -> None:
     a, b = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
-    a.engine_errors.inc()
-    assert value(a, "magtape_policy_engine_errors_total") == 1
-    assert value(b, "magtape_policy_engine_errors_total") == 0
+    a.engine_errors.labels("timeout").inc()
+    assert value(a, "magtape_policy_engine_errors_total", reason="timeout") == 1
+    assert value(b, "magtape_policy_engine_errors_total", reason="timeout") == 0
 
 
 # -- dashboards ----------------------------------------------------------------------

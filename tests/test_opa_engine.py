@@ -1,138 +1,161 @@
-"""The `opa` engine against a stand-in OPA that answers in OPA's documented format.
+"""The `opa` engine against real OPA (`opa run --server`, tests/opasupport.py).
 
-The stand-in serves OPA's Data API (`POST /v1/data/<path>` with `{"input": ...}`
-→ `{"result": ...}`, `{}` when undefined, `{"code", "message"}` errors,
-`GET /health`) and evaluates the very same Rego (built-in policies and
-`policies/lib/main.rego`) with regopy, so the OPA engine must reach exactly the
-embedded engine's decisions.
+OPA holds the built-in policies and the OPA entrypoint
+(``data.magtape.main.decisions``, policies/lib/main.rego), pushed over its
+REST policy API as kube-mgmt would. The engine must reach MagTape's own
+engine's decisions on every testing/ manifest (tests/test_differential.py
+compares far more objects, straight through the entrypoint), turn OPA's
+failures into EngineErrors with the right reason, and follow the failure
+policy when OPA is gone.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from regopy import Interpreter
+import requests
 
 from conftest import REPO, AppFactory, load_objects, review_doc
 from magtape.engine import EngineError
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.opa import OpaEngine
-from magtape.engine.sources import builtin_modules
 from magtape.review import make_review
 from magtape.settings import FailurePolicy
+from opasupport import OpaServer
 
+MANIFESTS = sorted(p for p in (REPO / "testing").rglob("*.yaml")
+                   if p.name != "functional-tests.yaml" and "namespaces" not in p.parts)
 
-class StandInOpa(ThreadingHTTPServer):
-    daemon_threads = True
+# A policy that OPA cannot evaluate: a complete rule with two values is an
+# eval_conflict_error (HTTP 500) for every request of its kind.
+CONFLICT_POLICY = """package kubernetes.admission.magtape_conflict_fixture
+import rego.v1
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        interp = Interpreter()
-        for m in builtin_modules():
-            interp.add_module(m.filename, m.source)
-        self.interp = interp
-        self.bundle = interp.build(None, ["magtape/main/decisions"])
-        self.lock = threading.Lock()
-        self.mode = "ok"
-        self.release = threading.Event()
+policy_metadata := {"name": "conflict-fixture", "severity": "LOW", "errcode": "MT0001",
+	"targets": {"MagTapeConflict"}}
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+matches if input.request.kind.kind == "MagTapeConflict"
 
+deny contains {"msg": "[FAIL] LOW - conflict (MT0001)"} if {
+	matches
+	verdict
+}
 
-class _Handler(BaseHTTPRequestHandler):
-    server: StandInOpa
+verdict := x if some x in [true, false]
+"""
 
-    def log_message(self, *args: Any) -> None:
-        pass
+# A policy that keeps OPA busy for far longer than the engine's deadline,
+# without memory: nine million comparisons, only for its made-up kind.
+SLOW_POLICY = """package kubernetes.admission.magtape_slow_fixture
+import rego.v1
 
-    def _send(self, code: int, doc: Any) -> None:
-        body = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+policy_metadata := {"name": "slow-fixture", "severity": "LOW", "errcode": "MT0002",
+	"targets": {"MagTapeSlow"}}
 
-    def do_GET(self) -> None:
-        self._send(200 if self.path == "/health" else 404, {})
+matches if input.request.kind.kind == "MagTapeSlow"
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        mode = self.server.mode
-        if mode == "hang":
-            self.server.release.wait(30)
-        if mode == "error":
-            return self._send(500, {"code": "internal_error",
-                                    "message": "eval_conflict_error: complete rules must not "
-                                               "produce multiple outputs"})
-        if self.path != "/v1/data/magtape/main/decisions" or mode == "undefined":
-            return self._send(200, {})  # OPA's answer for an undefined document
-        with self.server.lock:
-            self.server.interp.set_input_term(json.dumps(body["input"]))
-            out = self.server.interp.query_bundle_entrypoint(self.server.bundle,
-                                                             "magtape/main/decisions")
-            result = json.loads(str(out))["expressions"][0]
-        self._send(200, {"result": result})
+deny contains {"msg": "[FAIL] LOW - slow (MT0002)"} if {
+	matches
+	every i in numbers.range(1, 3000) {
+		every j in numbers.range(1, 3000) {
+			i + j > 0
+		}
+	}
+	false
+}
+"""
 
 
 @pytest.fixture
-def opa() -> Iterator[StandInOpa]:
-    server = StandInOpa()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+def fixture_policy(opa_server: OpaServer, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Load request.param (an id, a source) for one test, then take it out again."""
+    policy_id, source = request.param
+    opa_server.put_policy(policy_id, source)
+    yield
+    opa_server.delete_policy(policy_id)
 
 
-MANIFESTS = sorted((REPO / "testing").rglob("*.yaml"))
-MANIFESTS = [p for p in MANIFESTS if p.name != "functional-tests.yaml"]
+def _review_of(kind: str) -> Any:
+    return make_review({"apiVersion": "v1", "kind": kind, "metadata": {"name": "x"}}, "test1")
 
 
 def test_every_testing_manifest_gets_the_embedded_engines_decision(
-        opa: StandInOpa, builtin_engine: EmbeddedEngine) -> None:
-    engine = OpaEngine(opa.url, timeout_seconds=10)
+        opa_server: OpaServer, builtin_engine: EmbeddedEngine) -> None:
+    engine = OpaEngine(opa_server.url, timeout_seconds=10)
     assert engine.ready
-    compared = 0
+    compared = failing = 0
     for path in MANIFESTS:
         for obj in load_objects(path):
-            if obj.get("kind") == "Namespace":
-                continue
             review = make_review(obj, "test1")
-            assert engine.evaluate(review).violations == \
-                builtin_engine.evaluate(review).violations, path
+            opa = engine.evaluate(review)
+            assert opa.policy_errors == ()
+            assert opa.violations == builtin_engine.evaluate(review).violations, path
             compared += 1
-    assert compared >= 10
+            failing += bool(opa.violations)
+    assert compared >= 10 and failing >= 5  # the comparison saw real failures
 
 
-@pytest.mark.parametrize("mode, message", [
-    ("error", "OPA answered HTTP 500: eval_conflict_error"),
-    ("undefined", "OPA has no data.magtape.main.decisions"),
-])
-def test_opa_errors_are_engine_failures(opa: StandInOpa, mode: str, message: str) -> None:
-    opa.mode = mode
-    with pytest.raises(EngineError, match=message):
-        OpaEngine(opa.url, timeout_seconds=5).evaluate(make_review(_deployment()))
+def test_only_applicable_policies_are_answered(opa_server: OpaServer) -> None:
+    # A ClusterIP Service is a target of node-port-range, whose `matches`
+    # (NodePort or LoadBalancer) is false: only port-name-mismatch applies.
+    engine = OpaEngine(opa_server.url, timeout_seconds=10)
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+               "spec": {"type": "ClusterIP", "ports": [{"name": "http", "port": 443}]}}
+    evaluation = engine.evaluate(make_review(service, "test1"))
+    assert [r.policy for r in evaluation.results] == ["port-name-mismatch"]
+    assert [v.errcode for v in evaluation.violations] == ["MT1006"]
+    # A kind no policy targets: nothing applies.
+    assert engine.evaluate(_review_of("ConfigMap")).results == ()
 
 
-def test_opa_timeout_and_unreachable(opa: StandInOpa) -> None:
-    opa.mode = "hang"
-    with pytest.raises(EngineError, match="unreachable: ReadTimeout"):
-        OpaEngine(opa.url, timeout_seconds=0.2).evaluate(make_review(_deployment()))
-    opa.release.set()
+@pytest.mark.parametrize("fixture_policy", [("magtape-test/conflict", CONFLICT_POLICY)],
+                         indirect=True)
+@pytest.mark.usefixtures("fixture_policy")
+def test_an_opa_evaluation_error_is_an_engine_error(opa_server: OpaServer) -> None:
+    engine = OpaEngine(opa_server.url, timeout_seconds=10)
+    with pytest.raises(EngineError, match="OPA answered HTTP 500: error") as exc:
+        engine.evaluate(_review_of("MagTapeConflict"))
+    assert exc.value.reason == "error"
+    # The other kinds are still answered.
+    assert engine.evaluate(_review_of("Pod")).results
+
+
+def test_opa_without_the_entrypoint_says_what_to_load() -> None:
+    empty = OpaServer()  # real OPA, nothing loaded
+    try:
+        with pytest.raises(EngineError, match=r"OPA has no data\.magtape\.main\.decisions"):
+            OpaEngine(empty.url, timeout_seconds=10).evaluate(_review_of("Pod"))
+    finally:
+        empty.stop()
+
+
+@pytest.mark.parametrize("fixture_policy", [("magtape-test/slow", SLOW_POLICY)], indirect=True)
+@pytest.mark.usefixtures("fixture_policy")
+def test_opa_timeout_is_an_engine_error(opa_server: OpaServer) -> None:
+    with pytest.raises(EngineError, match="unreachable: ReadTimeout") as exc:
+        OpaEngine(opa_server.url, timeout_seconds=0.2).evaluate(_review_of("MagTapeSlow"))
+    assert exc.value.reason == "timeout"
+    # OPA drops the evaluation with the connection and answers the next request.
+    assert OpaEngine(opa_server.url, timeout_seconds=10).evaluate(_review_of("Pod")).results
+
+
+def test_unreachable_opa_is_unavailable() -> None:
     gone = OpaEngine("http://127.0.0.1:9", timeout_seconds=1)
     assert gone.ready is False
-    with pytest.raises(EngineError, match="unreachable: ConnectionError"):
+    with pytest.raises(EngineError, match="unreachable: ConnectionError") as exc:
         gone.evaluate(make_review(_deployment()))
+    assert exc.value.reason == "unavailable"
+
+
+def test_policies_reach_opa_as_kube_mgmt_pushes_them(opa_server: OpaServer) -> None:
+    # What the fixture loaded is what OPA lists: the library and every policy.
+    listed = requests.get(f"{opa_server.url}/v1/policies", timeout=10).json()["result"]
+    ids = {p["id"] for p in listed}
+    assert "magtape-system/lib/main.rego" in ids
+    assert {i.split("/")[1] for i in ids} >= {"lib", "pdb", "liveness-probe", "node-port-range"}
 
 
 @pytest.mark.parametrize("policy, allowed", [("Fail", False), ("Ignore", True)])

@@ -15,13 +15,14 @@ from magtape.engine.embedded import EmbeddedEngine
 from magtape.kube.reflector import Backoff
 from magtape.kube.replication import replicated_kinds
 from magtape.kube.rest import ResourceRef
-from magtape.kube.runtime import Runtime, RuntimeOptions, start
 from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.policy import DenyLevel
 from magtape.review import make_review
+from magtape.runtime import Runtime, RuntimeOptions, start
 from magtape.settings import ConfigError, Settings
 from magtape.web import create_app
+from waiting import eventually
 
 FAST = RuntimeOptions(watch_timeout_seconds=5, backoff_initial_seconds=0.05,
                       backoff_max_seconds=0.2)
@@ -51,7 +52,7 @@ def running(fake_kube: FakeKube) -> Iterator[tuple[Runtime, EmbeddedEngine]]:
     engine = EmbeddedEngine(timeout_seconds=10, workers=2)
     runtime = start(Settings(), engine, fake_kube.api_client(), Metrics(CollectorRegistry()),
                     options=FAST)
-    assert runtime.store.wait_for(lambda: runtime.ready, 20), "runtime never became ready"
+    assert eventually(lambda: runtime.ready, 20), "runtime never became ready"
     yield runtime, engine
     runtime.stop()
     engine.close()
@@ -68,16 +69,16 @@ def test_namespaces_are_replicated_in_kube_mgmt_layout(running: tuple[Runtime, A
 
 def test_namespace_annotation_change_alters_the_mt2002_decision(
         fake_kube: FakeKube, running: tuple[Runtime, EmbeddedEngine]) -> None:
-    runtime, engine = running
+    _, engine = running
     assert mt2002(engine, 30106)
     core = client.CoreV1Api(fake_kube.api_client())
     core.patch_namespace("test1", {"metadata": {"annotations": {RANGE: "30100-30200"}}})
-    assert runtime.store.wait_for(lambda: not mt2002(engine, 30106), 10), \
+    assert eventually(lambda: not mt2002(engine, 30106), 10), \
         "the annotation change never reached the policy"
     core.patch_namespace("test1", {"metadata": {"annotations": {RANGE: "30100"}}})
-    assert runtime.store.wait_for(lambda: mt2002(engine, 30106), 10)
+    assert eventually(lambda: mt2002(engine, 30106), 10)
     core.delete_namespace("test1")  # no namespace data: no restriction
-    assert runtime.store.wait_for(lambda: not mt2002(engine, 30106), 10)
+    assert eventually(lambda: not mt2002(engine, 30106), 10)
 
 
 def test_watch_ending_with_410_leads_to_a_fresh_list(
@@ -90,7 +91,7 @@ def test_watch_ending_with_410_leads_to_a_fresh_list(
     fake_kube.end_watches(410)
     # A change made while nobody is watching only arrives through the new list.
     fake_kube.seed(namespace("test1", {RANGE: "na"}))
-    assert runtime.store.wait_for(lambda: not mt2002(engine, 30106), 10)
+    assert eventually(lambda: not mt2002(engine, 30106), 10)
     assert reflector.lists >= lists + 1
     namespace_lists = [r for r in fake_kube.requests_matching("GET", "/api/v1/namespaces$")
                        if not r.is_watch]
@@ -105,7 +106,7 @@ def test_clean_watch_end_resumes_without_listing(
     fake_kube.wait_for(lambda: fake_kube.open_watches >= 1, what="the watch")
     fake_kube.end_watches()
     fake_kube.seed(namespace("test1", {RANGE: "na"}))
-    assert runtime.store.wait_for(lambda: not mt2002(engine, 30106), 10)
+    assert eventually(lambda: not mt2002(engine, 30106), 10)
     assert reflector.lists == lists
     resumed = fake_kube.requests_matching("GET", "/api/v1/namespaces$", watch=True)[-1]
     assert resumed.query["resourceVersion"] not in ("", "0")
@@ -132,7 +133,7 @@ def test_webhook_keeps_answering_while_the_api_fails(
     assert app.get("/readyz").status_code == 200  # the last known state keeps serving
     fake_kube.clear_faults()
     fake_kube.seed(namespace("test1", {RANGE: "na"}))
-    assert runtime.store.wait_for(lambda: not mt2002(engine, 30106), 10), "never recovered"
+    assert eventually(lambda: not mt2002(engine, 30106), 10), "never recovered"
 
 
 def test_other_kinds_are_replicated_by_namespace(fake_kube: FakeKube) -> None:
@@ -146,14 +147,14 @@ def test_other_kinds_are_replicated_by_namespace(fake_kube: FakeKube) -> None:
     runtime = start(settings, engine, fake_kube.api_client(), Metrics(CollectorRegistry()),
                     options=FAST)
     try:
-        assert runtime.store.wait_for(lambda: runtime.ready, 20)
+        assert eventually(lambda: runtime.ready, 20)
         data = runtime.store.data()["kubernetes"]
         assert data["services"]["test1"]["web"]["spec"]["type"] == "NodePort"
         deployment = data["deployments"]["team-a"]["d"]
         assert deployment["kind"] == "Deployment"
         assert "managedFields" not in deployment["metadata"]
         client.CoreV1Api(fake_kube.api_client()).delete_namespaced_service("web", "test1")
-        assert runtime.store.wait_for(
+        assert eventually(
             lambda: runtime.store.data()["kubernetes"]["services"] == {}, 10)
     finally:
         runtime.stop()
@@ -171,7 +172,7 @@ def test_replicated_data_replaces_the_data_files_section(fake_kube: FakeKube,
                     Metrics(CollectorRegistry()), options=FAST)
     try:
         # Before the first sync the data file answers; afterwards the cluster does.
-        assert runtime.store.wait_for(lambda: runtime.ready, 20)
+        assert eventually(lambda: runtime.ready, 20)
         assert mt2002(engine, 30106)
         assert runtime.store.data()["other"] == {"x": 1}
     finally:

@@ -1,9 +1,12 @@
-"""`magtape test`: the built-in suite passes; failures, broken modules and engine
-crashes are reported with the names a user needs, and the right exit code."""
+"""`magtape test`: the built-in suite passes, with the same verdict per test as
+real `opa test`; failures, broken modules, runaway and crashing tests are
+reported with the names a user needs, and the right exit code; --run, -o
+json|junit and --coverage."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -11,9 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import xmlschema
 
 from conftest import REPO
 from magtape import ruletest
+from opasupport import opa_test_results
 
 POLICY = """package kubernetes.admission.sample
 import rego.v1
@@ -49,9 +54,9 @@ test_this_one_is_wrong if {
 """
 
 
-def run(*dirs: str | Path, verbose: bool = False) -> tuple[int, str]:
+def run(*dirs: str | Path, verbose: bool = False, **options: object) -> tuple[int, str]:
     out = io.StringIO()
-    code = ruletest.run([str(d) for d in dirs], verbose, out)
+    code = ruletest.run([str(d) for d in dirs], verbose, out, **options)  # type: ignore[arg-type]
     return code, out.getvalue()
 
 
@@ -106,8 +111,7 @@ def test_a_failing_test_exits_1_naming_it(tmp_path: Path) -> None:
     assert "PASS: test.kubernetes.admission.sample.test_bad_pod_fails" in out.splitlines()
 
 
-def test_a_runtime_error_fails_the_test(tmp_path: Path) -> None:
-    write(tmp_path, {"x_test.rego": """package test.conflict
+CONFLICT_TESTS = """package test.conflict
 import rego.v1
 
 value := 1 if true
@@ -117,13 +121,27 @@ value := 2 if true
 test_conflicting_values if {
 	value == 1
 }
-"""})
+
+test_conflicting_values_again if {
+	value == 2
+}
+"""
+
+
+def test_a_runtime_error_fails_the_test_and_is_said_once(tmp_path: Path) -> None:
+    write(tmp_path, {"x_test.rego": CONFLICT_TESTS})
     code, out = run(tmp_path)
     assert code == 1, out
-    assert out.startswith("FAIL: test.conflict.test_conflicting_values  (evaluation error")
+    lines = out.splitlines()
+    where = f"{tmp_path / 'x_test.rego'}:6: "
+    assert lines[0].startswith("FAIL: test.conflict.test_conflicting_values  (evaluation "
+                               f"error: {where}")
+    assert lines[1].startswith("FAIL: test.conflict.test_conflicting_values_again  (the same "
+                               "evaluation error as above")
+    assert out.count(where) == 1
 
 
-def test_a_broken_module_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+def test_a_broken_module_exits_2_naming_file_and_line_once(tmp_path: Path) -> None:
     write(tmp_path, {"sample/policy.rego": POLICY,
                      "sample/policy_test.rego": TESTS.replace(
                          "test_this_one_is_wrong if {\n",
@@ -132,51 +150,51 @@ def test_a_broken_module_exits_2_naming_file_and_line(tmp_path: Path) -> None:
     assert code == 2, out
     broken = tmp_path / "sample" / "policy_test.rego"
     line = broken.read_text().splitlines().index("\tx := := 1") + 1
-    assert f"{broken}:{line}: " in out
+    assert out.count(f"{broken}:{line}: ") == 1
     assert "does not compile" in out
 
 
-def test_a_crashing_test_exits_2_and_points_at_with_input(tmp_path: Path) -> None:
-    # rego-cpp 1.5 aborts on a whole-input replacement when the rule calls a builtin.
-    write(tmp_path, {"crash_test.rego": """package test.crash
+RUNAWAY_TESTS = """package test.runaway
 import rego.v1
 
-greeting := sprintf("hello %v", [input.request.name])
+test_fine if true
 
-test_greeting if {
-	greeting == "hello x" with input as {"request": {"name": "x"}}
+test_forever if {
+	every i in numbers.range(1, 100000) {
+		every j in numbers.range(1, 100000) {
+			i + j > 0
+		}
+	}
 }
-"""})
-    code, out = run(tmp_path)
-    assert code == 2, out
-    assert "crashed" in out
-    assert f"{tmp_path / 'crash_test.rego'}:7" in out
-    assert "with input.request as" in out
+
+test_fine_after if true
+"""
 
 
-def test_an_arity_clash_exits_2_naming_both_definitions(tmp_path: Path) -> None:
-    # rego-cpp 1.5 crashes when one function name has different arities in two packages.
-    write(tmp_path, {
-        "helpers_test.rego": "package test.helpers\nimport rego.v1\n\n"
-                             'make(kind, spec) := {"kind": {"kind": kind}, "spec": spec}\n',
-        "clash_test.rego": """package test.clash
+def test_a_runaway_test_fails_alone_and_the_run_goes_on(tmp_path: Path) -> None:
+    write(tmp_path, {"runaway_test.rego": RUNAWAY_TESTS})
+    code, out = run(tmp_path, timeout=1.0)
+    assert code == 1, out
+    failure, summary = out.splitlines()
+    assert failure.startswith("FAIL: test.runaway.test_forever  (the engine stopped: "
+                              "no answer within 1s")
+    assert failure.endswith(f"; {tmp_path / 'runaway_test.rego'}:6)")
+    assert summary == "2 passed, 1 failed"
+
+
+def test_a_memory_bomb_fails_alone(tmp_path: Path) -> None:
+    write(tmp_path, {"bomb_test.rego": """package test.bomb
 import rego.v1
 
-import data.test.helpers
+test_bomb if count(numbers.range(1, 100000000)) > 0
 
-is_pod if input.request.kind.kind == "Pod"
-
-make(kind) := {"kind": {"kind": kind}}
-
-test_is_pod if {
-	is_pod with input.request as make("Pod")
-}
+test_fine if true
 """})
-    code, out = run(tmp_path)
-    assert code == 2, out
-    assert "crashed" in out
-    assert f"make/1 at {tmp_path / 'clash_test.rego'}:8" in out
-    assert f"make/2 at {tmp_path / 'helpers_test.rego'}:4" in out
+    files, tests = ruletest.collect([str(tmp_path)])
+    results = {r.test.name: r for r in ruletest.run_tests(files, tests, memory_mb=300).results}
+    assert results["test_fine"].passed
+    assert not results["test_bomb"].passed
+    assert "memory cap exceeded" in results["test_bomb"].detail
 
 
 def test_no_tests_exits_2(tmp_path: Path) -> None:
@@ -223,3 +241,104 @@ def test_the_custom_policy_example_in_the_docs_passes_its_tests(tmp_path: Path) 
     policy, tests = re.findall(r"```rego\n(.*?)```", docs, re.DOTALL)
     write(tmp_path, {"image-tag/policy.rego": policy, "image-tag/policy_test.rego": tests})
     assert run(tmp_path) == (0, "2 passed, 0 failed\n")
+    # ... and under OPA, the reference.
+    reference = opa_test_results([tmp_path, *ruletest.library_files_to_add(
+        ruletest.find_rego_files([tmp_path]))])
+    assert list(reference.values()) == [True, True]
+
+
+def test_verdicts_match_opa_test_on_the_shipped_policies() -> None:
+    files, tests = ruletest.collect([str(REPO / "policies")])
+    ours = {t.rule_path: r.passed for t, r in
+            zip(tests, ruletest.run_tests(files, tests).results, strict=True)}
+    reference = opa_test_results([REPO / "policies"])
+    assert ours == reference
+    assert len(ours) > 150 and all(ours.values())
+
+
+def test_verdicts_match_opa_test_on_failing_tests(tmp_path: Path) -> None:
+    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS,
+                     "x_test.rego": CONFLICT_TESTS})
+    files, tests = ruletest.collect([str(tmp_path)])
+    ours = {t.rule_path: r.passed for t, r in
+            zip(tests, ruletest.run_tests(files, tests).results, strict=True)}
+    # OPA gets the shared library the way `magtape test` adds it.
+    reference = opa_test_results([tmp_path, *ruletest.library_files_to_add(
+        ruletest.find_rego_files([tmp_path]))])
+    assert ours == reference
+    assert sorted(ours.values()) == [False, False, False, True]
+
+
+def test_run_selects_tests_by_name_as_opa_does() -> None:
+    code, out = run(REPO / "policies", verbose=True, run_filter=r"pdb\.test_integer")
+    assert code == 0, out
+    names = [line.removeprefix("PASS: ") for line in out.splitlines()[:-1]]
+    assert names and all(".pdb.test_integer" in n for n in names)
+    reference = opa_test_results([REPO / "policies"], "--run", r"pdb\.test_integer")
+    assert {f"data.{n}" for n in names} == set(reference)
+
+
+@pytest.mark.parametrize("regex, message", [
+    ("(", "is not a regular expression"),
+    ("no_such_test", "no test matches --run 'no_such_test'"),
+])
+def test_a_bad_or_empty_selection_exits_2(regex: str, message: str) -> None:
+    code, out = run(REPO / "policies" / "pdb", run_filter=regex)
+    assert code == 2 and message in out, out
+
+
+def test_json_output(tmp_path: Path) -> None:
+    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS})
+    code, out = run(tmp_path, output="json")
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["summary"] == {"total": 2, "passed": 1, "failed": 1}
+    wrong = next(t for t in doc["tests"] if t["name"] == "test_this_one_is_wrong")
+    assert wrong["package"] == "test.kubernetes.admission.sample"
+    assert wrong["file"] == str(tmp_path / "sample" / "policy_test.rego")
+    assert wrong["line"] == TESTS.splitlines().index("test_this_one_is_wrong if {") + 1
+    assert wrong["passed"] is False and wrong["detail"]
+    assert "coverage" not in doc
+
+
+def test_junit_output_is_valid_junit(tmp_path: Path) -> None:
+    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS,
+                     "x_test.rego": CONFLICT_TESTS})
+    code, out = run(tmp_path, output="junit")
+    assert code == 1
+    schema = xmlschema.XMLSchema(str(REPO / "tests" / "schemas" / "junit.xsd"))
+    schema.validate(out)
+    doc = schema.to_dict(out)
+    suites = {s["@name"]: s for s in doc["testsuite"]}
+    assert set(suites) == {"test.kubernetes.admission.sample", "test.conflict"}
+    assert (suites["test.conflict"]["@tests"], suites["test.conflict"]["@failures"]) == (2, 2)
+    sample = suites["test.kubernetes.admission.sample"]
+    failed = [c for c in sample["testcase"] if "failure" in c]
+    assert [c["@name"] for c in failed] == ["test_this_one_is_wrong"]
+    assert failed[0]["@file"] == str(tmp_path / "sample" / "policy_test.rego")
+
+
+def test_coverage_per_policy_file(tmp_path: Path) -> None:
+    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS})
+    code, out = run(tmp_path, coverage=True, output="json")
+    assert code == 1  # one of TESTS fails on purpose
+    (entry,) = json.loads(out)["coverage"]  # the policy; tests and the added library left out
+    assert entry["file"] == str(tmp_path / "sample" / "policy.rego")
+    assert 0 < entry["covered"] <= entry["lines"] and entry["percent"] > 50
+
+    # A rule no test reaches shows up as not covered.
+    write(tmp_path, {"sample/extra.rego": "package kubernetes.admission.extra\nimport rego.v1\n\n"
+                                          "unused if {\n\tinput.x == 1\n}\n"})
+    _, out = run(tmp_path, coverage=True)
+    extra = next(line for line in out.splitlines() if "extra.rego" in line)
+    assert re.fullmatch(r"coverage: .*extra\.rego: 0% \(no test evaluates it\)", extra), extra
+
+
+def test_the_default_directory_is_the_current_one(tmp_path: Path) -> None:
+    write(tmp_path, {"sample/policy.rego": POLICY,
+                     "sample/policy_test.rego": TESTS.split("test_this")[0]})
+    env = {**os.environ, "PYTHONPATH": str(REPO / "app")}
+    proc = subprocess.run([sys.executable, "-m", "magtape", "test", "-o", "json"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["summary"]["passed"] == 1

@@ -71,7 +71,30 @@ ERRORS = [
     ("MAGTAPE_SLACK_TIMEOUT_SECONDS", "-1", "a number >= 0.1"),
     ("MAGTAPE_ALERT_DEDUP_SECONDS", "nan", "a number >= 0"),
     ("MAGTAPE_NOTIFY_QUEUE_SIZE", "0", "a whole number >= 1"),
+    ("MAGTAPE_SLACK_WEBHOOK_URL_BASE", "https:///path", "a host, HOST:PORT or an https:// URL"),
+    ("MAGTAPE_SLACK_WEBHOOK_URL_BASE", "fwd:port", "a host, HOST:PORT or an https:// URL"),
+    ("MAGTAPE_SLACK_WEBHOOK_URL_BASE", "https://u:p@fwd", "a host, HOST:PORT or an https://"),
+    ("MAGTAPE_SLACK_ALLOWED_PORTS", "443,99999", "a comma-separated list of ports 1-65535"),
+    ("MAGTAPE_SLACK_ALLOWED_PORTS", "https", "a comma-separated list of ports 1-65535"),
 ]
+
+
+@pytest.mark.parametrize("raw, netloc", [
+    ("forwarder.internal", "forwarder.internal"),
+    ("forwarder.internal:8443", "forwarder.internal:8443"),
+    ("https://Forwarder.internal:8443/ignored/path", "forwarder.internal:8443"),
+    ("https://forwarder.internal", "forwarder.internal"),
+])
+def test_slack_base_is_parsed_once_into_host_and_port(raw: str, netloc: str) -> None:
+    settings = Settings.from_env({"MAGTAPE_SLACK_WEBHOOK_URL_BASE": raw})
+    assert settings.slack_webhook_url_base == netloc
+    assert netloc.split(":")[0] in settings.slack_allowed_host_set
+
+
+def test_slack_allowed_ports() -> None:
+    assert Settings.from_env({}).slack_allowed_port_set == {443}
+    assert Settings.from_env({"MAGTAPE_SLACK_ALLOWED_PORTS": "443, 8443"}).slack_allowed_ports \
+        == (443, 8443)
 
 
 @pytest.mark.parametrize("name, value, accepted", ERRORS, ids=[f"{n}={v}" for n, v, _ in ERRORS])

@@ -32,14 +32,8 @@ from magtape.metrics import Metrics
 from magtape.notify import Notifier, NullNotifier
 from magtape.notify.dispatcher import Dispatcher
 from magtape.notify.factory import build_notifier
-from magtape.notify.slack import (
-    RETRY_AFTER_MAX_SECONDS,
-    SlackSender,
-    TenantWebhooks,
-    refusal,
-    retry_policy,
-    rewrite_host,
-)
+from magtape.notify.slack import RETRY_AFTER_MAX_SECONDS, SlackSender, retry_policy
+from magtape.notify.slack_targets import TenantWebhooks, refusal, rewrite_host
 from magtape.policy import DenyLevel
 from magtape.settings import Settings
 from magtape.web import create_app
@@ -203,7 +197,8 @@ def test_a_tenant_url_on_an_allowed_host_gets_a_customer_alert(
         engine: EmbeddedEngine, tls: TlsFiles, fake_kube: FakeKube) -> None:
     with receiver() as default, receiver(tls=tls) as tenant:
         seed_tenant_url(fake_kube, tenant.url(TENANT_PATH))
-        settings = slack_settings(default.url(), slack_allowed_hosts=("127.0.0.1",))
+        settings = slack_settings(default.url(), slack_allowed_hosts=("127.0.0.1",),
+                                  slack_allowed_ports=(tenant.port,))
         h = Harness(settings, engine, fake_kube.api_client(), verify=str(tls.ca))
         h.admit(deployment("web", "fail-high"))
         (to_default,) = default.wait_for(1)
@@ -241,7 +236,12 @@ def test_refusal_rules() -> None:
     allowed = frozenset({"hooks.slack.com"})
     assert refusal("https://hooks.slack.com/services/x", allowed) is None
     assert refusal("https://HOOKS.slack.com/services/x", allowed) is None
-    assert refusal("https://hooks.slack.com:8443/x", allowed) is None
+    assert refusal("https://hooks.slack.com:443/x", allowed) is None
+    assert "port 8443 is not in MAGTAPE_SLACK_ALLOWED_PORTS" in str(
+        refusal("https://hooks.slack.com:8443/x", allowed))
+    assert refusal("https://hooks.slack.com:8443/x", allowed, (443, 8443)) is None
+    assert refusal("https://hooks.slack.com:99999/x", allowed) is not None  # no such port
+    assert refusal("https://hooks.slack.com/" + "x" * 5000, allowed) is not None
     assert refusal("ftp://hooks.slack.com/x", allowed) is not None
     assert refusal("https:///x", allowed) is not None
     assert refusal("https://hooks.slack.com.evil.io/x", allowed) is not None

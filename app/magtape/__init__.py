@@ -2,7 +2,7 @@
 
 The package is layered web -> core -> adapters: ``web`` and ``server`` speak
 HTTP, ``admission``/``decision``/``review`` hold the core logic that decides, and
-``engine``, ``kube`` and ``notify`` adapt regopy/OPA, the Kubernetes API and
+``engine``, ``kube`` and ``notify`` adapt regorus/OPA, the Kubernetes API and
 Slack to it.
 """
 

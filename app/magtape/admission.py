@@ -4,7 +4,10 @@ Framework-free core (no Flask, no requests): the web layer hands it the raw
 body and gets back an HTTP status and a JSON document. Engine failures follow
 ``MAGTAPE_ENGINE_FAILURE_POLICY``; notifications are handed to the notifier,
 which queues them, so a slow Slack or API server never delays the answer.
-Dry-run requests get the same decision and no side effects.
+Dry-run requests get the same decision and no side effects. Exceptions,
+enforcement overrides and UPDATE rules are decided by the shared
+:class:`~magtape.enforcement.Enforcer`; MagTapeException objects themselves
+are validated here (the same endpoint serves both webhooks).
 """
 
 from __future__ import annotations
@@ -12,14 +15,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
-from magtape.decision import Decision, Outcome, decide
-from magtape.engine import EngineError, PolicyEngine
+from magtape.decision import Decision, Outcome
+from magtape.enforcement import EnforcementState, Enforcer
+from magtape.enforcement.validation import is_exception_review, refusal
+from magtape.engine import EngineError, Evaluator, Reason
 from magtape.metrics import Metrics
 from magtape.notify import Notifier
-from magtape.policy import DenyLevel
-from magtape.review import MalformedReview, Review, build_response, parse_review
+from magtape.policy import DenyLevel, Evaluation
+from magtape.review import (
+    AdmissionReviewResponse,
+    MalformedReview,
+    Review,
+    build_response,
+    parse_review,
+)
 from magtape.settings import FailurePolicy, Settings
 
 log = logging.getLogger(__name__)
@@ -37,13 +50,16 @@ ENGINE_FAILURE_ALLOW = (
 class AdmissionService:
     """Answers AdmissionReviews; one instance per app."""
 
-    def __init__(self, settings: Settings, engine: PolicyEngine, notifier: Notifier,
-                 metrics: Metrics, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, settings: Settings, engine: Evaluator, notifier: Notifier,
+                 metrics: Metrics, clock: Callable[[], float] = time.perf_counter,
+                 enforcer: Enforcer | None = None) -> None:
         self._settings = settings
         self._engine = engine
         self._notifier = notifier
         self._metrics = metrics
         self._clock = clock
+        # Without watched state: the deny level and the UPDATE rules only.
+        self.enforcer = enforcer or Enforcer(EnforcementState(), settings.deny_level)
 
     def handle(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Return (HTTP status, JSON document) for a request body."""
@@ -53,6 +69,8 @@ class AdmissionService:
         except MalformedReview as exc:
             log.info("rejected malformed AdmissionReview: %s", exc)
             return 400, {"error": str(exc)}
+        if is_exception_review(review):
+            return 200, dict(self._admit_exception(review))
         outcome = self.evaluate(review)
         alert_sent = False if review.dry_run else self._submit(outcome)
         if outcome.decision.violations or outcome.engine_error:
@@ -62,22 +80,57 @@ class AdmissionService:
         response = build_response(review, outcome.allowed, self._warnings(outcome),
                                   self._status_message(outcome))
         self._metrics.observe_admission(review.namespace, outcome.allowed, alert_sent,
-                                        outcome.evaluation, self._clock() - started)
+                                        outcome.evaluation, self._clock() - started,
+                                        exempted=outcome.decision.exempted_policies)
+        for policy in outcome.decision.would_deny:
+            self._metrics.would_deny.labels(policy).inc()
         return 200, dict(response)
 
     def evaluate(self, review: Review) -> Outcome:
-        level = self._settings.deny_level
+        level = self.enforcer.deny_level_for(review.namespace)
         try:
-            evaluation = self._engine.evaluate(review)
+            evaluation, decision = self.enforcer.decide(review, self._engine.evaluate)
         except EngineError as exc:
-            return self._engine_failure(review, level, str(exc))
+            return self._engine_failure(review, level, exc.detail, exc.reason)
         except Exception as exc:  # an engine bug must not become a 500
             log.exception("policy engine failed unexpectedly")
-            return self._engine_failure(review, level, f"internal error: {type(exc).__name__}")
-        return Outcome(review, decide(evaluation, level), level, evaluation)
+            return self._engine_failure(review, level, f"internal error: {type(exc).__name__}",
+                                        "error")
+        if evaluation.policy_errors:
+            decision = self._policy_errors(review, evaluation, decision,
+                                           decision.deny_level or level)
+        return Outcome(review, decision, decision.deny_level or level, evaluation)
 
-    def _engine_failure(self, review: Review, level: DenyLevel, reason: str) -> Outcome:
-        self._metrics.engine_errors.inc()
+    def _policy_errors(self, review: Review, evaluation: Evaluation, decision: Decision,
+                       level: DenyLevel) -> Decision:
+        """Count and log each failed policy; apply the failure policy to what it hid.
+
+        A failed policy is one that could not be evaluated: under ``Fail`` it
+        denies when a failure of its severity would deny at this deny level;
+        the other policies' violations stand either way.
+        """
+        fail = self._settings.engine_failure_policy is FailurePolicy.FAIL
+        for err in evaluation.policy_errors:
+            self._metrics.policy_evaluations.labels(err.policy, review.namespace, "error").inc()
+            log.error("policy %r (%s) failed on %s %s/%s (uid %s): %s; failure policy %s",
+                      err.policy, err.errcode, review.kind, review.namespace, review.name,
+                      review.uid, err.message, self._settings.engine_failure_policy.value)
+        if fail and decision.allowed and any(level.denies(err.severity)
+                                             for err in evaluation.policy_errors):
+            return replace(decision, allowed=False)
+        return decision
+
+    def _admit_exception(self, review: Review) -> AdmissionReviewResponse:
+        """Validate a MagTapeException (no policies, no notifications)."""
+        why = refusal(review, max_lifetime=timedelta(days=self._settings.exception_max_days),
+                      known_checks=self.enforcer.state.known_checks, now=self.enforcer.now())
+        if why is not None:
+            log.info("refused %s %s/%s: %s", review.kind, review.namespace, review.name, why)
+        return build_response(review, why is None, [], why)
+
+    def _engine_failure(self, review: Review, level: DenyLevel, reason: str,
+                        label: Reason) -> Outcome:
+        self._metrics.engine_errors.labels(label).inc()
         fail = self._settings.engine_failure_policy is FailurePolicy.FAIL
         log.error("policy engine could not evaluate %s %s/%s (uid %s): %s; failure policy %s",
                   review.kind, review.namespace, review.name, review.uid, reason,
@@ -98,11 +151,23 @@ class AdmissionService:
         if outcome.engine_error is not None:
             template = ENGINE_FAILURE_DENY if not outcome.allowed else ENGINE_FAILURE_ALLOW
             return [template.format(reason=outcome.engine_error)]
-        return outcome.decision.messages
+        return outcome.decision.messages + _policy_error_warnings(outcome)
 
     def _status_message(self, outcome: Outcome) -> str | None:
         if outcome.allowed:
             return None
         if outcome.engine_error is not None:
             return ENGINE_FAILURE_DENY.format(reason=outcome.engine_error)
-        return outcome.decision.message
+        return "; ".join(m for m in (outcome.decision.message,
+                                     *_policy_error_warnings(outcome)) if m)
+
+
+POLICY_ERROR = ("MagTape could not evaluate policy {policy!r} ({errcode}): {message}. "
+                "Contact your cluster administrator.")
+
+
+def _policy_error_warnings(outcome: Outcome) -> list[str]:
+    """One warning per policy that failed on this request, naming it."""
+    errors = outcome.evaluation.policy_errors if outcome.evaluation is not None else ()
+    return [POLICY_ERROR.format(policy=e.policy, errcode=e.errcode, message=e.message[:300])
+            for e in errors]

@@ -1,8 +1,13 @@
-"""Command line: ``magtape serve | check | review | test | init``.
+"""Command line: ``magtape serve | check | review | explain | test | init``.
 
 Flags override the environment (``MAGTAPE_*``); both are parsed into one
-:class:`~magtape.settings.Settings`. Exit codes: 0 success, 1 a policy
-failure/denial (check, test), 2 usage, input or configuration errors.
+:class:`~magtape.settings.Settings`. Every flag is declared here; each
+subcommand's implementation, and what it depends on (the engine, the
+Kubernetes client, cryptography), is imported only when that subcommand runs,
+so ``magtape --version`` and ``--help`` start instantly.
+
+Exit codes: 0 success, 1 a policy failure/denial (check, test), 2 usage,
+input or configuration errors, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -12,27 +17,50 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from magtape import __version__
 from magtape.policy import DenyLevel
+from magtape.remediation import DEFAULT_DOCS_URL
+from magtape.report import FORMATS as OUTPUT_FORMATS
 from magtape.settings import ConfigError, Settings, parse_address
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+# --fail-on SEVERITY: "fail on a failure of at least this severity", the
+# CI-friendly spelling of the deny level, whose scale runs the other way.
+FAIL_ON = {"LOW": DenyLevel.HIGH, "MED": DenyLevel.MED, "HIGH": DenyLevel.LOW}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("magtape: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "init":
+        # Its flags belong to magtape.kube.init, which imports the Kubernetes
+        # client and cryptography: parsed only when init runs.
+        args = _init_parser().parse_args(rest, namespace=args)
+    elif rest and args.command != "test":  # test's flags belong to magtape.ruletest
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        settings = Settings.from_env(os.environ)
-        settings = _apply_flags(settings, args)
+        settings = _apply_flags(Settings.from_env(os.environ), args)
     except ConfigError as exc:
         print(f"magtape: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(settings, quiet=args.command in ("check", "test"))
+    if args.command == "explain":
+        return _explain(args.check, settings.docs_url)
+    _configure_logging(settings, quiet=args.command in ("check", "test", "review"))
     if args.command == "serve":
         from magtape.server import serve
 
@@ -44,17 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         from magtape.check import run_check
 
-        return run_check(settings, args.paths or ["-"], namespace=args.namespace,
-                         output=args.output, out=sys.stdout, err=sys.stderr)
+        return run_check(settings, _check_options(args), out=sys.stdout, err=sys.stderr)
     if args.command == "review":
-        from magtape.check import print_reviews
-
-        return print_reviews(args.paths or ["-"], args.namespace, out=sys.stdout, err=sys.stderr)
+        return _review(args.paths, args.namespace)
     if args.command == "test":
         from magtape.ruletest import main as test_main
 
-        return test_main([*args.dirs, *(["--verbose"] if args.verbose else []),
-                          "--timeout", str(args.timeout)])
+        return test_main(rest)
     if args.command == "init":
         from magtape.kube.init import main as init_main
 
@@ -76,8 +100,66 @@ def _apply_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     if getattr(args, "threads", None):
         changes["threads"] = args.threads
     if getattr(args, "deny_level", None):
-        changes["deny_level"] = DenyLevel(args.deny_level.upper())
+        changes["deny_level"] = DenyLevel(args.deny_level)
+    if getattr(args, "docs_url", None):
+        changes["docs_url"] = _url("--docs-url", args.docs_url)
+    if getattr(args, "fail_on", None):
+        changes["deny_level"] = FAIL_ON[args.fail_on]
     return settings.with_overrides(**changes)
+
+
+def _check_options(args: argparse.Namespace) -> Any:
+    """The ``check`` flags as :class:`magtape.check.CheckOptions`.
+
+    A new check flag is declared in :func:`_check_parser` and mapped here.
+    """
+    from magtape.check import CheckOptions
+
+    return CheckOptions(paths=tuple(args.paths), namespace=args.namespace, output=args.output,
+                        jobs=args.jobs, ignore=tuple(args.ignore or ()),
+                        allow_empty=args.allow_empty,
+                        exceptions=tuple(args.exceptions or ()),
+                        enforcement=args.enforcement or "", old=args.old or "")
+
+
+def _review(paths: Sequence[str], namespace: str) -> int:
+    """``magtape review``: one AdmissionReview per object, for curl and debugging."""
+    from magtape.check.manifests import InputError, read_manifests
+    from magtape.review import make_review
+
+    try:
+        found = read_manifests(paths or ["-"], sys.stdin)
+    except InputError as exc:
+        print(f"magtape review: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for m in found.manifests:
+        sys.stdout.write(make_review(m.obj, m.namespace(namespace)).raw + "\n")
+    return 0
+
+
+def _explain(check: str, docs_url: str) -> int:
+    """``magtape explain MT1009``: the check's README, and where it is published."""
+    from magtape.remediation import RemediationError, default_catalogue
+
+    try:
+        remedy = default_catalogue(docs_url).get(check)
+    except RemediationError as exc:
+        print(f"magtape explain: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if remedy is None or not remedy.readme:
+        known = ", ".join(r.id for r in default_catalogue(docs_url))
+        print(f"magtape explain: no built-in check {check!r}; known: {known}", file=sys.stderr)
+        return EXIT_USAGE
+    with open(remedy.readme, encoding="utf-8") as f:
+        sys.stdout.write(f.read().rstrip("\n") + "\n")
+    sys.stdout.write(f"\nHow to fix: {remedy.hint}\nOnline: {remedy.url}\n")
+    return 0
+
+
+def _url(flag: str, raw: str) -> str:
+    if not raw.startswith(("https://", "http://")):
+        raise ConfigError(f"{flag}={raw!r} is invalid: accepted an http:// or https:// URL")
+    return raw
 
 
 def _address(flag: str, raw: str) -> object:
@@ -89,10 +171,12 @@ def _address(flag: str, raw: str) -> object:
 
 def _configure_logging(settings: Settings, quiet: bool) -> None:
     level = {"WARN": "WARNING"}.get(settings.log_level.value, settings.log_level.value)
+    from magtape.text import safe_handler
+
+    # Every line bounded and escaped: log lines carry client-chosen names.
     logging.basicConfig(
         level=logging.WARNING if quiet else getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[safe_handler(sys.stderr, "%(asctime)s %(levelname)s %(name)s: %(message)s")],
     )
     # waitress warns about its task-queue depth on every queued request under a
     # burst; that floods the log exactly when it matters least. Saturation shows
@@ -100,11 +184,32 @@ def _configure_logging(settings: Settings, quiet: bool) -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+def _choice(kind: str, accepted: Sequence[str]) -> Any:
+    def parse(raw: str) -> str:
+        if raw.upper() not in accepted:
+            raise argparse.ArgumentTypeError(
+                f"invalid {kind} {raw!r}: accepted {', '.join(accepted)}")
+        return raw.upper()
+    return parse
+
+
 def _deny_level(raw: str) -> str:
-    if raw.upper() not in DenyLevel.__members__:
-        raise argparse.ArgumentTypeError(
-            f"invalid deny level {raw!r}: accepted {', '.join(DenyLevel.__members__)}")
-    return raw.upper()
+    parse = _choice("deny level", tuple(DenyLevel.__members__))
+    return str(parse(raw))
+
+
+DENY_LEVEL_HELP = ("OFF, LOW, MED or HIGH: how strict to be. LOW denies only HIGH-severity "
+                   "failures, MED denies MED and HIGH, HIGH denies every failure, OFF none")
+
+
+def _positive(raw: str) -> int:
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {raw!r}")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,17 +227,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, metavar="N",
                        help="worker threads (MAGTAPE_THREADS, default 4)")
     serve.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
-                       help="OFF, LOW, MED or HIGH (MAGTAPE_DENY_LEVEL, default LOW)")
+                       help=DENY_LEVEL_HELP + " (MAGTAPE_DENY_LEVEL, default LOW)")
 
-    check = sub.add_parser("check", help="check manifests offline, as the webhook would")
-    check.add_argument("paths", nargs="*", metavar="PATH",
-                       help="files or directories of YAML/JSON manifests; - for stdin")
-    check.add_argument("--namespace", "-n", default="",
-                       help="namespace for objects that do not name one (default: default)")
-    check.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
-                       help="OFF, LOW, MED or HIGH (default MAGTAPE_DENY_LEVEL or LOW)")
-    check.add_argument("--output", "-o", choices=("text", "json", "junit"), default="text")
-    _policy_flags(check)
+    _check_parser(sub.add_parser(
+        "check", help="check manifests offline, as the webhook would",
+        description="Check manifests offline, as the webhook would. Exit 0: nothing failed at "
+                    "the deny level; 1: something did; 2: bad input, or nothing was checked."))
 
     review = sub.add_parser("review", help="print the AdmissionReview the API server would "
                                            "send for each object (one JSON per line)")
@@ -140,18 +240,73 @@ def _parser() -> argparse.ArgumentParser:
     review.add_argument("--namespace", "-n", default="",
                         help="namespace for objects that do not name one (default: default)")
 
-    test = sub.add_parser("test", help="run the Rego unit tests (test_* rules) in DIRs "
-                                       "(default: the built-in policies)")
-    test.add_argument("dirs", nargs="*", metavar="DIR")
-    test.add_argument("--verbose", "-v", action="store_true", help="list every test")
-    test.add_argument("--timeout", type=float, default=300,
-                      help="seconds before a runaway test run is stopped (default 300)")
+    explain = sub.add_parser("explain", help="print a check's documentation: magtape explain "
+                                             "MT1009")
+    explain.add_argument("check", metavar="CHECK", help="check ID (MT1009) or policy name")
+    _docs_flag(explain)
 
-    init = sub.add_parser("init", help="create/renew the TLS certificate and caBundle (init step)")
+    # Flags parsed by magtape.ruletest when test runs; --help is handled there too.
+    sub.add_parser("test", add_help=False,
+                   help="run the Rego unit tests (test_* rules) of policies with MagTape's "
+                        "engine, as `opa test` does (magtape test --help)")
+
+    # Flags parsed by _init_parser when init runs; --help is handled there too.
+    sub.add_parser("init", add_help=False,
+                   help="create/renew the TLS certificate and caBundle (init step)")
+    return p
+
+
+def _check_parser(check: argparse.ArgumentParser) -> None:
+    check.add_argument("paths", nargs="*", metavar="PATH",
+                       help="files or directories of YAML/JSON manifests; - for stdin "
+                            "(default: stdin)")
+    check.add_argument("--namespace", "-n", default="",
+                       help="namespace for objects that do not name one (default: default)")
+    level = check.add_mutually_exclusive_group()
+    level.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
+                       help=DENY_LEVEL_HELP + " (default MAGTAPE_DENY_LEVEL or LOW)")
+    level.add_argument("--fail-on", type=_choice("severity", tuple(FAIL_ON)), metavar="SEVERITY",
+                       help="LOW, MED or HIGH: exit 1 when a failure of at least this severity "
+                            "is found (--fail-on HIGH is --deny-level LOW, --fail-on LOW is "
+                            "--deny-level HIGH)")
+    check.add_argument("--output", "-o", choices=OUTPUT_FORMATS, default="text",
+                       help="text (default), json, junit, sarif (code scanning) or github "
+                            "(workflow annotations)")
+    check.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
+                       help="evaluate N objects in parallel (default 1)")
+    check.add_argument("--ignore", action="append", metavar="GLOB",
+                       help="leave out files and directories matching GLOB when walking a "
+                            "directory (relative path or name), repeatable; also read from "
+                            ".magtapeignore")
+    check.add_argument("--allow-empty", action="store_true",
+                       help="exit 0 when no object or no policy was read (default: exit 2)")
+    # Decide as the webhook would with the cluster's enforcement state (docs/exceptions.md).
+    check.add_argument("--exceptions", action="append", metavar="FILE|DIR",
+                       help="MagTapeException objects to apply (expired ones do not), "
+                            "repeatable")
+    check.add_argument("--enforcement", metavar="FILE",
+                       help="enforcement overrides: the magtape-enforcement ConfigMap or its "
+                            "enforcement.yaml document")
+    check.add_argument("--old", metavar="FILE",
+                       help="the objects as they are now: an input object with the same kind, "
+                            "namespace and name is checked as an UPDATE from it")
+    _docs_flag(check)
+    _policy_flags(check)
+
+
+def _init_parser() -> argparse.ArgumentParser:
     from magtape.kube.init import add_arguments
 
+    init = argparse.ArgumentParser(prog="magtape init",
+                                   description="create/renew the TLS certificate and caBundle")
     add_arguments(init)
-    return p
+    return init
+
+
+def _docs_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--docs-url", metavar="URL",
+                   help="where the policy READMEs are published: links are URL/<policy>/"
+                        f"README.md (MAGTAPE_DOCS_URL, default {DEFAULT_DOCS_URL})")
 
 
 def _policy_flags(p: argparse.ArgumentParser) -> None:

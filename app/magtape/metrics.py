@@ -1,20 +1,27 @@
 """Prometheus metrics, registered on an injected registry.
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds``
-histograms, small fixed label sets); the dashboards in ``dashboards/`` query
-only these names. docs/observability.md maps the original MagTape series
+histograms, small fixed label sets); the ``namespace`` label only takes the
+values of namespaces MagTape knows exist, else ``other`` (magtape.namespaces),
+so forged reviews cannot grow the series set; the dashboards in
+``dashboards/`` query only these names. docs/observability.md maps the original MagTape series
 (``magtape_requests_total``, ``magtape_policy_total``) to these.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Collection, Iterator, Mapping
 from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from magtape import __version__
+from magtape.namespaces import FirstSeen, NamespaceLabels
 from magtape.policy import Evaluation, LoadReport
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -26,13 +33,20 @@ Channel = Literal["event", "slack"]
 NotifyOutcome = Literal["sent", "failed", "dropped", "refused", "deduplicated"]
 NOTIFY_CHANNELS: tuple[Channel, ...] = get_args(Channel)
 NOTIFY_OUTCOMES: tuple[NotifyOutcome, ...] = get_args(NotifyOutcome)
+# magtape_policy_engine_errors_total{reason}: magtape.engine.Reason (not
+# imported: metrics sit below the engine).
+ENGINE_ERROR_REASONS = ("timeout", "crash", "memory", "unavailable", "error")
 
 
 class Metrics:
     """Every series MagTape exports; one instance per registry (per app in tests)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 namespaces: NamespaceLabels | None = None) -> None:
+        """``namespaces`` decides the ``namespace`` label values (bounded, see
+        magtape.namespaces); by default the first 100 seen, then ``other``."""
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.namespaces: NamespaceLabels = namespaces if namespaces is not None else FirstSeen()
         r = self.registry
         self.requests = Counter(
             "magtape_admission_requests", "Admission requests answered, by decision.",
@@ -40,13 +54,19 @@ class Metrics:
         self.policy_evaluations = Counter(
             "magtape_policy_evaluations", "Policy evaluations, by policy and result.",
             ["policy", "namespace", "result"], registry=r)
+        self.would_deny = Counter(
+            "magtape_would_deny", "Requests an enforcement override (enforce: warn/off) or a "
+            "future denyFrom date let through that the deny level would have denied, by policy.",
+            ["policy"], registry=r)
         self.duration = Histogram(
             "magtape_admission_duration_seconds",
             "Time to answer an admission request, from body read to response.",
             buckets=DURATION_BUCKETS, registry=r)
         self.engine_errors = Counter(
-            "magtape_policy_engine_errors", "Requests the policy engine could not evaluate.",
-            registry=r)
+            "magtape_policy_engine_errors", "Requests the policy engine could not evaluate, "
+            "by reason (timeout, crash, memory, unavailable, error).", ["reason"], registry=r)
+        for reason in ENGINE_ERROR_REASONS:
+            self.engine_errors.labels(reason)
         self.notifications = Counter(
             "magtape_notifications", "Notifications by channel and outcome.",
             ["channel", "outcome"], registry=r)
@@ -72,13 +92,17 @@ class Metrics:
             ProcessCollector(registry=r)
 
     def observe_admission(self, namespace: str, allowed: bool, alert_sent: bool,
-                          evaluation: Evaluation | None, seconds: float) -> None:
+                          evaluation: Evaluation | None, seconds: float,
+                          exempted: Collection[str] = ()) -> None:
+        """Count one answer; a policy whose failures were all exempted counts "exempted"."""
+        namespace = self.namespaces.metric_label(namespace)  # bounded: see __init__
         self.requests.labels(namespace, "allowed" if allowed else "denied",
                              "true" if alert_sent else "false").inc()
         if evaluation is not None:
             for result in evaluation.results:
-                self.policy_evaluations.labels(
-                    result.policy, namespace, "pass" if result.passed else "fail").inc()
+                outcome = ("pass" if result.passed
+                           else "exempted" if result.policy in exempted else "fail")
+                self.policy_evaluations.labels(result.policy, namespace, outcome).inc()
         self.duration.observe(seconds)
 
     def notification(self, channel: Channel, outcome: NotifyOutcome, count: int = 1) -> None:
@@ -88,3 +112,65 @@ class Metrics:
     def observe_load(self, report: LoadReport) -> None:
         self.policies_loaded.set(len(report.policies))
         self.policy_load_errors.set(len({e.policy or e.origin for e in report.errors}))
+
+
+class AuditMetrics:
+    """The background audit's series (magtape.audit; docs/audit.md), on the same registry.
+
+    The findings gauges are exported from a snapshot the audit replaces as a
+    whole, so a namespace or policy that has nothing left to report drops out
+    instead of lingering at its last value. Their label values are bounded by
+    the audit (namespaces and policies beyond a cap become ``other``).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Gauge("magtape_audit_duration_seconds",
+                              "Time the last completed full audit pass took.", registry=registry)
+        self.last_completed = Gauge("magtape_audit_last_completed_timestamp_seconds",
+                                    "When the last full audit pass completed (Unix time).",
+                                    registry=registry)
+        self.leader = Gauge("magtape_audit_leader",
+                            "1 while this replica holds the audit Lease and writes reports.",
+                            registry=registry)
+        self.queue = Gauge("magtape_audit_queue_depth", "Objects waiting to be audited.",
+                           registry=registry)
+        self._lock = threading.Lock()
+        self._violations: dict[tuple[str, str, str], int] = {}
+        self._would_deny: dict[tuple[str, str], int] = {}
+        registry.register(_AuditFindings(self))
+
+    def set_findings(self, violations: Mapping[tuple[str, str, str], int],
+                     would_deny: Mapping[tuple[str, str], int]) -> None:
+        """``{(namespace, policy, severity): failures}``, ``{(namespace, level): objects}``."""
+        with self._lock:
+            self._violations, self._would_deny = dict(violations), dict(would_deny)
+
+    def clear(self) -> None:
+        self.set_findings({}, {})
+        self.queue.set(0)
+
+    def snapshot(self) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], int]]:
+        with self._lock:
+            return dict(self._violations), dict(self._would_deny)
+
+
+class _AuditFindings(Collector):
+    def __init__(self, metrics: AuditMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        violations, would_deny = self._metrics.snapshot()
+        v = GaugeMetricFamily("magtape_audit_violations",
+                              "Failures found by the audit that admission would report now "
+                              "(fail and warn, not exempted), by namespace, policy and severity.",
+                              labels=["namespace", "policy", "severity"])
+        for labels, count in sorted(violations.items()):
+            v.add_metric(list(labels), count)
+        yield v
+        w = GaugeMetricFamily("magtape_audit_would_deny_objects",
+                              "Audited objects admission would deny if MAGTAPE_DENY_LEVEL were "
+                              "`level` (exceptions and overrides applied), by namespace.",
+                              labels=["namespace", "level"])
+        for labels2, count in sorted(would_deny.items()):
+            w.add_metric(list(labels2), count)
+        yield w

@@ -82,15 +82,34 @@ class PolicyResult:
 
 
 @dataclass(frozen=True)
+class PolicyError:
+    """A policy that applied to the request but gave no usable answer.
+
+    It failed at run time (a builtin error, a conflict) or its ``deny`` held a
+    malformed item (not an object, no string ``msg``, a severity other than
+    the policy's own). The other policies of the request are unaffected.
+    """
+
+    policy: str
+    errcode: str
+    severity: Severity
+    message: str
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """All policies that applied to one request, in policy-name order."""
 
     results: tuple[PolicyResult, ...]
     policy_set_version: int = 0
+    policy_errors: tuple[PolicyError, ...] = ()
 
     @property
     def violations(self) -> tuple[Violation, ...]:
-        return tuple(sorted(v for r in self.results for v in r.violations))
+        if len(self.results) == 1:  # already sorted by the engine
+            return self.results[0].violations
+        return tuple(sorted((v for r in self.results for v in r.violations),
+                            key=lambda v: (v.msg, v.policy, v.errcode)))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,15 @@ import json
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
+from magtape.text import MESSAGE_MAX, clean
+
 SUPPORTED_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+
+# Bounds of what is echoed back: a Kubernetes UID is 36 characters; kubectl
+# prints every warning, so a few dozen is plenty (the rest are counted).
+UID_MAX = 128
+WARNINGS_MAX = 32
+STATUS_MESSAGE_MAX = 8192
 
 # Kubernetes objects are shallow; a deeply nested body is an attack on the
 # parser or on rego-cpp's recursive evaluator, not a workload.
@@ -105,7 +113,9 @@ class Review:
 
     @property
     def username(self) -> str:
-        return self.request.get("userInfo", {}).get("username", "")
+        info = self.request.get("userInfo") or {}  # null is valid JSON for a forged review
+        name = info.get("username")
+        return name if isinstance(name, str) else ""
 
     @property
     def controller_owned(self) -> bool:
@@ -140,7 +150,11 @@ def parse_review(body: bytes, keep_managed_fields: bool = False) -> Review:
         raise MalformedReview("body is nested too deeply") from None
     except ValueError as exc:
         raise MalformedReview(f"body is not JSON: {exc}") from None
-    _check_depth(doc)
+    # A document with at most MAX_NESTING_DEPTH openers cannot nest deeper
+    # (counted in C; brackets inside strings only make the bound stricter), so
+    # the Python walk runs only for larger bodies.
+    if text.count("{") + text.count("[") > MAX_NESTING_DEPTH:
+        _check_depth(doc)
     if not keep_managed_fields and _drop_managed_fields(doc):
         text = json.dumps(doc, separators=(",", ":"))
     return review_from_document(doc, text)
@@ -175,7 +189,14 @@ def review_from_document(doc: Any, raw: str | None = None) -> Review:
     _require(request, "uid", str, "request.uid")
     if not request["uid"]:
         raise MalformedReview("'request.uid' must not be empty")
+    if len(request["uid"]) > UID_MAX:  # echoed in the answer: keep that bounded
+        raise MalformedReview(f"'request.uid' is longer than {UID_MAX} characters")
     kind = _require(request, "kind", dict, "request.kind")
+    if request.get("operation") == "DELETE" and request.get("object") is None:
+        # A DELETE carries the object only as oldObject; it is never denied
+        # (magtape.enforcement), but must not be answered with a 400 either.
+        request["object"] = request.get("oldObject") if isinstance(
+            request.get("oldObject"), dict) else {}
     _require(kind, "kind", str, "request.kind.kind")
     obj = _require(request, "object", dict, "request.object")
     for key, typ in (("namespace", str), ("name", str), ("operation", str), ("dryRun", bool)):
@@ -224,12 +245,21 @@ def make_review(obj: dict[str, Any], namespace: str = "", operation: str = "CREA
 
 def build_response(review: Review, allowed: bool, warnings: list[str],
                    message: str | None = None) -> AdmissionReviewResponse:
-    """The AdmissionReview answer, in the apiVersion the request used."""
+    """The AdmissionReview answer, in the apiVersion the request used.
+
+    Bounded whatever the review held (magtape.text): each warning escaped and
+    cut to MESSAGE_MAX, at most WARNINGS_MAX of them plus one saying how many
+    more there were, and a status message of at most STATUS_MESSAGE_MAX.
+    """
     response: AdmissionResponse = {"uid": review.uid, "allowed": allowed}
     if warnings:
-        response["warnings"] = warnings
+        shown = [clean(w, MESSAGE_MAX) for w in warnings[:WARNINGS_MAX]]
+        if len(warnings) > WARNINGS_MAX:
+            shown.append(f"... and {len(warnings) - WARNINGS_MAX} more failure(s)")
+        response["warnings"] = shown
     if not allowed:
-        response["status"] = {"code": 403, "message": message or "denied by MagTape"}
+        response["status"] = {"code": 403, "message": clean(message or "denied by MagTape",
+                                                             STATUS_MESSAGE_MAX)}
     return {"apiVersion": review.api_version, "kind": "AdmissionReview", "response": response}
 
 

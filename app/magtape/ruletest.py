@@ -1,50 +1,55 @@
-"""`magtape test`: run the Rego unit tests of policies with the embedded engine.
+"""`magtape test`: run the Rego unit tests of policies with MagTape's engine.
 
-Like ``opa test``, but on rego-cpp (regopy), the engine that serves requests,
-so a test that passes here passes in production too. Every rule whose name
-starts with ``test_`` in the ``.rego`` files below the given directories is a
-test; it passes when it evaluates to ``true``.
+Like ``opa test``, but on regorus, the engine that serves requests, so a test
+that passes here passes in production too (and, because the built-in policies
+are written engine-neutrally, under ``opa test`` as well: tests/test_ruletest.py
+compares the two). Every rule whose name starts with ``test_`` in the ``.rego``
+files below the given directories is a test; it passes when it is ``true``.
 
-rego-cpp has no API to list rules, so packages and test names are read from
-the sources with a regular expression: a test must be a rule whose name starts
-a line (``test_x if { ... }``), in a module whose ``package`` line uses a plain
-dotted path. Such a name found somewhere else (inside a raw string, say) shows
-up as a failing test, never as a silent pass.
+Tests are found in the sources with a regular expression (a test is a rule
+whose name starts a line, ``test_x if { ... }``, in a module whose
+``package`` line is a plain dotted path); such a name found elsewhere (inside
+a raw string, say) shows up as a failing test, never as a silent pass.
 
-Compiling and evaluating happen in a child process (``python -m
-magtape.ruletest --worker``): rego-cpp 1.5 aborts the whole process on some
-inputs (for example a test that replaces the whole ``input`` with ``with
-input as`` while the rule under test calls a builtin), and the parent must
-still be able to say what happened. The child reports JSON lines on its
-stdout and sends rego-cpp's own printed reports to stderr.
+Compiling and evaluating happen in a crash-isolated child process
+(:class:`magtape.engine.child.Child`, ``python -m magtape.ruletest <MB>
+--worker``) with a memory cap and a deadline per test: a test that loops,
+blows the memory cap or crashes the engine fails on its own, and the run goes
+on in a fresh child.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from xml.etree import ElementTree
 
 from magtape.engine.policyset import package_of
-from magtape.engine.vet import child_env
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 
-# Generous: the whole built-in suite runs in a few seconds. A test that makes
-# rego-cpp loop (it does on some unsafe variables) is stopped after this long.
-DEFAULT_TIMEOUT_SECONDS = 300.0
+DEFAULT_TIMEOUT_SECONDS = 30.0  # per test
+DEFAULT_MEMORY_MB = 1024
+COMPILE_TIMEOUT_SECONDS = 60.0
+FORMATS = ("text", "json", "junit")
 
 _TEST_RULE_RE = re.compile(r"^(test_[A-Za-z0-9_]*)\b", re.MULTILINE)
+# regorus reports a location as "--> file:line:col" and the problem as "error: ...".
+_LOCATION_RE = re.compile(r"-->\s*(.+?):(\d+):\d+")
+_MESSAGE_RE = re.compile(r"^error:\s*(.+)$", re.MULTILINE)
+
+# Child protocol: C(ompile) -> K(ok) | E(rrors); T(est) -> R(esult); V (coverage) -> R.
+OP_COMPILE, OP_TEST, OP_COVERAGE = b"C", b"T", b"V"
+OP_OK, OP_ERRORS, OP_RESULT = b"K", b"E", b"R"
 
 
 class RuleTestError(Exception):
@@ -58,23 +63,32 @@ class RegoTest:
     package: str
     name: str
     filename: str
+    line: int = 0  # of the rule's first definition
+
+    @property
+    def location(self) -> str:
+        return f"{self.filename}:{self.line}" if self.line else self.filename
 
     @property
     def qualified_name(self) -> str:
         return f"{self.package}.{self.name}"
 
     @property
-    def entrypoint(self) -> str:
-        return f"{self.package.replace('.', '/')}/{self.name}"
+    def rule_path(self) -> str:
+        return f"data.{self.qualified_name}"
 
 
 @dataclass(frozen=True)
-class CompileError:
-    filename: str
+class EngineMessage:
+    """An error from the engine, reduced to where and what."""
+
+    filename: str | None
     line: int | None
     message: str
 
     def __str__(self) -> str:
+        if self.filename is None:
+            return self.message
         where = f"{self.filename}:{self.line}" if self.line else self.filename
         return f"{where}: {self.message}"
 
@@ -84,6 +98,24 @@ class TestResult:
     test: RegoTest
     passed: bool
     detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Run:
+    results: list[TestResult]
+    coverage: list[dict[str, Any]] | None = None  # per file: path, covered, not_covered
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_engine_error(text: str) -> EngineMessage:
+    """File, line and message of a regorus error (its source excerpt left out)."""
+    location = _LOCATION_RE.search(text)
+    message = _MESSAGE_RE.search(text)
+    first = message.group(1).strip() if message else (text.strip().splitlines() or ["?"])[0]
+    if location is None:
+        return EngineMessage(None, None, first)
+    return EngineMessage(location.group(1), int(location.group(2)), first)
 
 
 # --------------------------------------------------------------------------
@@ -111,10 +143,10 @@ def discover_tests(filename: str, source: str) -> list[RegoTest]:
     package = package_of(source)
     if package is None:
         return []
-    seen: dict[str, None] = {}
+    seen: dict[str, int] = {}
     for rule in _TEST_RULE_RE.finditer(source):
-        seen[rule.group(1)] = None
-    return [RegoTest(package, name, filename) for name in seen]
+        seen.setdefault(rule.group(1), source.count("\n", 0, rule.start()) + 1)
+    return [RegoTest(package, name, filename, line) for name, line in seen.items()]
 
 
 def builtin_library_files() -> list[Path]:
@@ -139,8 +171,7 @@ def library_files_to_add(given: Sequence[Path]) -> list[Path]:
     (checking by package, not by path, lets an edited copy of the library
     under test replace the installed one instead of merging with it). Test
     helpers (``*_test.rego``, e.g. ``test.magtape.fixtures``) only when a given
-    file refers to their package: each extra function name is one more chance
-    of the rego-cpp arity clash described below.
+    file refers to their package.
     """
     texts = [f.read_text(encoding="utf-8") for f in given]
     declared = {package_of(t) for t in texts}
@@ -156,242 +187,311 @@ def library_files_to_add(given: Sequence[Path]) -> list[Path]:
 
 
 # --------------------------------------------------------------------------
-# Compilation and evaluation (child process)
+# The child process: compile once, evaluate one test per request
 
 
-def compile_errors(exc: Exception, sources: dict[str, str]) -> list[CompileError]:
-    """(file, line, message) for each distinct error in a RegoError."""
-    from magtape.engine.rego import locate_error
+class _Runner:
+    def __init__(self) -> None:
+        self._engine: Any = None
 
-    errors: list[CompileError] = []
-    for loc in locate_error(str(exc), sources):
-        error = CompileError(loc.filename or "<policy set>", loc.line, loc.message)
-        if error not in errors:  # rego-cpp reports some errors once per pass
-            errors.append(error)
-    return errors
+    def handle(self, op: bytes, payload: bytes) -> tuple[bytes, bytes]:
+        import regorus
+
+        if op == OP_COMPILE:
+            job = json.loads(payload)
+            engine = regorus.Engine()
+            engine.set_enable_coverage(bool(job["coverage"]))
+            errors = []
+            for filename, source in job["files"]:
+                try:
+                    engine.add_policy(filename, source)
+                except RuntimeError as exc:
+                    errors.append(asdict(parse_engine_error(str(exc))))
+            if errors:
+                return OP_ERRORS, json.dumps(errors).encode()
+            self._engine = engine
+            return OP_OK, b""
+        if op == OP_TEST:
+            try:
+                value = self._engine.eval_rule(payload.decode())
+            except RuntimeError as exc:
+                error = parse_engine_error(str(exc))
+                return OP_RESULT, json.dumps({"passed": False, "error": asdict(error)}).encode()
+            detail = ("" if value is True else
+                      "undefined (a condition of the test did not hold)" if value is None
+                      else f"evaluated to {json.dumps(value, default=str)}, not true")
+            return OP_RESULT, json.dumps({"passed": value is True, "detail": detail}).encode()
+        if op == OP_COVERAGE:
+            report = json.loads(self._engine.get_coverage_report_as_json())
+            files = [{"path": f["path"], "covered": f["covered"],
+                      "not_covered": f["not_covered"]} for f in report.get("files", [])]
+            return OP_RESULT, json.dumps(files).encode()
+        return OP_ERRORS, json.dumps([{"filename": None, "line": None,
+                                       "message": f"unknown request {op!r}"}]).encode()
 
 
-def _emit(out: TextIO, event: dict[str, Any]) -> None:
-    out.write(json.dumps(event) + "\n")
-    out.flush()  # the parent needs every line written before a possible crash
+def _worker_main(memory_mb: int) -> None:
+    from magtape.engine.child import ChildSide
 
-
-def worker(job: dict[str, Any], out: TextIO) -> None:
-    """Compile ``job["files"]`` and evaluate ``job["tests"]``, reporting JSON lines."""
-    from regopy import Interpreter, RegoError
-
-    sources = {f: Path(f).read_text(encoding="utf-8") for f in job["files"]}
-    interpreter = Interpreter()
-    for filename, source in sources.items():
-        _emit(out, {"event": "compiling", "file": filename})
-        try:
-            interpreter.add_module(filename, source)
-        except RegoError as exc:
-            for err in compile_errors(exc, sources):
-                _emit(out, {"event": "compile_error", "file": err.filename, "line": err.line,
-                            "message": err.message})
-            return
-    entrypoints = [t["entrypoint"] for t in job["tests"]]
-    _emit(out, {"event": "compiling", "file": None})
+    side = ChildSide(memory_mb)
+    runner = _Runner()
     try:
-        bundle = interpreter.build(None, entrypoints)
-    except RegoError as exc:
-        for err in compile_errors(exc, sources):
-            _emit(out, {"event": "compile_error", "file": err.filename, "line": err.line,
-                        "message": err.message})
-        return
-    _emit(out, {"event": "compiled"})
-    for test in job["tests"]:
-        _emit(out, {"event": "start", "entrypoint": test["entrypoint"]})
-        passed, detail = False, ""
-        try:
-            output = interpreter.query_bundle_entrypoint(bundle, test["entrypoint"])
-            text = str(output)
-            if not output.ok():
-                detail = f"evaluation error: {text}"
-            elif text == "undefined":
-                detail = "undefined (a condition of the test did not hold)"
-            else:
-                value = json.loads(text).get("expressions", [None])[0]
-                passed = value is True
-                detail = "" if passed else f"evaluated to {json.dumps(value)}, not true"
-        except Exception as exc:  # a malformed output must fail one test, not the run
-            detail = f"evaluation error: {type(exc).__name__}: {exc}"
-        _emit(out, {"event": "result", "entrypoint": test["entrypoint"], "passed": passed,
-                    "detail": detail})
+        while (frame := side.read()) is not None:
+            side.write(*runner.handle(frame.op, frame.payload))
+    except MemoryError:
+        sys.exit(3)  # what magtape.engine.child reads as "memory cap exceeded"
 
 
 # --------------------------------------------------------------------------
-# The parent: run the worker and report
+# The parent: one child at a time, replaced when a test kills it
 
 
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
+class _Session:
+    def __init__(self, files: Sequence[Path], coverage: bool, memory_mb: int) -> None:
+        self._job = json.dumps({"files": [[str(f), f.read_text(encoding="utf-8")]
+                                          for f in files], "coverage": coverage}).encode()
+        self._memory_mb = memory_mb
+        self._child: Any = None
+        self.replaced = 0
+
+    def _start(self) -> Any:
+        from magtape.engine.child import Child, ChildDied
+
+        child = Child("magtape.ruletest", self._memory_mb, ["--worker"])
         try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with status {returncode}"
+            frame = child.call(OP_COMPILE, self._job, COMPILE_TIMEOUT_SECONDS)
+        except ChildDied as exc:
+            raise RuleTestError(f"the Rego engine failed while loading the modules: "
+                                f"{exc.detail}") from None
+        if frame.op == OP_ERRORS:
+            child.kill()
+            errors = [str(EngineMessage(**e)) for e in json.loads(frame.payload)]
+            raise RuleTestError("a module does not compile:\n  " + "\n  ".join(errors))
+        return child
+
+    def run(self, test: RegoTest, timeout: float) -> TestResult:
+        from magtape.engine.child import ChildDied
+
+        if self._child is None or self._child.dead:
+            self._child = self._start()
+        started = time.monotonic()
+        try:
+            frame = self._child.call(OP_TEST, test.rule_path.encode(), timeout)
+        except ChildDied as exc:
+            self.replaced += 1
+            return TestResult(test, False, f"the engine stopped: {exc.detail}",
+                              time.monotonic() - started)
+        answer = json.loads(frame.payload)
+        detail = answer.get("detail", "")
+        if "error" in answer:
+            detail = f"evaluation error: {EngineMessage(**answer['error'])}"
+        return TestResult(test, bool(answer["passed"]), detail, time.monotonic() - started)
+
+    def coverage(self) -> list[dict[str, Any]] | None:
+        if self._child is None or self._child.dead:
+            return None
+        frame = self._child.call(OP_COVERAGE, b"", COMPILE_TIMEOUT_SECONDS)
+        files: list[dict[str, Any]] = json.loads(frame.payload)
+        return files
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._child.kill()
 
 
 def run_tests(files: Sequence[Path], tests: Sequence[RegoTest],
-              timeout: float = DEFAULT_TIMEOUT_SECONDS) -> list[TestResult]:
+              timeout: float = DEFAULT_TIMEOUT_SECONDS, coverage: bool = False,
+              memory_mb: int = DEFAULT_MEMORY_MB) -> Run:
     """Compile ``files`` and run ``tests`` in a child process.
 
-    Raises :class:`RuleTestError` when a module does not compile, or the engine
-    crashes or times out; the message names the file (and line) or the test.
+    Raises :class:`RuleTestError` when a module does not compile (the message
+    names each file and line once). A test that times out or takes the
+    engine down fails on its own; the next one runs in a new child.
     """
-    job = {"files": [str(f) for f in files],
-           "tests": [{"entrypoint": t.entrypoint} for t in tests]}
+    session = _Session(files, coverage, memory_mb)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "magtape.ruletest", "--worker"],
-            input=json.dumps(job), capture_output=True, text=True, env=child_env(),
-            timeout=timeout, check=False,
-        )
-        stdout, stderr, returncode = proc.stdout, proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as exc:
-        stdout = _text(exc.stdout)
-        stderr, returncode = _text(exc.stderr), None
-    events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
-
-    failures = [e for e in events if e["event"] == "compile_error"]
-    if failures:
-        lines = [str(CompileError(e["file"], e["line"], e["message"])) for e in failures]
-        raise RuleTestError("a module does not compile:\n  " + "\n  ".join(lines))
-
-    by_entrypoint = {t.entrypoint: t for t in tests}
-    results = [TestResult(by_entrypoint[e["entrypoint"]], e["passed"], e["detail"])
-               for e in events if e["event"] == "result"]
-    if returncode == 0 and len(results) == len(tests):
-        return results
-
-    raise RuleTestError(_crash_report(files, tests, events, returncode, stderr, timeout))
+        results = [session.run(t, timeout) for t in tests]
+        run = Run(results)
+        if coverage:
+            run.coverage = session.coverage()
+            if session.replaced or run.coverage is None:
+                run.notes.append("coverage covers only the tests run after the engine "
+                                 "was last restarted")
+        return run
+    finally:
+        session.close()
 
 
-# Two known ways to make rego-cpp 1.5 abort: replacing the whole input in a
-# test, and one function name defined with different numbers of arguments in
-# different packages (e.g. `pod(x)` in a test and `pod(x, y)` in a helper).
-_WITH_INPUT_RE = re.compile(r"\bwith\s+input\s+as\b")
-_FUNCTION_RE = re.compile(r"^([A-Za-z_]\w*)\(([^)]*)\)\s*(?::=|=|if\b|\{)", re.MULTILINE)
+# --------------------------------------------------------------------------
+# Reports
 
 
-def arity_clashes(files: Sequence[Path]) -> list[str]:
-    """Functions defined with different numbers of arguments, with where."""
-    seen: dict[str, dict[int, str]] = {}
-    for f in files:
-        text = f.read_text(encoding="utf-8")
-        for m in _FUNCTION_RE.finditer(text):
-            arity = len([a for a in m.group(2).split(",") if a.strip()])
-            line = text.count("\n", 0, m.start()) + 1
-            seen.setdefault(m.group(1), {}).setdefault(arity, f"{f}:{line}")
-    return [f"{name}/{arity} at {where}" for name, arities in sorted(seen.items())
-            if len(arities) > 1 for arity, where in sorted(arities.items())]
+def coverage_lines(files: list[dict[str, Any]], given: set[str]) -> list[dict[str, Any]]:
+    """Per policy file (test files left out): lines covered, of lines with code.
+
+    regorus reports only the files a test evaluated; a given file missing
+    from its report is shown as 0% covered.
+    """
+    reported = {f["path"]: f for f in files}
+    out = []
+    for path in sorted(given):
+        if path.endswith("_test.rego"):
+            continue
+        f = reported.get(path, {"covered": [], "not_covered": []})
+        covered, missed = len(f["covered"]), len(f["not_covered"])
+        total = covered + missed
+        out.append({"file": path, "covered": covered, "lines": total,
+                    "percent": round(100.0 * covered / total, 1) if total else 0.0,
+                    "not_covered": f["not_covered"], "evaluated": path in reported})
+    return out
 
 
-def _crash_report(files: Sequence[Path], tests: Sequence[RegoTest], events: list[dict[str, Any]],
-                  returncode: int | None, stderr: str, timeout: float) -> str:
-    """Say where the child died or hung, from the last thing it announced."""
-    how = (f"did not finish within {timeout:g}s" if returncode is None
-           else f"crashed ({_describe_exit(returncode)})")
-    started = [e for e in events if e["event"] in ("compiling", "compiled", "start")]
-    last = started[-1] if started else None
-    by_entrypoint = {t.entrypoint: t for t in tests}
-    library = set(builtin_library_files())
-    if last is not None and last["event"] == "start":
-        what = f"the Rego engine {how} while evaluating "
-        what += by_entrypoint[last["entrypoint"]].qualified_name
-    elif last is not None and last["event"] == "compiling" and last["file"]:
-        what = f"the Rego compiler {how} while loading {last['file']}"
-    else:
-        own = [str(f) for f in files if f not in library]
-        what = f"the Rego compiler {how} while loading " + ", ".join(own)
-        if len(own) < len(files):
-            what += " (with the built-in library)"
-    suspects = []
-    for f in files:
-        text = f.read_text(encoding="utf-8")
-        suspects += [f"{f}:{text.count(chr(10), 0, m.start()) + 1}"
-                     for m in _WITH_INPUT_RE.finditer(text)]
-    if suspects:
-        what += ("\nrego-cpp aborts on tests that replace the whole input; write "
-                 "`with input.request as ...` instead of `with input as ...` at:\n  "
-                 + "\n  ".join(suspects))
-    clashes = arity_clashes(files)
-    if clashes:
-        what += ("\nrego-cpp aborts when one function name takes different numbers of "
-                 "arguments in different packages; rename one of:\n  " + "\n  ".join(clashes))
-    tail = "\n".join(stderr.strip().splitlines()[-3:])
-    return what + (f"\nengine output:\n{tail}" if tail else "")
+def write_text(run: Run, out: TextIO, verbose: bool, coverage: list[dict[str, Any]]) -> None:
+    shown_errors: set[str] = set()
+    for r in run.results:
+        if r.passed and not verbose:
+            continue
+        if r.passed:
+            out.write(f"PASS: {r.test.qualified_name}\n")
+            continue
+        detail = r.detail
+        if detail.startswith("evaluation error: "):
+            # One broken rule fails every test that reads it: say it once.
+            if detail in shown_errors:
+                detail = "the same evaluation error as above"
+            shown_errors.add(r.detail)
+        out.write(f"FAIL: {r.test.qualified_name}  ({detail}; {r.test.location})\n")
+    for f in coverage:
+        how = (f"{f['covered']} of {f['lines']} lines" if f["evaluated"]
+               else "no test evaluates it")
+        out.write(f"coverage: {f['file']}: {f['percent']:g}% ({how})\n")
+    for note in run.notes:
+        out.write(f"note: {note}\n")
+    failed = sum(not r.passed for r in run.results)
+    out.write(f"{len(run.results) - failed} passed, {failed} failed\n")
 
 
-def _text(value: str | bytes | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+def write_json(run: Run, out: TextIO, coverage: list[dict[str, Any]] | None) -> None:
+    failed = sum(not r.passed for r in run.results)
+    doc: dict[str, Any] = {
+        "summary": {"total": len(run.results), "passed": len(run.results) - failed,
+                    "failed": failed},
+        "tests": [{"package": r.test.package, "name": r.test.name, "file": r.test.filename,
+                   "line": r.test.line, "passed": r.passed, "detail": r.detail,
+                   "duration_ms": round(r.seconds * 1000, 3)} for r in run.results],
+    }
+    if coverage is not None:
+        doc["coverage"] = coverage
+    if run.notes:
+        doc["notes"] = run.notes
+    json.dump(doc, out, indent=2)
+    out.write("\n")
+
+
+def write_junit(run: Run, out: TextIO) -> None:
+    suites = ElementTree.Element("testsuites", name="magtape test")
+    by_package: dict[str, list[TestResult]] = {}
+    for r in run.results:
+        by_package.setdefault(r.test.package, []).append(r)
+    for package, results in by_package.items():
+        failures = sum(not r.passed for r in results)
+        suite = ElementTree.SubElement(
+            suites, "testsuite", name=package, tests=str(len(results)),
+            failures=str(failures), errors="0",
+            time=f"{sum(r.seconds for r in results):.3f}")
+        for r in results:
+            case = ElementTree.SubElement(suite, "testcase", classname=package,
+                                          name=r.test.name, file=r.test.filename,
+                                          time=f"{r.seconds:.3f}")
+            if r.test.line:
+                case.set("line", str(r.test.line))
+            if not r.passed:
+                ElementTree.SubElement(case, "failure", message=r.detail[:500]).text = r.detail
+    ElementTree.indent(suites)
+    out.write(ElementTree.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+
+
+# --------------------------------------------------------------------------
+# Entry points
+
+
+def collect(dirs: Sequence[str], run_filter: str | None = None
+            ) -> tuple[list[Path], list[RegoTest]]:
+    """The files to compile (given ones plus the library) and the tests to run."""
+    given = find_rego_files(dirs)
+    if not given:
+        raise RuleTestError("no .rego files found under " + ", ".join(dirs))
+    found: dict[str, RegoTest] = {}  # a package may span files: one test per rule name
+    for f in given:
+        for test in discover_tests(str(f), f.read_text(encoding="utf-8")):
+            found.setdefault(test.rule_path, test)
+    tests = list(found.values())
+    if not tests:
+        raise RuleTestError("no test_* rules found under " + ", ".join(dirs)
+                            + "; name each test rule test_<something>")
+    if run_filter is not None:
+        try:
+            pattern = re.compile(run_filter)
+        except re.error as exc:
+            raise RuleTestError(f"--run {run_filter!r} is not a regular expression: "
+                                f"{exc}") from None
+        tests = [t for t in tests if pattern.search(t.rule_path)]
+        if not tests:
+            raise RuleTestError(f"no test matches --run {run_filter!r} (it is searched in "
+                                "names like data.test.my_policy.test_something)")
+    return [*given, *library_files_to_add(given)], tests
 
 
 def run(dirs: list[str], verbose: bool, out: TextIO,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS) -> int:
-    """Run every test below ``dirs``; print the results to ``out``; return the exit code."""
+        timeout: float = DEFAULT_TIMEOUT_SECONDS, *, run_filter: str | None = None,
+        output: str = "text", coverage: bool = False) -> int:
+    """Run the tests below ``dirs``; print the results to ``out``; return the exit code."""
     try:
-        given = find_rego_files(dirs)
-        found: dict[str, RegoTest] = {}  # a package may span files: one test per rule name
-        for f in given:
-            for test in discover_tests(str(f), f.read_text(encoding="utf-8")):
-                found.setdefault(test.entrypoint, test)
-        tests = list(found.values())
-        if not given:
-            raise RuleTestError("no .rego files found under " + ", ".join(dirs))
-        if not tests:
-            raise RuleTestError("no test_* rules found under " + ", ".join(dirs)
-                                + "; name each test rule test_<something>")
-        library = library_files_to_add(given)
-        results = run_tests([*given, *library], tests, timeout)
+        files, tests = collect(dirs, run_filter)
+        result = run_tests(files, tests, timeout, coverage)
     except (RuleTestError, OSError, UnicodeDecodeError) as exc:
         out.write(f"error: {exc}\n")
         return EXIT_ERROR
-
-    failed = [r for r in results if not r.passed]
-    for r in results:
-        if verbose or not r.passed:
-            status = "PASS" if r.passed else "FAIL"
-            detail = f"  ({r.detail}; {r.test.filename})" if not r.passed else ""
-            out.write(f"{status}: {r.test.qualified_name}{detail}\n")
-    out.write(f"{len(results) - len(failed)} passed, {len(failed)} failed\n")
-    return EXIT_FAILED if failed else EXIT_PASSED
+    # Coverage of the files under test, not of the library added to them.
+    lines = (coverage_lines(result.coverage or [], {str(f) for f in find_rego_files(dirs)})
+             if coverage else None)
+    if output == "json":
+        write_json(result, out, lines)
+    elif output == "junit":
+        write_junit(result, out)
+    else:
+        write_text(result, out, verbose, lines or [])
+    return EXIT_FAILED if any(not r.passed for r in result.results) else EXIT_PASSED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="magtape test",
-        description="Run the test_* rules of Rego policies with the embedded engine.")
-    parser.add_argument("dirs", nargs="*", metavar="DIR",
-                        help="directories (or files) of .rego sources; "
-                             "default: the built-in policies")
-    parser.add_argument("-v", "--verbose", action="store_true", help="list every test")
+        description="Run the test_* rules of Rego policies with MagTape's engine (regorus), "
+                    "as `opa test` does with OPA. The shared library (policies/lib) is "
+                    "added unless the directories define its packages themselves.")
+    parser.add_argument("dirs", nargs="*", metavar="DIR", default=["."],
+                        help="directories (or files) holding .rego policies and their "
+                             "*_test.rego tests (default: the current directory)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list passing tests too")
+    parser.add_argument("-r", "--run", metavar="REGEX", dest="run_filter",
+                        help="run only the tests whose name (data.<package>.<rule>) "
+                             "matches REGEX, as `opa test --run`")
+    parser.add_argument("-o", "--output", choices=FORMATS, default="text",
+                        help="report format (default %(default)s)")
+    parser.add_argument("--coverage", action="store_true",
+                        help="report, per policy file, the lines the tests evaluated")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
-                        help="seconds before the engine is stopped (default %(default)g)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+                        help="seconds one test may run before it fails and the engine is "
+                             "restarted (default %(default)g)")
     args = parser.parse_args(argv)
-    if args.worker:
-        # rego-cpp prints its own reports on file descriptor 1: keep the
-        # protocol on a private copy of it and send everything else to stderr.
-        protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
-        os.dup2(2, 1)
-        worker(json.load(sys.stdin), protocol)
-        return EXIT_PASSED
-    dirs = args.dirs
-    if not dirs:
-        from magtape.engine.sources import SourceError, builtin_policy_dir
-
-        try:
-            dirs = [str(builtin_policy_dir())]
-        except SourceError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-    return run(dirs, args.verbose, sys.stdout, args.timeout)
+    return run(args.dirs, args.verbose, sys.stdout, args.timeout, run_filter=args.run_filter,
+               output=args.output, coverage=args.coverage)
 
 
 if __name__ == "__main__":
+    # magtape.engine.child starts `python -m magtape.ruletest <memory MB> --worker`.
+    if sys.argv[2:3] == ["--worker"]:
+        _worker_main(int(sys.argv[1]))
+        sys.exit(EXIT_PASSED)
     sys.exit(main())

@@ -10,35 +10,42 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask import Flask
 from kubernetes.client import ApiClient
 from prometheus_client import CollectorRegistry
-from waitress.server import create_server
 
-from magtape.engine import PolicyEngine
+from magtape.audit.service import prepare as prepare_audit
+from magtape.enforcement.watch import start_enforcement
+from magtape.engine import Evaluator
 from magtape.kube import client as kube_client
 from magtape.kube.certs import certificate_expiry_or_nan
-from magtape.kube.runtime import start as start_runtime
+from magtape.kube.reflector import Reflector
+from magtape.kube.rest import NAMESPACES, RawApi
+from magtape.listeners import METRICS_LIMITS, ListenerLimits, create_bounded_server
 from magtape.metrics import Metrics
+from magtape.namespaces import NamespaceDirectory
 from magtape.notify import Notifier
 from magtape.notify.factory import build_notifier
-from magtape.settings import EngineKind, Settings
+from magtape.runtime import start as start_runtime
+from magtape.settings import ConfigError, EngineKind, Settings
 from magtape.web import create_app, create_metrics_app
 
 log = logging.getLogger(__name__)
 
 
-def build_engine(settings: Settings) -> PolicyEngine:
+def build_engine(settings: Settings) -> Evaluator:
+    """The configured engine; the embedded one also loads policies (PolicyLoader)."""
     if settings.engine is EngineKind.OPA:
         from magtape.engine.opa import OpaEngine
 
         return OpaEngine(settings.opa_url, settings.engine_timeout_seconds)
     from magtape.engine.embedded import EmbeddedEngine
 
-    return EmbeddedEngine(settings.engine_timeout_seconds, workers=settings.threads)
+    return EmbeddedEngine(settings.engine_timeout_seconds, workers=settings.engine_workers,
+                          memory_mb=settings.engine_memory_mb)
 
 
 @dataclass
@@ -46,7 +53,7 @@ class Webhook:
     """A running webhook: both listeners plus the background collaborators."""
 
     settings: Settings
-    engine: PolicyEngine
+    engine: Evaluator
     metrics: Metrics
     notifier: Notifier
     _servers: list[Any] = field(default_factory=list)
@@ -62,14 +69,22 @@ class Webhook:
         return int(self._servers[1].effective_port)
 
     def serve_apps(self, admission: Flask, metrics_app: Flask) -> None:
+        """Start both listeners with the limits of docs/security.md."""
         s = self.settings
-        self._servers = [
-            create_server(admission, host=s.listen.host, port=s.listen.port, threads=s.threads,
-                          ident="magtape", clear_untrusted_proxy_headers=True,
-                          channel_timeout=30, connection_limit=512),
-            create_server(metrics_app, host=s.metrics_listen.host, port=s.metrics_listen.port,
-                          threads=2, ident="magtape-metrics"),
-        ]
+        admission_limits = replace(ListenerLimits(), threads=s.threads,
+                                   max_body_bytes=s.max_body_bytes)
+        self._servers = []
+        for address, flag, app, limits, ident in (
+                (s.listen, "--listen/MAGTAPE_LISTEN", admission, admission_limits, "magtape"),
+                (s.metrics_listen, "--metrics-listen/MAGTAPE_METRICS_LISTEN", metrics_app,
+                 METRICS_LIMITS, "magtape-metrics")):
+            try:
+                self._servers.append(create_bounded_server(app, address.host, address.port,
+                                                           limits, ident))
+            except OSError as exc:  # name the address: "address in use" alone says not which
+                raise ConfigError(f"cannot listen on {address} ({flag}): "
+                                  f"{exc.strerror or exc}; stop what uses it or choose "
+                                  "another address") from None
         for server in self._servers:
             t = threading.Thread(target=server.run, name=f"waitress-{server.effective_port}",
                                  daemon=True)
@@ -113,21 +128,48 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     Without ``api_client`` it runs locally: built-in or --policies policies,
     no Events, no policy discovery, no replication.
     """
-    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    # With a cluster, what a review claims about its namespace is checked
+    # against the namespaces MagTape sees itself (docs/security.md).
+    namespaces = NamespaceDirectory() if api_client is not None else None
+    metrics = Metrics(registry if registry is not None else CollectorRegistry(), namespaces)
     if settings.tls_cert_file:
         cert_file = settings.tls_cert_file
         metrics.certificate_expiry.set_function(lambda: certificate_expiry_or_nan(cert_file))
     engine = build_engine(settings)
-    notifier = build_notifier(settings, api_client, metrics)
-    runtime = start_runtime(settings, engine, api_client, metrics)
-    hook = Webhook(settings, engine, metrics, notifier, _stoppers=[runtime.stop])
+    notifier = build_notifier(settings, api_client, metrics, namespaces=namespaces)
+    # The audit (MAGTAPE_AUDIT=on) may mirror the policy store's loads into its own engine.
+    audit = prepare_audit(settings, engine, api_client)
+    runtime = start_runtime(settings, audit.loader if audit else engine, api_client, metrics)
+    enforcer, enforcement = start_enforcement(settings, runtime.store, api_client, notifier)
+    hook = Webhook(settings, engine, metrics, notifier,
+                   _stoppers=[runtime.stop, enforcement.stop])
+    if audit is not None:
+        audit.start(enforcer, metrics)
+        hook._stoppers.insert(0, audit.stop)
+    close_engine = getattr(engine, "close", None)  # the embedded engine's worker processes
+    if close_engine is not None:
+        hook._stoppers.append(close_engine)
+
+    namespace_watch = _watch_namespaces(api_client, namespaces)
+    if namespace_watch is not None:
+        hook._stoppers.append(namespace_watch.stop)
 
     def ready() -> bool:
-        return runtime.ready
+        return runtime.ready and (namespace_watch is None or namespace_watch.synced.is_set())
 
-    hook.serve_apps(create_app(settings, engine, notifier, metrics, ready),
+    hook.serve_apps(create_app(settings, engine, notifier, metrics, ready, enforcer),
                     create_metrics_app(settings, engine, metrics, ready))
     return hook
+
+
+def _watch_namespaces(api_client: ApiClient | None,
+                      namespaces: NamespaceDirectory | None) -> Reflector | None:
+    """Keep ``namespaces`` current; its own watch, so it works with every engine."""
+    if api_client is None or namespaces is None:
+        return None
+    watch = Reflector(RawApi(api_client), NAMESPACES, namespaces)
+    watch.start()
+    return watch
 
 
 def serve(settings: Settings) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from magtape.policy import DenyLevel
+from magtape.remediation import DEFAULT_DOCS_URL
 
 T = TypeVar("T")
 
@@ -32,6 +33,20 @@ class FailurePolicy(enum.Enum):
 class EngineKind(enum.Enum):
     EMBEDDED = "embedded"
     OPA = "opa"
+
+
+class AuditMode(enum.Enum):
+    """``MAGTAPE_AUDIT``: run the background audit in this process (docs/audit.md)."""
+
+    OFF = "off"
+    ON = "on"
+
+
+class AuditScope(enum.Enum):
+    """``MAGTAPE_AUDIT_NAMESPACES``: which namespaces the audit reports on."""
+
+    OPTED_IN = "opted-in"  # those the webhook's namespaceSelector sends to MagTape
+    ALL = "all"
 
 
 class LogLevel(enum.Enum):
@@ -62,7 +77,10 @@ class Settings:
     deny_level: DenyLevel = DenyLevel.LOW
     engine: EngineKind = EngineKind.EMBEDDED
     engine_failure_policy: FailurePolicy = FailurePolicy.FAIL
-    engine_timeout_seconds: float = 3.0
+    # Hard deadline per evaluation, well under the webhook's 5 s timeoutSeconds.
+    engine_timeout_seconds: float = 2.0
+    engine_workers: int = 2  # regorus worker processes (embedded engine)
+    engine_memory_mb: int = 192  # address-space cap per worker process (RLIMIT_AS)
     opa_url: str = "http://127.0.0.1:8181"
     policy_dirs: tuple[str, ...] = ()  # empty: the built-in policies
     data_files: tuple[str, ...] = ()
@@ -86,8 +104,11 @@ class Settings:
     slack_webhook_url_default: str = field(default="", repr=False)  # a secret: never logged
     slack_user: str = "mtbot"
     slack_icon: str = ":rotating_light:"
+    # host[:port] every Slack post goes to instead (MAGTAPE_SLACK_WEBHOOK_URL_BASE,
+    # a host or a URL; parsed here once), empty: each target's own host.
     slack_webhook_url_base: str = ""
     slack_allowed_hosts: tuple[str, ...] = ("hooks.slack.com",)
+    slack_allowed_ports: tuple[int, ...] = (443,)  # for tenants' URLs
     slack_timeout_seconds: float = 5.0
     alert_dedup_seconds: float = 600.0
     notify_queue_size: int = 1000
@@ -100,6 +121,22 @@ class Settings:
     tls_cert_file: str = ""  # serving cert read for the expiry metric
     service_name: str = "magtape-svc"
     webhook_name: str = "magtape-webhook"
+    # Exceptions and enforcement overrides (docs/exceptions.md)
+    exception_max_days: float = 90.0
+    exception_reminder_hours: float = 72.0  # 0: no expiry reminders
+    enforcement_configmap: str = "magtape-enforcement"
+    # Where the policy READMEs are published: remediation links (docs/ci.md)
+    docs_url: str = DEFAULT_DOCS_URL
+    # Background audit and PolicyReports (docs/audit.md)
+    audit: AuditMode = AuditMode.OFF
+    audit_kinds: tuple[str, ...] = ()  # empty: magtape.audit.kinds.DEFAULT_KINDS
+    audit_namespaces: AuditScope = AuditScope.OPTED_IN
+    audit_rate: float = 100.0  # objects evaluated per second, at most
+    audit_workers: int = 1  # the audit's own engine worker processes
+    audit_interval_seconds: float = 3600.0  # full pass at least this often
+    audit_max_results: int = 500  # per PolicyReport
+    audit_max_report_bytes: int = 512 * 1024  # of results per PolicyReport
+    audit_lease_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -116,6 +153,10 @@ class Settings:
                                          d.engine_failure_policy),
             engine_timeout_seconds=e.number("MAGTAPE_ENGINE_TIMEOUT_SECONDS",
                                             d.engine_timeout_seconds, minimum=0.01),
+            engine_workers=int(e.number("MAGTAPE_ENGINE_WORKERS", d.engine_workers, minimum=1,
+                                        integer=True)),
+            engine_memory_mb=int(e.number("MAGTAPE_ENGINE_MEMORY_MB", d.engine_memory_mb,
+                                          minimum=128, integer=True)),
             opa_url=e.url("MAGTAPE_OPA_URL", d.opa_url),
             policy_dirs=e.list("MAGTAPE_POLICY_DIRS", d.policy_dirs),
             data_files=e.list("MAGTAPE_DATA_FILES", d.data_files),
@@ -136,9 +177,10 @@ class Settings:
                                             d.slack_webhook_url_default, secret=True),
             slack_user=e.text("MAGTAPE_SLACK_USER", d.slack_user),
             slack_icon=e.text("MAGTAPE_SLACK_ICON", d.slack_icon),
-            slack_webhook_url_base=e.text("MAGTAPE_SLACK_WEBHOOK_URL_BASE",
-                                          d.slack_webhook_url_base),
+            slack_webhook_url_base=e.netloc("MAGTAPE_SLACK_WEBHOOK_URL_BASE",
+                                            d.slack_webhook_url_base),
             slack_allowed_hosts=e.list("MAGTAPE_SLACK_ALLOWED_HOSTS", d.slack_allowed_hosts),
+            slack_allowed_ports=e.ports("MAGTAPE_SLACK_ALLOWED_PORTS", d.slack_allowed_ports),
             slack_timeout_seconds=e.number("MAGTAPE_SLACK_TIMEOUT_SECONDS",
                                            d.slack_timeout_seconds, minimum=0.1),
             alert_dedup_seconds=e.number("MAGTAPE_ALERT_DEDUP_SECONDS", d.alert_dedup_seconds,
@@ -153,6 +195,28 @@ class Settings:
             tls_cert_file=e.text("MAGTAPE_TLS_CERT_FILE", d.tls_cert_file),
             service_name=e.text("MAGTAPE_SERVICE_NAME", d.service_name),
             webhook_name=e.text("MAGTAPE_WEBHOOK_NAME", d.webhook_name),
+            exception_max_days=e.number("MAGTAPE_EXCEPTION_MAX_DAYS", d.exception_max_days,
+                                        minimum=1),
+            exception_reminder_hours=e.number("MAGTAPE_EXCEPTION_REMINDER_HOURS",
+                                              d.exception_reminder_hours, minimum=0),
+            enforcement_configmap=e.text("MAGTAPE_ENFORCEMENT_CONFIGMAP",
+                                         d.enforcement_configmap),
+            docs_url=e.url("MAGTAPE_DOCS_URL", d.docs_url),
+            audit=e.enum("MAGTAPE_AUDIT", AuditMode, d.audit),
+            audit_kinds=e.list("MAGTAPE_AUDIT_KINDS", d.audit_kinds),
+            audit_namespaces=e.enum("MAGTAPE_AUDIT_NAMESPACES", AuditScope, d.audit_namespaces),
+            audit_rate=e.number("MAGTAPE_AUDIT_RATE", d.audit_rate, minimum=0.1),
+            audit_workers=int(e.number("MAGTAPE_AUDIT_WORKERS", d.audit_workers, minimum=1,
+                                       integer=True)),
+            audit_interval_seconds=e.number("MAGTAPE_AUDIT_INTERVAL_SECONDS",
+                                            d.audit_interval_seconds, minimum=1),
+            audit_max_results=int(e.number("MAGTAPE_AUDIT_MAX_RESULTS", d.audit_max_results,
+                                           minimum=1, integer=True)),
+            audit_max_report_bytes=int(e.number("MAGTAPE_AUDIT_MAX_REPORT_BYTES",
+                                                d.audit_max_report_bytes, minimum=4096,
+                                                integer=True)),
+            audit_lease_seconds=e.number("MAGTAPE_AUDIT_LEASE_SECONDS", d.audit_lease_seconds,
+                                         minimum=2),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -170,11 +234,14 @@ class Settings:
 
         hosts = {h.lower() for h in self.slack_allowed_hosts}
         if self.slack_webhook_url_base:
-            base = self.slack_webhook_url_base
-            host = urlsplit(base if "://" in base else f"https://{base}").hostname
+            host = urlsplit(f"//{self.slack_webhook_url_base}").hostname
             if host:
                 hosts.add(host.lower())
         return frozenset(hosts)
+
+    @property
+    def slack_allowed_port_set(self) -> frozenset[int]:
+        return frozenset(self.slack_allowed_ports)
 
 
 class _Env:
@@ -243,6 +310,28 @@ class _Env:
             return raw
 
         return self._parse(name, default, parse, "an http:// or https:// URL", secret=secret)
+
+    def netloc(self, name: str, default: str) -> str:
+        """``host[:port]`` from a host, ``host:port`` or a URL (whose path is ignored)."""
+        def parse(raw: str) -> str:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(raw if "://" in raw else f"//{raw}")
+            if not parts.hostname or parts.username is not None:
+                raise ValueError(raw)
+            return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+
+        return self._parse(name, default, parse,
+                           "a host, HOST:PORT or an https:// URL (its host and port are used)")
+
+    def ports(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        def parse(raw: str) -> tuple[int, ...]:
+            ports = tuple(int(p) for p in raw.split(",") if p.strip())
+            if not ports or not all(1 <= p <= 65535 for p in ports):
+                raise ValueError(raw)
+            return ports
+
+        return self._parse(name, default, parse, "a comma-separated list of ports 1-65535")
 
     def address(self, name: str, default: Address) -> Address:
         return self._parse(name, default, parse_address, "HOST:PORT with PORT 0-65535")

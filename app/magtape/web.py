@@ -20,7 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from magtape.admission import AdmissionService
-from magtape.engine import PolicyEngine
+from magtape.enforcement import Enforcer
+from magtape.engine import Evaluator
 from magtape.metrics import Metrics
 from magtape.notify import Notifier
 from magtape.settings import Settings
@@ -30,10 +31,11 @@ log = logging.getLogger(__name__)
 ReadyCheck = Callable[[], bool]
 
 
-def create_app(settings: Settings, engine: PolicyEngine, notifier: Notifier, metrics: Metrics,
-               ready: ReadyCheck | None = None) -> Flask:
-    """The admission app. ``ready`` defaults to "a policy set is loaded"."""
-    service = AdmissionService(settings, engine, notifier, metrics)
+def create_app(settings: Settings, engine: Evaluator, notifier: Notifier, metrics: Metrics,
+               ready: ReadyCheck | None = None, enforcer: Enforcer | None = None) -> Flask:
+    """The admission app. ``ready`` defaults to "a policy set is loaded"; ``enforcer``
+    to the deny level and UPDATE rules without exceptions or overrides."""
+    service = AdmissionService(settings, engine, notifier, metrics, enforcer=enforcer)
     app = Flask("magtape.admission")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     is_ready = ready or (lambda: engine.ready)
@@ -54,7 +56,7 @@ def create_app(settings: Settings, engine: PolicyEngine, notifier: Notifier, met
     return app
 
 
-def create_metrics_app(settings: Settings, engine: PolicyEngine, metrics: Metrics,
+def create_metrics_app(settings: Settings, engine: Evaluator, metrics: Metrics,
                        ready: ReadyCheck | None = None) -> Flask:
     app = Flask("magtape.metrics")
 

@@ -25,8 +25,8 @@ matches if workloads.is_workload
 max_bytes := 100000000
 
 # [name, sizeLimit or null] of each emptyDir volume. Volumes are gathered in
-# a comprehension, never iterated in a rule body: rego-cpp pays there for the
-# size of each volume (docs/policies.md, "Keeping a policy cheap").
+# a comprehension, keeping only what the messages need (docs/policies.md,
+# "Rules of thumb").
 empty_dirs := [[object.get(volume, "name", ""), object.get(volume.emptyDir, "sizeLimit", null)] |
 	some volume in workloads.volumes
 	is_object(volume.emptyDir)

@@ -19,8 +19,8 @@ policy_metadata := {
 matches if workloads.is_workload
 
 # [name, hostPath] of each hostPath volume. Volumes are gathered in a
-# comprehension, never iterated in a rule body: rego-cpp pays there for the
-# size of each volume (docs/policies.md, "Keeping a policy cheap").
+# comprehension, keeping only what the messages need (docs/policies.md,
+# "Rules of thumb").
 host_paths := [[object.get(volume, "name", ""), volume.hostPath] |
 	some volume in workloads.volumes
 	workloads.present(volume, "hostPath")
@@ -30,5 +30,5 @@ deny contains info if {
 	matches
 	some [name, host_path] in host_paths
 	text := concat("", ["hostPath is configured for volume ", messages.quoted(name)])
-	info := messages.failure("host-path", "MED", "MT1010", text, {"volume": name, "path": object.get(host_path, "path", "")})
+	info := messages.failure("host-path", "MED", "MT1010", text, {"volume": name, "path": workloads.get(host_path, "path", "")})
 }

@@ -20,8 +20,7 @@ matches if workloads.is_workload
 
 # [name, host ports] of each container that binds ports on the node.
 # Containers are gathered in a comprehension, never iterated in a rule body,
-# and never passed to a function (workloads.list): rego-cpp pays for the size
-# of each container there (docs/policies.md, "Keeping a policy cheap").
+# keeping only what the messages need (docs/policies.md, "Rules of thumb").
 host_port_users := [[object.get(container, "name", ""), host_ports] |
 	some container in workloads.all_containers
 	is_array(container.ports) # else: no ports

@@ -25,19 +25,25 @@ workload_object(kind, pod_spec) := {
 	"kind": kind,
 	"metadata": {"name": "test-pod", "namespace": namespace, "ownerReferences": [{"kind": "ReplicaSet", "name": "test-rs", "controller": true}]},
 	"spec": pod_spec,
-} if kind == "Pod"
+} if {
+	kind == "Pod"
+}
 
 workload_object(kind, pod_spec) := {
 	"kind": kind,
 	"metadata": {"name": sprintf("test-%s", [lower(kind)]), "namespace": namespace},
 	"spec": {"template": {"metadata": {"labels": {"app": "test"}}, "spec": pod_spec}},
-} if kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
+} if {
+	kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
+}
 
 workload_object(kind, pod_spec) := {
 	"kind": kind,
 	"metadata": {"name": "test-cronjob", "namespace": namespace},
 	"spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": pod_spec}}}},
-} if kind == "CronJob"
+} if {
+	kind == "CronJob"
+}
 
 # pod(metadata, pod_spec) is the request for a Pod with the given metadata.
 pod(metadata, pod_spec) := request("Pod", {"kind": "Pod", "metadata": metadata, "spec": pod_spec})

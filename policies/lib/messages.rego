@@ -2,12 +2,11 @@
 # it: `[FAIL] <SEVERITY> - <text> (<ERRCODE>)` (docs/policies.md). Alerts,
 # Events and existing tooling parse this text; keep it stable.
 #
-# Messages are built with concat, not sprintf: rego-cpp 1.5's sprintf puts
-# quotes around string arguments that come from string literals
-# (`sprintf("<%v>", [x])` with `x := "y"` gives `<"y">`).
-#
-# Elements are plain object literals (no object.union): rego-cpp evaluates
-# them noticeably faster, and a denied request builds one per failure.
+# Every engine must print the same text (docs/policies.md, "Writing
+# engine-neutral Rego"), so messages are built with concat, and values of
+# other types than strings go through str(): OPA and regorus print some
+# numbers differently with sprintf ("1e+20" / "100000000000000000000",
+# "1.2345675e+06" / "1234567.5", "0" / "-0").
 package magtape.lib.messages
 
 import rego.v1
@@ -17,9 +16,9 @@ fail_message(severity, text, errcode) := concat("", ["[FAIL] ", severity, " - ",
 # failure(name, severity, errcode, text, details) is one element of a
 # policy's `deny` set, with a "details" object for machines (metrics, alerts).
 # name, severity and errcode are the policy's policy_metadata fields, passed
-# one by one: in rego-cpp, reading them out of policy_metadata in a `deny`
-# body builds policy_metadata (its targets set too) on every denied request,
-# which costs more than the rest of the failure. The built-in policies pass
+# one by one: reading them out of policy_metadata in a `deny` body builds
+# policy_metadata (its targets set too) on every denied request, which costs
+# more than the rest of the failure. The built-in policies pass
 # them as literals; their tests check that these match policy_metadata.
 failure(name, severity, errcode, text, details) := {
 	"name": name,
@@ -47,13 +46,45 @@ violation_with_details(meta, text, details) := {
 	"details": details,
 }
 
-# str(x) is x as text: strings as they are, anything else as sprintf %v
-# prints it (30100, 1.5, null). Lets messages name values of any type.
+# str(x) is x as text: strings as they are, numbers as number_text shows
+# them, anything else as sprintf %v prints it (null, true, [1, "a"]).
 str(x) := x if {
 	is_string(x)
+} else := number_text(x) if {
+	is_number(x)
 } else := sprintf("%v", [x])
 
 # quoted(x) is str(x) between double quotes, the way messages name things.
-quoted(x) := concat("", ["\"", x, "\""]) if {
-	is_string(x)
-} else := concat("", ["\"", sprintf("%v", [x]), "\""])
+quoted(x) := concat("", ["\"", str(x), "\""])
+
+# number_text(n) is n in decimal digits, the same in every engine: integers
+# below 10^15 in full ("30100", "100" for 1e2 or 100.0, "0" for -0), other
+# numbers below 10^9 with up to six decimals ("1.5", "30100.25"), and
+# anything larger, which no Kubernetes field holds, as a fixed text. (OPA
+# keeps numbers exactly; regorus uses 64-bit floats beyond 64-bit integers,
+# so only these ranges print alike.)
+number_text(n) := format_int(n, 10) if {
+	abs(n) < 1000000000000000
+	abs(n) == floor(abs(n))
+} else := decimal_text(n) if {
+	abs(n) < 1000000000
+} else := "(a number too large to show)"
+
+# decimal_text(n): n rounded to millionths, without trailing zeros.
+decimal_text(n) := text if {
+	micros := round(abs(n) * 1000000)
+	fraction := micros % 1000000
+	whole := format_int((micros - fraction) / 1000000, 10)
+	sign := sign_of(n, micros)
+	digits := trim_right(substring(format_int(fraction + 1000000, 10), 1, 6), "0")
+	text := concat("", [sign, whole, dot(digits), digits])
+}
+
+sign_of(n, micros) := "-" if {
+	n < 0
+	micros != 0
+} else := ""
+
+dot(digits) := "." if {
+	digits != ""
+} else := ""

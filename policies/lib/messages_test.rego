@@ -38,7 +38,7 @@ test_quoted if {
 }
 
 test_literal_strings_are_not_quoted_twice if {
-	# The rego-cpp sprintf quirk this library avoids.
+	# Names are quoted once, whatever the engine (rego-cpp's sprintf quoted them twice).
 	name := "web"
 	messages.fail_message("HIGH", concat("", ["container ", messages.quoted(name)]), "MT0002") == "[FAIL] HIGH - container \"web\" (MT0002)"
 }
@@ -61,4 +61,20 @@ test_quoted_prints_any_value_as_str_does if {
 	every x in ["web", 30100, 1.5, null, true] {
 		messages.quoted(x) == concat("", ["\"", messages.str(x), "\""])
 	}
+}
+
+test_numbers_print_alike_in_every_engine if {
+	messages.str(100.0) == "100"
+	messages.str(-0) == "0"
+	messages.str(-5) == "-5"
+	messages.str(1234567.5) == "1234567.5"
+	messages.str(30100.25) == "30100.25"
+	messages.str(-1.5) == "-1.5"
+	messages.str(0.1) == "0.1"
+	messages.str(2.0000001) == "2"
+	messages.str(-0.0000001) == "0"
+	messages.str(0.0000005000001) == "0.000001"
+	messages.str(999999999999999) == "999999999999999"
+	messages.str(1000000000000000) == "(a number too large to show)"
+	messages.str(1234567890.5) == "(a number too large to show)"
 }

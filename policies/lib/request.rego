@@ -15,9 +15,13 @@ object_name := name if {
 	name != ""
 } else := object.get(input.request, "name", "")
 
-# The namespace the object is created in.
+# The namespace the object is created in ("" when neither the request nor
+# the object names one as a string).
 namespace := ns if {
 	ns := input.request.namespace
 	is_string(ns)
 	ns != ""
-} else := object.get(object.get(input.request.object, "metadata", {}), "namespace", "")
+} else := ns if {
+	ns := input.request.object.metadata.namespace
+	is_string(ns)
+} else := ""

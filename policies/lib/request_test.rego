@@ -31,3 +31,8 @@ test_namespace_empty_when_unknown if {
 test_empty_request_namespace_falls_back_to_the_object if {
 	request.namespace == "test2" with input.request as {"namespace": "", "object": {"metadata": {"namespace": "test2"}}}
 }
+
+test_odd_metadata_gives_an_empty_namespace if {
+	request.namespace == "" with input.request as {"object": {"metadata": "not an object"}}
+	request.namespace == "" with input.request as {"object": {"metadata": {"namespace": 5}}}
+}

@@ -2,8 +2,7 @@
 # checks pods. One place decides this so that all pod checks cover the same
 # kinds (docs/policies.md, "Pod specs and containers").
 #
-# Written for rego-cpp's costs (docs/policies.md, "Keeping a policy cheap"):
-# every workload admission request evaluates these rules for eight policies.
+# Every workload admission request evaluates these rules for eight policies.
 # The rules about the request under review (kind, is_workload, long_running,
 # pod_spec, containers, ...) are evaluated once per request and shared by all
 # the policies that read them. They compare the kind with == and with the
@@ -76,10 +75,13 @@ containers := pod_spec.containers if {
 # Every container that runs in the pod, including init and ephemeral
 # (debug) containers: what the security checks look at, because a privileged
 # init container is as dangerous as a privileged app container. (Most pods
-# have neither; then the app containers are the answer, without copying.)
+# have neither; then the app containers are the answer, without copying.
+# The test reads the fields with object.get, not `not is_array(x.f)`: OPA
+# makes that undefined when x.f is absent, regorus true.)
 all_containers := containers if {
-	not is_array(pod_spec.initContainers)
-	not is_array(pod_spec.ephemeralContainers)
+	is_object(pod_spec)
+	not is_array(object.get(pod_spec, "initContainers", null))
+	not is_array(object.get(pod_spec, "ephemeralContainers", null))
 } else := array.concat(
 	array.concat(containers, list(pod_spec, "initContainers")),
 	list(pod_spec, "ephemeralContainers"),
@@ -119,5 +121,13 @@ long_running if {
 	not job_owned_pod
 }
 
-# present(obj, key) holds when obj[key] is set to something other than null.
+# present(obj, key) holds when obj is an object and obj[key] is set to
+# something other than null.
 present(obj, key) if obj[key] != null
+
+# get(obj, key, fallback) is object.get for a value of any type: fallback when
+# obj is not an object. (object.get itself is undefined in OPA for a
+# non-object, and an error in regorus.)
+get(obj, key, fallback) := object.get(obj, key, fallback) if {
+	is_object(obj)
+} else := fallback

@@ -13,8 +13,11 @@ spec := {
 }
 
 test_pod_spec_found_for_every_workload_kind if {
+	# (The value is compared outside the `with`: regorus 0.13 makes
+	# `rule == other_rule with input... as ...` undefined.)
 	every kind in workloads.kinds {
-		workloads.pod_spec == spec with input.request as fixtures.workload(kind, spec)
+		found := workloads.pod_spec with input.request as fixtures.workload(kind, spec)
+		found == spec
 	}
 }
 
@@ -116,4 +119,17 @@ test_no_pod_spec_lists_are_empty if {
 test_all_containers_with_empty_init_and_ephemeral_lists if {
 	s := {"containers": [fixtures.bare_container("app")], "initContainers": [], "ephemeralContainers": null}
 	[c.name | some c in workloads.all_containers] == ["app"] with input.request as fixtures.workload("Pod", s)
+}
+
+test_get if {
+	workloads.get({"a": 1}, "a", 0) == 1
+	workloads.get({}, "a", 0) == 0
+	workloads.get("text", "a", 0) == 0
+	workloads.get(null, "a", 0) == 0
+}
+
+test_present_on_other_types if {
+	not workloads.present("text", "a")
+	not workloads.present([1], "a")
+	not workloads.present(5, "a")
 }

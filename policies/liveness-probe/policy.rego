@@ -20,12 +20,14 @@ policy_metadata := {
 matches if workloads.long_running
 
 # Names of the containers without a livenessProbe (or with a null one).
-# Containers are gathered in a comprehension, never iterated in a rule body,
-# and never passed to a function (workloads.present): rego-cpp pays for the
-# size of each container there (docs/policies.md, "Keeping a policy cheap").
+# Entries that are not objects are not containers and are skipped. The
+# probe is read with object.get: `not container.livenessProbe != null`
+# is undefined in OPA when the field is absent (docs/policies.md, "Writing
+# engine-neutral Rego").
 missing_probe := [object.get(container, "name", "") |
 	some container in workloads.containers
-	not container.livenessProbe != null
+	is_object(container)
+	object.get(container, "livenessProbe", null) == null
 ]
 
 deny contains info if {

@@ -19,7 +19,7 @@ policy_metadata := {
 annotation_key := "k8s.t-mobile.com/nodeportRange"
 
 # Only NodePort and LoadBalancer Services open node ports. (The kind is
-# policy_metadata.targets, tested with == rather than `in`: rego-cpp would
+# policy_metadata.targets, tested with == rather than `in`, which would
 # build the targets set on every request.)
 matches if {
 	input.request.kind.kind == "Service"
@@ -28,30 +28,52 @@ matches if {
 
 # The namespace's annotation, from the replicated cluster data (kube-mgmt
 # layout) or, offline, from a data file. Undefined: no restriction.
-# (Read through `namespaces` first: rego-cpp 1.5 loses a test's
-# `with data.kubernetes.namespaces as ...` when the path is indexed directly.)
 namespaces := data.kubernetes.namespaces
 
 annotation := namespaces[request.namespace].metadata.annotations[annotation_key]
 
 # The annotation with its whitespace removed ("30100 - 30200" = "30100-30200").
-spec := regex.replace(annotation, `\s`, "")
+# Undefined when the annotation is not a string (only possible offline, from
+# a data file): that is malformed. (The guard first: regex.replace on a
+# number is undefined in OPA, an error in regorus.)
+spec := regex.replace(annotation, `\s`, "") if is_string(annotation)
 
 unrestricted if not annotation
 
 unrestricted if lower(spec) == "na"
 
-# A port ("30100"), a range ("30100-30200"), or a comma-separated list of them.
+# A port ("30100"), a range ("30100-30200"), or a comma-separated list of
+# them, each bound at most 15 digits after its leading zeros (longer numbers
+# are not ports, and regorus could not hold them exactly).
 well_formed if {
-	regex.match(`^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$`, spec)
+	well_spelled
+	every part in split(spec, ",") {
+		every bound in split(part, "-") {
+			count(trim_left(bound, "0")) <= 15
+		}
+	}
 	every range in ranges {
 		range.low <= range.high
 	}
 }
 
-ranges contains {"low": to_number(bounds[0]), "high": to_number(bounds[count(bounds) - 1])} if {
+well_spelled if regex.match(`^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$`, spec)
+
+# The ranges of a well-spelled annotation. (well_spelled is tested here too,
+# not only in well_formed: regorus may evaluate this rule on its own, and
+# to_number would raise an error on other text.)
+ranges contains {"low": port_number(bounds[0]), "high": port_number(bounds[count(bounds) - 1])} if {
+	well_spelled
 	some part in split(spec, ",")
 	bounds := split(part, "-")
+}
+
+# port_number("030100") is 30100: leading zeros dropped first, because OPA's
+# to_number refuses "030100".
+port_number(digits) := 0 if {
+	trim_left(digits, "0") == ""
+} else := to_number(trim_left(digits, "0")) if {
+	count(trim_left(digits, "0")) <= 15
 }
 
 allowed(port) if {

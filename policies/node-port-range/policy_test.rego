@@ -12,7 +12,6 @@ node_port_service(type, node_ports) := fixtures.request("Service", {
 	"spec": {"type": type, "selector": {"app": "test"}, "ports": ports(node_ports)},
 })
 
-# (`some i, x in xs` inside a comprehension does not parse in rego-cpp 1.5.)
 ports(node_ports) := [port |
 	some i
 	node_port := node_ports[i]
@@ -125,4 +124,26 @@ test_failures_carry_the_policy_metadata if {
 		fixtures.identities(policy.deny) == {fixtures.identity(policy.policy_metadata)} with input.request as node_port_service("NodePort", case[1])
 			with data.kubernetes.namespaces as namespace_data(case[0])
 	}
+}
+
+test_bounds_with_leading_zeros_are_numbers if {
+	# OPA's to_number refuses "030100"; the policy reads it as 30100.
+	denied("030100-030200", "NodePort", [30150]) == set()
+	denied("000-30200", "NodePort", [30150]) == set()
+	denied("030100", "NodePort", [30101]) == {out_of_range(30101)}
+}
+
+test_bounds_longer_than_fifteen_digits_are_malformed if {
+	denied("30000-1000000000000000", "NodePort", [30150]) == {invalid}
+	denied("30000-000000000000000032767", "NodePort", [30150]) == set()
+}
+
+test_an_annotation_that_is_not_a_string_is_malformed if {
+	# Only possible offline, from a data file (YAML `nodeportRange: 30100`).
+	denied(30100, "NodePort", [30100]) == {invalid}
+}
+
+test_odd_node_ports if {
+	denied("30100-30200", "NodePort", [30100.0, 0, "30500"]) == set()
+	denied("30100-30200", "NodePort", [30300.5]) == {"[FAIL] MED - nodePort 30300.5 is out of defined range for Service \"test-svc\" (MT2002)"}
 }

@@ -13,7 +13,7 @@ policy_metadata := {
 	"targets": {"PodDisruptionBudget"},
 }
 
-# policy_metadata.targets, tested with == rather than `in`: rego-cpp would
+# policy_metadata.targets, tested with == rather than `in`, which would
 # build the targets set on every request.
 matches if input.request.kind.kind == "PodDisruptionBudget"
 
@@ -48,18 +48,42 @@ deny contains info if {
 }
 
 # The API server keeps an int-or-string: a number, or a string of digits
-# written by a tool that quotes everything.
+# written by a tool that quotes everything. (Type guards first: regex.match
+# on a number is undefined in OPA, an error in regorus.)
 is_integer_value(value) if is_number(value)
 
-is_integer_value(value) if regex.match(`^[0-9]+$`, value)
+is_integer_value(value) if {
+	is_string(value)
+	regex.match(`^[0-9]+$`, value)
+}
 
-# percentage("25%") is 25.
-percentage(value) := to_number(trim_suffix(value, "%")) if {
+# percentage("33.5%") is {"whole": "33", "fraction": "5"}: the digits before
+# and after the point, without leading (resp. trailing) zeros. The value is
+# compared digit by digit rather than through to_number, which OPA refuses
+# for "050" and which regorus rounds to a 64-bit float ("66.0000000000000001").
+percentage(value) := {"whole": trim_left(parts[0], "0"), "fraction": trim_right(fraction, "0")} if {
 	is_string(value)
 	regex.match(`^[0-9]+(\.[0-9]+)?%$`, value)
+	parts := split(trim_suffix(value, "%"), ".")
+	fraction := concat("", array.slice(parts, 1, 2))
 }
 
+# within(percent, range): low <= whole.fraction <= high, for integer bounds.
+# Four or more digits before the point are above every bound (100 at most).
 within(percent, range) if {
-	range.low <= percent
-	percent <= range.high
+	count(percent.whole) < 4
+	whole := whole_number(percent.whole)
+	range.low <= whole
+	whole <= range.high
+	not above(whole, percent.fraction, range.high)
 }
+
+# whole == high with a fraction: above high.
+above(whole, fraction, high) if {
+	whole == high
+	fraction != ""
+}
+
+whole_number(digits) := 0 if {
+	digits == ""
+} else := to_number(digits)

@@ -80,3 +80,33 @@ test_failures_carry_the_policy_metadata if {
 		fixtures.identities(policy.deny) == {fixtures.identity(policy.policy_metadata)} with input.request as req
 	}
 }
+
+msgs(spec) := result if {
+	result := {d.msg | some d in policy.deny} with input.request as pdb(spec)
+}
+
+test_leading_zeros_and_fractions_are_read_as_numbers if {
+	every value in ["050%", "0%", "000%", "66.0%", "65.99%", "0.5%"] {
+		msgs({"minAvailable": value}) == set()
+	}
+	msgs({"minAvailable": "066.0000000000000001%"}) == {"[FAIL] HIGH - Value (066.0000000000000001%) for \"minAvailable\" not within range 0%-66% (MT1005)"}
+	msgs({"maxUnavailable": "32.99999999999999999%"}) == {"[FAIL] HIGH - Value (32.99999999999999999%) for \"maxUnavailable\" not within range 33%-100% (MT1005)"}
+	msgs({"maxUnavailable": "0100.00%"}) == set()
+	msgs({"maxUnavailable": "1000%"}) == {"[FAIL] HIGH - Value (1000%) for \"maxUnavailable\" not within range 33%-100% (MT1005)"}
+}
+
+test_numbers_are_integers_whatever_their_spelling if {
+	msgs({"minAvailable": 100.0}) == {"[FAIL] HIGH - Value \"100\" for \"minAvailable\" should be a Percentage, not an Integer (MT1005)"}
+	msgs({"minAvailable": "007"}) == {"[FAIL] HIGH - Value \"007\" for \"minAvailable\" should be a Percentage, not an Integer (MT1005)"}
+}
+
+test_other_values_are_left_to_the_api_server if {
+	every value in ["abc", "50 %", "%", ".5%", null, true, [1], {"a": 1}] {
+		msgs({"minAvailable": value}) == set()
+	}
+}
+
+test_a_very_long_value_is_answered if {
+	value := concat("", [concat("", [x | some _ in numbers.range(1, 29998); x := "0"]), "50%"])
+	msgs({"minAvailable": value}) == set()
+}

@@ -16,7 +16,7 @@ policy_metadata := {
 	"targets": {"Service"},
 }
 
-# policy_metadata.targets, tested with == rather than `in`: rego-cpp would
+# policy_metadata.targets, tested with == rather than `in`, which would
 # build the targets set on every request.
 matches if input.request.kind.kind == "Service"
 
@@ -34,4 +34,9 @@ deny contains info if {
 
 http_name(name) if name == "http"
 
-http_name(name) if startswith(name, "http-")
+# (is_string first: startswith on a number is undefined in OPA, an error in
+# regorus.)
+http_name(name) if {
+	is_string(name)
+	startswith(name, "http-")
+}

@@ -20,8 +20,8 @@ policy_metadata := {
 matches if workloads.is_workload
 
 # Names of the privileged containers. Containers are gathered in a
-# comprehension, never iterated in a rule body: rego-cpp pays there for the
-# size of each container (docs/policies.md, "Keeping a policy cheap").
+# comprehension, keeping only what the messages need (docs/policies.md,
+# "Rules of thumb").
 privileged := [object.get(container, "name", "") |
 	some container in workloads.all_containers
 	container.securityContext.privileged == true

@@ -20,12 +20,14 @@ policy_metadata := {
 matches if workloads.long_running
 
 # Names of the containers without a readinessProbe (or with a null one).
-# Containers are gathered in a comprehension, never iterated in a rule body,
-# and never passed to a function (workloads.present): rego-cpp pays for the
-# size of each container there (docs/policies.md, "Keeping a policy cheap").
+# Entries that are not objects are not containers and are skipped. The
+# probe is read with object.get: `not container.readinessProbe != null`
+# is undefined in OPA when the field is absent (docs/policies.md, "Writing
+# engine-neutral Rego").
 missing_probe := [object.get(container, "name", "") |
 	some container in workloads.containers
-	not container.readinessProbe != null
+	is_object(container)
+	object.get(container, "readinessProbe", null) == null
 ]
 
 deny contains info if {

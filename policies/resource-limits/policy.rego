@@ -22,22 +22,18 @@ matches if workloads.is_workload
 resources := [["CPU", "cpu"], ["MEM", "memory"]]
 
 # [name, missing labels] of each container that lacks a CPU or memory
-# limit. Containers are gathered in a comprehension, never iterated in a
-# rule body: rego-cpp pays there for the size of each container
-# (docs/policies.md, "Keeping a policy cheap").
+# limit. Entries that are not objects are not containers and are skipped.
+# The limits are read with object.get (a missing or non-object
+# resources.limits has nothing set): `not complete(container.resources.limits)`
+# is undefined in OPA when the field is absent (docs/policies.md, "Writing
+# engine-neutral Rego").
 shortfalls := [[object.get(container, "name", ""), missing] |
 	some container in workloads.containers
-	not complete(container.resources.limits)
+	is_object(container)
 	limits := object.get(container, ["resources", "limits"], {})
 	missing := [label | some [label, resource] in resources; not workloads.present(limits, resource)]
+	count(missing) > 0
 ]
-
-# Both set: the common case, answered first and without going through
-# `resources`.
-complete(limits) if {
-	limits.cpu != null
-	limits.memory != null
-}
 
 deny contains info if {
 	matches

@@ -16,7 +16,7 @@ policy_metadata := {
 	"targets": {"Pod"},
 }
 
-# policy_metadata.targets, tested with == rather than `in`: rego-cpp would
+# policy_metadata.targets, tested with == rather than `in`, which would
 # build the targets set on every request.
 matches if input.request.kind.kind == "Pod"
 
@@ -24,6 +24,7 @@ deny contains info if {
 	matches
 	count(workloads.owner_references) == 0
 	text := concat("", [messages.quoted(request.object_name), " is a singleton pod."])
+
 	# No details: the message names the Pod. The identity is written out
 	# rather than read from policy_metadata, as for messages.failure.
 	info := {"name": "singleton-pod", "severity": "LOW", "errcode": "MT1007", "msg": messages.fail_message("LOW", text, "MT1007")}

@@ -1,48 +1,75 @@
-"""The policy-engine interface the core depends on.
+"""The policy-engine interfaces the core depends on, one per role.
 
-Two implementations sit behind it: ``embedded`` (regopy, in-process, the
-default) and ``opa`` (an OPA sidecar over its REST Data API). The core only
-sees :class:`PolicyEngine`; nothing outside ``magtape.engine`` imports regopy.
+:class:`Evaluator` answers admission requests; every engine has one.
+:class:`PolicyLoader` takes policy sets and cluster data; only engines that
+load their own policies have one (``embedded``: regorus in supervised worker
+processes, the default). The ``opa`` engine asks an OPA sidecar whose
+policies kube-mgmt loads, so it only evaluates, and the server builds no
+policy store or reload machinery for it. Nothing outside ``magtape.engine``
+imports regorus.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from magtape.policy import Evaluation, LoadReport, PolicyModule
 from magtape.review import Review
 
+# The label values of magtape_policy_engine_errors_total{reason}
+# (magtape.metrics.ENGINE_ERROR_REASONS lists them for the exporter).
+Reason = Literal["timeout", "crash", "memory", "unavailable", "error"]
+
 
 class EngineError(Exception):
-    """The engine could not evaluate a request (exception, timeout, nothing loaded)."""
+    """No answer at all could be given for a request.
+
+    ``reason`` is one of :data:`Reason`; ``detail`` says what happened in
+    words an operator can act on.
+    """
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason: Reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
 
 
-class PolicyEngine(Protocol):
+class Evaluator(Protocol):
     """Evaluates admission requests against the active policy set."""
 
     def evaluate(self, review: Review) -> Evaluation:
-        """Evaluate the policies that target the request's kind.
+        """Evaluate the policies that apply to the request.
 
-        Raises :class:`EngineError` when no answer can be given.
-        """
-        ...
-
-    def load(self, modules: Sequence[PolicyModule], data: Mapping[str, Any]) -> LoadReport:
-        """Compile ``modules`` with base documents ``data`` and swap them in.
-
-        The new set is fully built before it replaces the old one; requests in
-        flight finish on the old one. Broken policies are reported in the
-        returned report and left out; the others stay active.
+        A policy applies when the request's kind is in its
+        ``policy_metadata.targets`` and its ``matches`` rule is true (or the
+        policy has no ``matches`` rule). A policy that fails is reported in
+        ``Evaluation.policy_errors``; the others are still decided. Raises
+        :class:`EngineError` only when no answer at all can be given.
         """
         ...
 
     @property
     def ready(self) -> bool:
-        """True once a policy set has been loaded."""
+        """True while requests can be evaluated (cheap: called by every probe)."""
         ...
 
-    @property
-    def last_report(self) -> LoadReport | None:
-        """The report of the most recent :meth:`load`."""
+
+@runtime_checkable
+class PolicyLoader(Protocol):
+    """Takes policy sets and replicated cluster data."""
+
+    def load(self, modules: Sequence[PolicyModule], data: Mapping[str, Any]) -> LoadReport:
+        """Vet and compile ``modules`` with base documents ``data`` and swap them in.
+
+        Broken policies are reported in the returned report and left out; the
+        others stay active. Requests in flight finish on the previous set.
+        """
+        ...
+
+    def update_data(self, data: Mapping[str, Any]) -> None:
+        """Replace ``data`` (e.g. replicated namespaces) without recompiling policies."""
         ...

@@ -1,13 +1,13 @@
-"""The embedded policy engine: regopy (rego-cpp) in-process.
+"""The embedded engine: regorus in a pool of supervised worker processes.
 
-One bundle is built per policy-set version (policies, shared library, data,
-and a generated rule per kind gathering the ``deny`` sets of the policies
-whose metadata targets that kind); each request sets the input once per
-worker thread and queries its kind's rule once.
-Loading is vetted (see :mod:`magtape.engine.vet`), fully compiled, then
-swapped in with one reference assignment, so requests in flight finish on the
-set they started with. Evaluation runs on a bounded worker pool so a stuck
-evaluation turns into a timeout, not a hung admission request.
+Loading vets the set (see :mod:`magtape.engine.vet`), builds a plan per kind
+and a generated module with one rule per kind gathering the ``deny`` of every
+policy that targets it (guarded by its ``matches``), checks the assembled set
+once, then hands it to every worker (see :mod:`magtape.engine.pool`). A
+request costs one pipe round trip and one rule evaluation; when that rule
+fails, the worker asks each policy on its own so the failure is pinned on the
+policy that caused it and the others are still decided. Cluster data travels
+separately (:meth:`EmbeddedEngine.update_data`) and never recompiles policies.
 """
 
 from __future__ import annotations
@@ -16,31 +16,18 @@ import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from regopy import Bundle, RegoError
-
 from magtape.engine import EngineError
-from magtape.engine.policyset import (
-    MetadataError,
-    group_modules,
-    parse_metadata,
-    violations_from,
-)
-from magtape.engine.rego import (
-    Evaluator,
-    RegoQueryError,
-    compile_bundle,
-    entrypoint,
-    locate_error,
-)
-from magtape.engine.vet import vet
+from magtape.engine.child import Frame
+from magtape.engine.policyset import MetadataError, group_modules, parse_metadata, read_deny
+from magtape.engine.pool import START_TIMEOUT_SECONDS, PoolUnavailable, WorkerPool
+from magtape.engine.vet import Vetted, Vetter, module_pairs
 from magtape.policy import (
     Evaluation,
     LoadReport,
+    PolicyError,
     PolicyInfo,
     PolicyLoadError,
     PolicyModule,
@@ -50,168 +37,194 @@ from magtape.review import Review
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class _Policy:
-    info: PolicyInfo
-    deny_entrypoint: str
-
-
-@dataclass(frozen=True)
-class _KindPlan:
-    """What to query for one request kind: one aggregate entrypoint, and the
-    per-policy entrypoints used only to pin a runtime error on its policy."""
-
-    entrypoint: str
-    policies: tuple[_Policy, ...]
-
-
-@dataclass(frozen=True)
-class _PolicySet:
-    version: int
-    bundle: Bundle
-    by_kind: Mapping[str, _KindPlan]
-
-
-# Generated module: for each kind, one rule gathering the `deny` sets of the
-# policies that target it. One query per request instead of one per policy
-# saves rego-cpp's fixed per-query cost and lets shared library rules (the pod
-# spec, the container lists) be evaluated once per request.
 AGGREGATE_PACKAGE = "magtape_engine.aggregate"
 
+DEFAULT_TIMEOUT_SECONDS = 2.0
+DEFAULT_WORKERS = 2
+DEFAULT_MEMORY_MB = 192
+KEEP_SETS = 8
 
-def _aggregate_module(by_kind: Mapping[str, list[_Policy]]) -> tuple[PolicyModule, dict[str, str]]:
-    lines = [f"package {AGGREGATE_PACKAGE}", ""]
-    rule_of: dict[str, str] = {}
+
+@dataclass(frozen=True)
+class _Active:
+    version: int
+    infos: Mapping[str, PolicyInfo]  # by policy name
+    kinds: frozenset[str]  # every kind some policy targets
+
+
+def _aggregate_module(by_kind: Mapping[str, list[Vetted]],
+                      names: Mapping[str, str]) -> tuple[PolicyModule, dict[str, Any]]:
+    """The generated module and the workers' plan (kind -> rule and policies).
+
+    ``kind_N[name]`` is ``[deny]`` when the policy applies and ``[]`` when its
+    ``matches`` is not true; one entry per line (regorus limits line length).
+    """
+    lines = [f"package {AGGREGATE_PACKAGE}", "", "import rego.v1", ""]
+    plan: dict[str, Any] = {}
     for i, (kind, policies) in enumerate(sorted(by_kind.items())):
         rule = f"kind_{i}"
-        rule_of[kind] = entrypoint(AGGREGATE_PACKAGE, rule)
-        entries = ", ".join(f"{json.dumps(p.info.name)}: data.{p.info.package}.deny"
-                            for p in policies)
-        lines.append(f"{rule} := {{{entries}}}")
+        lines.append(f"{rule} := {{")
+        for v in policies:
+            ref = f"data.{v.group.package}"
+            guard = f"{ref}.matches == true; " if v.has_matches else ""
+            lines.append(f"\t{json.dumps(names[v.group.package])}: "
+                         f"[d | {guard}d := {ref}.deny],")
+        lines.append("}")
+        plan[kind] = {"rule": f"data.{AGGREGATE_PACKAGE}.{rule}",
+                      "policies": [[names[v.group.package], v.group.package, v.has_matches]
+                                   for v in policies]}
     return PolicyModule("magtape-engine", "magtape_engine_aggregate.rego",
-                        "\n".join(lines) + "\n"), rule_of
+                        "\n".join(lines) + "\n"), plan
 
 
 class EmbeddedEngine:
-    """PolicyEngine over regopy; thread-safe."""
+    """Evaluator and PolicyLoader over regorus worker processes; thread-safe."""
 
-    def __init__(self, timeout_seconds: float = 3.0, workers: int = 8) -> None:
+    def __init__(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+                 workers: int = DEFAULT_WORKERS, memory_mb: int = DEFAULT_MEMORY_MB,
+                 vet_timeout_seconds: float | None = None) -> None:
         self._timeout = timeout_seconds
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rego")
-        self._local = threading.local()
+        self._memory_mb = memory_mb
+        # Vetting runs each policy once on a minimal object; one that needs
+        # longer than this cannot be afforded on every request either.
+        self._vet_timeout = vet_timeout_seconds or max(2 * timeout_seconds, 5.0)
+        self._pool = WorkerPool(workers, timeout_seconds, memory_mb)
         self._load_lock = threading.Lock()
-        self._active: _PolicySet | None = None
-        self._report: LoadReport | None = None
+        self._vetter: Vetter | None = None  # while a load runs: close() ends its child
+        self._active: _Active | None = None
+        # Recent sets by version: a worker may answer from a set just replaced.
+        self._sets: dict[int, _Active] = {}
         self._version = 0
 
     # ------------------------------------------------------------ loading
     def load(self, modules: Sequence[PolicyModule], data: Mapping[str, Any]) -> LoadReport:
         with self._load_lock:
-            vetted = vet(group_modules(modules))
-            errors = list(vetted.errors)
-            policies: list[_Policy] = []
-            names: dict[str, PolicyInfo] = {}
-            for group, raw_meta in vetted.policies:
-                try:
-                    info = parse_metadata(raw_meta, group.package, group.origin)
-                except MetadataError as exc:
-                    errors.append(PolicyLoadError(group.origin, group.modules[0].filename,
-                                                  str(exc), policy=group.package))
-                    continue
-                if info.name in names:
-                    errors.append(PolicyLoadError(
-                        group.origin, group.modules[0].filename,
-                        f"policy name {info.name!r} is already used by {names[info.name].origin}",
-                        policy=group.package))
-                    continue
-                names[info.name] = info
-                policies.append(_Policy(info, entrypoint(group.package, "deny")))
-            kept = {p.info.package for p in policies}
-            by_kind: dict[str, list[_Policy]] = {}
-            for p in sorted(policies, key=lambda p: p.info.name):
-                for kind in p.info.targets:
-                    by_kind.setdefault(kind, []).append(p)
-            aggregate, rule_of = _aggregate_module(by_kind)
-            modules_in = [*vetted.libraries, aggregate,
-                          *(m for g, _ in vetted.policies if g.package in kept for m in g.modules)]
-            eps = [*rule_of.values(), *(p.deny_entrypoint for p in policies)]
-            try:
-                bundle = compile_bundle(modules_in, data, eps, query=None if eps else "true")
-            except RegoError as exc:
-                # Every part compiled on its own; the combination did not (for
-                # example two ConfigMaps defining the same rule). Keep the old set.
-                by_file = {m.filename: m for m in modules_in}
-                failed = [PolicyLoadError(by_file[loc.filename].origin if loc.filename in by_file
-                                          else "policy set", loc.filename, loc.message, loc.line)
-                          for loc in locate_error(exc, {f: m.source for f, m in by_file.items()})]
-                log.error("policy set not loaded, keeping the previous one: %s",
-                          "; ".join(map(str, failed)))
-                self._report = LoadReport(self._version,
-                                          self._report.policies if self._report else (),
-                                          tuple(errors + failed))
-                return self._report
-            self._version += 1
-            self._active = _PolicySet(
-                self._version, bundle,
-                {k: _KindPlan(rule_of[k], tuple(v)) for k, v in by_kind.items()})
-            report = LoadReport(self._version, tuple(p.info for p in policies), tuple(errors))
-            self._report = report
+            report = self._load(modules, data)
         for err in report.errors:
             log.error("policy not loaded: %s", err)
         log.info("policy set v%d active: %d policies, %d errors", report.version,
                  len(report.policies), len(report.errors))
         return report
 
-    @property
-    def ready(self) -> bool:
-        return self._active is not None
+    def _load(self, modules: Sequence[PolicyModule], data: Mapping[str, Any]) -> LoadReport:
+        vetter = self._vetter = Vetter(self._vet_timeout, self._memory_mb)
+        try:
+            return self._vet_and_swap(vetter, modules, data)
+        finally:
+            vetter.close()
+            self._vetter = None
+
+    def _vet_and_swap(self, vetter: Vetter, modules: Sequence[PolicyModule],
+                      data: Mapping[str, Any]) -> LoadReport:
+        vetted = vetter.vet(group_modules(modules))
+        errors = list(vetted.errors)
+        kept: list[tuple[Vetted, PolicyInfo]] = []
+        names: dict[str, PolicyInfo] = {}
+        for v in vetted.policies:
+            group = v.group
+            try:
+                info = parse_metadata(v.metadata, group.package, group.origin)
+            except MetadataError as exc:
+                errors.append(PolicyLoadError(group.origin, group.modules[0].filename,
+                                              str(exc), policy=group.package))
+                continue
+            if info.name in names:
+                errors.append(PolicyLoadError(
+                    group.origin, group.modules[0].filename,
+                    f"policy name {info.name!r} is already used by {names[info.name].origin}",
+                    policy=group.package))
+                continue
+            names[info.name] = info
+            kept.append((v, info))
+        by_kind: dict[str, list[Vetted]] = {}
+        for v, info in sorted(kept, key=lambda pair: pair[1].name):
+            for kind in sorted(info.targets):
+                by_kind.setdefault(kind, []).append(v)
+        aggregate, plan = _aggregate_module(
+            by_kind, {v.group.package: info.name for v, info in kept})
+        sources = [*vetted.libraries, aggregate, *(m for v, _ in kept for m in v.group.modules)]
+        version = self._version + 1
+        pairs = module_pairs(sources)
+        problem = vetter.check_set(pairs, plan)
+        if problem is not None:
+            log.error("policy set not loaded, keeping the previous one: the policies "
+                      "conflict when loaded together: %s", problem)
+            failed = PolicyLoadError("policy set", "", "the policies conflict when loaded "
+                                     f"together (the previous set stays active): {problem}")
+            active = self._active
+            return LoadReport(self._version,
+                              tuple(active.infos.values()) if active else (),
+                              (*errors, failed))
+        new_set = _Active(version, names, frozenset(plan))
+        # Known before any worker can answer from it.
+        self._sets[version] = new_set
+        for old in [v for v in self._sets if v <= version - KEEP_SETS]:
+            del self._sets[old]
+        policy_frame = json.dumps({"modules": pairs, "plan": plan, "version": version}).encode()
+        self._pool.broadcast(policy=Frame(b"P", policy_frame),
+                             data=Frame(b"D", json.dumps(data).encode()))
+        # Start-up: return once a worker serves the set, so ready follows load.
+        if not self._pool.wait_alive(START_TIMEOUT_SECONDS):
+            log.error("no engine worker started within %gs; see the errors above",
+                      START_TIMEOUT_SECONDS)
+        self._version = version
+        self._active = new_set
+        return LoadReport(self._version, tuple(info for _, info in kept), tuple(errors))
+
+    def update_data(self, data: Mapping[str, Any]) -> None:
+        self._pool.broadcast(data=Frame(b"D", json.dumps(data).encode()))
 
     @property
-    def last_report(self) -> LoadReport | None:
-        return self._report
+    def ready(self) -> bool:
+        return self._active is not None and self._pool.alive > 0
 
     # ---------------------------------------------------------- evaluation
     def evaluate(self, review: Review) -> Evaluation:
         active = self._active
         if active is None:
-            raise EngineError("no policy set is loaded yet")
-        plan = active.by_kind.get(review.kind)
-        if plan is None:
+            raise EngineError("unavailable", "no policy set is loaded yet")
+        if review.kind not in active.kinds:  # no policy targets it: no round trip
             return Evaluation((), active.version)
-        future = self._pool.submit(self._evaluate, active, plan, review.raw)
         try:
-            results = future.result(timeout=self._timeout)
-        except FutureTimeout:
-            future.cancel()
-            raise EngineError(f"policy evaluation timed out after {self._timeout:g}s") from None
-        return Evaluation(results, active.version)
+            frame = self._pool.call(b"I", review.kind.encode() + b"\n" + review.raw.encode())
+        except PoolUnavailable as exc:
+            detail = exc.detail
+            if exc.reason == "timeout":
+                detail = f"policy evaluation timed out after {self._timeout:g}s ({detail})"
+            raise EngineError(exc.reason, detail) from None
+        if frame.op not in (b"A", b"F"):
+            raise EngineError("error", frame.payload.decode(errors="replace"))
+        version_text, _, body = frame.payload.partition(b"\n")
+        policy_set = self._sets.get(int(version_text), active)
+        doc = json.loads(body)
+        if frame.op == b"A":
+            deny = {name: value[0] for name, value in doc.items() if value}
+            failed: dict[str, str] = {}
+        else:
+            deny, failed = doc["deny"], doc["errors"]
+        return self._evaluation(policy_set, deny, failed)
 
-    def _evaluate(self, active: _PolicySet, plan: _KindPlan,
-                  raw: str) -> tuple[PolicyResult, ...]:
-        evaluator: Evaluator | None = getattr(self._local, "evaluator", None)
-        if evaluator is None:
-            evaluator = self._local.evaluator = Evaluator()
-        try:
-            evaluator.set_input(raw)
-        except RegoError as exc:
-            raise EngineError(f"the engine rejected the request as input: {exc}") from None
-        try:
-            denies = evaluator.query(active.bundle, plan.entrypoint)
-        except RegoQueryError:
-            denies = None
-        if not isinstance(denies, dict):
-            # Slow path: find the policy that failed, so the error names it.
-            denies = {}
-            for policy in plan.policies:
-                try:
-                    denies[policy.info.name] = evaluator.query(active.bundle,
-                                                               policy.deny_entrypoint)
-                except RegoQueryError as exc:
-                    raise EngineError(f"policy {policy.info.name!r} failed: {exc}") from None
-        return tuple(PolicyResult(p.info.name, violations_from(p.info, denies.get(p.info.name)))
-                     for p in plan.policies)
+    @staticmethod
+    def _evaluation(policy_set: _Active, deny: Mapping[str, Any],
+                    failed: Mapping[str, str]) -> Evaluation:
+        results: list[PolicyResult] = []
+        errors: list[PolicyError] = []
+        for name in sorted({*deny, *failed}):
+            info = policy_set.infos.get(name)
+            if info is None:  # not a policy of that set: a defect, never a verdict
+                continue
+            if name in failed:
+                errors.append(PolicyError(name, info.errcode, info.severity, failed[name]))
+                continue
+            violations, problem = read_deny(info, deny[name])
+            results.append(PolicyResult(name, violations))
+            if problem is not None:
+                errors.append(PolicyError(name, info.errcode, info.severity, problem))
+        return Evaluation(tuple(results), policy_set.version, tuple(errors))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
+        """End every worker process now (and a vetting child, if a load runs)."""
+        vetter = self._vetter
+        if vetter is not None:
+            vetter.close()
+        self._pool.close()

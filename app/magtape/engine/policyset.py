@@ -91,25 +91,68 @@ def parse_metadata(value: Any, package: str, origin: str) -> PolicyInfo:
                       targets=frozenset(targets), package=package, origin=origin)
 
 
-def violations_from(info: PolicyInfo, value: Any) -> tuple[Violation, ...]:
-    """Typed violations from a ``deny`` set, filling gaps from the metadata."""
-    if not value:
-        return ()
-    items = value if isinstance(value, list) else [value]
-    out = []
-    for item in items:
-        if isinstance(item, str):  # tolerate `deny contains msg` policies
-            item = {"msg": item}
-        if not isinstance(item, dict):
-            continue
-        sev = item.get("severity")
-        severity = Severity(sev) if sev in Severity._value2member_map_ else info.severity
-        details = item.get("details")
-        out.append(Violation(
-            msg=str(item.get("msg", "")),
-            policy=info.name,
-            severity=severity,
-            errcode=str(item.get("errcode") or info.errcode),
-            details=details if isinstance(details, dict) else None,
-        ))
-    return tuple(sorted(out))
+def read_deny(info: PolicyInfo, value: Any) -> tuple[tuple[Violation, ...], str | None]:
+    """Typed violations from a ``deny`` value, and what was wrong with it (if anything).
+
+    Every item must be an object with a string ``msg``; ``severity`` and
+    ``errcode``, when present, must be the policy's own (an item cannot raise
+    or lower its policy's severity); ``details``, when present, an object.
+    Well-formed items become violations even when others are malformed; the
+    malformed ones are described in the returned message, never dropped
+    silently nor trusted.
+    """
+    if value is None:
+        return (), None
+    if not isinstance(value, list):
+        return (), f"deny must be a set of objects, got {_json_type(value)}"
+    out: list[Violation] = []
+    problems: list[str] = []
+    name, severity, errcode = info.name, info.severity, info.errcode
+    sev = severity.value
+    for item in value:
+        # The common case in one expression (thousands of items for a big object);
+        # _item_problem says what is wrong otherwise.
+        if (type(item) is dict and type(msg := item.get("msg")) is str
+                and item.get("severity", sev) == sev and item.get("errcode", errcode) == errcode
+                and ((details := item.get("details")) is None or type(details) is dict)):
+            out.append(Violation(msg, name, severity, errcode, details))
+        else:
+            problems.append(_item_problem(info, item) or "an item is malformed")
+    error = None
+    if problems:
+        error = (f"{len(problems)} malformed deny item(s), e.g. {problems[0]}; each item must "
+                 'be {"msg": <string>} with the policy\'s own severity and errcode')
+    out.sort(key=_violation_order)
+    return tuple(out), error
+
+
+def _violation_order(v: Violation) -> tuple[str, str, str]:
+    return v.msg, v.policy, v.errcode
+
+
+def _item_problem(info: PolicyInfo, item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return f"an item is {_json_type(item)}, not an object"
+    if not isinstance(item.get("msg"), str):
+        return f"an item's msg is {_json_type(item.get('msg'))}, not a string"
+    if "severity" in item and item["severity"] != info.severity.value:
+        return (f"an item claims severity {str(item['severity'])[:20]!r}, "
+                f"but the policy's is {info.severity.value}")
+    if "errcode" in item and item["errcode"] != info.errcode:
+        return (f"an item claims errcode {str(item['errcode'])[:20]!r}, "
+                f"but the policy's is {info.errcode}")
+    if item.get("details") is not None and not isinstance(item["details"], dict):
+        return f"an item's details is {_json_type(item['details'])}, not an object"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"

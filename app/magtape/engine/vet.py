@@ -1,259 +1,229 @@
-"""Compiles policy modules in a child process before the server trusts them.
+"""Vets a new policy set in a child process, one policy at a time, with deadlines.
 
-rego-cpp can abort the whole process on some inputs (for example a rule
-evaluated under ``with input as {...}`` that calls a builtin). A policy
-ConfigMap is not trusted code, so every new module set is first compiled in a
-child process: one policy at a time, with a smoke evaluation of ``deny`` per
-target kind. A crash is pinned on the policy being compiled at the time and
-reported like a compile error; the others are compiled again without it. The
-parent then builds only modules the child has proven safe. Results are cached
-by module content, so data-only reloads skip the child entirely.
+A policy ConfigMap is not trusted code: each policy is compiled with the
+libraries, its ``policy_metadata`` read and its ``deny`` run once on a
+minimal object of every kind it targets, in a worker process (see
+:mod:`magtape.engine.worker`) with the engine's memory cap and a deadline per
+policy. A policy that fails to compile, fails on that object, crashes the
+child, exhausts its memory or misses the deadline is reported and left out;
+the child is replaced and the others are vetted on. The last step runs the
+surviving set together, which catches conflicts between ConfigMaps.
 
-The child speaks JSON lines on a private file descriptor: rego-cpp prints its
-own error reports to stdout, which the child sends to stderr instead.
+Verdicts are cached by content (a policy together with the libraries it was
+compiled with; the assembled set), so a reload that changes one ConfigMap vets
+only that one, a slow policy costs its deadline once, not on every reload, and
+reloading an unchanged set starts no child at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from magtape.engine.child import Child, ChildDied
 from magtape.engine.policyset import Grouped, PolicyGroup
+from magtape.engine.worker import smoke_input
 from magtape.policy import PolicyLoadError, PolicyModule
 
-CHILD_TIMEOUT_SECONDS = 120.0
-_CRASH = ("the Rego compiler crashed while compiling this policy (a rego-cpp defect); "
-          "simplify the policy, e.g. tests must use `with input.request as` rather than "
-          "`with input as`")
+WORKER_MODULE = "magtape.engine.worker"
+START_TIMEOUT_SECONDS = 30.0  # a child's first answer includes starting Python
+
+
+@dataclass(frozen=True)
+class Vetted:
+    """A policy that compiled and ran: its group, raw metadata, whether it has ``matches``."""
+
+    group: PolicyGroup
+    metadata: Any
+    has_matches: bool
 
 
 @dataclass(frozen=True)
 class VetResult:
     libraries: tuple[PolicyModule, ...]  # library modules that compile
-    policies: tuple[tuple[PolicyGroup, Any], ...]  # (group, raw policy_metadata) that compile
+    policies: tuple[Vetted, ...]
     errors: tuple[PolicyLoadError, ...]
 
 
-_cache: OrderedDict[str, VetResult] = OrderedDict()
-_cache_lock = threading.Lock()
-_CACHE_SIZE = 8
+_Verdict = dict[str, Any]  # the worker's answer to a "V" frame
 
 
-def vet(grouped: Grouped) -> VetResult:
-    """Vet ``grouped`` in child processes (cached by content)."""
-    key = _digest(grouped)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    result = _vet_uncached(grouped)
-    with _cache_lock:
-        _cache[key] = result
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return result
+class _Cache:
+    """A small LRU of verdicts by content digest, shared by every Vetter."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
-def _vet_uncached(grouped: Grouped) -> VetResult:
-    errors = [PolicyLoadError(m.origin, m.filename, "no `package` clause found")
-              for m in grouped.unparsable]
-    pending = list(grouped.policies)
-    libraries = list(grouped.libraries)
-    done: dict[str, tuple[PolicyGroup, Any]] = {}
-    # Each round either finishes or pins a crash on one item and retries the rest.
-    for _ in range(len(pending) + len(libraries) + 1):
-        report = _run_child(libraries, pending)
-        errors.extend(report.lib_errors)
-        bad_files = {e.filename for e in report.lib_errors}
-        libraries = [m for m in libraries if m.filename not in bad_files]
-        by_pkg = {g.package: g for g in pending}
-        for pkg, outcome in report.results.items():
-            group = by_pkg[pkg]
-            if outcome["ok"]:
-                done[pkg] = (group, outcome["metadata"])
-            else:
-                errors.extend(_group_errors(group, outcome["errors"]))
-        finished = set(report.results)
-        if report.crashed_on is None:
-            break
-        crashed = report.crashed_on
-        if crashed.startswith("lib:"):
-            filename = crashed[4:]
-            lib = next(m for m in libraries if m.filename == filename)
-            errors.append(PolicyLoadError(lib.origin, lib.filename, _CRASH))
-            libraries.remove(lib)
-        else:
-            group = by_pkg[crashed]
-            errors.append(PolicyLoadError(group.origin, group.modules[0].filename, _CRASH,
-                                          policy=crashed))
-            finished.add(crashed)
-        pending = [g for g in pending if g.package not in finished]
-    return VetResult(tuple(libraries), tuple(done[p] for p in sorted(done)), tuple(errors))
+_policies = _Cache(512)  # verdict per (libraries, policy)
+_libraries = _Cache(16)  # errors per library set
+_sets = _Cache(16)  # outcome per assembled set (None: fine)
 
 
-def _group_errors(group: PolicyGroup, raw: list[dict[str, Any]]) -> list[PolicyLoadError]:
-    origins = {m.filename: m.origin for m in group.modules}
-    return [PolicyLoadError(origin=origins.get(e["filename"], group.origin),
-                            filename=e["filename"] or group.modules[0].filename,
-                            message=e["message"], line=e["line"], policy=group.package)
-            for e in raw]
+def module_pairs(modules: Iterable[PolicyModule]) -> list[list[str]]:
+    return [[m.filename, m.source] for m in modules]
 
 
-@dataclass
-class _ChildReport:
-    lib_errors: list[PolicyLoadError]
-    results: dict[str, dict[str, Any]]
-    crashed_on: str | None
+class Vetter:
+    """Vets policy sets in one child at a time (started on first need, replaced
+    after a failure); ``close`` kills it, also from another thread."""
 
+    def __init__(self, timeout: float, memory_mb: int) -> None:
+        self._timeout = timeout
+        self._memory_mb = memory_mb
+        self._child: Child | None = None
+        self._lock = threading.Lock()
+        self._closed = False
 
-def _run_child(libraries: list[PolicyModule], groups: list[PolicyGroup]) -> _ChildReport:
-    request = {
-        "libraries": [_module_json(m) for m in libraries],
-        "policies": [{"package": g.package, "modules": [_module_json(m) for m in g.modules]}
-                     for g in groups],
-    }
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "magtape.engine.vet", str(write_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(write_fd,), env=child_env())
-    finally:
-        os.close(write_fd)
-    with os.fdopen(read_fd, "r", encoding="utf-8") as results:
-        assert proc.stdin is not None
+    def _call(self, op: bytes, payload: bytes) -> tuple[bytes, bytes]:
+        with self._lock:
+            if self._closed:
+                raise ChildDied("crash", "the engine is shutting down")
+            child, fresh = self._child, self._child is None
+            if child is None:
+                child = self._child = Child(WORKER_MODULE, self._memory_mb)
         try:
-            proc.stdin.write(json.dumps(request).encode())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        lines = results.read().splitlines()
-    proc.wait(timeout=CHILD_TIMEOUT_SECONDS)
-    report = _ChildReport([], {}, None)
-    current: str | None = None
-    finished = False
-    lib_modules = {m.filename: m for m in libraries}
-    for line in lines:
-        msg = json.loads(line)
-        if "begin" in msg:
-            current = msg["begin"]
-        elif "lib_error" in msg:
-            e = msg["lib_error"]
-            mod = lib_modules.get(e["filename"])
-            report.lib_errors.append(PolicyLoadError(
-                origin=mod.origin if mod else e["filename"], filename=e["filename"],
-                message=e["message"], line=e["line"]))
-        elif "package" in msg:
-            report.results[msg["package"]] = msg
-            current = None
-        elif msg.get("done"):
-            finished = True
-    if not finished:
-        report.crashed_on = current or "lib:" + (libraries[0].filename if libraries else "?")
-    return report
+            if fresh:
+                # Starting Python gets its own allowance (a frame the worker
+                # refuses at once), so the policy's deadline is its own.
+                child.call(b"?", b"", START_TIMEOUT_SECONDS)
+            frame = child.call(op, payload, self._timeout)
+        except ChildDied:
+            with self._lock:
+                self._child = None
+            raise
+        return frame.op, frame.payload
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+
+    # ---------------------------------------------------------------- steps
+    def vet(self, grouped: Grouped) -> VetResult:
+        """Vet every library and policy of ``grouped``; never raises for a bad policy."""
+        errors = [PolicyLoadError(m.origin, m.filename, "no `package` clause found")
+                  for m in grouped.unparsable]
+        libraries = list(grouped.libraries)
+        lib_pairs = module_pairs(libraries)
+        lib_key = _digest(lib_pairs)
+        bad: dict[str, dict[str, Any]] | None = _libraries.get(lib_key)
+        if bad is None:
+            try:
+                _, payload = self._call(b"L", _json({"modules": lib_pairs}))
+                bad = {e["filename"]: e for e in json.loads(payload)}
+            except ChildDied as exc:
+                bad = {m.filename: {"message": _died_message(exc, self._timeout), "line": None}
+                       for m in libraries}
+            _libraries.put(lib_key, bad)
+        errors += [PolicyLoadError(m.origin, m.filename, bad[m.filename]["message"],
+                                   bad[m.filename]["line"])
+                   for m in libraries if m.filename in bad]
+        libraries = [m for m in libraries if m.filename not in bad]
+        lib_pairs = module_pairs(libraries)
+        vetted: list[Vetted] = []
+        for group in grouped.policies:
+            verdict = self._verdict(group, lib_pairs, lib_key)
+            if verdict["ok"]:
+                vetted.append(Vetted(group, verdict["metadata"], verdict["has_matches"]))
+            else:
+                origins = {m.filename: m.origin for m in group.modules}
+                filename = verdict.get("filename") or group.modules[0].filename
+                errors.append(PolicyLoadError(origins.get(filename, group.origin), filename,
+                                              verdict["error"], verdict.get("line"),
+                                              policy=group.package))
+        return VetResult(tuple(libraries), tuple(vetted), tuple(errors))
+
+    def _verdict(self, group: PolicyGroup, lib_pairs: list[list[str]],
+                 lib_key: str) -> _Verdict:
+        pairs = module_pairs(group.modules)
+        key = _digest([[lib_key, group.package], *pairs])
+        cached: _Verdict | None = _policies.get(key)
+        if cached is not None:
+            return cached
+        try:
+            op, payload = self._call(b"V", _json({"package": group.package,
+                                                  "libraries": lib_pairs, "modules": pairs}))
+            verdict: _Verdict = (json.loads(payload) if op == b"K"
+                                 else {"ok": False, "error": payload.decode(errors="replace")})
+        except ChildDied as exc:
+            verdict = {"ok": False, "error": _died_message(exc, self._timeout)}
+        _policies.put(key, verdict)
+        return verdict
+
+    def check_set(self, modules: list[list[str]], plan: dict[str, Any]) -> str | None:
+        """Run the assembled set once per kind; what went wrong, or None.
+
+        Each policy ran on its own during vetting; together they can still
+        conflict (two ConfigMaps defining the same rule differently).
+        """
+        key = _digest([*modules, [json.dumps(plan, sort_keys=True)]])
+        cached: list[str | None] | None = _sets.get(key)
+        if cached is not None:
+            return cached[0]
+        problem = self._check_set(modules, plan)
+        _sets.put(key, [problem])
+        return problem
+
+    def _check_set(self, modules: list[list[str]], plan: dict[str, Any]) -> str | None:
+        try:
+            child_op, payload = self._call(b"P", _json({"modules": modules, "plan": plan,
+                                                        "version": 0}))
+            if child_op != b"K":
+                return payload.decode(errors="replace")
+            for kind in plan:
+                child_op, payload = self._call(b"I", kind.encode() + b"\n"
+                                               + smoke_input(kind).encode())
+                if child_op == b"E":
+                    return payload.decode(errors="replace")
+                if child_op == b"F":
+                    errors = json.loads(payload.partition(b"\n")[2])["errors"]
+                    if errors:
+                        return "; ".join(f"policy {k!r}: {v}" for k, v in sorted(errors.items()))
+            return None
+        except ChildDied as exc:
+            return _died_message(exc, self._timeout)
 
 
-def child_env() -> dict[str, str]:
-    """The environment of a child ``python -m magtape...``: this very package
-    importable, whether installed or run from a source tree."""
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    return env
+def _died_message(exc: ChildDied, timeout: float) -> str:
+    if exc.failure == "timeout":
+        return (f"vetting did not finish within {timeout:g}s: the policy is too slow to "
+                "run on every admission request; simplify it")
+    if exc.failure == "memory":
+        return "vetting exceeded the engine's memory cap (MAGTAPE_ENGINE_MEMORY_MB)"
+    return f"the engine crashed while vetting this policy ({exc.detail})"
 
 
-def _module_json(m: PolicyModule) -> dict[str, str]:
-    return {"origin": m.origin, "filename": m.filename, "source": m.source}
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
 
 
-def _digest(grouped: Grouped) -> str:
+def _digest(pairs: list[list[str]]) -> str:
     h = hashlib.sha256()
-    for m in (*grouped.libraries, *(m for g in grouped.policies for m in g.modules),
-              *grouped.unparsable):
-        for part in (m.origin, m.filename, m.source):
+    for pair in pairs:
+        for part in pair:
             h.update(part.encode())
             h.update(b"\0")
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------- child side
-
-def _child_main(fd: int) -> None:
-    from regopy import RegoError
-
-    from magtape.engine.rego import Evaluator, compile_bundle, entrypoint, locate_error
-
-    out = os.fdopen(fd, "w", encoding="utf-8")
-    os.dup2(2, 1)  # rego-cpp's own reports go to stderr, not into the protocol
-
-    def emit(obj: dict[str, Any]) -> None:
-        out.write(json.dumps(obj) + "\n")
-        out.flush()
-
-    request = json.load(sys.stdin)
-    libs = [PolicyModule(**m) for m in request["libraries"]]
-    # Libraries first, together; drop the files an error names, until they compile.
-    while libs:
-        emit({"begin": "lib:" + libs[0].filename})
-        try:
-            compile_bundle(libs, {}, [], query="true")
-            break
-        except RegoError as exc:
-            sources = {m.filename: m.source for m in libs}
-            locs = locate_error(exc, sources)
-            bad = {loc.filename for loc in locs if loc.filename in sources} or {libs[0].filename}
-            for loc in locs:
-                emit({"lib_error": {"filename": loc.filename or libs[0].filename,
-                                    "line": loc.line, "message": loc.message}})
-            libs = [m for m in libs if m.filename not in bad]
-
-    evaluator = Evaluator()
-    for pol in request["policies"]:
-        pkg = pol["package"]
-        modules = [PolicyModule(**m) for m in pol["modules"]]
-        emit({"begin": pkg})
-        sources = {m.filename: m.source for m in (*libs, *modules)}
-        deny_ep, meta_ep = entrypoint(pkg, "deny"), entrypoint(pkg, "policy_metadata")
-        try:
-            bundle = compile_bundle([*libs, *modules], {}, [deny_ep, meta_ep])
-        except RegoError as exc:
-            emit({"package": pkg, "ok": False, "errors": [
-                {"filename": loc.filename, "line": loc.line, "message": loc.message}
-                for loc in locate_error(exc, sources)]})
-            continue
-        error = _smoke(evaluator, bundle, deny_ep, meta_ep)
-        if isinstance(error, str):
-            emit({"package": pkg, "ok": False,
-                  "errors": [{"filename": modules[0].filename, "line": None, "message": error}]})
-        else:
-            emit({"package": pkg, "ok": True, "metadata": error})
-    emit({"done": True})
-
-
-def _smoke(evaluator: Any, bundle: Any, deny_ep: str, meta_ep: str) -> Any:
-    """Return the raw metadata, or a string saying why the policy cannot run."""
-    from magtape.engine.rego import RegoQueryError
-
-    try:
-        evaluator.set_input("{}")
-        metadata = evaluator.query(bundle, meta_ep)
-        targets = metadata.get("targets") if isinstance(metadata, dict) else None
-        for kind in targets if isinstance(targets, list) else []:
-            evaluator.set_input(json.dumps({"request": {
-                "uid": "smoke", "kind": {"kind": kind}, "namespace": "default",
-                "operation": "CREATE", "object": {"kind": kind, "metadata": {"name": "smoke"}}}}))
-            evaluator.query(bundle, deny_ep)
-    except RegoQueryError as exc:
-        return f"evaluating the policy failed: {exc}"
-    return metadata
-
-
-if __name__ == "__main__":
-    _child_main(int(sys.argv[1]))

@@ -26,9 +26,9 @@ import time
 from typing import Any
 
 from magtape.engine.sources import is_test_module
+from magtape.engine.store import PolicyStore
 from magtape.kube.reflector import Backoff
 from magtape.kube.rest import CONFIGMAPS, KubeError, RawApi
-from magtape.kube.store import PolicyStore
 from magtape.policy import LoadReport, PolicyLoadError, PolicyModule
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from magtape.engine.store import PolicyStore
 from magtape.kube.rest import NAMESPACES, ResourceRef
-from magtape.kube.store import PolicyStore
 from magtape.settings import ConfigError
 
 Obj = dict[str, Any]
@@ -46,30 +46,44 @@ class ReplicatedKind:
         self._store = store
         self.ref = ref
         self._lock = threading.Lock()
-        self._objects: dict[tuple[str, str], Obj] = {}
+        # The published layout, kept up to date per event (no rebuild, no sort):
+        # at 20,000 namespaces an event costs a shallow copy, not a re-layout.
+        self._layout: dict[str, Any] = {}
 
     def replace(self, objects: list[Obj]) -> None:
         with self._lock:
-            self._objects = {_key(o): _trimmed(o) for o in objects}
+            layout: dict[str, Any] = {}
+            for obj in objects:
+                ns, name = _key(obj)
+                if ns:
+                    layout.setdefault(ns, {})[name] = _trimmed(obj)
+                else:
+                    layout[name] = _trimmed(obj)
+            self._layout = layout
             self._publish()
 
     def apply(self, event_type: str, obj: Obj) -> None:
         with self._lock:
-            if event_type == "DELETED":
-                self._objects.pop(_key(obj), None)
+            ns, name = _key(obj)
+            deleted = event_type == "DELETED"
+            if ns:
+                # A fresh inner dict: the published one is never mutated.
+                inner = {k: v for k, v in self._layout.get(ns, {}).items() if k != name}
+                if not deleted:
+                    inner[name] = _trimmed(obj)
+                if inner:
+                    self._layout[ns] = inner
+                else:
+                    self._layout.pop(ns, None)
+            elif deleted:
+                self._layout.pop(name, None)
             else:
-                self._objects[_key(obj)] = _trimmed(obj)
+                self._layout[name] = _trimmed(obj)
             self._publish()
 
     def _publish(self) -> None:
-        """Hand the store a fresh layout (never mutated afterwards)."""
-        layout: dict[str, Any] = {}
-        for (ns, name), obj in sorted(self._objects.items()):
-            if ns:
-                layout.setdefault(ns, {})[name] = obj
-            else:
-                layout[name] = obj
-        self._store.set_data(("kubernetes", self.ref.plural), layout)
+        """Hand the store a shallow copy of the layout (never mutated afterwards)."""
+        self._store.set_data(("kubernetes", self.ref.plural), dict(self._layout))
 
 
 def _key(obj: Obj) -> tuple[str, str]:

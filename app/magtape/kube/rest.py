@@ -154,6 +154,9 @@ class RawApi:
         return self._json("PATCH", ref.path(namespace, name), body=patch,
                           content_type=content_type)
 
+    def delete(self, ref: ResourceRef, name: str, namespace: str | None = None) -> Obj:
+        return self._json("DELETE", ref.path(namespace, name))
+
     def watch(self, ref: ResourceRef, namespace: str | None, resource_version: str,
               label_selector: str | None = None, timeout_seconds: int = 300) -> WatchStream:
         """Open a watch from ``resource_version``; the server ends it after ``timeout_seconds``."""

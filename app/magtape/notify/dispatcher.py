@@ -27,11 +27,14 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Protocol
 
 from magtape.metrics import Channel, Metrics
+from magtape.namespaces import NamespaceDirectory
+from magtape.text import NAME_MAX, clean
+from magtape.ttlcache import TtlCache
 
 if TYPE_CHECKING:
     from magtape.decision import Outcome
@@ -59,7 +62,32 @@ class Sink(Protocol):
 
     def deliver(self, outcome: Outcome) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout: float) -> None:
+        """Finish queued I/O of its own for at most ``timeout`` seconds, then stop."""
+        ...
+
+
+class RateLimitedLog:
+    """Counts events and says how many happened when a log line is due (one per interval)."""
+
+    def __init__(self, interval_seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval_seconds
+        self._clock = clock
+        self._count = 0
+        self._last = float("-inf")
+        self._lock = threading.Lock()
+
+    def tick(self) -> int:
+        """Count one event; the number to log now (0: stay quiet)."""
+        with self._lock:
+            self._count += 1
+            now = self._clock()
+            if now - self._last < self._interval:
+                return 0
+            self._last = now
+            count, self._count = self._count, 0
+            return count
 
 
 class RecentAlerts:
@@ -68,38 +96,17 @@ class RecentAlerts:
     def __init__(self, window_seconds: float, max_entries: int = DEDUP_MAX_ENTRIES,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._window = window_seconds
-        self._max = max_entries
-        self._clock = clock
-        self._seen: OrderedDict[Hashable, float] = OrderedDict()
-        self._lock = threading.Lock()
+        self._seen: TtlCache[Hashable, bool] = TtlCache(window_seconds, max_entries, clock)
 
     def check_and_remember(self, key: Hashable) -> bool:
         """True when ``key`` was remembered less than a window ago; else remember it now."""
-        if self._window <= 0:
-            return False
-        now = self._clock()
-        with self._lock:
-            # Entries are kept in the order they were remembered, so the
-            # expired ones are at the front.
-            while self._seen:
-                oldest_key, at = next(iter(self._seen.items()))
-                if now - at < self._window:
-                    break
-                del self._seen[oldest_key]
-            if key in self._seen:
-                return True
-            self._seen[key] = now
-            while len(self._seen) > self._max:
-                self._seen.popitem(last=False)
-            return False
+        return self._window > 0 and self._seen.add_if_absent(key, True)
 
     def forget(self, key: Hashable) -> None:
-        with self._lock:
-            self._seen.pop(key, None)
+        self._seen.discard(key)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._seen)
+        return len(self._seen)
 
 
 def dedup_key(outcome: Outcome) -> bytes:
@@ -126,8 +133,7 @@ class _Lane:
         self._cond = threading.Condition()
         self._closing = False
         self._abandoned = False
-        self._dropped_unlogged = 0
-        self._last_drop_log = float("-inf")
+        self._drops = RateLimitedLog(DROP_LOG_INTERVAL_SECONDS)
         self._thread = threading.Thread(target=self._run, name=f"magtape-notify-{self.channel}",
                                         daemon=True)
         self._thread.start()
@@ -139,15 +145,10 @@ class _Lane:
                 self._jobs.append(outcome)
                 self._cond.notify()
                 return True
-            self._dropped_unlogged += 1
-            now = time.monotonic()
-            should_log = now - self._last_drop_log >= DROP_LOG_INTERVAL_SECONDS
-            if should_log:
-                dropped, self._dropped_unlogged = self._dropped_unlogged, 0
-                self._last_drop_log = now
             closing = self._closing
         self._metrics.notification(self.channel, "dropped")
-        if should_log:
+        dropped = self._drops.tick()
+        if dropped:
             why = ("MagTape is shutting down" if closing
                    else f"the queue is full ({self._capacity} waiting; "
                         "raise MAGTAPE_NOTIFY_QUEUE_SIZE or check why delivery is slow)")
@@ -193,8 +194,13 @@ class Dispatcher:
     def __init__(self, metrics: Metrics, *, events: Sink | None = None,
                  slack: Sink | None = None, slack_passive: bool = False,
                  queue_size: int = 1000, dedup_seconds: float = 600.0,
+                 namespaces: NamespaceDirectory | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``namespaces``: when given, only reviews of namespaces that exist and
+        opted in notify anyone (see magtape.namespaces); None: no cluster to ask."""
         self._metrics = metrics
+        self._namespaces = namespaces
+        self._unverified = RateLimitedLog(DROP_LOG_INTERVAL_SECONDS, clock)
         self._slack_passive = slack_passive
         self._recent = RecentAlerts(dedup_seconds, clock=clock)
         self._events = _Lane(events, queue_size, metrics) if events is not None else None
@@ -215,6 +221,17 @@ class Dispatcher:
         lanes = self._lanes_for(outcome)
         if not lanes:
             return False
+        if self._namespaces is not None and not self._namespaces.opted_in(review.namespace):
+            # Not a namespace the API server sends reviews for: a forged or
+            # stale review. Nobody is told, and it costs one counter.
+            for lane in lanes:
+                self._metrics.notification(lane.channel, "refused")
+            count = self._unverified.tick()
+            if count:
+                log.warning("refused notifications for %d review(s) of namespaces that do not "
+                            "exist or did not opt in (last: %s); forged reviews? See "
+                            "docs/security.md", count, clean(review.namespace, NAME_MAX))
+            return False
         if review.controller_owned:
             self._deduplicated(lanes)
             return False
@@ -232,11 +249,15 @@ class Dispatcher:
         return "slack" in queued
 
     def _lanes_for(self, outcome: Outcome) -> list[_Lane]:
-        """Events for every failure; Slack on denials, and on other failures in passive mode."""
+        """Events for every failure; Slack on denials, and on other failures in passive mode.
+
+        Exception-expiry reminders always go to Slack: they exist to be read there.
+        """
         lanes = []
         if self._events is not None:
             lanes.append(self._events)
-        if self._slack is not None and (not outcome.allowed or self._slack_passive):
+        if self._slack is not None and (not outcome.allowed or self._slack_passive
+                                        or outcome.reminder):
             lanes.append(self._slack)
         return lanes
 
@@ -256,7 +277,7 @@ class Dispatcher:
         for lane in lanes:
             finished = lane.join(deadline - time.monotonic())
             if finished:
-                lane.sink.close()
+                lane.sink.close(max(0.0, deadline - time.monotonic()))
                 continue
             abandoned = lane.abandon()
             if abandoned:

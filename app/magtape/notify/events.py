@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
+from magtape.text import NAME_MAX, clean, escape
 
 if TYPE_CHECKING:
     from magtape.decision import Outcome
@@ -49,10 +50,14 @@ def truncate_utf8(text: str, max_bytes: int, marker: str = "...") -> str:
 
 
 def generate_name(object_name: str, kind: str) -> str:
-    """A valid generateName prefix ending in "." (so names read ``<object>.<random>``)."""
+    """A valid generateName prefix ending in "-" (so names read ``<object>-<random>``).
+
+    Not ".": the API server validates generateName itself as a DNS subdomain
+    (only a trailing "-" is allowed), so "<object>." is refused with 422.
+    """
     base = _NOT_NAME_CHARS.sub("-", (object_name or kind or "magtape").lower())
     base = base[:GENERATE_NAME_MAX - 1].strip(".-") or "magtape"
-    return f"{base}."
+    return f"{base}-"
 
 
 def event_time(now: datetime | None = None) -> datetime:
@@ -74,7 +79,7 @@ def build_event(outcome: Outcome, reporting_instance: str,
     version = review.request["kind"].get("version", "")
     uid = review.object.get("metadata", {}).get("uid")
     regarding = V1ObjectReference(
-        kind=review.kind, name=review.name,
+        kind=clean(review.kind, NAME_MAX), name=clean(review.name, NAME_MAX),
         api_version=(f"{group}/{version}" if group else version) or None,
         namespace=review.namespace or None,
         uid=uid if isinstance(uid, str) and uid else None)
@@ -86,7 +91,7 @@ def build_event(outcome: Outcome, reporting_instance: str,
         type="Warning",
         reason=REASON,
         action=action[:ACTION_MAX_CHARS],
-        note=truncate_utf8(outcome.decision.message, NOTE_MAX_BYTES),
+        note=truncate_utf8(escape(outcome.decision.message), NOTE_MAX_BYTES),
         regarding=regarding,
         reporting_controller=REPORTING_CONTROLLER,
         reporting_instance=reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
@@ -131,5 +136,5 @@ class EventRecorder:
             return
         self._metrics.notification("event", "sent")
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> None:
         return None

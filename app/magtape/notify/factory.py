@@ -11,21 +11,25 @@ import logging
 from typing import Any
 
 from magtape.metrics import Metrics
+from magtape.namespaces import NamespaceDirectory
 from magtape.notify import Notifier, NullNotifier
 from magtape.notify.dispatcher import Dispatcher
 from magtape.notify.events import EventRecorder
-from magtape.notify.slack import SlackSender, TenantWebhooks
+from magtape.notify.slack import SlackSender
+from magtape.notify.slack_targets import TenantWebhooks
 from magtape.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def build_notifier(settings: Settings, api_client: Any | None, metrics: Metrics, *,
-                   slack_verify: bool | str = True) -> Notifier:
+                   slack_verify: bool | str = True,
+                   namespaces: NamespaceDirectory | None = None) -> Notifier:
     """The dispatcher for the enabled channels, or a NullNotifier when none is.
 
     ``api_client`` is a ``kubernetes.client.ApiClient`` or None (no cluster).
     ``slack_verify``: TLS verification for Slack posts (True, or a CA bundle path).
+    ``namespaces``: the cluster's namespaces; only opted-in ones are notified.
     """
     events = None
     if settings.k8s_events_enabled:
@@ -51,4 +55,4 @@ def build_notifier(settings: Settings, api_client: Any | None, metrics: Metrics,
              " (passive: also for allowed requests)" if slack and settings.slack_passive else "")
     return Dispatcher(metrics, events=events, slack=slack, slack_passive=settings.slack_passive,
                       queue_size=settings.notify_queue_size,
-                      dedup_seconds=settings.alert_dedup_seconds)
+                      dedup_seconds=settings.alert_dedup_seconds, namespaces=namespaces)

@@ -1,12 +1,12 @@
-"""Slack alerts: where they go, what they say, and how they are posted safely.
+"""Slack delivery: one alert to each of its targets, isolated per target, safely.
 
-Targets are the operator's default incoming-webhook URL plus, when the
-request's namespace has one, the URL in its Secret ``magtape-slack`` (key
-``webhook-url``) — a "customer alert". A tenant controls that Secret, so its
-URL must be https and point at an allowed host (``MAGTAPE_SLACK_ALLOWED_HOSTS``),
-otherwise MagTape would post cluster data wherever a tenant asks.
-``MAGTAPE_SLACK_WEBHOOK_URL_BASE`` then replaces the host of every target
-(airgapped clusters post to a forwarder), keeping scheme and path.
+Targets and URL policy live in :mod:`magtape.notify.slack_targets`, the
+payload in :mod:`magtape.notify.slack_payload`; this module posts. Each target
+(the default webhook, each tenant's webhook) has its own bounded FIFO, at most
+one post in flight, and a small shared pool of workers takes turns between
+targets: a tenant URL that black-holes connections holds one worker and fills
+its own queue (then its alerts are dropped and counted), while every other
+target's alerts keep going out.
 
 A webhook URL is a credential: it never appears in a log line. Our own
 messages name the target by origin and host only, exceptions are logged by
@@ -16,15 +16,14 @@ type, and urllib3's debug/retry lines are redacted while a post is in flight
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
+import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,7 +34,10 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from magtape.metrics import Channel, Metrics
+from magtape.notify.slack_payload import build_payload
+from magtape.notify.slack_targets import Target, TargetResolver, TenantWebhooks
 from magtape.settings import Settings
+from magtape.text import NAME_MAX, clean
 
 if TYPE_CHECKING:
     from urllib3.response import BaseHTTPResponse
@@ -44,171 +46,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SECRET_NAME = "magtape-slack"
-SECRET_KEY = "webhook-url"
-PRETEXT_DENIED = "MagTape | Policy Denial Detected"
-PRETEXT_FAILURES = "MagTape | Policy Failures Detected"
-
-# A namespace's Secret is read at most once per this many seconds (also when
-# it is absent), so a burst of failures in one namespace costs one API call.
-SECRET_CACHE_SECONDS = 60.0
-SECRET_CACHE_MAX_NAMESPACES = 1024
 # Retries on 429/5xx: a bounded number, exponential back-off, and a server's
-# Retry-After honoured up to a cap, so one alert holds the Slack worker for
-# seconds, not for as long as a server asks.
+# Retry-After honoured up to a cap, so one alert holds a worker for seconds,
+# not for as long as a server asks.
 RETRY_STATUS = (429, 500, 502, 503, 504)
 RETRY_TOTAL = 3
 RETRY_BACKOFF_FACTOR = 0.5
 RETRY_BACKOFF_MAX_SECONDS = 4.0
 RETRY_AFTER_MAX_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """One webhook to post an alert to."""
-
-    url: str = field(repr=False)  # a credential
-    customer: bool  # True: from the namespace's Secret
-    origin: str  # how logs name it: "default webhook" or "Secret <ns>/magtape-slack"
-
-    def describe(self) -> str:
-        return f"{self.origin} (host {urlsplit(self.url).hostname or '?'})"
-
-
-# -- target resolution -------------------------------------------------------
-
-
-def base_netloc(base: str) -> str:
-    """The ``host[:port]`` of ``MAGTAPE_SLACK_WEBHOOK_URL_BASE`` (a host or a URL)."""
-    if not base:
-        return ""
-    return urlsplit(base if "://" in base else f"//{base}").netloc
-
-
-def rewrite_host(url: str, netloc: str) -> str:
-    """``url`` with its host[:port] replaced by ``netloc`` (no change when empty)."""
-    if not netloc:
-        return url
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def refusal(url: str, allowed_hosts: frozenset[str]) -> str | None:
-    """Why a tenant's webhook URL may not be used, or None when it is acceptable."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return "it is not a valid URL"
-    if parts.scheme != "https":
-        return f"its scheme is {parts.scheme or 'missing'!r}, only https is accepted"
-    if not host:
-        return "it has no host"
-    if parts.username is not None or parts.password is not None:
-        return "it carries credentials before the host"
-    if host.lower() not in allowed_hosts:
-        return (f"host {host!r} is not in MAGTAPE_SLACK_ALLOWED_HOSTS "
-                f"({', '.join(sorted(allowed_hosts))})")
-    return None
-
-
-class TenantWebhooks:
-    """Reads (and briefly caches) the webhook URL in each namespace's Secret."""
-
-    def __init__(self, api_client: Any, timeout_seconds: float = 5.0,
-                 ttl_seconds: float = SECRET_CACHE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        from kubernetes.client import CoreV1Api
-
-        self._api = CoreV1Api(api_client)
-        self._timeout = timeout_seconds
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._cache: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def url_for(self, namespace: str) -> str | None:
-        if not namespace:
-            return None
-        now = self._clock()
-        with self._lock:
-            cached = self._cache.get(namespace)
-            if cached is not None and now - cached[0] < self._ttl:
-                return cached[1]
-        url = self._read(namespace)
-        with self._lock:
-            self._cache[namespace] = (now, url)
-            self._cache.move_to_end(namespace)
-            while len(self._cache) > SECRET_CACHE_MAX_NAMESPACES:
-                self._cache.popitem(last=False)
-        return url
-
-    def _read(self, namespace: str) -> str | None:
-        from kubernetes.client.exceptions import ApiException
-
-        where = f"Secret {namespace}/{SECRET_NAME}"
-        try:
-            secret = self._api.read_namespaced_secret(SECRET_NAME, namespace,
-                                                      _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("could not read %s (HTTP %s %s); alerting the default webhook only. "
-                            "Check MagTape's RBAC allows get on secrets named %s",
-                            where, exc.status, exc.reason, SECRET_NAME)
-            return None
-        except Exception as exc:
-            log.warning("could not read %s (%s); alerting the default webhook only",
-                        where, type(exc).__name__)
-            return None
-        raw = (secret.data or {}).get(SECRET_KEY)
-        if not raw:
-            log.warning("%s has no key %r; alerting the default webhook only", where, SECRET_KEY)
-            return None
-        try:
-            url = base64.b64decode(raw, validate=True).decode("utf-8").strip()
-        except (binascii.Error, UnicodeDecodeError):
-            log.warning("%s key %r is not base64-encoded UTF-8 text; ignoring it",
-                        where, SECRET_KEY)
-            return None
-        return url or None
-
-
-# -- payload -----------------------------------------------------------------
-
-
-def _escape(text: str) -> str:
-    """Slack's three control characters, escaped as its API asks."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def build_payload(outcome: Outcome, *, cluster: str, username: str, icon: str,
-                  customer: bool) -> dict[str, Any]:
-    """The incoming-webhook JSON for one outcome (see docs/notifications.md)."""
-    review = outcome.review
-    denied = not outcome.allowed
-    fields = [
-        ("Cluster", cluster, True),
-        ("Namespace", review.namespace, True),
-        ("MagTape Deny Level", outcome.deny_level.value, True),
-        ("Workload", f"{review.kind.lower()}/{review.name}", False),
-        ("User", review.username, False),
-        ("Customer Alert", str(customer), True),
-    ]
-    return {
-        "username": username,
-        "icon_emoji": icon,
-        "attachments": [{
-            "color": "danger" if denied else "warning",
-            "pretext": PRETEXT_DENIED if denied else PRETEXT_FAILURES,
-            "fallback": _escape(f'MagTape detected failures for {review.kind} "{review.name}" '
-                                f'in namespace "{review.namespace}" on cluster "{cluster}"'),
-            "text": "\n".join(_escape(m) for m in outcome.decision.messages),
-            "fields": [{"title": t, "value": _escape(v), "short": s} for t, v, s in fields],
-        }],
-    }
-
-
-# -- posting -----------------------------------------------------------------
+# Per-target isolation (docs/notifications.md): posts in flight at once (one
+# per target at most), alerts waiting per target, targets with alerts waiting.
+WORKERS = 4
+PER_TARGET_QUEUE = 50
+MAX_PENDING_TARGETS = 256
 
 
 class _BoundedRetry(Retry):
@@ -293,66 +143,136 @@ class RedactWebhookUrls(logging.Filter):
                 logger.addFilter(cls())
 
 
+@dataclass(frozen=True)
+class _Post:
+    target: Target
+    payload: dict[str, Any]
+    what: str  # "Deployment ns/name", for log lines
+
+
+class PerTargetQueues:
+    """One FIFO per target, at most one job of a target in flight, ``workers`` in all."""
+
+    def __init__(self, run: Callable[[_Post], None], workers: int = WORKERS,
+                 per_target: int = PER_TARGET_QUEUE,
+                 max_targets: int = MAX_PENDING_TARGETS) -> None:
+        self._run = run
+        self._per_target = per_target
+        self._max_targets = max_targets
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        # A target's deque exists while it has jobs queued or one in flight.
+        self._pending: dict[str, deque[_Post]] = {}
+        self._in_flight: set[str] = set()
+        self._closed = False
+        self._ready: queue.Queue[str | None] = queue.Queue()
+        self._threads = [threading.Thread(target=self._work, daemon=True,
+                                          name=f"magtape-slack-{i}") for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def offer(self, key: str, job: _Post) -> bool:
+        """Queue ``job`` for target ``key``; False when its queue or the target table is full."""
+        with self._lock:
+            jobs = self._pending.get(key)
+            if jobs is None:
+                if len(self._pending) >= self._max_targets:
+                    return False
+                jobs = self._pending[key] = deque()
+                schedule = True
+            else:
+                schedule = False  # a worker has it, or it is already in the ready queue
+            if len(jobs) >= self._per_target:
+                return False
+            jobs.append(job)
+        if schedule:
+            self._ready.put(key)
+        return True
+
+    def _work(self) -> None:
+        while (key := self._ready.get()) is not None:
+            while True:
+                with self._lock:
+                    jobs = self._pending[key]
+                    if not jobs or self._closed:
+                        del self._pending[key]
+                        self._idle.notify_all()
+                        break
+                    job = jobs[0]
+                    self._in_flight.add(key)
+                try:
+                    self._run(job)
+                except Exception:
+                    log.exception("Slack alert failed unexpectedly")
+                with self._lock:
+                    jobs.popleft()
+                    self._in_flight.discard(key)
+
+    def close(self, timeout: float) -> int:
+        """Let queued jobs run for at most ``timeout`` seconds; return how many were left."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._pending and self._idle.wait(max(0.0, deadline - time.monotonic())):
+                pass
+            self._closed = True  # workers finish the post in hand and take no other
+            left = sum(len(jobs) - (key in self._in_flight)
+                       for key, jobs in self._pending.items())
+        for _ in self._threads:
+            self._ready.put(None)
+        return left
+
+
 class SlackSender:
-    """The Slack :class:`~magtape.notify.dispatcher.Sink`: resolves targets and posts."""
+    """The Slack :class:`~magtape.notify.dispatcher.Sink`: resolves targets, queues posts."""
 
     channel: Channel = "slack"
 
     def __init__(self, settings: Settings, metrics: Metrics,
                  tenants: TenantWebhooks | None = None, verify: bool | str = True,
-                 retry: Retry | None = None) -> None:
+                 retry: Retry | None = None, workers: int = WORKERS,
+                 per_target: int = PER_TARGET_QUEUE) -> None:
         """``verify``: True (system CAs, or ``REQUESTS_CA_BUNDLE``), or a CA bundle path."""
         self._settings = settings
         self._metrics = metrics
-        self._tenants = tenants
         self._verify = verify
-        self._allowed = settings.slack_allowed_host_set
-        self._netloc = base_netloc(settings.slack_webhook_url_base)
-        if settings.slack_webhook_url_base and not self._netloc:
-            log.error("MAGTAPE_SLACK_WEBHOOK_URL_BASE=%r has no host; ignoring it",
-                      settings.slack_webhook_url_base)
+        self._resolver = TargetResolver(
+            settings.slack_webhook_url_default, tenants, settings.slack_allowed_host_set,
+            settings.slack_allowed_port_set, settings.slack_webhook_url_base,
+            on_refused=lambda: metrics.notification("slack", "refused"))
         timeout = settings.slack_timeout_seconds
         self._timeout = (timeout, timeout)  # (connect, read) per attempt
         self._session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry or retry_policy(), pool_maxsize=4)
+        adapter = HTTPAdapter(max_retries=retry or retry_policy(), pool_maxsize=workers)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         RedactWebhookUrls.install()
+        self._queues = PerTargetQueues(self._post, workers, per_target)
 
     def targets(self, namespace: str) -> list[Target]:
-        """Where an alert for ``namespace`` goes; a refused tenant URL is counted and logged."""
-        targets: list[Target] = []
-        if self._settings.slack_webhook_url_default:
-            targets.append(Target(self._settings.slack_webhook_url_default, customer=False,
-                                  origin="default webhook"))
-        tenant_url = self._tenants.url_for(namespace) if self._tenants is not None else None
-        if tenant_url is not None:
-            origin = f"Secret {namespace}/{SECRET_NAME}"
-            reason = refusal(tenant_url, self._allowed)
-            if reason is not None:
-                self._metrics.notification("slack", "refused")
-                log.warning("refused the Slack webhook URL in %s: %s. Fix the Secret's %r key "
-                            "or ask an administrator to allow the host", origin, reason,
-                            SECRET_KEY)
-            elif all(t.url != tenant_url for t in targets):
-                targets.append(Target(tenant_url, customer=True, origin=origin))
-        return [Target(rewrite_host(t.url, self._netloc), t.customer, t.origin)
-                for t in targets]
+        """Where an alert for ``namespace`` goes."""
+        return self._resolver.targets(namespace)
 
     def deliver(self, outcome: Outcome) -> None:
         review = outcome.review
+        what = (f"{clean(review.kind, NAME_MAX)} {clean(review.namespace, NAME_MAX)}/"
+                f"{clean(review.name, NAME_MAX)}")
         for target in self.targets(review.namespace):
             payload = build_payload(outcome, cluster=self._settings.cluster_name,
                                     username=self._settings.slack_user,
                                     icon=self._settings.slack_icon, customer=target.customer)
-            what = f"{review.kind} {review.namespace}/{review.name}"
-            self._post(target, payload, what)
+            if not self._queues.offer(target.origin, _Post(target, payload, what)):
+                self._metrics.notification("slack", "dropped")
+                log.warning("dropped the Slack alert for %s to %s: its queue is full "
+                            "(%d waiting); the target is slow or unreachable", what,
+                            target.describe(), PER_TARGET_QUEUE)
 
-    def _post(self, target: Target, payload: dict[str, Any], what: str) -> None:
+    def _post(self, job: _Post) -> None:
+        target, what = job.target, job.what
         try:
             with _redacting(target.url):
-                response = self._session.post(target.url, json=payload, timeout=self._timeout,
-                                              verify=self._verify, allow_redirects=False)
+                response = self._session.post(target.url, json=job.payload,
+                                              timeout=self._timeout, verify=self._verify,
+                                              allow_redirects=False)
                 response.close()
         except requests.RequestException as exc:
             self._metrics.notification("slack", "failed")
@@ -367,5 +287,10 @@ class SlackSender:
             log.warning("Slack alert for %s to %s failed: HTTP %d after retries", what,
                         target.describe(), response.status_code)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Post what is queued for at most ``timeout`` seconds; count the rest as dropped."""
+        left = self._queues.close(timeout)
+        if left:
+            self._metrics.notification("slack", "dropped", left)
+            log.warning("shutdown: discarded %d queued Slack alert(s)", left)
         self._session.close()

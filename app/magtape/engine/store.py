@@ -1,23 +1,24 @@
-"""The policy set and data the engine serves, reloaded by one worker thread.
+"""The policy set and data a loading engine serves, handed over by two lanes.
 
 Policy discovery changes the modules, replication changes sections of
-``data``; either marks the store dirty and the worker calls
-``engine.load(modules, data)`` with a consistent snapshot of both. A burst of
-changes during one load collapses into a single next load, so a flood of
-Namespace events costs a few compiles, not one per event. Listeners (policy
-discovery's status writer) get every report together with the modules it was
-built from.
+``data``. Each kind of change has its own lane (a thread): the policy lane
+calls ``loader.load(modules, data)`` (vetting, possibly seconds for a slow
+policy), the data lane calls ``loader.update_data(data)`` (no recompiling), so
+a namespace change never waits behind a policy ConfigMap being vetted. A burst
+of changes during one hand-over collapses into a single next one. Listeners
+(policy discovery's status writer, the enforcement state) get every load
+report together with the modules it was built from.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from magtape.engine import PolicyEngine
+from magtape.engine import PolicyLoader
 from magtape.metrics import Metrics
 from magtape.policy import LoadReport, PolicyModule
 
@@ -27,13 +28,27 @@ DataPath = tuple[str, ...]
 Listener = Callable[[LoadReport, tuple[PolicyModule, ...]], None]
 
 
+@dataclass
+class _Lane:
+    """One kind of change: the generation it last changed at and last handed over."""
+
+    name: str
+    changed: int = 0
+    done: int = 0
+    thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.changed > self.done
+
+
 class PolicyStore:
     """Owns the current modules (local or discovered) and data; thread-safe."""
 
-    def __init__(self, engine: PolicyEngine, metrics: Metrics | None,
+    def __init__(self, loader: PolicyLoader, metrics: Metrics | None,
                  local_modules: Sequence[PolicyModule],
                  base_data: Mapping[str, Any] | None = None) -> None:
-        self._engine = engine
+        self._loader = loader
         self._metrics = metrics
         self._local = tuple(local_modules)
         self._discovered: tuple[PolicyModule, ...] | None = None  # None: use the local set
@@ -41,10 +56,10 @@ class PolicyStore:
         self._sections: dict[DataPath, Any] = {}
         self._cond = threading.Condition()
         self._generation = 0  # bumped by every change
-        self._loaded = -1  # generation of the last finished load
+        self._policies = _Lane("policies", changed=0, done=-1)  # nothing loaded yet
+        self._data = _Lane("data")
         self._listeners: list[Listener] = []
         self._stopped = False
-        self._thread: threading.Thread | None = None
         self.last_report: LoadReport | None = None
 
     # --------------------------------------------------------------- changes
@@ -55,7 +70,7 @@ class PolicyStore:
             if new == self._discovered:
                 return False
             self._discovered = new
-            return self._changed()
+            return self._changed(self._policies)
 
     def set_data(self, path: DataPath, value: Any) -> bool:
         """Replace the data at ``path`` (e.g. ``("kubernetes", "namespaces")``)."""
@@ -63,10 +78,11 @@ class PolicyStore:
             if path in self._sections and self._sections[path] == value:
                 return False
             self._sections[path] = value
-            return self._changed()
+            return self._changed(self._data)
 
-    def _changed(self) -> bool:
+    def _changed(self, lane: _Lane) -> bool:
         self._generation += 1
+        lane.changed = self._generation
         self._cond.notify_all()
         return True
 
@@ -101,32 +117,24 @@ class PolicyStore:
 
     @property
     def loaded_generation(self) -> int:
+        """Every change up to this generation has reached the engine."""
         with self._cond:
-            return self._loaded
-
-    def wait_for(self, predicate: Callable[[], Any], timeout: float) -> Any:
-        """Wait until ``predicate()`` is truthy, re-checking after every load; its last value."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not (value := predicate()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return value
-                self._cond.wait(min(left, 0.5))
-            return value
+            lagging = [lane.done for lane in (self._policies, self._data) if lane.pending]
+            return min(lagging) if lagging else self._generation
 
     # ---------------------------------------------------------------- loading
     def load_now(self) -> LoadReport | None:
         """Load the current snapshot in the calling thread (start-up)."""
         with self._cond:
             generation, modules, data = self._generation, self.modules, self.data()
+            self._data.done = max(self._data.done, generation)  # load() takes the data too
         return self._load(generation, modules, data)
 
     def _load(self, generation: int, modules: tuple[PolicyModule, ...],
               data: dict[str, Any]) -> LoadReport | None:
         report: LoadReport | None = None
         try:
-            report = self._engine.load(modules, data)
+            report = self._loader.load(modules, data)
         except Exception:  # the engine reports policy errors itself; this is a defect
             log.exception("loading the policy set failed; the previous set stays active")
         if report is not None:
@@ -140,29 +148,55 @@ class PolicyStore:
                     listener(report, modules)
                 except Exception:
                     log.exception("a policy-load listener failed")
-        with self._cond:
-            self._loaded = max(self._loaded, generation)
-            self._cond.notify_all()
+        self._finished(self._policies, generation)
         return report
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="magtape-policy-store",
-                                        daemon=True)
-        self._thread.start()
+    def _update_data(self, generation: int, data: dict[str, Any]) -> None:
+        try:
+            self._loader.update_data(data)
+        except Exception:
+            log.exception("updating the policies' data failed; the previous data stays active")
+        self._finished(self._data, generation)
 
-    def _run(self) -> None:
-        while True:
+    def _finished(self, lane: _Lane, generation: int) -> None:
+        with self._cond:
+            lane.done = max(lane.done, generation)
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        for lane, work in ((self._policies, self._policy_lane), (self._data, self._data_lane)):
+            lane.thread = threading.Thread(target=work, name=f"magtape-store-{lane.name}",
+                                           daemon=True)
+            lane.thread.start()
+
+    def _next(self, lane: _Lane) -> int | None:
+        """Wait for a change in ``lane``; its generation, None once stopped."""
+        with self._cond:
+            while not self._stopped and not lane.pending:
+                self._cond.wait()
+            return None if self._stopped else self._generation
+
+    def _policy_lane(self) -> None:
+        while (generation := self._next(self._policies)) is not None:
             with self._cond:
-                while not self._stopped and self._loaded >= self._generation:
-                    self._cond.wait()
-                if self._stopped:
-                    return
-                generation, modules, data = self._generation, self.modules, self.data()
+                modules, data = self.modules, self.data()
             self._load(generation, modules, data)
+            with self._cond:
+                if self._data.changed > generation:
+                    # The data lane handed over newer data while this load ran;
+                    # the load has just replaced it with its older snapshot.
+                    self._changed(self._data)
+
+    def _data_lane(self) -> None:
+        while (generation := self._next(self._data)) is not None:
+            with self._cond:
+                data = self.data()
+            self._update_data(generation, data)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for lane in (self._policies, self._data):
+            if lane.thread is not None:
+                lane.thread.join(timeout)

@@ -1,8 +1,11 @@
-"""The in-cluster runtime: policy store, policy discovery and data replication, started together.
+"""Runtime wiring: policy store, policy discovery and data replication, started together.
 
-``magtape serve`` calls :func:`start`. The local policy set (built-ins or
+``magtape serve`` calls :func:`start`. For an engine that loads its own
+policies (the embedded one), the local policy set (built-ins or
 ``MAGTAPE_POLICY_DIRS``) and the data files are loaded before it returns, so
-the webhook can answer at once, with or without a cluster. With an API client,
+the webhook can answer at once, with or without a cluster; an engine that
+only evaluates (``opa``: kube-mgmt loads OPA) gets no store and no reload
+machinery at all. With an API client,
 background threads then list and watch Namespaces, the ``MAGTAPE_REPLICATE``
 kinds and, when ``MAGTAPE_POLICY_DISCOVERY`` is on, the policy ConfigMaps.
 :attr:`Runtime.ready` turns true once every one of them has completed its
@@ -18,16 +21,16 @@ from dataclasses import dataclass, field
 
 from kubernetes.client import ApiClient
 
-from magtape.engine import PolicyEngine
+from magtape.engine import Evaluator, PolicyLoader
 from magtape.engine.sources import load_data_files, policy_modules
+from magtape.engine.store import PolicyStore
 from magtape.kube.discovery import PolicyDiscovery
 from magtape.kube.reflector import Backoff, Reflector
 from magtape.kube.replication import ReplicatedKind, replicated_kinds
 from magtape.kube.rest import CONFIGMAPS, RawApi
-from magtape.kube.store import PolicyStore
 from magtape.metrics import Metrics
 from magtape.policy import PolicyModule
-from magtape.settings import EngineKind, Settings
+from magtape.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,8 @@ class RuntimeOptions:
 class Runtime:
     """A running runtime; ``stop()`` ends its threads."""
 
-    engine: PolicyEngine
-    store: PolicyStore
+    engine: Evaluator
+    store: PolicyStore | None  # None: the engine loads no policies (opa)
     reflectors: list[Reflector] = field(default_factory=list)
     discovery: PolicyDiscovery | None = None
     _sync_generation: int | None = None
@@ -55,6 +58,8 @@ class Runtime:
     @property
     def ready(self) -> bool:
         """A policy set is active and reflects the first sync of every watched kind."""
+        if self.store is None:
+            return self.engine.ready
         with self._lock:
             target = self._sync_generation if self.reflectors else -1
         return (self.engine.ready and target is not None
@@ -62,8 +67,8 @@ class Runtime:
 
     def _reflector_synced(self) -> None:
         with self._lock:
-            if self._sync_generation is None and all(r.synced.is_set()
-                                                     for r in self.reflectors):
+            if (self.store is not None and self._sync_generation is None
+                    and all(r.synced.is_set() for r in self.reflectors)):
                 self._sync_generation = self.store.generation
                 log.info("first sync complete; waiting for the engine to load it")
 
@@ -72,7 +77,8 @@ class Runtime:
             r.stop()
         if self.discovery is not None:
             self.discovery.writer.stop()
-        self.store.stop()
+        if self.store is not None:
+            self.store.stop()
 
 
 def local_modules(settings: Settings) -> list[PolicyModule]:
@@ -80,16 +86,22 @@ def local_modules(settings: Settings) -> list[PolicyModule]:
     return policy_modules(settings.policy_dirs)
 
 
-def start(settings: Settings, engine: PolicyEngine, api_client: ApiClient | None,
+def start(settings: Settings, engine: Evaluator, api_client: ApiClient | None,
           metrics: Metrics, *, options: RuntimeOptions | None = None) -> Runtime:
     """Load the local set now; with a cluster, start discovery and replication."""
     opts = options or RuntimeOptions()
     kinds = replicated_kinds(settings.replicate_kinds)  # a bad entry fails start-up
+    if not isinstance(engine, PolicyLoader):
+        # kube-mgmt loads policies and data into OPA and owns the status
+        # annotation; a second writer would fight it.
+        if settings.policy_discovery:
+            log.warning("MAGTAPE_POLICY_DISCOVERY is ignored with the opa engine: kube-mgmt "
+                        "loads the policy ConfigMaps into OPA")
+        return Runtime(engine, None)
     store = PolicyStore(engine, metrics, local_modules(settings),
                         load_data_files(settings.data_files))
     report = store.load_now()
-    if (report is not None and not report.policies and not settings.policy_discovery
-            and settings.engine is EngineKind.EMBEDDED):
+    if report is not None and not report.policies and not settings.policy_discovery:
         log.warning("no policy loaded: every request will be allowed without checks")
     runtime = Runtime(engine, store)
     store.start()
@@ -97,14 +109,6 @@ def start(settings: Settings, engine: PolicyEngine, api_client: ApiClient | None
         if settings.policy_discovery:
             log.warning("MAGTAPE_POLICY_DISCOVERY is on but there is no Kubernetes API: "
                         "serving the local policies")
-        return runtime
-
-    if settings.engine is EngineKind.OPA:
-        # kube-mgmt loads policies and data into OPA and owns the status
-        # annotation; a second writer would fight it.
-        if settings.policy_discovery:
-            log.warning("MAGTAPE_POLICY_DISCOVERY is ignored with the opa engine: kube-mgmt "
-                        "loads the policy ConfigMaps into OPA")
         return runtime
 
     api = RawApi(api_client)

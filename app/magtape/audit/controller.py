@@ -1,0 +1,435 @@
+"""The running audit: watch the target kinds, evaluate what changed, keep the reports current.
+
+One reflector per audited resource (plus one for Namespaces, for the opt-in
+label) feeds a cache of trimmed objects; every object that appears or changes
+in a way admission would see is marked dirty (a de-duplicating work queue, as
+client-go's). One worker thread takes dirty objects at a bounded rate (a
+token bucket: ``MAGTAPE_AUDIT_RATE`` objects per second), decides each with
+the :class:`~magtape.audit.results.Auditor` and, at most once per write
+interval, rebuilds the reports of the namespaces that changed and the
+metrics. A full pass (every object dirty again) starts when the policy set or
+its data changes, when exceptions or overrides change, when an exception
+expires or a ``denyFrom`` date arrives, and every ``MAGTAPE_AUDIT_INTERVAL_SECONDS``.
+
+The controller runs only while this replica leads (see :mod:`magtape.audit.lease`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from magtape.audit.kinds import KIND_OF, owned_by_audited
+from magtape.audit.report import ReportLimits, build_report
+from magtape.audit.results import Auditor, ObjectAudit, trimmed
+from magtape.audit.tally import tally
+from magtape.audit.writer import ReportWriter
+from magtape.enforcement import utc_now
+from magtape.kube.reflector import Backoff, Reflector
+from magtape.kube.rest import NAMESPACES, KubeError, RawApi, ResourceRef
+from magtape.metrics import AuditMetrics
+from magtape.namespaces import NamespaceDirectory
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+Key = tuple[str, str, str]  # namespace, kind, name
+
+
+class Source(Protocol):
+    """The audit's evaluator, as the controller sees it."""
+
+    @property
+    def ready(self) -> bool:
+        """A policy set is loaded: evaluating now gives real answers."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the policy set changes (a full pass is due at once)."""
+        ...
+
+    @property
+    def data_generation(self) -> int:
+        """Changes whenever the policies' data changes (a full pass is due soon)."""
+        ...
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    rate_per_second: float = 100.0
+    write_interval_seconds: float = 1.0
+    full_interval_seconds: float = 3600.0
+    # Data (namespaces, replicated kinds) can change often: a full pass for it
+    # starts at most this long after the previous one started.
+    data_pass_seconds: float = 60.0
+    all_namespaces: bool = False
+    limits: ReportLimits = field(default_factory=ReportLimits)
+    watch_timeout_seconds: int = 300
+    backoff_max_seconds: float = 30.0
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = burst if burst is not None else max(1.0, rate / 10)
+        self._tokens = self._burst
+        self._clock = clock
+        self._last = clock()
+
+    def take(self, stop: threading.Event) -> bool:
+        """Wait for a token; False when ``stop`` is set meanwhile."""
+        while True:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            if stop.wait((1.0 - self._tokens) / self._rate):
+                return False
+
+
+class _KindHandler:
+    def __init__(self, controller: AuditController, kind: str) -> None:
+        self._c, self._kind = controller, kind
+
+    def replace(self, objects: list[Obj]) -> None:
+        self._c._replace_kind(self._kind, objects)
+
+    def apply(self, event_type: str, obj: Obj) -> None:
+        self._c._apply(self._kind, event_type, obj)
+
+
+class _NamespaceHandler:
+    """The opt-in directory, plus "re-evaluate this namespace" when its labels change."""
+
+    def __init__(self, controller: AuditController) -> None:
+        self._c = controller
+        self.directory = NamespaceDirectory()
+        self._labels: dict[str, dict[str, str]] = {}
+
+    def replace(self, objects: list[Obj]) -> None:
+        self.directory.replace(objects)
+        old, self._labels = self._labels, {self._name(o): self._of(o) for o in objects}
+        self._c._namespaces_changed(n for n in {*old, *self._labels}
+                                    if old.get(n) != self._labels.get(n))
+
+    def apply(self, event_type: str, obj: Obj) -> None:
+        self.directory.apply(event_type, obj)
+        name = self._name(obj)
+        labels = None if event_type == "DELETED" else self._of(obj)
+        if self._labels.get(name) != labels:
+            if labels is None:
+                self._labels.pop(name, None)
+            else:
+                self._labels[name] = labels
+            self._c._namespaces_changed([name])
+
+    @staticmethod
+    def _name(obj: Obj) -> str:
+        return str((obj.get("metadata") or {}).get("name") or "")
+
+    @staticmethod
+    def _of(obj: Obj) -> dict[str, str]:
+        return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+class AuditController:
+    """Keeps the PolicyReports and audit metrics current while started."""
+
+    def __init__(self, api: RawApi, kinds: list[ResourceRef], auditor: Auditor, source: Source,
+                 metrics: AuditMetrics, options: AuditOptions = AuditOptions(),
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self._api, self._auditor, self._source = api, auditor, source
+        self._metrics, self._opts, self._clock = metrics, options, clock
+        self._kinds = {KIND_OF.get(ref.plural, ref.plural): ref for ref in kinds}
+        self._kind_names = frozenset(self._kinds)
+        self._cond = threading.Condition()
+        self._objects: dict[Key, Obj] = {}
+        self._by_ns: dict[str, set[Key]] = {}
+        self._dirty: dict[Key, None] = {}  # insertion-ordered set
+        self._audits: dict[str, dict[Key, ObjectAudit]] = {}
+        self._dirty_ns: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._namespaces = _NamespaceHandler(self)
+        self._reflectors: list[Reflector] = []
+        self.writer = ReportWriter(api)
+        self._bucket = TokenBucket(options.rate_per_second)
+        # Full passes
+        self._generation: int | None = None
+        self._data_generation = 0
+        self._enforcement: tuple[Any, ...] = ()
+        self._transition: datetime | None = None
+        self._last_full = 0.0
+        self._pass_started: float | None = None
+        self._orphans_checked = False
+        self._busy = 0  # an object being evaluated or reports being written
+        self.passes = 0  # completed full passes
+        self.evaluations = 0
+
+    # ----------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        backoff_max = self._opts.backoff_max_seconds
+        self._reflectors = [Reflector(self._api, NAMESPACES, self._namespaces,
+                                      watch_timeout_seconds=self._opts.watch_timeout_seconds,
+                                      backoff=Backoff(0.5, backoff_max))]
+        for kind, ref in sorted(self._kinds.items()):
+            self._reflectors.append(Reflector(
+                self._api, ref, _KindHandler(self, kind),
+                watch_timeout_seconds=self._opts.watch_timeout_seconds,
+                backoff=Backoff(0.5, backoff_max)))
+        for r in self._reflectors:
+            r.start()
+        self._thread = threading.Thread(target=self._run, name="magtape-audit", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for r in self._reflectors:
+            r.stop(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def synced(self) -> bool:
+        return bool(self._reflectors) and all(r.synced.is_set() for r in self._reflectors)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to evaluate or write (tests, benchmarks)."""
+        with self._cond:
+            return self.synced and not self._dirty and not self._dirty_ns and not self._busy \
+                and self._pass_started is None and self._generation is not None
+
+    # ------------------------------------------------------- watch events
+    def _in_scope(self, namespace: str) -> bool:
+        return self._opts.all_namespaces or self._namespaces.directory.opted_in(namespace)
+
+    def _replace_kind(self, kind: str, objects: list[Obj]) -> None:
+        fresh = {}
+        for obj in objects:
+            key = self._key(kind, obj)
+            if key is not None and not owned_by_audited(obj, self._kind_names):
+                fresh[key] = obj
+        with self._cond:
+            for key in [k for k in self._objects if k[1] == kind and k not in fresh]:
+                self._forget(key)
+            for key, obj in fresh.items():
+                self._put(key, obj)
+            self._cond.notify_all()
+
+    def _apply(self, kind: str, event_type: str, obj: Obj) -> None:
+        key = self._key(kind, obj)
+        if key is None:
+            return
+        with self._cond:
+            if event_type == "DELETED" or owned_by_audited(obj, self._kind_names):
+                self._forget(key)
+            else:
+                self._put(key, obj)
+            self._cond.notify_all()
+
+    def _namespaces_changed(self, names: Iterable[str]) -> None:
+        with self._cond:
+            for ns in names:
+                for key in self._by_ns.get(ns, ()):
+                    self._dirty[key] = None
+                self._dirty_ns.add(ns)
+            self._cond.notify_all()
+
+    @staticmethod
+    def _key(kind: str, obj: Obj) -> Key | None:
+        meta = obj.get("metadata") or {}
+        ns, name = meta.get("namespace"), meta.get("name")
+        if not isinstance(ns, str) or not ns or not isinstance(name, str):
+            return None  # cluster-scoped: no namespace report to put it in
+        return ns, kind, name
+
+    def _put(self, key: Key, obj: Obj) -> None:
+        obj = {**obj, "kind": key[1]}
+        small = trimmed(obj)
+        if self._objects.get(key) == small:
+            return  # a status-only change: admission would decide the same
+        self._objects[key] = small
+        self._by_ns.setdefault(key[0], set()).add(key)
+        self._dirty[key] = None
+
+    def _forget(self, key: Key) -> None:
+        if self._objects.pop(key, None) is None:
+            return
+        keys = self._by_ns.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_ns[key[0]]
+        self._dirty[key] = None
+
+    # -------------------------------------------------------------- worker
+    def _load_existing(self) -> None:
+        """Learn the reports a previous leader left, so unchanged ones are not rewritten."""
+        backoff = Backoff(0.5, self._opts.backoff_max_seconds)
+        while not self._stop.is_set():
+            try:
+                self.writer.load_existing()
+                return
+            except KubeError as exc:
+                delay = backoff.next()
+                log.warning("audit: cannot list the PolicyReports (%s; is the CRD installed? "
+                            "see components/policyreport-crd); retrying in %.1fs", exc, delay)
+                self._stop.wait(delay)
+
+    def _run(self) -> None:
+        self._load_existing()
+        last_flush = 0.0
+        while not self._stop.is_set():
+            try:
+                if not self.synced or not self._source.ready:
+                    self._stop.wait(0.05)
+                    continue
+                self._maybe_full_pass()
+                now = time.monotonic()
+                if now - last_flush >= self._opts.write_interval_seconds:
+                    last_flush = now
+                    self._flush()
+                key = self._next(timeout=min(0.5, self._opts.write_interval_seconds))
+                if key is None:
+                    continue
+                try:
+                    # Only evaluations are rate-limited; forgetting an object is free.
+                    if not self._in_scope(key[0]) or self._bucket.take(self._stop):
+                        self._process(key)
+                finally:
+                    with self._cond:
+                        self._busy -= 1
+            except Exception:  # a defect must not end the audit for good
+                log.exception("audit step failed; continuing")
+                self._stop.wait(1.0)
+
+    def _next(self, timeout: float) -> Key | None:
+        with self._cond:
+            if not self._dirty:
+                self._finish_pass()
+                self._cond.wait(timeout)
+            if not self._dirty:
+                return None
+            key = next(iter(self._dirty))
+            del self._dirty[key]
+            self._busy += 1  # until _process has stored its audit
+            self._metrics.queue.set(len(self._dirty))
+            return key
+
+    def _process(self, key: Key) -> None:
+        ns = key[0]
+        with self._cond:
+            obj = self._objects.get(key) if self._in_scope(ns) else None
+        audit = self._auditor.audit(obj) if obj is not None else None
+        self.evaluations += audit is not None
+        with self._cond:
+            found = self._audits.setdefault(ns, {})
+            if audit is None:
+                found.pop(key, None)
+            else:
+                found[key] = audit
+            if not found:
+                del self._audits[ns]
+            self._dirty_ns.add(ns)
+
+    # --------------------------------------------------------- full passes
+    def _enforcement_snapshot(self) -> tuple[Any, ...]:
+        state = self._auditor.enforcer.state
+        return (state.config, *state.all_exceptions())
+
+    def _maybe_full_pass(self) -> None:
+        generation, data_generation = self._source.generation, self._source.data_generation
+        since = time.monotonic() - self._last_full
+        snapshot = self._enforcement_snapshot()
+        now = self._clock()
+        why = ("start" if self._generation is None
+               else "policy set or data changed" if generation != self._generation
+               else "exceptions or overrides changed" if not _same(snapshot, self._enforcement)
+               else "an exception expired or a denyFrom date arrived"
+               if self._transition is not None and now >= self._transition
+               else "the policies' data changed" if data_generation != self._data_generation
+               and since >= min(self._opts.data_pass_seconds, self._opts.full_interval_seconds)
+               else "periodic" if since >= self._opts.full_interval_seconds else "")
+        if not why:
+            return
+        self._generation, self._enforcement = generation, snapshot
+        self._data_generation = data_generation
+        self._transition = self._auditor.enforcer.state.next_transition(now)
+        self._last_full = time.monotonic()
+        with self._cond:
+            for key in self._objects:
+                self._dirty[key] = None
+            # namespaces with audits but no objects any more (left scope, emptied)
+            for ns in list(self._audits):
+                for key in [k for k in self._audits[ns] if k not in self._objects]:
+                    self._dirty[key] = None
+            if self._pass_started is None:
+                self._pass_started = time.monotonic()
+            log.info("audit: full pass of %d objects (%s)", len(self._dirty), why)
+
+    def _finish_pass(self) -> None:
+        """Called with the lock held when nothing is dirty."""
+        if self._pass_started is None:
+            return
+        duration = time.monotonic() - self._pass_started
+        self._pass_started = None
+        self.passes += 1
+        self._metrics.duration.set(duration)
+        self._metrics.last_completed.set(time.time())
+        if not self._orphans_checked:
+            # Reports a previous leader wrote for namespaces with nothing left.
+            self._orphans_checked = True
+            self._dirty_ns.update(ns for ns in self.writer.namespaces if ns not in self._audits)
+        log.info("audit: full pass done in %.1fs (%d objects in scope)", duration,
+                 sum(len(a) for a in self._audits.values()))
+
+    # -------------------------------------------------------------- output
+    def _flush(self) -> None:
+        with self._cond:
+            if not self._dirty_ns:
+                return
+            # During a full pass a namespace is written once its objects are all
+            # done, so a report is not rewritten for every object of the pass.
+            pending = {k[0] for k in self._dirty} if self._pass_started is not None else set()
+            namespaces = {ns for ns in self._dirty_ns if ns not in pending}
+            self._dirty_ns -= namespaces
+            wanted = {ns: build_report(ns, self._audits[ns].values(), self._opts.limits)
+                      if ns in self._audits else None for ns in namespaces
+                      if ns in self._audits or not self._has_objects(ns)}
+            audits = [a for found in self._audits.values() for a in found.values()]
+            self._busy += 1
+        try:
+            retry = {ns for ns, report in sorted(wanted.items(), key=lambda kv: kv[0])
+                     if not self.writer.sync(ns, report)}
+            self._metrics.set_findings(*tally(audits))
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._dirty_ns |= retry
+
+    def _has_objects(self, namespace: str) -> bool:
+        """Objects of ``namespace`` in scope still to be audited (its report stays)."""
+        return namespace in self._by_ns and self._in_scope(namespace)
+
+    def audits(self) -> dict[str, list[ObjectAudit]]:
+        """The current findings by namespace (tests, the CLI comparison)."""
+        with self._cond:
+            return {ns: list(found.values()) for ns, found in self._audits.items()}
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

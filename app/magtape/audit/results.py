@@ -1,0 +1,158 @@
+"""What the audit found on one object: the admission decision, kept as report results.
+
+Pure core: an object is wrapped in the CREATE review the API server would
+send and decided by the webhook's own :class:`~magtape.enforcement.Enforcer`
+(exceptions, overrides, the namespace's deny level), with the evaluator the
+caller gives, so the audit, ``magtape check`` and admission cannot disagree.
+Only what a PolicyReport keeps is recorded: failures, warnings and
+exemptions as results, passes as a count. The same object is also judged as
+if ``MAGTAPE_DENY_LEVEL`` were each other level (the "what would be denied"
+view); judging again reuses the evaluation, it costs no engine call.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from magtape.decision import Decision, Verdict
+from magtape.enforcement import Enforcer
+from magtape.enforcement.evaluator import EvaluateFn
+from magtape.engine import EngineError
+from magtape.policy import DenyLevel, Severity
+from magtape.remediation import Catalogue
+from magtape.review import make_review
+
+Obj = dict[str, Any]
+
+# PolicyReport result values (wgpolicyk8s.io/v1alpha2) in the order a capped
+# report keeps them: what admission would deny first.
+FAIL, ERROR, WARN, SKIP = "fail", "error", "warn", "skip"
+RESULT_RANK = {FAIL: 0, ERROR: 1, WARN: 2, SKIP: 3}
+SEVERITY = {Severity.HIGH: "high", Severity.MED: "medium", Severity.LOW: "low"}
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "": 3}
+# How each verdict of the Enforcer is reported: "fail" is what admission would
+# deny now; a scheduled denial (denyFrom ahead) still lets it through.
+RESULT_OF = {Verdict.DENY: FAIL, Verdict.WARN: WARN, Verdict.SCHEDULED: WARN,
+             Verdict.EXEMPTED: SKIP, Verdict.EXISTING: WARN}
+ENGINE_POLICY = "magtape-engine"  # the "policy" of a result no policy could give
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    """The object a result is about (a PolicyReport ``resources`` entry)."""
+
+    namespace: str
+    kind: str
+    name: str
+    api_version: str = ""
+    uid: str = ""
+
+    def as_resource(self) -> dict[str, str]:
+        out = {"apiVersion": self.api_version, "kind": self.kind, "namespace": self.namespace,
+               "name": self.name, "uid": self.uid}
+        return {k: v for k, v in out.items() if v}
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """One failed, warned, exempted or unevaluable check on one object."""
+
+    policy: str
+    check_id: str
+    severity: str  # "high", "medium", "low" ("" when unknown)
+    result: str  # fail, error, warn, skip
+    message: str
+    verdict: str  # the Enforcer's verdict: deny, warn, scheduled, exempted, existing, error
+    note: str = ""  # why it did not deny (an exception, a denyFrom date), if anything did
+    url: str = ""  # the check's README
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        return RESULT_RANK[self.result], SEVERITY_RANK.get(self.severity, 3)
+
+
+@dataclass(frozen=True)
+class ObjectAudit:
+    """Everything the audit keeps about one object."""
+
+    ref: ObjectRef
+    results: tuple[AuditResult, ...]
+    passed: int  # policies that applied and passed
+    denied_at: frozenset[DenyLevel]  # MAGTAPE_DENY_LEVEL values at which it would be denied
+
+    @property
+    def denied(self) -> bool:
+        """Admission would deny it now (at the level that applies to it)."""
+        return any(r.result == FAIL for r in self.results)
+
+
+def ref_of(obj: Mapping[str, Any]) -> ObjectRef:
+    meta = obj.get("metadata") or {}
+    return ObjectRef(str(meta.get("namespace") or ""), str(obj.get("kind") or ""),
+                     str(meta.get("name") or ""), str(obj.get("apiVersion") or ""),
+                     str(meta.get("uid") or ""))
+
+
+def trimmed(obj: Mapping[str, Any]) -> Obj:
+    """The object as a CREATE review carries it: no status, no managedFields, no version.
+
+    Two objects that trim equal decide equal, so a status-only change (most
+    Pod events) is not evaluated again.
+    """
+    out = {k: v for k, v in obj.items() if k != "status"}
+    meta = dict(out.get("metadata") or {})
+    for key in ("managedFields", "resourceVersion", "generation"):
+        meta.pop(key, None)
+    out["metadata"] = meta
+    return copy.deepcopy(out)
+
+
+class Auditor:
+    """Decides objects as admission would; thread-safe (the enforcer is)."""
+
+    def __init__(self, enforcer: Enforcer, evaluate: EvaluateFn, catalogue: Catalogue) -> None:
+        self.enforcer = enforcer
+        self._evaluate = evaluate
+        self._catalogue = catalogue
+        # What-if enforcers share the state (exceptions, overrides, namespace
+        # labels) and differ only in the default deny level: "if MAGTAPE_DENY_LEVEL
+        # were raised to L". Namespaces with a level of their own keep it.
+        self._what_if = {}
+        for level in DenyLevel:
+            other = copy.copy(enforcer)
+            other.default_level = level
+            self._what_if[level] = other
+
+    def audit(self, obj: Mapping[str, Any]) -> ObjectAudit:
+        ref = ref_of(obj)
+        review = make_review(dict(obj), ref.namespace)
+        try:
+            evaluation, decision = self.enforcer.decide(review, self._evaluate)
+        except EngineError as exc:
+            error = AuditResult(ENGINE_POLICY, "", "", ERROR,
+                                f"MagTape could not evaluate this object: {exc}", "error")
+            return ObjectAudit(ref, (error,), 0, frozenset())
+        results = [self._result(decision, i) for i in range(len(decision.findings))]
+        for err in evaluation.policy_errors:
+            results.append(AuditResult(err.policy, err.errcode, SEVERITY[err.severity], ERROR,
+                                       f"policy could not be evaluated: {err.message[:300]}",
+                                       "error", url=self._url(err.errcode, err.policy)))
+        passed = sum(1 for r in evaluation.results if r.passed)
+        denied_at = frozenset(
+            level for level, e in self._what_if.items()
+            if not e.judge(review, evaluation, self._evaluate).allowed)
+        ordered = sorted(results, key=lambda r: (r.rank, r.policy, r.message))
+        return ObjectAudit(ref, tuple(ordered), passed, denied_at)
+
+    def _result(self, decision: Decision, index: int) -> AuditResult:
+        f = decision.findings[index]
+        v = f.violation
+        return AuditResult(v.policy, v.errcode, SEVERITY[v.severity], RESULT_OF[f.verdict],
+                           v.msg, f.verdict.value, f.note, self._url(v.errcode, v.policy))
+
+    def _url(self, check_id: str, policy: str) -> str:
+        remedy = self._catalogue.get(check_id) or self._catalogue.get(policy)
+        return remedy.url if remedy is not None else ""

@@ -1,0 +1,272 @@
+"""Reading Kubernetes manifests from files, directories and stdin.
+
+Shared by ``magtape check`` and ``magtape review``. A repository holds more
+YAML than Kubernetes objects: kustomizations, Helm charts and values files,
+CI and tool configurations. Those documents are *skipped and counted*, never
+an error, so ``magtape check .`` works on a real repository; a document that
+claims to be a Kubernetes object (``apiVersion`` and ``kind``) but is broken
+is an :class:`InputError` naming the file and line, because a typo in a real
+manifest must not pass CI silently.
+
+Every object keeps where it came from (path, document index, line, List
+item) so reports can link the exact place.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "-"
+# A file in a walked directory that lists glob patterns to leave out, one per
+# line (like --ignore), relative to that directory.
+IGNORE_FILE = ".magtapeignore"
+# Larger inputs are not manifests; bounded so a stray dump cannot exhaust memory.
+MAX_FILE_BYTES = 32 * 1024 * 1024
+
+# Documents that have apiVersion and kind but configure a tool rather than
+# describe a cluster object: (API group prefix, kind or "*").
+TOOL_CONFIGS: tuple[tuple[str, str], ...] = (
+    ("kustomize.config.k8s.io/", "*"),   # Kustomization, Component
+    ("kind.x-k8s.io/", "*"),              # kind cluster configs
+    ("kubeadm.k8s.io/", "*"),
+    ("skaffold/", "*"),
+    ("kubelet.config.k8s.io/", "*"),
+    ("kubeproxy.config.k8s.io/", "*"),
+    ("apiserver.config.k8s.io/", "*"),
+    ("v1", "Config"),                     # a kubeconfig
+)
+
+# Built-in kinds that live outside namespaces; reports show them without one and
+# their AdmissionReview carries no namespace, as the API server would send.
+CLUSTER_SCOPED_KINDS = frozenset({
+    "APIService", "CertificateSigningRequest", "ClusterRole", "ClusterRoleBinding",
+    "ComponentStatus", "CSIDriver", "CSINode", "CustomResourceDefinition", "FlowSchema",
+    "IngressClass", "MutatingWebhookConfiguration", "Namespace", "Node", "PersistentVolume",
+    "PodSecurityPolicy", "PriorityClass", "PriorityLevelConfiguration", "RuntimeClass",
+    "StorageClass", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration", "VolumeAttachment", "ClusterIssuer",
+})
+
+
+class InputError(ValueError):
+    """A manifest cannot be read; the message names the file and document."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One Kubernetes object and where it was read from."""
+
+    path: str  # file path as given or found, "<stdin>" for stdin
+    index: int  # 1-based document number in the file
+    line: int | None  # 1-based line of the object's first key, when the parser gives one
+    obj: dict[str, Any]
+    item: int | None = None  # 0-based position in a List's items
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        meta = self.obj.get("metadata") or {}
+        return str(meta.get("name") or meta.get("generateName") or "")
+
+    @property
+    def cluster_scoped(self) -> bool:
+        return self.kind in CLUSTER_SCOPED_KINDS
+
+    @property
+    def is_file(self) -> bool:
+        return self.path != "<stdin>"
+
+    @property
+    def location(self) -> str:
+        """``path:line`` (or ``path#document``) plus the List item, for humans."""
+        where = f"{self.path}:{self.line}" if self.line else f"{self.path}#{self.index}"
+        return where if self.item is None else f"{where} items[{self.item}]"
+
+    def namespace(self, default: str) -> str:
+        """The object's namespace; "" for cluster-scoped kinds."""
+        if self.cluster_scoped:
+            return ""
+        meta = self.obj.get("metadata") or {}
+        return str(meta.get("namespace") or default or "default")
+
+
+@dataclass
+class Input:
+    """Everything read: the objects, and what was skipped and why."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> documents
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def skip_note(self) -> str:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+        return f"skipped {self.skipped_total} non-Kubernetes documents ({reasons})"
+
+
+def read_manifests(paths: Sequence[str], stdin: TextIO,
+                   ignore: Sequence[str] = ()) -> Input:
+    """Read ``paths`` ("-" is stdin); directories are walked for YAML/JSON files.
+
+    In a directory walk, hidden entries (``.git``, ``.venv``), paths matching
+    ``ignore`` or a ``.magtapeignore`` pattern, and Helm chart templates (not
+    YAML until rendered) are left out.
+    """
+    result = Input()
+    for path in paths:
+        if path == STDIN:
+            text = stdin.read(MAX_FILE_BYTES + 1)
+            if len(text) > MAX_FILE_BYTES:
+                raise InputError(f"<stdin>: more than {MAX_FILE_BYTES // 2**20} MiB; "
+                                 "split the input or pass files")
+            _parse(result, "<stdin>", text)
+            continue
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"{path}: no such file or directory")
+        for f in _walk(p, ignore, result) if p.is_dir() else [p]:
+            _parse(result, str(f), _read(f))
+    return result
+
+
+def _read(f: Path) -> str:
+    try:
+        if f.stat().st_size > MAX_FILE_BYTES:
+            raise InputError(f"{f}: larger than {MAX_FILE_BYTES // 2**20} MiB; "
+                             "is it a manifest? Leave it out with --ignore")
+        return f.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{f}: cannot read: {exc}") from None
+
+
+def _walk(root: Path, ignore: Sequence[str], result: Input) -> Iterator[Path]:
+    """Manifest files below ``root``, each directory's files before its subdirectories."""
+    patterns = [*ignore, *_ignore_file(root)]
+
+    def walk(d: Path) -> Iterator[Path]:
+        try:
+            entries = sorted(d.iterdir())
+        except OSError as exc:
+            raise InputError(f"{d}: cannot list: {exc}") from None
+        chart = (d / "Chart.yaml").is_file()
+        subdirs = []
+        for e in entries:
+            rel = e.relative_to(root).as_posix()
+            if e.name.startswith(".") or _ignored(rel, patterns):
+                continue
+            if e.is_dir():
+                if e.is_symlink():  # a link back up would loop forever
+                    continue
+                if chart and e.name in ("templates", "charts"):
+                    # Go templates are not YAML until `helm template` renders them.
+                    result.skipped["Helm chart templates directory"] += 1
+                else:
+                    subdirs.append(e)
+            elif e.suffix in MANIFEST_SUFFIXES and e.is_file():
+                yield e
+        for sub in subdirs:
+            yield from walk(sub)
+
+    return walk(root)
+
+
+def _ignore_file(root: Path) -> list[str]:
+    f = root / IGNORE_FILE
+    if not f.is_file():
+        return []
+    lines = (ln.strip() for ln in _read(f).splitlines())
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def _ignored(rel: str, patterns: Iterable[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(rel, p.rstrip("/")) or fnmatch.fnmatchcase(name, p)
+               for p in patterns)
+
+
+def _parse(result: Input, name: str, text: str) -> None:
+    loader = yaml.CSafeLoader(text) if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader(text)
+    index = 0
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:  # an empty stream
+                break
+            index += 1
+            doc = loader.construct_document(node)
+            _classify(result, name, index, node, doc)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        raise InputError(f"{where}: not valid YAML/JSON: "
+                         f"{getattr(exc, 'problem', None) or exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _classify(result: Input, name: str, index: int, node: yaml.Node, doc: Any) -> None:
+    line = node.start_mark.line + 1
+    if doc is None:
+        return
+    reason = _not_kubernetes(doc)
+    if reason:
+        result.skipped[reason] += 1
+        return
+    kind = doc["kind"]
+    items = doc.get("items")
+    if kind.endswith("List") and isinstance(items, list):
+        lines = _item_lines(node)
+        for i, item in enumerate(items):
+            where = f"{name}:{lines.get(i, line)} items[{i}]"
+            if not isinstance(item, dict) or not item.get("kind"):
+                raise InputError(f"{where}: expected a Kubernetes object")
+            _check_metadata(where, item)
+            result.manifests.append(Manifest(name, index, lines.get(i), item, item=i))
+        return
+    _check_metadata(f"{name}:{line}", doc)
+    result.manifests.append(Manifest(name, index, line, doc))
+
+
+def _not_kubernetes(doc: Any) -> str:
+    """Why ``doc`` is not a Kubernetes object, or "" when it is one."""
+    if not isinstance(doc, dict):
+        return "not a mapping"
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if not (isinstance(api_version, str) and api_version and isinstance(kind, str) and kind):
+        return "without apiVersion/kind"
+    for prefix, tool_kind in TOOL_CONFIGS:
+        group_matches = (api_version.startswith(prefix) if prefix.endswith("/")
+                         else api_version == prefix)
+        if group_matches and tool_kind in ("*", kind):
+            return kind
+    return ""
+
+
+def _check_metadata(where: str, obj: dict[str, Any]) -> None:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not (meta.get("name") or meta.get("generateName")):
+        raise InputError(f"{where}: {obj.get('kind')} has no metadata.name")
+
+
+def _item_lines(node: yaml.Node) -> dict[int, int]:
+    """Line of each element of a List's ``items`` sequence."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == "items" \
+                and isinstance(value, yaml.SequenceNode):
+            return {i: item.start_mark.line + 1 for i, item in enumerate(value.value)}
+    return {}

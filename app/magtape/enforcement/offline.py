@@ -1,0 +1,137 @@
+"""The enforcement state ``magtape check`` (and any offline caller) reads from files.
+
+``--exceptions FILE|DIR`` (MagTapeException objects, as applied to a cluster),
+``--enforcement FILE`` (the overrides ConfigMap, or its ``enforcement.yaml``
+document) and ``--old FILE`` (the objects as they are now, to simulate
+UPDATEs) become the same :class:`~magtape.enforcement.Enforcer` the webhook
+uses, so an offline run decides exactly as the webhook would. An exception
+file is held to the webhook's admission rules (expiry, maximum lifetime
+counted from its creationTimestamp or, without one, from now, known check
+IDs): what the cluster would refuse is an input error here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from magtape.enforcement.evaluator import Clock, Enforcer, labels_from_data, utc_now
+from magtape.enforcement.exceptions import (
+    KIND,
+    InvalidException,
+    PolicyException,
+    parse_exception,
+    parse_time,
+)
+from magtape.enforcement.overrides import (
+    CONFIG_KEY,
+    ConfigInvalid,
+    EnforcementConfig,
+    parse_config,
+)
+from magtape.enforcement.state import EnforcementState
+from magtape.enforcement.updates import update_review
+from magtape.policy import DenyLevel
+from magtape.review import Review, make_review
+
+SUFFIXES = (".yaml", ".yml", ".json")
+ObjectKey = tuple[str, str, str]  # kind, namespace, name
+
+
+class OfflineInputError(ValueError):
+    """A file given to --exceptions, --enforcement or --old cannot be used; says which and why."""
+
+
+def read_objects(path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every object in a file or a directory tree, as ``(source, object)``; Lists flattened."""
+    p = Path(path)
+    if not p.exists():
+        raise OfflineInputError(f"{path}: no such file or directory")
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES) \
+        if p.is_dir() else [p]
+    found: list[tuple[str, dict[str, Any]]] = []
+    for f in files:
+        try:
+            docs = list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise OfflineInputError(f"{f}: cannot read it as YAML/JSON: {exc}") from None
+        for index, doc in enumerate(docs, start=1):
+            items = doc.get("items") if isinstance(doc, dict) and str(
+                doc.get("kind", "")).endswith("List") else [doc]
+            for item in items or []:
+                if item is None:
+                    continue
+                if not isinstance(item, dict):
+                    raise OfflineInputError(f"{f}#{index}: expected a Kubernetes object")
+                found.append((f"{f}#{index}", item))
+    return found
+
+
+def load_exceptions(paths: Collection[str], *, default_namespace: str, max_lifetime: timedelta,
+                    known_checks: Collection[str], clock: Clock = utc_now
+                    ) -> list[PolicyException]:
+    now = clock()
+    out: list[PolicyException] = []
+    for path in paths:
+        for source, obj in read_objects(path):
+            if obj.get("kind") != KIND:
+                raise OfflineInputError(f"{source}: a {obj.get('kind') or 'document'} where a "
+                                        f"{KIND} was expected (--exceptions)")
+            meta = obj.setdefault("metadata", {})
+            meta.setdefault("namespace", default_namespace or "default")
+            start = parse_time(meta.get("creationTimestamp")) or now
+            try:
+                out.append(parse_exception(obj, max_lifetime=max_lifetime, lifetime_start=start,
+                                           known_checks=known_checks))
+            except InvalidException as exc:
+                raise OfflineInputError(f"{source}: {exc}") from None
+    return out
+
+
+def load_config(path: str) -> EnforcementConfig:
+    """The overrides from a ConfigMap manifest or from a bare ``enforcement.yaml`` document."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        doc = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise OfflineInputError(f"{path}: cannot read it as YAML: {exc}") from None
+    if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+        text = str((doc.get("data") or {}).get(CONFIG_KEY, ""))
+    try:
+        return parse_config(text, path)
+    except ConfigInvalid as exc:
+        raise OfflineInputError(str(exc)) from None
+
+
+def load_old_objects(path: str, default_namespace: str) -> dict[ObjectKey, dict[str, Any]]:
+    """The objects as they are now, by kind, namespace and name (``--old``)."""
+    return {key_of(obj, default_namespace): obj for _, obj in read_objects(path)}
+
+
+def key_of(obj: Mapping[str, Any], namespace: str) -> ObjectKey:
+    meta = obj.get("metadata") or {}
+    return (str(obj.get("kind", "")), str(meta.get("namespace") or namespace),
+            str(meta.get("name", "")))
+
+
+def review_for(obj: dict[str, Any], namespace: str,
+               old_objects: Mapping[ObjectKey, dict[str, Any]]) -> Review:
+    """CREATE, or UPDATE from the old object with the same kind, namespace and name."""
+    old = old_objects.get(key_of(obj, namespace))
+    return update_review(old, obj, namespace) if old is not None else make_review(obj, namespace)
+
+
+def offline_enforcer(default_level: DenyLevel, *, config: EnforcementConfig,
+                     exceptions: Collection[PolicyException], data: Mapping[str, Any],
+                     clock: Clock = utc_now) -> Enforcer:
+    """The webhook's Enforcer over file-based state; namespace labels from ``data``."""
+    def labels(namespace: str) -> Mapping[str, str] | None:
+        return labels_from_data(data, namespace)
+
+    return Enforcer(EnforcementState(config, exceptions), default_level,
+                    namespace_labels=labels, clock=clock)

@@ -1,0 +1,90 @@
+"""Slack (and Event) reminders that an exception is about to expire.
+
+A background thread looks at the exceptions in force every minute; each one
+that expires within ``MAGTAPE_EXCEPTION_REMINDER_HOURS`` is reminded once
+(per expiry time, so an exception replaced with a later expiry is reminded
+again) through the ordinary notifier, which sends it to the namespace's
+Slack target and the default one. Each replica reminds on its own; with
+several replicas the notifier's de-duplication is per replica, so expect one
+reminder per replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from magtape.decision import Decision, Outcome
+from magtape.enforcement.evaluator import Clock, utc_now
+from magtape.enforcement.exceptions import API_GROUP, API_VERSION, KIND, PolicyException
+from magtape.enforcement.state import EnforcementState
+from magtape.notify import Notifier
+from magtape.policy import DenyLevel, Severity, Violation
+from magtape.review import make_review
+
+log = logging.getLogger(__name__)
+
+REMINDER_POLICY = "exception-expiry"
+
+
+def reminder_outcome(exception: PolicyException, now: datetime, level: DenyLevel) -> Outcome:
+    """The notification for one exception that expires soon (about the exception object)."""
+    left = exception.expires_at - now
+    hours = max(0, int(left.total_seconds() // 3600))
+    who = ", ".join(x for x in (f"owner {exception.owner}" if exception.owner else "",
+                                f"ticket {exception.ticket}" if exception.ticket else "") if x)
+    msg = (f"{KIND} {exception.ref} for {', '.join(sorted(exception.checks))} expires at "
+           f"{exception.expires_text} (in {hours // 24}d {hours % 24}h); after that its "
+           f"failures are enforced again. Fix the workloads or have a renewed exception "
+           f"reviewed ({who}).")
+    obj = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
+           "metadata": {"name": exception.name, "namespace": exception.namespace}}
+    violation = Violation(msg=msg, policy=REMINDER_POLICY, severity=Severity.LOW,
+                          errcode=",".join(sorted(exception.checks)))
+    decision = Decision(allowed=True, violations=(violation,), denying=(), deny_level=level)
+    return Outcome(make_review(obj, exception.namespace, operation="UPDATE", username="magtape"),
+                   decision, level, reminder=True)
+
+
+class ExpiryReminders:
+    """Finds exceptions that expire soon and hands one reminder each to the notifier."""
+
+    def __init__(self, state: EnforcementState, notifier: Notifier, lead: timedelta,
+                 level: DenyLevel, clock: Clock = utc_now, interval_seconds: float = 60.0) -> None:
+        self._state, self._notifier, self._lead, self._level = state, notifier, lead, level
+        self._clock = clock
+        self._interval = interval_seconds
+        self._sent: set[tuple[str, datetime]] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> list[PolicyException]:
+        """Remind every exception now due; the ones reminded."""
+        now = self._clock()
+        current = self._state.all_exceptions()
+        keys = {(e.ref, e.expires_at) for e in current}
+        self._sent &= keys  # forget deleted or replaced exceptions: bounded by what exists
+        due = [e for e in current if e.active(now) and e.expires_at - now <= self._lead
+               and (e.ref, e.expires_at) not in self._sent]
+        for exception in due:
+            self._sent.add((exception.ref, exception.expires_at))
+            self._notifier.submit(reminder_outcome(exception, now, self._level))
+        return due
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="magtape-exception-reminders",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.run_once()
+            except Exception:  # a reminder defect must not end reminders for good
+                log.exception("exception expiry reminders failed; trying again next round")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

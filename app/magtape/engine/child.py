@@ -1,0 +1,239 @@
+"""One crash-isolated child process, spoken to in length-prefixed frames.
+
+Everything that runs policy code (serving workers, vetting a new policy set,
+``magtape test``) runs it in a child started by :class:`Child`: a fresh
+``python -m <module>`` (spawned, never forked from this threaded process),
+with an address-space cap (``RLIMIT_AS``) it applies to itself, and a parent
+that waits for every answer with a deadline. When the deadline passes the
+child is SIGKILLed, so a runaway evaluation frees its capacity at once; a
+crash or an exhausted memory cap shows up as end-of-file on the pipe.
+
+Wire format, both directions: one byte of opcode, four bytes of big-endian
+payload length, the payload. Payloads are opaque bytes (JSON in practice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, Literal
+
+HEADER = struct.Struct(">cI")
+# A frame larger than this is a defect or an attack on the parent, not an answer.
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+
+
+# Why a child gave no answer (magtape_policy_engine_errors_total reasons).
+ChildFailure = Literal["timeout", "crash", "memory"]
+
+
+class ChildDied(Exception):
+    """The child gave no answer; it has been killed and must be replaced."""
+
+    def __init__(self, failure: ChildFailure, detail: str) -> None:
+        super().__init__(detail)
+        self.failure = failure
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Frame:
+    op: bytes
+    payload: bytes
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child ``python -m magtape...``: this very package
+    importable, whether installed or run from a source tree."""
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    env["RUST_BACKTRACE"] = "0"  # error messages, not stack dumps, come back from regorus
+    env.update(extra or {})
+    return env
+
+
+class Child:
+    """A child process answering one frame with one frame; not thread-safe.
+
+    The caller owns the child exclusively between :meth:`call` s (the worker
+    pool lends each child to one thread at a time).
+    """
+
+    def __init__(self, module: str, memory_mb: int, args: Sequence[str] = ()) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", module, str(memory_mb), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+            env=child_env(), close_fds=True, start_new_session=True)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._out: IO[bytes] = self._proc.stdin
+        self._in_fd = self._proc.stdout.fileno()
+        os.set_blocking(self._out.fileno(), False)
+        os.set_blocking(self._in_fd, False)
+        self._poll_in = select.poll()
+        self._poll_in.register(self._in_fd, select.POLLIN)
+        self._poll_out = select.poll()
+        self._poll_out.register(self._out.fileno(), select.POLLOUT)
+        self.dead = False
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def exited(self) -> bool:
+        """The process has ended (without reaping a zombie's status: that is kill's job)."""
+        return self.dead or self._proc.poll() is not None
+
+    def call(self, op: bytes, payload: bytes, timeout: float) -> Frame:
+        """Send one frame and return the answer; ChildDied after killing the child."""
+        deadline = time.monotonic() + timeout
+        if self.dead:
+            raise ChildDied("crash", "the worker process is gone")
+        try:
+            self._write(HEADER.pack(op, len(payload)) + payload, deadline)
+            op_in, length = HEADER.unpack(self._read(HEADER.size, deadline))
+            if length > MAX_FRAME_BYTES:
+                raise ChildDied("crash", f"the worker sent a {length}-byte frame")
+            return Frame(op_in, self._read(length, deadline))
+        except TimeoutError:
+            self.kill()
+            raise ChildDied("timeout",
+                            f"no answer within {timeout:g}s; the worker was killed") from None
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            failure = self._exit_failure()
+            raise ChildDied(failure, "the worker process died ("
+                            + ("memory cap exceeded" if failure == "memory"
+                               else f"exit status {self._proc.returncode}") + ")") from None
+        except ChildDied:
+            self.kill()
+            raise
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        fd = self._out.fileno()
+        while view:
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                n = 0
+            view = view[n:]
+            if view:
+                self._wait(self._poll_out, deadline)
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        left = size
+        while left:
+            try:
+                chunk = os.read(self._in_fd, min(left, 1 << 20))
+            except BlockingIOError:
+                self._wait(self._poll_in, deadline)
+                continue
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _wait(poller: select.poll, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        # An empty poll() before the deadline (rounding) just means "try again".
+        if (left <= 0 or not poller.poll(max(1, int(left * 1000)))) \
+                and time.monotonic() >= deadline:
+            raise TimeoutError
+
+    def _exit_failure(self) -> ChildFailure:
+        """Reap the dead child; MEMORY when it died the way an exhausted cap kills.
+
+        Under RLIMIT_AS, an allocation failure in regorus (Rust) aborts the
+        process (SIGABRT) and one in Python ends it with MemoryError, which
+        the worker turns into exit status 3 (see magtape.engine.worker).
+        """
+        self.kill()
+        code = self._proc.returncode
+        if code in (-signal.SIGABRT, 3):
+            return "memory"
+        return "crash"
+
+    def kill(self) -> None:
+        """SIGKILL the child (and anything it started) and reap it."""
+        self.dead = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=5)
+        for stream in (self._proc.stdin, self._proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+
+
+# ---------------------------------------------------------------- child side
+
+class ChildSide:
+    """The child's end: read a frame from stdin, write one to the real stdout.
+
+    File descriptor 1 is pointed at stderr once the protocol pipe is saved, so
+    a stray ``print`` (or a library writing to stdout) cannot corrupt frames.
+    """
+
+    def __init__(self, memory_mb: int) -> None:
+        self._in = os.fdopen(0, "rb", buffering=0)
+        self._out = os.fdopen(os.dup(1), "wb", buffering=0)
+        os.dup2(2, 1)
+        limit_memory(memory_mb)
+        die_with_parent()
+
+    def read(self) -> Frame | None:
+        header = self._read_exactly(HEADER.size)
+        if header is None:
+            return None
+        op, length = HEADER.unpack(header)
+        payload = self._read_exactly(length)
+        return None if payload is None else Frame(op, payload)
+
+    def _read_exactly(self, size: int) -> bytes | None:
+        buf = bytearray()
+        while len(buf) < size:
+            chunk = self._in.read(size - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    def write(self, op: bytes, payload: bytes) -> None:
+        self._out.write(HEADER.pack(op, len(payload)) + payload)
+
+
+def limit_memory(memory_mb: int) -> None:
+    """Cap this process' address space (0: no cap)."""
+    if memory_mb <= 0:
+        return
+    import resource
+
+    cap = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no orphans)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before prctl: nobody is listening
+        os._exit(0)

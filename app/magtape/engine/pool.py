@@ -1,0 +1,294 @@
+"""A supervised pool of engine worker processes.
+
+Each worker (:mod:`magtape.engine.worker`) holds the active policy set and
+the cluster data. A request borrows an idle worker, sends it the review and
+waits with a hard deadline; a worker that misses the deadline, crashes or hits
+its memory cap is SIGKILLed and a supervisor thread starts a replacement, so
+capacity is freed at once and never wedged. The GIL is released while a
+thread waits on its worker's pipe, so N threads evaluate on N cores.
+
+The pool keeps the current policy set and data as ready-to-send frames with a
+version each. Every worker records the versions it holds; :meth:`broadcast`
+brings every worker up to date, and a worker that lags when it is borrowed
+(one replaced meanwhile) is brought up to date first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from magtape.engine import Reason
+from magtape.engine.child import Child, ChildDied, Frame
+
+log = logging.getLogger(__name__)
+
+WORKER_MODULE = "magtape.engine.worker"
+# Starting Python and regorus and loading a policy set with 20k namespaces of
+# data takes well under this on a loaded 2-core machine.
+START_TIMEOUT_SECONDS = 30.0
+# Reviews above this size (a Deployment with a few hundred containers) take
+# tens of milliseconds or more to evaluate; see WorkerPool.call.
+LARGE_PAYLOAD_BYTES = 64 * 1024
+
+
+class PoolUnavailable(Exception):
+    """No worker could take the request; ``failure`` says why."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason: Reason = reason
+        self.detail = detail
+
+
+@dataclass(eq=False)
+class _Worker:
+    child: Child
+    policy_version: int = 0
+    data_version: int = 0
+
+
+@dataclass
+class _State:
+    policy: Frame | None = None
+    policy_version: int = 0
+    data: Frame = field(default_factory=lambda: Frame(b"D", b"{}"))
+    data_version: int = 0
+
+
+class WorkerPool:
+    """N worker processes; thread-safe."""
+
+    def __init__(self, workers: int, timeout_seconds: float, memory_mb: int) -> None:
+        self._timeout = timeout_seconds
+        self._memory_mb = memory_mb
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._large_slots = max(1, workers - 1)
+        self._large = threading.BoundedSemaphore(self._large_slots)
+        self._large_waiting = 0  # large requests queued for a slot
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._alive = 0
+        self._all: set[_Worker] = set()  # started and not yet lost, idle or busy
+        self._closed = False
+        self._wanted = threading.Condition(self._lock)
+        self._missing = workers  # slots the supervisor has to fill
+        self._supervisor = threading.Thread(target=self._supervise, name="magtape-engine-pool",
+                                            daemon=True)
+        self._supervisor.start()
+
+    @property
+    def alive(self) -> int:
+        """Workers that are started and serving (idle or busy)."""
+        with self._lock:
+            return self._alive
+
+    def wait_alive(self, timeout: float) -> bool:
+        """Wait until at least one worker serves (start-up); False on timeout."""
+        with self._lock:
+            return self._wanted.wait_for(lambda: self._alive > 0 or self._closed, timeout) \
+                and self._alive > 0
+
+    # ------------------------------------------------------------ requests
+    def call(self, op: bytes, payload: bytes, timeout: float | None = None) -> Frame:
+        """Send one frame to an up-to-date worker; PoolUnavailable when none answers.
+
+        Large payloads (over LARGE_PAYLOAD_BYTES) may occupy at most all but
+        one worker at a time, with as many more waiting: a burst of huge
+        objects queues behind itself (and the excess is refused at once)
+        while ordinary requests keep a worker and HTTP threads of their own.
+        """
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        if len(payload) <= LARGE_PAYLOAD_BYTES:
+            with self._borrow(deadline) as worker:
+                return self._call(worker, op, payload, deadline)
+        with self._lock:
+            if self._large_waiting >= self._large_slots:
+                # Each waiting request holds an HTTP thread: refuse at once
+                # rather than let a burst of huge objects take them all.
+                raise PoolUnavailable("unavailable", "too many large objects are being "
+                                      "evaluated at once; retry shortly")
+            self._large_waiting += 1
+        try:
+            if not self._large.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise PoolUnavailable("timeout", "other large requests kept the engine "
+                                      "workers for large objects busy until the deadline")
+        finally:
+            with self._lock:
+                self._large_waiting -= 1
+        try:
+            with self._borrow(deadline) as worker:
+                return self._call(worker, op, payload, deadline)
+        finally:
+            self._large.release()
+
+    def broadcast(self, policy: Frame | None = None, data: Frame | None = None) -> None:
+        """Make ``policy`` and/or ``data`` current and push them to the workers.
+
+        Every evaluation that borrows a worker after this call starts brings
+        that worker up to date first, so decisions follow at once; pushing
+        here only keeps that cost off the request path. A worker that fails to
+        take them is replaced (its replacement starts with them).
+        """
+        with self._lock:
+            if policy is not None:
+                self._state.policy = policy
+                self._state.policy_version += 1
+            if data is not None:
+                self._state.data = data
+                self._state.data_version += 1
+            count = self._alive
+        # Each worker is borrowed, brought up to date and returned at once, so
+        # requests keep flowing meanwhile; one skipped here (busy throughout)
+        # is brought up to date by the next request that borrows it.
+        for _ in range(2 * count):
+            with self._lock:
+                current = (self._state.policy_version, self._state.data_version)
+                if all((w.policy_version, w.data_version) == current for w in self._all):
+                    return
+            try:
+                worker = self._idle.get(timeout=self._timeout + START_TIMEOUT_SECONDS)
+            except queue.Empty:
+                return
+            if self._sync(worker, time.monotonic() + START_TIMEOUT_SECONDS):
+                self._idle.put(worker)
+
+    @contextlib.contextmanager
+    def _borrow(self, deadline: float) -> Iterator[_Worker]:
+        while True:
+            if self._closed:
+                raise PoolUnavailable("unavailable", "the engine is shut down")
+            try:
+                # With no worker alive (all being replaced) this waits for a
+                # replacement, up to the request's own deadline.
+                worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                if self.alive == 0:
+                    raise PoolUnavailable("unavailable", "no engine worker is running (they "
+                                          "are being restarted); see the MagTape logs") from None
+                raise PoolUnavailable("timeout", "every engine worker stayed busy until the "
+                                      "deadline") from None
+            if worker.child.exited():  # died while idle (killed from outside)
+                worker.child.kill()
+                self._lost(worker)
+                continue
+            if self._sync(worker, deadline):
+                break
+        try:
+            yield worker
+        finally:
+            if not worker.child.dead:
+                self._idle.put(worker)
+
+    def _sync(self, worker: _Worker, deadline: float) -> bool:
+        """Bring ``worker`` to the current state; False (and replaced) when it failed."""
+        with self._lock:
+            state = self._state
+            policy, pv, data, dv = (state.policy, state.policy_version, state.data,
+                                    state.data_version)
+        try:
+            if worker.data_version != dv:
+                self._expect_ok(self._call(worker, data.op, data.payload, deadline, sync=True))
+                worker.data_version = dv
+            if policy is not None and worker.policy_version != pv:
+                self._expect_ok(self._call(worker, policy.op, policy.payload, deadline,
+                                           sync=True))
+                worker.policy_version = pv
+        except (PoolUnavailable, _SyncRefused) as exc:
+            log.error("engine worker %d could not take the current policy set or data: %s",
+                      worker.child.pid, exc)
+            if not worker.child.dead:
+                worker.child.kill()
+                self._lost(worker)
+            return False
+        return True
+
+    @staticmethod
+    def _expect_ok(frame: Frame) -> None:
+        if frame.op != b"K":
+            raise _SyncRefused(frame.payload.decode(errors="replace"))
+
+    def _call(self, worker: _Worker, op: bytes, payload: bytes, deadline: float,
+              sync: bool = False) -> Frame:
+        try:
+            return worker.child.call(op, payload, max(0.001, deadline - time.monotonic()))
+        except ChildDied as exc:
+            self._lost(worker)
+            reason: Reason = exc.failure
+            if exc.failure == "timeout" and sync:
+                reason = "unavailable"
+            raise PoolUnavailable(reason, exc.detail) from None
+
+    # --------------------------------------------------------- supervision
+    def _lost(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker not in self._all:  # never counted (failed while starting)
+                return
+            self._all.discard(worker)
+            self._alive -= 1
+            self._missing += 1
+            self._wanted.notify_all()
+
+    def _supervise(self) -> None:
+        """Keep ``workers`` processes running; the only thread that starts them
+        (their parent-death signal follows the thread that started them)."""
+        failures = 0
+        while True:
+            with self._lock:
+                while not self._closed and self._missing == 0:
+                    self._wanted.wait()
+                if self._closed:
+                    return
+                self._missing -= 1
+            worker = self._start_worker()
+            with self._lock:
+                if worker is None:
+                    self._missing += 1
+                elif self._closed:
+                    worker.child.kill()
+                    return
+                else:
+                    self._alive += 1
+                    self._all.add(worker)
+                    self._wanted.notify_all()
+            if worker is None:
+                failures += 1
+                # A worker that cannot start (broken install, no memory) would
+                # otherwise be retried in a tight loop.
+                with self._lock:
+                    self._wanted.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            failures = 0
+            self._idle.put(worker)
+
+    def _start_worker(self) -> _Worker | None:
+        try:
+            worker = _Worker(Child(WORKER_MODULE, self._memory_mb))
+        except OSError as exc:
+            log.error("cannot start an engine worker: %s", exc)
+            return None
+        if not self._sync(worker, time.monotonic() + START_TIMEOUT_SECONDS):
+            return None
+        log.debug("engine worker %d started", worker.child.pid)
+        return worker
+
+    def close(self) -> None:
+        """Kill every worker now (SIGTERM handling, tests); the pool stays closed."""
+        with self._lock:
+            self._closed = True
+            self._wanted.notify_all()
+            workers = list(self._all)
+            self._all.clear()
+            self._alive = 0
+        for worker in workers:  # busy ones too: their borrowers get "crash"
+            worker.child.kill()
+        self._supervisor.join(timeout=START_TIMEOUT_SECONDS)
+
+
+class _SyncRefused(Exception):
+    """A worker answered a policy set or data frame with an error."""

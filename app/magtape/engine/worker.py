@@ -1,0 +1,220 @@
+"""The engine worker process: regorus holding one policy set and the cluster data.
+
+Started by :mod:`magtape.engine.pool` (serving) and :mod:`magtape.engine.vet`
+(vetting) as ``python -m magtape.engine.worker <memory MB>``; it answers one
+frame at a time (see :mod:`magtape.engine.child` for the wire format):
+
+``P`` policy set (JSON: modules and per-kind plans) -> ``K`` or ``E`` text
+``D`` data (the JSON text of ``data``)            -> ``K`` or ``E`` text
+``I`` ``<kind>\\n<AdmissionReview JSON>``           -> ``A`` ``<version>\\n`` aggregate
+    JSON, or ``F`` ``<version>\\n{"deny": {policy: value}, "errors": {policy: message}}``
+``V`` vet one policy (JSON)                        -> ``K`` JSON verdict
+``L`` vet the libraries (JSON)                     -> ``K`` JSON list of errors
+
+Data replaces the engine's data without touching the parsed policies, so a
+namespace change costs a JSON parse of ``data``, not a recompile.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+# The JSON plan sent with ``P``: kind -> {"rule": ..., "policies": [[name, package,
+# has_matches], ...]}.
+Plan = dict[str, dict[str, Any]]
+
+# Policy files may be long (a ConfigMap holds up to 1 MiB); regorus' defaults
+# reject lines over ~1000 columns, which OPA accepts.
+MAX_COL, MAX_FILE_BYTES, MAX_LINES = 1 << 20, 4 << 20, 1 << 17
+MAX_MESSAGE = 500  # characters of an error message passed on
+
+
+
+def smoke_input(kind: str) -> str:
+    """The review vetting runs each policy on: the simplest ``kind`` it must cope with."""
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                       "request": {
+                           "uid": "smoke", "kind": {"kind": kind}, "namespace": "default",
+                           "operation": "CREATE", "userInfo": {"username": "smoke"},
+                           "object": {"kind": kind, "metadata": {"name": "smoke",
+                                                                 "namespace": "default"}}}})
+
+
+def error_location(exc: BaseException) -> tuple[str, int | None, str]:
+    """regorus' error as (file, line, message), without the stack dump."""
+    lines = [ln.strip() for ln in str(exc).split("\nStack backtrace:")[0].splitlines()
+             if ln.strip()]
+    filename, line = "", None
+    where = next((ln[4:] for ln in lines if ln.startswith("--> ")), "")
+    if where:
+        parts = where.rsplit(":", 2)
+        if len(parts) == 3 and parts[1].isdigit():
+            filename, line = parts[0], int(parts[1])
+    message = next((ln[7:] for ln in lines if ln.startswith("error: ")),
+                   lines[0] if lines else type(exc).__name__)
+    # Messages may quote input values ("Got `<value>`"): bounded for logs and warnings.
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
+    return filename[:MAX_MESSAGE], line, message
+
+
+def error_text(exc: BaseException) -> str:
+    """regorus' error in one line: ``file:line: message``."""
+    filename, line, message = error_location(exc)
+    return f"{filename}:{line}: {message}" if filename else message
+
+
+def _failed(exc: BaseException, prefix: str = "") -> tuple[bytes, bytes]:
+    filename, line, message = error_location(exc)
+    return b"K", json.dumps({"ok": False, "error": prefix + message, "filename": filename,
+                             "line": line}).encode()
+
+
+class Worker:
+    def __init__(self) -> None:
+        import regorus
+
+        self._regorus = regorus
+        self._engine: Any = None
+        self._plan: Plan = {}
+        self._data = "{}"
+        self._version = b"0"
+
+    def new_engine(self, modules: list[list[str]]) -> Any:
+        engine = self._regorus.Engine()
+        engine.set_policy_length_config(max_col=MAX_COL, max_file_bytes=MAX_FILE_BYTES,
+                                        max_lines=MAX_LINES)
+        for filename, source in modules:
+            engine.add_policy(filename, source)
+        return engine
+
+    # ------------------------------------------------------------- serving
+    def load(self, payload: bytes) -> tuple[bytes, bytes]:
+        doc = json.loads(payload)
+        try:
+            engine = self.new_engine(doc["modules"])
+            engine.add_data_json(self._data)
+        except RuntimeError as exc:
+            return b"E", error_text(exc).encode()
+        self._engine, self._plan = engine, doc["plan"]
+        self._version = str(doc["version"]).encode()
+        return b"K", b""
+
+    def set_data(self, payload: bytes) -> tuple[bytes, bytes]:
+        text = payload.decode()
+        if self._engine is not None:
+            try:
+                self._engine.clear_data()
+                self._engine.add_data_json(text)
+            except RuntimeError as exc:
+                self._engine.clear_data()
+                self._engine.add_data_json(self._data)
+                return b"E", error_text(exc).encode()
+        self._data = text
+        return b"K", b""
+
+    def evaluate(self, payload: bytes) -> tuple[bytes, bytes]:
+        kind_bytes, _, review = payload.partition(b"\n")
+        plan = self._plan.get(kind_bytes.decode())
+        if plan is None or self._engine is None:
+            return b"A", self._version + b"\n{}"
+        engine = self._engine
+        engine.set_input_json(review.decode())
+        try:
+            # Fast path: one rule gathering every applicable policy's deny, so
+            # library rules shared by the policies are evaluated once.
+            return b"A", self._version + b"\n" + engine.eval_rule_as_json(plan["rule"]).encode()
+        except RuntimeError:
+            pass
+        # Some policy failed: ask each on its own, so the error is that policy's alone.
+        deny: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name, package, has_matches in plan["policies"]:
+            try:
+                if has_matches and engine.eval_rule(f"data.{package}.matches") is not True:
+                    continue
+                deny[name] = json.loads(engine.eval_rule_as_json(f"data.{package}.deny"))
+            except RuntimeError as exc:
+                errors[name] = error_text(exc)
+        return b"F", self._version + b"\n" + json.dumps({"deny": deny,
+                                                          "errors": errors}).encode()
+
+    # ------------------------------------------------------------- vetting
+    def vet_libraries(self, payload: bytes) -> tuple[bytes, bytes]:
+        errors = []
+        for filename, source in json.loads(payload)["modules"]:
+            try:
+                self.new_engine([[filename, source]])
+            except RuntimeError as exc:
+                _, line, message = error_location(exc)
+                errors.append({"filename": filename, "line": line, "message": message})
+        return b"K", json.dumps(errors).encode()
+
+    def vet_policy(self, payload: bytes) -> tuple[bytes, bytes]:
+        """Compile one policy with the libraries, read its metadata, smoke-run it."""
+        doc = json.loads(payload)
+        package = doc["package"]
+        try:
+            engine = self.new_engine([*doc["libraries"], *doc["modules"]])
+        except RuntimeError as exc:
+            return _failed(exc)
+        engine.set_input_json("{}")
+        if not _has_rule(engine, f"data.{package}.deny"):
+            return b"K", json.dumps({"ok": False, "error": "the policy defines no `deny` rule: "
+                                     "define deny contains {\"msg\": ...} if {...}"}).encode()
+        try:
+            metadata = (json.loads(engine.eval_rule_as_json(f"data.{package}.policy_metadata"))
+                        if _has_rule(engine, f"data.{package}.policy_metadata") else None)
+        except RuntimeError as exc:
+            return _failed(exc)
+        has_matches = _has_rule(engine, f"data.{package}.matches")
+        targets = metadata.get("targets") if isinstance(metadata, dict) else None
+        try:
+            for kind in targets if isinstance(targets, list) else []:
+                engine.set_input_json(smoke_input(str(kind)))
+                if has_matches:
+                    engine.eval_rule(f"data.{package}.matches")
+                engine.eval_rule_as_json(f"data.{package}.deny")
+        except RuntimeError as exc:
+            return _failed(exc, f"evaluating the policy on a minimal {kind} failed: ")
+        return b"K", json.dumps({"ok": True, "metadata": metadata,
+                                 "has_matches": has_matches}).encode()
+
+
+def _has_rule(engine: Any, path: str) -> bool:
+    """Whether a module defines the rule at ``path`` (evaluated on the current input;
+    an error other than "no such rule" means it exists)."""
+    try:
+        engine.eval_rule(path)
+    except RuntimeError as exc:
+        return "not a valid rule path" not in str(exc)
+    except TypeError:  # a value regorus cannot hand to Python (a set of objects)
+        return True
+    return True
+
+
+def main(memory_mb: int) -> None:
+    from magtape.engine.child import ChildSide
+
+    side = ChildSide(memory_mb)
+    worker = Worker()
+    handlers = {b"P": worker.load, b"D": worker.set_data, b"I": worker.evaluate,
+                b"V": worker.vet_policy, b"L": worker.vet_libraries}
+    while (frame := side.read()) is not None:
+        handler = handlers.get(frame.op)
+        if handler is None:
+            side.write(b"E", b"unknown request " + frame.op)
+            continue
+        try:
+            op, payload = handler(frame.payload)
+        except MemoryError:
+            sys.exit(3)  # the parent reports this as the memory cap (see Child)
+        except Exception as exc:  # a defect here must not look like a policy verdict
+            op, payload = b"E", f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE].encode()
+        side.write(op, payload)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

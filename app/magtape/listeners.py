@@ -1,0 +1,126 @@
+"""waitress listeners whose limits hold against idle and trickling clients.
+
+Why it exists: waitress only closes a connection after ``channel_timeout``
+seconds *without any byte*, so a client sending one byte every few seconds
+keeps a connection (and, once ``connection_limit`` is reached, the whole
+listener) for ever; and ``select()`` stops working beyond 1,024 descriptors.
+:class:`BoundedServer` adds the missing total-time limit: a request that has
+started arriving must be complete (headers and body) within
+``request_read_seconds`` of its first byte, however slowly it trickles, or its
+connection is closed. Connections with no request in progress are closed after
+``idle_seconds``. The checks run every second.
+
+The body size is enforced on the ``Content-Length`` header before any of the
+body is buffered (waitress' ``max_request_body_size``), and headers are
+limited in size too. Every number is a :class:`ListenerLimits` field and is
+documented in docs/security.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
+
+
+@dataclass(frozen=True)
+class ListenerLimits:
+    """Limits of one listener; the defaults are the admission listener's."""
+
+    threads: int = 4
+    # Open connections; beyond it waitress stops accepting (the kernel backlog
+    # queues the rest). Far above what the nginx sidecar or Prometheus and the
+    # kubelet open, so abusive clients hit the time limits first.
+    connection_limit: int = 2048
+    # No request in progress for this long: closed. Above nginx's upstream
+    # keepalive_timeout (15 s), so nginx never reuses a connection being closed.
+    idle_seconds: float = 20.0
+    # First byte to last byte of one request (headers and body), in total.
+    request_read_seconds: float = 10.0
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 3 * 1024 * 1024
+    backlog: int = 1024
+
+
+# The metrics/health listener: Prometheus and the kubelet send tiny GETs.
+METRICS_LIMITS = ListenerLimits(threads=2, connection_limit=2048, idle_seconds=10.0,
+                                request_read_seconds=5.0, max_header_bytes=8 * 1024,
+                                max_body_bytes=1024)
+
+
+# waitress answers what it refuses itself (too large, bad framing) with these
+# JSON bodies, like the app does, instead of its plain-text pages.
+_ERROR_TEXT = {413: "request body too large", 431: "request headers too large",
+               400: "bad request framing"}
+
+
+class JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress is untyped
+    """waitress' own error responses as MagTape's JSON ``{"error": ...}``."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        body = json.dumps({"error": _ERROR_TEXT.get(error.code, str(error.reason).lower())})
+        data = body.encode()
+        self.content_length = len(data)
+        self.write(data)
+
+
+class DeadlineChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
+    """An HTTP channel that remembers when the request being read began."""
+
+    error_task_class = JsonErrorTask
+    reading_since: float | None = None
+
+    def received(self, data: bytes) -> bool:
+        if data and self.request is None and self.reading_since is None:
+            self.reading_since = time.time()
+        result: bool = super().received(data)
+        if self.request is None:  # nothing left half-read
+            self.reading_since = None
+        return result
+
+
+class BoundedServer(TcpWSGIServer):  # type: ignore[misc]  # waitress is untyped
+    """waitress' TCP server plus the total-time limit on reading a request."""
+
+    channel_class = DeadlineChannel
+    request_read_seconds = ListenerLimits.request_read_seconds
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # idle connections (channel_timeout)
+        cutoff = now - self.request_read_seconds
+        for channel in list(self.active_channels.values()):
+            since = getattr(channel, "reading_since", None)
+            if since is not None and since < cutoff:
+                channel.will_close = True
+
+
+def create_bounded_server(app: Any, host: str, port: int, limits: ListenerLimits,
+                          ident: str) -> BoundedServer:
+    """A started (listening) server; call ``run()`` on a thread to serve."""
+    adj = Adjustments(
+        host=host, port=port, threads=limits.threads, ident=ident,
+        clear_untrusted_proxy_headers=True,
+        connection_limit=limits.connection_limit,
+        channel_timeout=max(1, round(limits.idle_seconds)),
+        cleanup_interval=1, backlog=limits.backlog,
+        max_request_header_size=limits.max_header_bytes,
+        # waitress refuses a Content-Length >= this, so +1 lets exactly the limit in.
+        max_request_body_size=limits.max_body_bytes + 1,
+        # poll(), not select(): select() fails beyond 1,024 descriptors.
+        asyncore_use_poll=True,
+    )
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    server = BoundedServer(app, {}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+    server.request_read_seconds = limits.request_read_seconds
+    return server

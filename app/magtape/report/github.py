@@ -1,0 +1,49 @@
+"""GitHub Actions workflow commands: an annotation on the object's line per failure.
+
+``::error`` for failures that deny at the deny level, ``::warning`` for the
+others, each titled with the check ID and carrying how to fix it; a summary
+line closes the output. The values are escaped as the runner expects
+(``%``, CR, LF, and in properties ``:`` and ``,``).
+"""
+
+from __future__ import annotations
+
+from magtape.check.model import CheckRun, ObjectResult
+
+
+def render(run: CheckRun) -> str:
+    lines = []
+    for o in run.objects:
+        for e in o.errors:
+            lines.append(_command("error", o, "MagTape policy error", f"{o.label}: {e}"))
+        for f in o.active:
+            v = f.violation
+            text = f"{o.label}: {v.msg}"
+            if f.remedy:
+                text += f"\nHow to fix: {f.remedy.hint}"
+                text += f" {f.remedy.url}" if f.remedy.url else ""
+            lines.append(_command("error" if f.denies else "warning", o,
+                                  f"{v.errcode} {v.policy}", text))
+    c = run.counts
+    lines.append(f"magtape check: {c['objects']} objects at deny level {run.deny_level.value}: "
+                 f"{c['denied']} denied, {c['warned']} warned, {c['passed']} passed, "
+                 f"{c['skipped']} skipped, {c['exempted']} exempted")
+    return "\n".join(lines) + "\n"
+
+
+def _command(level: str, o: ObjectResult, title: str, message: str) -> str:
+    props = []
+    if o.manifest.is_file:
+        props.append(f"file={_prop(o.manifest.path)}")
+        if o.manifest.line:
+            props.append(f"line={o.manifest.line}")
+    props.append(f"title={_prop(title)}")
+    return f"::{level} {','.join(props)}::{_data(message)}"
+
+
+def _data(s: str) -> str:
+    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _prop(s: str) -> str:
+    return _data(s).replace(":", "%3A").replace(",", "%2C")

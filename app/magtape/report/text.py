@@ -1,0 +1,47 @@
+"""The text report: one line per object, its failures under it, a summary last.
+
+Each failed check is followed once per object by how to fix it and where the
+check is documented. Failure messages are printed exactly as the webhook
+sends them.
+"""
+
+from __future__ import annotations
+
+from magtape.check.model import CheckRun, ObjectResult
+from magtape.remediation import Remedy
+
+
+def render(run: CheckRun) -> str:
+    lines: list[str] = []
+    for o in run.objects:
+        lines.append(f"{o.verdict.value:6} {o.label}  ({o.manifest.location})")
+        lines.extend(_details(o))
+    c = run.counts
+    summary = (f"{c['objects']} objects checked at deny level {run.deny_level.value}: "
+               f"{c['denied']} denied, {c['warned']} allowed with warnings, "
+               f"{c['passed']} passed, {c['skipped']} skipped (no policy targets their kind)")
+    if c["exempted"]:
+        summary += f", {c['exempted']} exempted"
+    if c["errors"]:
+        summary += f", {c['errors']} could not be checked"
+    if c["nonKubernetesDocuments"]:
+        summary += f"; {c['nonKubernetesDocuments']} non-Kubernetes documents left out"
+    lines.append("")
+    lines.append(summary)
+    return "\n".join(lines) + "\n"
+
+
+def _details(o: ObjectResult) -> list[str]:
+    lines = [f"         error: {e}" for e in o.errors]
+    remedies: dict[str, Remedy] = {}
+    for f in o.findings:
+        mark = "exempt" if f.exemption else "deny" if f.denies else "warn"
+        lines.append(f"         {mark}: {f.violation.msg}")
+        if f.exemption:
+            lines.append(f"                 ({f.exemption})")
+        elif f.remedy:
+            remedies.setdefault(f.remedy.id, f.remedy)
+    for r in remedies.values():
+        link = f"  {r.url}" if r.url else ""
+        lines.append(f"         fix {r.id}: {r.hint}{link}")
+    return lines

@@ -1,0 +1,90 @@
+"""Bounding and escaping of client-controlled text before it goes anywhere.
+
+Why it exists: every name, kind, namespace, username and policy message in a
+review is chosen by whoever sent it, and a forged review can be sent by any
+pod. Whatever MagTape writes from it (log lines, Events, Slack alerts,
+admission responses) goes through :func:`clean` here: control characters
+(newlines, ANSI escapes, NUL, C1 controls, Unicode line separators and
+bidirectional overrides) are shown escaped, never raw, so no one can forge a
+log line or repaint a terminal; and the length is capped, with the number of
+characters left out said at the end. This module imports nothing of MagTape's,
+so every layer can use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TextIO
+
+# Bounds (characters) used across MagTape; docs/security.md lists them.
+NAME_MAX = 253  # a Kubernetes name or namespace is at most 253 characters
+MESSAGE_MAX = 1024  # one policy message (one admission warning)
+LOG_MESSAGE_MAX = 2048  # the message part of one log line
+LOG_LINE_MAX = 4096  # a whole log line, timestamp and logger name included
+
+# Format (Cf) characters that reorder or hide text are escaped as well.
+_BIDI_AND_HIDDEN = {"\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", "\u202b",
+                    "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
+                    "\ufeff"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(_BIDI_AND_HIDDEN) + "]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control or hidden formatting character written as an escape."""
+    if keep_newlines:
+        return "\n".join(_CONTROL.sub(_escape_char, line) for line in text.split("\n"))
+    return _CONTROL.sub(_escape_char, text)
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how many were left out."""
+    if len(text) <= limit:
+        return text
+    # The marker must fit too: reserve room for the largest count it can show.
+    marker = f"...(+{len(text)} chars)"
+    keep = max(0, limit - len(marker))
+    return f"{text[:keep]}...(+{len(text) - keep} chars)"
+
+
+def clean(text: object, limit: int = MESSAGE_MAX) -> str:
+    """Escaped, then bounded: the form in which client text may be written anywhere."""
+    return truncate(escape(str(text)), limit)
+
+
+def clean_lines(text: str, limit: int) -> str:
+    """Escaped except for newlines, each line bounded (tracebacks, multi-line alerts)."""
+    return "\n".join(truncate(line, limit) for line in escape(text, keep_newlines=True)
+                     .split("\n"))
+
+
+class SafeFormatter(logging.Formatter):
+    """A log formatter whose every line is bounded and free of raw control characters.
+
+    The message (with its arguments) is escaped and cut to LOG_MESSAGE_MAX;
+    a traceback keeps its line breaks but every character in it is escaped
+    and every line is cut to LOG_LINE_MAX, since exception texts can carry
+    client data too.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = clean(record.message, LOG_MESSAGE_MAX)
+        return truncate(super().formatMessage(record), LOG_LINE_MAX)
+
+    def formatException(self, ei: object) -> str:
+        return clean_lines(super().formatException(ei), LOG_LINE_MAX)  # type: ignore[arg-type]
+
+    def formatStack(self, stack_info: str) -> str:
+        return clean_lines(super().formatStack(stack_info), LOG_LINE_MAX)
+
+
+def safe_handler(stream: TextIO, fmt: str) -> logging.Handler:
+    """A stream handler with :class:`SafeFormatter` (``magtape`` installs it at start-up)."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeFormatter(fmt))
+    return handler

@@ -1,0 +1,306 @@
+"""The embedded engine's containment, on real worker processes.
+
+Every test here runs regorus in the pool's real child processes and checks
+what an operator relies on: a runaway evaluation is killed at the deadline and
+its capacity comes back, a memory bomb hits the cap and not the webhook, a
+worker killed from outside is replaced without failing a request, a slow
+policy is reported by vetting and never holds up data updates, a policy's
+runtime error or malformed output is that policy's alone, and cluster data
+changes decisions without a new policy set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from magtape.engine import EngineError
+from magtape.engine.embedded import EmbeddedEngine
+from magtape.engine.store import PolicyStore
+from magtape.policy import PolicyModule, Severity
+from magtape.review import make_review
+from waiting import eventually
+
+
+def policy(name: str, body: str, severity: str = "LOW", errcode: str = "MT9000",
+           kinds: str = '"Pod"') -> PolicyModule:
+    """A policy module ``kubernetes.admission.<name>`` with metadata and ``body``."""
+    package = name.replace("-", "_")
+    return PolicyModule(f"configmap magtape-system/{name}", f"{name}.rego",
+                        f"package kubernetes.admission.{package}\nimport rego.v1\n"
+                        f'policy_metadata := {{"name": "{name}", "severity": "{severity}", '
+                        f'"errcode": "{errcode}", "targets": {{{kinds}}}}}\n{body}\n')
+
+
+# Fails every Pod labelled fail=yes: the "other policy" whose verdict must survive.
+LABELLED = policy("labelled", 'deny contains {"msg": "[FAIL] LOW - labelled (MT9001)"} if '
+                  'input.request.object.metadata.labels.fail == "yes"', errcode="MT9001")
+# Burns CPU for as long as it is allowed to when the Pod is labelled slow=yes.
+SLOW_ON_LABEL = policy("slow", 'deny contains {"msg": sprintf("%d", [n])} if {\n'
+                       '  input.request.object.metadata.labels.slow == "yes"\n'
+                       '  n := count([x | some x in numbers.range(1, 20000); some y in '
+                       'numbers.range(1, 20000); x * y == -1])\n}',
+                       errcode="MT9002")
+# A 1.2M-element collection (of strings: more memory than the cap allows).
+BOMB_ON_LABEL = policy("bomb", 'deny contains {"msg": sprintf("%d", [n])} if {\n'
+                       '  input.request.object.metadata.labels.bomb == "yes"\n'
+                       '  n := count({sprintf("item-%d", [y]) | some y in '
+                       "numbers.range(1, 1200000)})\n}", errcode="MT9003")
+# Slow on every input, the minimal one used by vetting included.
+ALWAYS_SLOW = policy("always-slow", 'deny contains {"msg": sprintf("%d", [n])} if {\n'
+                     '  n := count([x | some x in numbers.range(1, 20000); some y in '
+                     'numbers.range(1, 20000); x * y == -1])\n'
+                     "}", errcode="MT9004")
+# MT2002-like: reads replicated namespaces from data.
+NAMESPACE_FLAG = policy("namespace-flag", 'deny contains {"msg": "[FAIL] LOW - flagged (MT9005)"}'
+                        " if {\n  ns := data.kubernetes.namespaces[input.request.namespace]\n"
+                        '  ns.metadata.annotations.flag == "on"\n}', errcode="MT9005")
+
+
+def pod(**labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "team-a", "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+
+
+def errcodes(engine: EmbeddedEngine, obj: dict[str, Any]) -> list[str]:
+    return [v.errcode for v in engine.evaluate(make_review(obj)).violations]
+
+
+def worker_pids(engine: EmbeddedEngine) -> set[int]:
+    """The worker processes of ``engine``: children running magtape.engine.worker."""
+    me = os.getpid()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if ppid == me and b"magtape.engine.worker" in cmdline:
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., EmbeddedEngine]]:
+    engines: list[EmbeddedEngine] = []
+
+    def factory(*modules: PolicyModule, **options: Any) -> EmbeddedEngine:
+        engine = EmbeddedEngine(**options)
+        engines.append(engine)
+        report = engine.load(list(modules), {})
+        assert not report.errors, report.errors
+        return engine
+
+    yield factory
+    for engine in engines:
+        engine.close()
+
+
+def test_a_runaway_evaluation_is_killed_at_the_deadline_and_capacity_returns(
+        make_engine: Callable[..., EmbeddedEngine]) -> None:
+    engine = make_engine(LABELLED, SLOW_ON_LABEL, timeout_seconds=0.5, workers=2)
+    before = eventually(lambda: (p := worker_pids(engine)) and len(p) == 2 and p,
+                        what="both workers")
+    with pytest.raises(EngineError) as caught:
+        engine.evaluate(make_review(pod(slow="yes")))
+    assert caught.value.reason == "timeout"
+    assert "timed out after 0.5s" in str(caught.value)
+    # The other worker answers at once; the killed one is replaced.
+    assert errcodes(engine, pod(fail="yes")) == ["MT9001"]
+    after = eventually(lambda: (p := worker_pids(engine)) and len(p) == 2 and p, what="2 workers")
+    assert len(before - after) == 1, "exactly the runaway worker was replaced"
+
+
+def test_a_memory_bomb_hits_the_cap_and_the_engine_keeps_answering(
+        make_engine: Callable[..., EmbeddedEngine]) -> None:
+    engine = make_engine(LABELLED, BOMB_ON_LABEL, timeout_seconds=10, workers=1,
+                         memory_mb=160)
+    with pytest.raises(EngineError) as caught:
+        engine.evaluate(make_review(pod(bomb="yes")))
+    assert caught.value.reason == "memory", caught.value
+    # The only worker died; the next request waits for its replacement.
+    assert errcodes(engine, pod(fail="yes")) == ["MT9001"]
+
+
+def test_a_worker_killed_from_outside_is_replaced_without_failing_a_request(
+        make_engine: Callable[..., EmbeddedEngine]) -> None:
+    engine = make_engine(LABELLED, timeout_seconds=5, workers=2)
+    victim = min(eventually(lambda: (p := worker_pids(engine)) and len(p) == 2 and p,
+                            what="both workers"))
+    os.kill(victim, signal.SIGKILL)
+    eventually(lambda: victim not in worker_pids(engine) or _is_zombie(victim),
+               what="the worker to die")
+    for _ in range(4):  # both workers are borrowed at least once
+        assert errcodes(engine, pod(fail="yes")) == ["MT9001"]
+    eventually(lambda: len(worker_pids(engine) - {victim}) == 2, what="a replacement")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_close_ends_every_worker(make_engine: Callable[..., EmbeddedEngine]) -> None:
+    engine = make_engine(LABELLED, workers=2)
+    assert engine.ready
+    eventually(lambda: len(worker_pids(engine)) == 2, what="both workers")
+    engine.close()
+    assert not engine.ready
+    assert worker_pids(engine) == set()
+    with pytest.raises(EngineError) as caught:
+        engine.evaluate(make_review(pod()))
+    assert caught.value.reason == "unavailable"
+
+
+def test_a_runtime_error_is_that_policys_alone(make_engine: Callable[..., EmbeddedEngine]) -> None:
+    to_number = policy("to-number", 'deny contains {"msg": "[FAIL] HIGH - big (MT9006)"} if '
+                       "to_number(input.request.object.metadata.labels.n) > 1",
+                       severity="HIGH", errcode="MT9006")
+    engine = make_engine(LABELLED, to_number)
+    evaluation = engine.evaluate(make_review(pod(fail="yes", n="1e400x")))
+    assert [v.errcode for v in evaluation.violations] == ["MT9001"]
+    (error,) = evaluation.policy_errors
+    assert (error.policy, error.errcode, error.severity) == ("to-number", "MT9006",
+                                                             Severity.HIGH)
+    assert "to-number.rego:4" in error.message
+    # The same policy decides normally where it does not fail.
+    assert [v.errcode for v in engine.evaluate(make_review(pod(n="5"))).violations] == ["MT9006"]
+
+
+MALFORMED = [
+    # deny body, what the error says, violations kept
+    ("deny contains 42 if true", "an item is a number", []),
+    ('deny contains {"msg": 1} if true', "msg is a number", []),
+    ('deny contains {"text": "x"} if true', "msg is null", []),
+    ('deny contains {"msg": "x", "severity": "LOW"} if true', "claims severity 'LOW'", []),
+    ('deny contains {"msg": "x", "errcode": "MT0000"} if true', "claims errcode 'MT0000'", []),
+    ('deny contains {"msg": "x", "details": [1]} if true', "details is an array", []),
+    ('deny contains {"msg": "ok"} if true\ndeny contains 7 if true', "an item is a number",
+     ["ok"]),
+    ('deny := "not a set"', "deny must be a set", []),
+]
+
+
+@pytest.mark.parametrize("body, problem, kept", MALFORMED)
+def test_malformed_deny_items_are_policy_errors(make_engine: Callable[..., EmbeddedEngine],
+                                                body: str, problem: str,
+                                                kept: list[str]) -> None:
+    engine = make_engine(LABELLED, policy("odd", body, severity="HIGH", errcode="MT9007"))
+    evaluation = engine.evaluate(make_review(pod(fail="yes")))
+    assert sorted(v.msg for v in evaluation.violations) == sorted(
+        ["[FAIL] LOW - labelled (MT9001)", *kept])
+    assert all(v.severity is Severity.HIGH for v in evaluation.violations if v.policy == "odd")
+    (error,) = evaluation.policy_errors
+    assert error.policy == "odd" and problem in error.message, error.message
+
+
+def test_matches_decides_applicability(make_engine: Callable[..., EmbeddedEngine]) -> None:
+    """targets AND matches: a policy whose matches is not true has no result at all."""
+    gated = policy("gated", 'matches if input.request.object.metadata.labels.team == "a"\n'
+                   'deny contains {"msg": "gated"} if matches', errcode="MT9008")
+    engine = make_engine(LABELLED, gated)
+    assert [r.policy for r in engine.evaluate(make_review(pod())).results] == ["labelled"]
+    assert [r.policy for r in engine.evaluate(make_review(pod(team="a"))).results] == [
+        "gated", "labelled"]
+
+
+def test_data_updates_change_decisions_without_a_new_policy_set(
+        make_engine: Callable[..., EmbeddedEngine]) -> None:
+    engine = make_engine(NAMESPACE_FLAG)
+    version = engine.evaluate(make_review(pod())).policy_set_version
+    flagged = {"kubernetes": {"namespaces": {"team-a": {"metadata": {
+        "name": "team-a", "annotations": {"flag": "on"}}}}}}
+    engine.update_data(flagged)
+    evaluation = engine.evaluate(make_review(pod()))
+    assert [v.errcode for v in evaluation.violations] == ["MT9005"]
+    assert evaluation.policy_set_version == version
+    engine.update_data({})
+    assert errcodes(engine, pod()) == []
+
+
+def test_a_slow_policy_is_reported_by_vetting_and_the_others_enforce(
+        make_engine: Callable[..., EmbeddedEngine]) -> None:
+    engine = EmbeddedEngine(vet_timeout_seconds=3.0)
+    try:
+        started = time.monotonic()
+        report = engine.load([LABELLED, ALWAYS_SLOW], {})
+        # The deadline holds (bounded by it plus starting a child, not by the policy).
+        assert 3.0 <= time.monotonic() - started < 3.0 + 10.0
+        assert [p.name for p in report.policies] == ["labelled"]
+        (error,) = report.errors
+        assert error.policy == "kubernetes.admission.always_slow"
+        assert "did not finish within 3s" in error.message
+        assert engine.ready
+        assert errcodes(engine, pod(fail="yes")) == ["MT9001"]
+        # The verdict is cached: the next reload does not spend the deadline again.
+        started = time.monotonic()
+        again = engine.load([LABELLED, ALWAYS_SLOW, NAMESPACE_FLAG], {})
+        assert [p.name for p in again.policies] == ["labelled", "namespace-flag"]
+        assert time.monotonic() - started < 3.0  # the slow policy's deadline is not spent again
+        assert [e.policy for e in again.errors] == ["kubernetes.admission.always_slow"]
+    finally:
+        engine.close()
+
+
+def test_data_reaches_the_engine_while_a_slow_policy_set_is_vetted() -> None:
+    """The data lane does not wait for the policy lane."""
+    engine = EmbeddedEngine(vet_timeout_seconds=8.0)
+    store = PolicyStore(engine, None, [NAMESPACE_FLAG])
+    try:
+        store.load_now()
+        store.start()
+        first = store.last_report
+        assert first is not None and first.version == 1
+        slow_policy = policy("slow-again", ALWAYS_SLOW.source.split("\n", 3)[3],
+                             errcode="MT9009")
+        store.set_modules([NAMESPACE_FLAG, slow_policy])  # vetting takes up to 8 s
+        store.set_data(("kubernetes", "namespaces"), {"team-a": {"metadata": {
+            "name": "team-a", "annotations": {"flag": "on"}}}})
+        assert eventually(lambda: errcodes(engine, pod()) == ["MT9005"], 6)
+        assert store.last_report is first, "the policy set was still being vetted"
+    finally:
+        store.stop(timeout=0)
+        engine.close()
+
+
+def test_the_opa_engines_readiness_costs_no_request_per_probe() -> None:
+    """/readyz is probed every few seconds by every kubelet: one health check per TTL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from magtape.engine.opa import OpaEngine
+
+    calls: list[str] = []
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        engine = OpaEngine(f"http://127.0.0.1:{server.server_port}", timeout_seconds=2)
+        assert all(engine.ready for _ in range(20))
+        assert calls == ["/health"]
+    finally:
+        server.shutdown()
+        server.server_close()
