@@ -17,7 +17,7 @@ rounds. Besides requests/s and latency, each run reads the CPU time of the
 server's whole process tree (engine workers included) from /proc and prints
 CPU per request. Then floor and deployment are run at 2 connections for
 their p99. Other modes: --scale (hack/bench_scale.py), --check
-(hack/bench_check.py), --engine-only.
+(hack/bench_check.py), --audit (hack/bench_audit.py), --engine-only.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ SERVICE: dict[str, Any] = {
 MODES = {
     "--check": "bench_check.py",  # `magtape check -j N` vs -j 1
     "--scale": "bench_scale.py",  # namespaces and object size
+    "--audit": "bench_audit.py",  # admission p99 while a 10,000-object audit runs
 }
 CANNED = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                      "response": {"uid": "x", "allowed": True}})

@@ -3,7 +3,8 @@
 
 Three views, like the original MagTape's: Cluster (how busy MagTape is and
 how healthy), Namespaces (which namespaces fail most) and Policies (which
-policies fail most). They are built with grafana-foundation-sdk so panels are
+policies fail most); and Audit (what already runs and what each deny level
+would deny, from the background audit). They are built with grafana-foundation-sdk so panels are
 typed and laid out consistently, and written as importable JSON with a
 Prometheus data-source variable (``$datasource``) plus ``$job``,
 ``$namespace`` and ``$policy`` template variables. Queries use only the
@@ -302,7 +303,69 @@ def policies() -> dashboard.Dashboard:
     return d
 
 
+AUDIT_VIOLATIONS = "magtape_audit_violations"
+WOULD_DENY = "magtape_audit_would_deny_objects"
+
+
+def audit_namespace_variable() -> dashboard.QueryVariable:
+    return query_variable("namespace", "Namespace",
+                          f"label_values({WOULD_DENY}{{{JOB}}}, namespace)")
+
+
+def audit() -> dashboard.Dashboard:
+    """The background audit (docs/audit.md): what already runs, judged as admission would."""
+    d = base("MagTape / Audit", "magtape-audit",
+             "What already runs in the cluster, judged as admission would judge it now: what "
+             "would be denied at each deny level (see the effect of raising "
+             "MAGTAPE_DENY_LEVEL before doing so), where, and by which policies.")
+    d = d.with_variable(audit_namespace_variable())
+    level_stats = [stat_panel(f"Denied at {level}",
+                              f'sum({WOULD_DENY}{{{NS}, level="{level}"}})',
+                              f"Objects admission would deny if MAGTAPE_DENY_LEVEL were {level} "
+                              "(exceptions and overrides applied).", width=6)
+                   for level in ("OFF", "LOW", "MED", "HIGH")]
+    d = d.with_row(dashboard.Row("What would be denied at each deny level"))
+    for panel in level_stats:
+        d = d.with_panel(panel)
+    d = (d.with_panel(bars_panel("Objects denied by deny level, per namespace",
+                                 "Top 10 namespaces by objects denied at HIGH, with every level.",
+                                 f"sum by (namespace, level) ({WOULD_DENY}{{{NS}}}) and on "
+                                 f"(namespace) topk(10, sum by (namespace) "
+                                 f'({WOULD_DENY}{{{NS}, level="HIGH"}}))',
+                                 "{{namespace}} at {{level}}", width=24))
+         .with_row(dashboard.Row("Failures found"))
+         .with_panel(bars_panel("Namespaces with most failures",
+                                "Top 10 namespaces by failures (fail and warn results).",
+                                topk(10, f"sum by (namespace) ({AUDIT_VIOLATIONS}{{{NS}}})"),
+                                "{{namespace}}"))
+         .with_panel(bars_panel("Policies failing most", "Top 10 policies by failures.",
+                                topk(10, f"sum by (policy, severity) "
+                                         f"({AUDIT_VIOLATIONS}{{{NS}}})"),
+                                "{{policy}} ({{severity}})"))
+         .with_panel(series_panel("Failures by severity", "Failures found by the audit over "
+                                  "time, by severity.",
+                                  [(f"sum by (severity) ({AUDIT_VIOLATIONS}{{{NS}}})",
+                                    "{{severity}}")]))
+         .with_panel(series_panel("Objects denied per level over time",
+                                  "The four levels side by side.",
+                                  [(f"sum by (level) ({WOULD_DENY}{{{NS}}})", "{{level}}")]))
+         .with_row(dashboard.Row("Audit health"))
+         .with_panel(stat_panel("Since last full pass",
+                                f"time() - max(magtape_audit_last_completed_timestamp_seconds"
+                                f"{{{JOB}}})", "Age of the last completed full pass.", "s",
+                                width=6))
+         .with_panel(stat_panel("Last pass took",
+                                f"max(magtape_audit_duration_seconds{{{JOB}}})",
+                                "Duration of the last completed full pass.", "s", width=6))
+         .with_panel(stat_panel("Leaders", f"sum(magtape_audit_leader{{{JOB}}})",
+                                "Replicas writing reports: 1 when healthy.", width=6))
+         .with_panel(stat_panel("Queue", f"sum(magtape_audit_queue_depth{{{JOB}}})",
+                                "Objects waiting to be audited.", width=6)))
+    return d
+
+
 DASHBOARDS = {
+    "magtape-audit.json": audit,
     "magtape-cluster.json": cluster,
     "magtape-namespaces.json": namespaces,
     "magtape-policies.json": policies,

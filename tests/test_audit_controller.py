@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+
 from enforcementsupport import container, deployment, pod
 from fakekube import FakeKube, Resource
-from prometheus_client import CollectorRegistry
-from waiting import eventually
-
 from magtape.audit.controller import AuditController, AuditOptions
 from magtape.audit.report import OMITTED, REPORT_NAME, ReportLimits
 from magtape.audit.results import Auditor
@@ -29,6 +28,7 @@ from magtape.kube.rest import RawApi, ResourceRef
 from magtape.metrics import AuditMetrics
 from magtape.policy import DenyLevel
 from magtape.remediation import default_catalogue
+from waiting import eventually
 
 OPTED_IN = {"k8s.t-mobile.com/magtape": "enabled"}
 PODS, DEPLOYMENTS = ResourceRef("v1", "pods"), ResourceRef("apps/v1", "deployments")

@@ -12,9 +12,8 @@ import json
 from typing import Any
 
 from enforcementsupport import container, deployment, exception, pod
-
 from magtape.audit.report import OMITTED, TOTAL, ReportLimits, build_report, content
-from magtape.audit.results import FAIL, SKIP, WARN, AuditResult, Auditor, ObjectAudit, ObjectRef
+from magtape.audit.results import FAIL, SKIP, WARN, Auditor, AuditResult, ObjectAudit, ObjectRef
 from magtape.audit.tally import tally
 from magtape.enforcement import EnforcementState, Enforcer
 from magtape.enforcement.exceptions import parse_exception

@@ -21,11 +21,14 @@ import io
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -38,7 +41,8 @@ from magtape.kube.rest import NAMESPACES, RawApi
 from magtape.metrics import Metrics
 from magtape.namespaces import NamespaceDirectory
 from magtape.notify.factory import build_notifier
-from magtape.settings import Settings
+from magtape.server import start
+from magtape.settings import Address, Settings
 from magtape.text import LOG_LINE_MAX, safe_handler
 from magtape.web import create_app
 from notifysupport import receiver
@@ -176,3 +180,29 @@ def test_forged_reviews_notify_nobody_and_grow_nothing(
     assert max(len(line) for line in lines) <= LOG_LINE_MAX
     assert [line[:120] for line in lines if RAW_CONTROL.search(line)] == []
     assert not any(line.startswith("2026-01-01 INFO forged line") for line in lines)
+
+
+def test_the_server_wires_the_namespace_check(fake_kube: FakeKube) -> None:
+    """`magtape serve`'s own wiring with a cluster: its namespace watch bounds the labels."""
+    fake_kube.seed({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": "team-a", "labels": OPT_IN}})
+    hook = start(Settings(listen=Address("127.0.0.1", 0), metrics_listen=Address("127.0.0.1", 0),
+                          k8s_events_enabled=False),
+                 api_client=fake_kube.api_client())
+    try:
+        base = f"http://127.0.0.1:{hook.metrics_port}"
+        with requests.Session() as http:
+            deadline = time.monotonic() + 20
+            while http.get(f"{base}/readyz", timeout=5).status_code != 200:
+                assert time.monotonic() < deadline, "never ready"
+                threading.Event().wait(0.1)
+            for ns in ("team-a", "made-up"):
+                body = json.dumps(review_doc(privileged_pod("p", ns), ns))
+                resp = http.post(f"http://127.0.0.1:{hook.admission_port}/", data=body,
+                                 timeout=10)
+                assert resp.status_code == 200
+            exposition = http.get(f"{base}/metrics", timeout=5).text
+    finally:
+        hook.stop(flush_seconds=1)
+    assert 'namespace="team-a"' in exposition and 'namespace="other"' in exposition
+    assert "made-up" not in exposition

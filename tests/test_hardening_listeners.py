@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import resource
 import socket
 import ssl
@@ -131,6 +132,20 @@ def check_answers(probe: tuple[str, int], admission: tuple[str, int],
     return latencies
 
 
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def released(baseline: int, slack: int = 40, timeout: float = 15) -> int:
+    """Wait until this process (clients and the in-process server) is back near ``baseline``
+    descriptors: the server let go of every abusive connection. Returns the count."""
+    deadline = time.monotonic() + timeout
+    while (count := open_fds()) > baseline + slack and time.monotonic() < deadline:
+        threading.Event().wait(0.1)
+    assert count <= baseline + slack, f"{count - baseline} descriptors still open"
+    return count
+
+
 @pytest.fixture(scope="module")
 def hook() -> Iterator[Webhook]:
     webhook = start(Settings(listen=Address("127.0.0.1", 0),
@@ -144,14 +159,21 @@ def test_waitress_listener_holds_150_idle_and_150_trickling(hook: Webhook, targe
     probe = ("127.0.0.1", hook.metrics_port)
     admission = ("127.0.0.1", hook.admission_port)
     attacked = hook.metrics_port if target == "metrics" else hook.admission_port
+    baseline = open_fds()
     abuse = Abuse(attacked, idle=150, trickling=150,
                   head=TRICKLE_HEADERS if target == "metrics" else TRICKLE_BODY)
     try:
+        # Both ends of the 300 connections live in this process once accepted.
+        deadline = time.monotonic() + 10
+        while open_fds() < baseline + 590 and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+        assert open_fds() >= baseline + 590, "the server did not accept the connections"
         check_answers(probe, admission)
         assert abuse.cut_off == 0, "the trickling clients must still be connected meanwhile"
     finally:
         abuse.close()
-    check_answers(probe, admission)  # recovery
+    released(baseline)  # recovery: the server closed its ends too ...
+    check_answers(probe, admission)  # ... and answers as before
 
 
 def test_a_trickling_request_is_cut_off_after_its_total_time() -> None:
@@ -216,9 +238,12 @@ def test_nginx_holds_1000_idle_and_trickling_connections(
     port, ctx = nginx
     probe = ("127.0.0.1", hook.metrics_port)
     admission = ("127.0.0.1", port)
+    baseline = open_fds()
     abuse = Abuse(port, idle=500, trickling=500, tls=ctx)
     try:
         check_answers(probe, admission, tls=ctx)
     finally:
         abuse.close()
-    check_answers(probe, admission, tls=ctx)  # recovery
+    # Recovery: waitress let go of the streamed uploads nginx had opened ...
+    released(baseline, slack=60)
+    check_answers(probe, admission, tls=ctx)  # ... and everything answers as before

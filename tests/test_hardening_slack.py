@@ -144,3 +144,28 @@ def test_any_review_shape_gets_its_alert(request_fields: dict[str, Any]) -> None
     assert sent(metrics, "sent") == 1
     text = str(post.body)
     assert "\x1b" not in text and len(text) < 16 * 1024
+
+
+def test_an_unreachable_target_is_skipped_for_a_while(fake_kube: FakeKube, tls: TlsFiles) -> None:
+    """After a timeout, that target's next alerts fail at once instead of each waiting."""
+    with receiver("hang", tls=tls) as stuck:
+        seed(fake_kube, "stuck", stuck.url(PATH))
+        settings = Settings(slack_enabled=True, slack_timeout_seconds=0.5,
+                            slack_allowed_hosts=("127.0.0.1",), slack_allowed_ports=(stuck.port,),
+                            alert_dedup_seconds=0)
+        metrics = Metrics(CollectorRegistry())
+        sender = SlackSender(settings, metrics, TenantWebhooks(fake_kube.api_client()),
+                             verify=str(tls.ca))
+        dispatcher = Dispatcher(metrics, slack=sender, queue_size=100)
+        try:
+            started = time.monotonic()
+            for i in range(10):
+                dispatcher.submit(outcome(f"stuck-{i}", namespace="stuck"))
+            while sent(metrics, "failed") < 10 and time.monotonic() - started < 20:
+                stuck.release.wait(0.05)
+            took = time.monotonic() - started
+        finally:
+            dispatcher.close(1)
+    assert sent(metrics, "failed") == 10
+    assert len(stuck.posts) == 1, "only the first alert waited for the timeout"
+    assert took < 4, f"10 alerts to a dead target took {took:.1f}s"

@@ -258,3 +258,28 @@ def test_image_smoke_test_passes_on_the_development_install() -> None:
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "smoke test passed" in result.stdout
+
+
+def test_quickstart_uses_the_image_make_image_builds() -> None:
+    """`make image` then `kubectl apply -k overlays/quickstart` works from a clean clone."""
+    import tomllib
+
+    import yaml
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    quickstart = yaml.safe_load((REPO / "overlays/quickstart/kustomization.yaml").read_text())
+    (image,) = [i for i in quickstart["images"] if i["name"] == "tmobile/magtape"]
+    assert f"{image['newName']}:{image['newTag']}" == f"localhost/magtape:{version}"
+    script = (REPO / "hack" / "image.sh").read_text()
+    assert 'IMAGE=${IMAGE:-localhost/magtape:$VERSION}' in script
+
+
+def test_image_lock_is_exactly_the_runtime_closure_tested_here() -> None:
+    """Nothing stale in the lock (a dropped dependency) and no version the tests did not run."""
+    sys.path.insert(0, str(REPO / "hack"))
+    try:
+        from image_lock import runtime_closure
+    finally:
+        sys.path.remove(str(REPO / "hack"))
+    locked = {name: version for name, (version, _) in _lock().items()}
+    assert locked == runtime_closure(), "run .venv/bin/python hack/image_lock.py"

@@ -21,7 +21,13 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from conftest import REPO
-from magtape.metrics import DURATION_BUCKETS, NOTIFY_CHANNELS, NOTIFY_OUTCOMES, Metrics
+from magtape.metrics import (
+    DURATION_BUCKETS,
+    NOTIFY_CHANNELS,
+    NOTIFY_OUTCOMES,
+    AuditMetrics,
+    Metrics,
+)
 from magtape.policy import (
     Evaluation,
     LoadReport,
@@ -44,6 +50,8 @@ def exercised() -> Metrics:
     m.observe_admission("team-a", False, True, evaluation, 0.004)
     m.observe_admission("team-b", True, False, None, 0.002)
     m.http_responses.labels("200").inc()
+    audit = AuditMetrics(m.registry)  # the background audit's series (docs/audit.md)
+    audit.set_findings({("team-a", "privileged-pod", "high"): 1}, {("team-a", "LOW"): 1})
     return m
 
 
@@ -164,15 +172,16 @@ def panels(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def test_three_views_with_the_template_variables() -> None:
     docs = {p.name: json.loads(p.read_text()) for p in DASHBOARDS}
     assert set(docs) == {"magtape-cluster.json", "magtape-namespaces.json",
-                         "magtape-policies.json"}
+                         "magtape-policies.json", "magtape-audit.json"}
     variables = {name: [v["name"] for v in d["templating"]["list"]] for name, d in docs.items()}
-    assert variables == {"magtape-cluster.json": ["datasource", "job"],
+    assert variables == {"magtape-audit.json": ["datasource", "job", "namespace"],
+                         "magtape-cluster.json": ["datasource", "job"],
                          "magtape-namespaces.json": ["datasource", "job", "namespace"],
                          "magtape-policies.json": ["datasource", "job", "namespace", "policy"]}
     for doc in docs.values():
         (ds,) = [v for v in doc["templating"]["list"] if v["name"] == "datasource"]
         assert ds["type"] == "datasource" and ds["query"] == "prometheus"
-    assert len({d["uid"] for d in docs.values()}) == 3
+    assert len({d["uid"] for d in docs.values()}) == 4
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)

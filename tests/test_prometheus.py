@@ -26,6 +26,7 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
+from auditsupport import feed_audit_metrics
 from conftest import REPO, review_doc
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.kube.certs import certificate_expiry_timestamp
@@ -170,6 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     engine = EmbeddedEngine(timeout_seconds=10, workers=2)
     metrics = Metrics(CollectorRegistry())
     metrics.observe_load(engine.load(label_policies(), {}))
+    feed_audit_metrics(metrics, engine, NAMESPACES)  # the audit dashboard's series
     tls = make_tls_files(workdir)
     metrics.certificate_expiry.set(certificate_expiry_timestamp(tls.cert))
     with receiver() as slack:
@@ -201,7 +203,7 @@ MAY_BE_EMPTY: set[str] = set()
 
 def test_the_dashboards_have_queries() -> None:
     assert {q.dashboard for q in QUERIES} == {"magtape-cluster.json", "magtape-namespaces.json",
-                                              "magtape-policies.json"}
+                                              "magtape-policies.json", "magtape-audit.json"}
     assert len(QUERIES) > 30
 
 

@@ -52,14 +52,14 @@ Right = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 
 def _resource_refs() -> dict[str, tuple[str, str]]:
-    """``NAME = ResourceRef(...)`` constants anywhere in the app, as (group, plural).
+    """Module-level ``NAME = ResourceRef(...)`` constants in the app, as (group, plural).
 
     Found by reading the source, valued by importing the module that defines
     them (their arguments may be other constants).
     """
     refs: dict[str, tuple[str, str]] = {}
     for path in APP.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if (isinstance(node, ast.Assign) and len(node.targets) == 1
                     and isinstance(node.targets[0], ast.Name)
                     and isinstance(node.value, ast.Call)
@@ -111,6 +111,14 @@ def call_sites() -> dict[str, dict[Right, set[str]]]:
                 found += [(group, plural, "list"), (group, plural, "watch")]
         for right in found:
             needs.setdefault(right, set()).add(module)
+    # The audit lists and watches the kinds of its configuration (default:
+    # DEFAULT_KINDS), not constants a scan could find.
+    from magtape.audit.kinds import audit_kinds
+
+    for ref in audit_kinds(()):
+        for verb in ("list", "watch"):
+            right = (ref.group_version.rpartition("/")[0], ref.plural, verb)
+            sites[SERVE_SA].setdefault(right, set()).add("audit/kinds.py")
     return sites
 
 

@@ -143,7 +143,7 @@ def test_other_kinds_are_replicated_by_namespace(fake_kube: FakeKube) -> None:
                                  "managedFields": [{"manager": "kubectl"}]},
                     "spec": {}})
     engine = EmbeddedEngine(timeout_seconds=10, workers=2)
-    settings = Settings(replicate_kinds=("v1/services", "apps/v1/deployments"))
+    settings = Settings.from_env({"MAGTAPE_REPLICATE": "v1/services,apps/v1/deployments"})
     runtime = start(settings, engine, fake_kube.api_client(), Metrics(CollectorRegistry()),
                     options=FAST)
     try:
@@ -181,12 +181,13 @@ def test_replicated_data_replaces_the_data_files_section(fake_kube: FakeKube,
 
 
 def test_replicate_setting_is_validated() -> None:
-    assert replicated_kinds(["v1/services", "apps/v1/deployments"])[1:] == [
+    kinds = Settings.from_env({"MAGTAPE_REPLICATE": "v1/services, apps/v1/Deployments"})
+    assert replicated_kinds(kinds.replicate_kinds)[1:] == [
         ResourceRef("v1", "services"), ResourceRef("apps/v1", "deployments")]
-    with pytest.raises(ConfigError, match="MAGTAPE_REPLICATE: 'services' is not a resource"):
-        replicated_kinds(["services"])
-    with pytest.raises(ConfigError, match="credentials"):
-        replicated_kinds(["v1/secrets"])
+    with pytest.raises(ConfigError, match="MAGTAPE_REPLICATE='services' is invalid"):
+        Settings.from_env({"MAGTAPE_REPLICATE": "services"})
+    with pytest.raises(ConfigError, match="never v1/secrets"):
+        Settings.from_env({"MAGTAPE_REPLICATE": "v1/secrets"})
 
 
 def test_backoff_is_bounded_and_jittered() -> None:

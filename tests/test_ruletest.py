@@ -342,3 +342,21 @@ def test_the_default_directory_is_the_current_one(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["summary"]["passed"] == 1
+
+
+def test_missing_test_helpers_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An installed wheel ships the library without its *_test.rego helpers.
+    lib = write(tmp_path / "installed", {
+        f.name: f.read_text() for f in (REPO / "policies/lib").glob("*.rego")
+        if not f.name.endswith("_test.rego")})
+    monkeypatch.setattr(ruletest, "builtin_library_files", lambda: sorted(lib.glob("*.rego")))
+    write(tmp_path / "mine", {"policy_test.rego": """package test.mine
+import rego.v1
+
+import data.test.magtape.fixtures
+
+test_x if fixtures.namespace == "test1"
+"""})
+    code, out = run(tmp_path / "mine")
+    assert code == 2
+    assert "test.magtape.fixtures" in out and "copy policies/lib/fixtures_test.rego" in out

@@ -1,4 +1,4 @@
-"""Command line: ``magtape serve | check | review | explain | test | init``.
+"""Command line: ``magtape serve | check | audit | review | explain | test | init``.
 
 Flags override the environment (``MAGTAPE_*``); both are parsed into one
 :class:`~magtape.settings.Settings`. Every flag is declared here; each
@@ -60,7 +60,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     if args.command == "explain":
         return _explain(args.check, settings.docs_url)
-    _configure_logging(settings, quiet=args.command in ("check", "test", "review"))
+    _configure_logging(settings, quiet=args.command in ("check", "test", "review", "audit"))
     if args.command == "serve":
         from magtape.server import serve
 
@@ -73,6 +73,12 @@ def _main(argv: Sequence[str] | None) -> int:
         from magtape.check import run_check
 
         return run_check(settings, _check_options(args), out=sys.stdout, err=sys.stderr)
+    if args.command == "audit":
+        from magtape.audit.command import AuditCommandOptions, run_audit
+
+        return run_audit(settings, AuditCommandOptions(
+            output=args.output, namespaces=tuple(args.namespace or ()),
+            all_namespaces=args.all_namespaces, jobs=args.jobs), out=sys.stdout, err=sys.stderr)
     if args.command == "review":
         return _review(args.paths, args.namespace)
     if args.command == "test":
@@ -233,6 +239,24 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="check manifests offline, as the webhook would",
         description="Check manifests offline, as the webhook would. Exit 0: nothing failed at "
                     "the deny level; 1: something did; 2: bad input, or nothing was checked."))
+
+    audit = sub.add_parser(
+        "audit", help="audit what runs in the cluster (kubeconfig), as the background audit does",
+        description="Evaluate the objects in the cluster as admission would now and print the "
+                    "findings (docs/audit.md). Exit 0: nothing would be denied at the deny "
+                    "level; 1: something would; 2: the cluster or the policies cannot be read.")
+    audit.add_argument("--output", "-o", choices=("table", "json"), default="table",
+                       help="table (default) or json (the PolicyReports the audit writes)")
+    audit.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
+                       help=DENY_LEVEL_HELP + " (default MAGTAPE_DENY_LEVEL or LOW)")
+    audit.add_argument("--namespace", "-n", action="append", metavar="NS",
+                       help="only this namespace, repeatable (default: the opted-in ones)")
+    audit.add_argument("--all-namespaces", "-A", action="store_true",
+                       help="every namespace, opted in or not")
+    audit.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
+                       help="evaluate N objects in parallel (default 1)")
+    _docs_flag(audit)
+    _policy_flags(audit)
 
     review = sub.add_parser("review", help="print the AdmissionReview the API server would "
                                            "send for each object (one JSON per line)")

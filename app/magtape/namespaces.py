@@ -119,18 +119,3 @@ class FirstSeen:
                 self._seen.add(namespace)
                 return namespace
         return OTHER
-
-
-class Fanout:
-    """One reflector feeding several handlers (policy data and the directory)."""
-
-    def __init__(self, *handlers: Any) -> None:
-        self._handlers = handlers
-
-    def replace(self, objects: list[Obj]) -> None:
-        for h in self._handlers:
-            h.replace(objects)
-
-    def apply(self, event_type: str, obj: Obj) -> None:
-        for h in self._handlers:
-            h.apply(event_type, obj)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from xml.etree import ElementTree
 
+from magtape.engine.child import Child, ChildDied, ChildSide
 from magtape.engine.policyset import package_of
 
 EXIT_PASSED = 0
@@ -231,8 +232,6 @@ class _Runner:
 
 
 def _worker_main(memory_mb: int) -> None:
-    from magtape.engine.child import ChildSide
-
     side = ChildSide(memory_mb)
     runner = _Runner()
     try:
@@ -251,12 +250,10 @@ class _Session:
         self._job = json.dumps({"files": [[str(f), f.read_text(encoding="utf-8")]
                                           for f in files], "coverage": coverage}).encode()
         self._memory_mb = memory_mb
-        self._child: Any = None
+        self._child: Child | None = None
         self.replaced = 0
 
-    def _start(self) -> Any:
-        from magtape.engine.child import Child, ChildDied
-
+    def _start(self) -> Child:
         child = Child("magtape.ruletest", self._memory_mb, ["--worker"])
         try:
             frame = child.call(OP_COMPILE, self._job, COMPILE_TIMEOUT_SECONDS)
@@ -270,8 +267,6 @@ class _Session:
         return child
 
     def run(self, test: RegoTest, timeout: float) -> TestResult:
-        from magtape.engine.child import ChildDied
-
         if self._child is None or self._child.dead:
             self._child = self._start()
         started = time.monotonic()
@@ -290,7 +285,10 @@ class _Session:
     def coverage(self) -> list[dict[str, Any]] | None:
         if self._child is None or self._child.dead:
             return None
-        frame = self._child.call(OP_COVERAGE, b"", COMPILE_TIMEOUT_SECONDS)
+        try:
+            frame = self._child.call(OP_COVERAGE, b"", COMPILE_TIMEOUT_SECONDS)
+        except ChildDied:
+            return None
         files: list[dict[str, Any]] = json.loads(frame.payload)
         return files
 
@@ -439,7 +437,26 @@ def collect(dirs: Sequence[str], run_filter: str | None = None
         if not tests:
             raise RuleTestError(f"no test matches --run {run_filter!r} (it is searched in "
                                 "names like data.test.my_policy.test_something)")
-    return [*given, *library_files_to_add(given)], tests
+    library = library_files_to_add(given)
+    missing = missing_test_helpers([*given, *library])
+    if missing:
+        raise RuleTestError(
+            "the tests import " + ", ".join(missing) + ", which this installation of "
+            "MagTape does not ship (test helpers stay in the source repository): copy "
+            "policies/lib/fixtures_test.rego from it next to your tests")
+    return [*given, *library], tests
+
+
+# Test-helper packages of the built-in library (policies/lib/*_test.rego).
+_HELPER_REF_RE = re.compile(r"\bdata\.(test\.magtape\.[A-Za-z_]\w*)")
+
+
+def missing_test_helpers(files: Sequence[Path]) -> list[str]:
+    """Helper packages (``data.test.magtape.*``) referred to but defined by no file."""
+    texts = [f.read_text(encoding="utf-8") for f in files]
+    declared = {package_of(t) for t in texts}
+    referred = {m.group(1) for t in texts for m in _HELPER_REF_RE.finditer(t)}
+    return sorted(p for p in referred if p not in declared)
 
 
 def run(dirs: list[str], verbose: bool, out: TextIO,

@@ -90,7 +90,7 @@ def start(settings: Settings, engine: Evaluator, api_client: ApiClient | None,
           metrics: Metrics, *, options: RuntimeOptions | None = None) -> Runtime:
     """Load the local set now; with a cluster, start discovery and replication."""
     opts = options or RuntimeOptions()
-    kinds = replicated_kinds(settings.replicate_kinds)  # a bad entry fails start-up
+    kinds = replicated_kinds(settings.replicate_kinds)
     if not isinstance(engine, PolicyLoader):
         # kube-mgmt loads policies and data into OPA and owns the status
         # annotation; a second writer would fight it.

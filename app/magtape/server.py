@@ -144,7 +144,7 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     hook = Webhook(settings, engine, metrics, notifier,
                    _stoppers=[runtime.stop, enforcement.stop])
     if audit is not None:
-        audit.start(enforcer, metrics)
+        audit.start(enforcer, metrics, lambda: runtime.ready)
         hook._stoppers.insert(0, audit.stop)
     close_engine = getattr(engine, "close", None)  # the embedded engine's worker processes
     if close_engine is not None:

@@ -72,6 +72,31 @@ class Address:
 
 
 @dataclass(frozen=True)
+class KindRef:
+    """A collection named in ``MAGTAPE_REPLICATE``: ``v1/services``, ``apps/v1/deployments``."""
+
+    group_version: str
+    plural: str
+
+    @classmethod
+    def parse(cls, text: str) -> KindRef:
+        """``<version>/<plural>`` (core) or ``<group>/<version>/<plural>``; never Secrets."""
+        parts = text.strip().strip("/").split("/")
+        if len(parts) == 2 and all(parts):
+            ref = cls(parts[0], parts[1].lower())
+        elif len(parts) == 3 and all(parts):
+            ref = cls(f"{parts[0]}/{parts[1]}", parts[2].lower())
+        else:
+            raise ValueError(text)
+        if ref.plural == "secrets":  # credentials would reach every policy's data
+            raise ValueError(text)
+        return ref
+
+    def __str__(self) -> str:
+        return f"{self.group_version}/{self.plural}"
+
+
+@dataclass(frozen=True)
 class Settings:
     # Decisions
     deny_level: DenyLevel = DenyLevel.LOW
@@ -116,7 +141,7 @@ class Settings:
     policy_discovery: bool = False
     policy_namespace: str = ""  # empty: namespace_name
     policy_selector: str = "openpolicyagent.org/policy=rego"
-    replicate_kinds: tuple[str, ...] = ()  # besides namespaces, e.g. "v1/services"
+    replicate_kinds: tuple[KindRef, ...] = ()  # besides namespaces, e.g. v1/services
     tls_secret_name: str = "magtape-tls"
     tls_cert_file: str = ""  # serving cert read for the expiry metric
     service_name: str = "magtape-svc"
@@ -129,7 +154,7 @@ class Settings:
     docs_url: str = DEFAULT_DOCS_URL
     # Background audit and PolicyReports (docs/audit.md)
     audit: AuditMode = AuditMode.OFF
-    audit_kinds: tuple[str, ...] = ()  # empty: magtape.audit.kinds.DEFAULT_KINDS
+    audit_kinds: tuple[KindRef, ...] = ()  # empty: magtape.audit.kinds.DEFAULT_KINDS
     audit_namespaces: AuditScope = AuditScope.OPTED_IN
     audit_rate: float = 100.0  # objects evaluated per second, at most
     audit_workers: int = 1  # the audit's own engine worker processes
@@ -190,7 +215,7 @@ class Settings:
             policy_discovery=e.boolean("MAGTAPE_POLICY_DISCOVERY", d.policy_discovery),
             policy_namespace=e.text("MAGTAPE_POLICY_NAMESPACE", d.policy_namespace),
             policy_selector=e.text("MAGTAPE_POLICY_SELECTOR", d.policy_selector),
-            replicate_kinds=e.list("MAGTAPE_REPLICATE", d.replicate_kinds),
+            replicate_kinds=e.kinds("MAGTAPE_REPLICATE", d.replicate_kinds),
             tls_secret_name=e.text("MAGTAPE_TLS_SECRET", d.tls_secret_name),
             tls_cert_file=e.text("MAGTAPE_TLS_CERT_FILE", d.tls_cert_file),
             service_name=e.text("MAGTAPE_SERVICE_NAME", d.service_name),
@@ -203,7 +228,7 @@ class Settings:
                                          d.enforcement_configmap),
             docs_url=e.url("MAGTAPE_DOCS_URL", d.docs_url),
             audit=e.enum("MAGTAPE_AUDIT", AuditMode, d.audit),
-            audit_kinds=e.list("MAGTAPE_AUDIT_KINDS", d.audit_kinds),
+            audit_kinds=e.kinds("MAGTAPE_AUDIT_KINDS", d.audit_kinds),
             audit_namespaces=e.enum("MAGTAPE_AUDIT_NAMESPACES", AuditScope, d.audit_namespaces),
             audit_rate=e.number("MAGTAPE_AUDIT_RATE", d.audit_rate, minimum=0.1),
             audit_workers=int(e.number("MAGTAPE_AUDIT_WORKERS", d.audit_workers, minimum=1,
@@ -310,6 +335,19 @@ class _Env:
             return raw
 
         return self._parse(name, default, parse, "an http:// or https:// URL", secret=secret)
+
+    def kinds(self, name: str, default: tuple[KindRef, ...]) -> tuple[KindRef, ...]:
+        def parse(raw: str) -> tuple[KindRef, ...]:
+            kinds: list[KindRef] = []
+            for part in raw.split(","):
+                if part.strip() and (kind := KindRef.parse(part)) not in kinds:
+                    kinds.append(kind)
+            return tuple(kinds)
+
+        return self._parse(name, default, parse,
+                           "a comma-separated list of VERSION/PLURAL or GROUP/VERSION/PLURAL "
+                           "such as v1/services,apps/v1/deployments; never v1/secrets (their "
+                           "data would reach every policy)")
 
     def netloc(self, name: str, default: str) -> str:
         """``host[:port]`` from a host, ``host:port`` or a URL (whose path is ignored)."""

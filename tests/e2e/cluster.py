@@ -497,9 +497,12 @@ def main(argv: list[str]) -> int:
     workdir = Path(argv[1]).resolve() if len(argv) > 1 else None
     with running(workdir) as cluster:
         print(f"cluster up: export KUBECONFIG={cluster.kubeconfig}", flush=True)
-        print("(Ctrl-C stops it; logs in " + str(cluster.workdir) + ")", flush=True)
+        print(f"(Ctrl-C stops it; logs in {cluster.workdir}"
+              f"{'' if workdir else ', removed on exit'})", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
+    if workdir is None:
+        shutil.rmtree(cluster.workdir, ignore_errors=True)
     return 0
 
 

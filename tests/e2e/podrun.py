@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster import Cluster, free_port
+import yaml
+
+from e2e.cluster import Cluster, free_port
 
 Obj = dict[str, Any]
 TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -51,8 +53,6 @@ class Manifests:
         out = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True,
                              text=True, check=False, timeout=120)
         assert out.returncode == 0, f"kubectl kustomize {target} failed:\n{out.stderr}"
-        import yaml
-
         return cls([d for d in yaml.safe_load_all(out.stdout) if d])
 
     def for_kubernetes_1_20(self) -> Manifests:
@@ -65,9 +65,6 @@ class Manifests:
                 obj = {**obj, "apiVersion": new}
             objects.append(obj)
         return Manifests(objects, notes)
-
-    def yaml_stream(self) -> str:
-        return "\n".join(json.dumps(o) for o in self.objects)
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> Obj:
         for obj in self.objects:
@@ -101,12 +98,6 @@ class Manifests:
                         not container.get("command") or "magtape" in words[0]):
                     return workload, template, container
         raise AssertionError(f"no rendered container runs `magtape {subcommand}`")
-
-    def container_named(self, template: Obj, name: str) -> Obj:
-        for container in template["spec"].get("containers", []):
-            if container["name"] == name:
-                return dict(container)
-        raise AssertionError(f"the pod template has no container {name}")
 
 
 class PodNetwork:

@@ -9,10 +9,13 @@ tests would pass on a permissive stand-in only if they were wrong.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from cluster import Cluster, service_account_token, wait_for
+from e2e.cluster import Cluster, service_account_token, wait_for
+from e2e.podrun import Manifests
+from e2e.support import MagTape, apply
 
-from conftest import MagTape
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_rbac_is_enforced_for_service_account_tokens(cluster: Cluster) -> None:
@@ -59,3 +62,15 @@ def test_a_cut_route_is_a_failed_webhook_call(magtape: MagTape, cluster: Cluster
                               "value": magtape.webhook["webhooks"][0]["failurePolicy"]}]))
         magtape.route_service()
     assert target.endswith(f":{service.get('port', 443)}")
+
+
+def test_production_overlay_is_accepted_by_the_api_server(magtape: MagTape,
+                                                         cluster: Cluster) -> None:
+    """Every object production renders passes the real API server's validation (server-side
+    dry run), once the two API versions 1.20 does not serve are converted (listed here)."""
+    production = Manifests.render(REPO / "overlays" / "production").for_kubernetes_1_20()
+    assert sorted(n.split(":")[0] for n in production.conversions) == [
+        "HorizontalPodAutoscaler magtape", "PodDisruptionBudget magtape-pdb"], (
+        production.conversions)
+    result = apply(cluster, production.objects, "--dry-run=server", check=False)
+    assert result.returncode == 0, result.stderr

@@ -13,10 +13,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cluster import Cluster, wait_for
-from test_webhook import namespace, wait_denied
-
-from conftest import OPT_IN, MagTape, apply
+from e2e.cluster import Cluster, wait_for
+from e2e.support import OPT_IN, MagTape, apply
+from e2e.test_webhook import namespace, wait_denied
 
 EXCEPTIONS_HOOK = "exceptions.magtape.webhook.k8s.t-mobile.com"
 EXISTING = "[already failing before this update: allowed]"

@@ -19,9 +19,9 @@ import shlex
 from pathlib import Path
 
 import pytest
-from cluster import Cluster
 
-from conftest import MagTape
+from e2e.cluster import Cluster
+from e2e.support import MagTape
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "install.md"

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from magtape.engine import EngineError, Evaluator, PolicyLoader
@@ -170,6 +170,33 @@ class SharedSource:
 
     def evaluate(self, review: Review) -> Evaluation:
         return self._engine.evaluate(review)
+
+
+class Gated:
+    """A source that is ready only once admission is too (its first sync has loaded).
+
+    Until then the policy set may be the built-in one that discovery is about
+    to replace: reports written from it would be wrong for a moment.
+    """
+
+    def __init__(self, source: Any, admission_ready: Callable[[], bool]) -> None:
+        self._source, self._admission_ready = source, admission_ready
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._admission_ready() and self._source.ready)
+
+    @property
+    def generation(self) -> int:
+        return int(self._source.generation)
+
+    @property
+    def data_generation(self) -> int:
+        return int(self._source.data_generation)
+
+    def evaluate(self, review: Review) -> Evaluation:
+        result: Evaluation = self._source.evaluate(review)
+        return result
 
 
 def is_loader(engine: Evaluator) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from magtape.kube.rest import KubeError, RawApi, ResourceRef
-from magtape.settings import ConfigError
+from magtape.settings import ConfigError, KindRef
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +36,14 @@ KIND_OF = {"pods": "Pod", "services": "Service", "replicationcontrollers": "Repl
 NOT_SERVED = "the server could not find the requested resource"
 
 
-def audit_kinds(entries: Iterable[str]) -> list[ResourceRef]:
-    """The resources to audit; ConfigError naming MAGTAPE_AUDIT_KINDS on a bad entry."""
+def audit_kinds(configured: Iterable[KindRef]) -> list[ResourceRef]:
+    """The resources to audit (``MAGTAPE_AUDIT_KINDS``, else the default)."""
+    kinds = list(configured) or [KindRef.parse(text) for text in DEFAULT_KINDS]
     refs: list[ResourceRef] = []
-    for text in entries:
-        try:
-            ref = ResourceRef.parse(text)
-        except ValueError as exc:
-            raise ConfigError(f"MAGTAPE_AUDIT_KINDS: {exc}") from None
-        if ref.plural in ("secrets", "namespaces"):
-            raise ConfigError(f"MAGTAPE_AUDIT_KINDS: {ref} cannot be audited; remove it "
-                              "(no policy targets it, and Secrets hold credentials)")
+    for kind in kinds:
+        ref = ResourceRef(kind.group_version, kind.plural)
+        if ref.plural == "namespaces":  # cluster-scoped: there is no namespace report for it
+            raise ConfigError(f"MAGTAPE_AUDIT_KINDS: {ref} cannot be audited; remove it")
         if ref not in refs:
             refs.append(ref)
     return refs

@@ -81,7 +81,7 @@ class LeaderElector:
                 self.leading = True
                 log.info("audit: %s leads (Lease %s/%s)", self.identity, self.namespace,
                          self.name)
-                self._on_start()
+                self._call(self._on_start)
             elif state == OTHER and self.leading:
                 self._step_down("another replica holds the Lease")
             elif state == FAILED and self.leading and (
@@ -95,7 +95,14 @@ class LeaderElector:
     def _step_down(self, why: str) -> None:
         self.leading = False
         log.info("audit: %s stops leading: %s", self.identity, why)
-        self._on_stop()
+        self._call(self._on_stop)
+
+    @staticmethod
+    def _call(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:  # the election goes on; the next hand-over retries
+            log.exception("audit: leadership callback failed")
 
     def _try(self) -> str:
         """One round: create, renew or take over the Lease: HELD, OTHER or FAILED."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from magtape.audit.capacity import AuditEngine, Mirror, SharedSource, is_loader
+from magtape.audit.capacity import AuditEngine, Gated, Mirror, SharedSource, is_loader
 from magtape.audit.controller import AuditController, AuditOptions, Source
-from magtape.audit.kinds import DEFAULT_KINDS, audit_kinds, served
+from magtape.audit.kinds import audit_kinds, served
 from magtape.audit.report import ReportLimits
 from magtape.audit.results import Auditor
 from magtape.enforcement import Enforcer
@@ -44,7 +45,7 @@ class AuditService:
 
     def __init__(self, settings: Settings, engine: Evaluator, api_client: Any) -> None:
         self.settings = settings
-        self._kinds = audit_kinds(settings.audit_kinds or DEFAULT_KINDS)  # ConfigError early
+        self._kinds = audit_kinds(settings.audit_kinds)  # ConfigError early
         self._api = RawApi(api_client)
         self._own: AuditEngine | None = None
         self.source: Any
@@ -62,9 +63,12 @@ class AuditService:
         self._metrics: AuditMetrics | None = None
         self._auditor: Auditor | None = None
 
-    def start(self, enforcer: Enforcer, metrics: Metrics) -> None:
+    def start(self, enforcer: Enforcer, metrics: Metrics,
+              admission_ready: Callable[[], bool] = lambda: True) -> None:
+        """Join the election; lead only once ``admission_ready`` (the first sync loaded)."""
         from magtape.audit.lease import LeaderElector
 
+        self.source = Gated(self.source, admission_ready)
         s = self.settings
         self._metrics = AuditMetrics(metrics.registry)
         self._auditor = Auditor(enforcer, self.source.evaluate,

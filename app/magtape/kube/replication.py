@@ -18,22 +18,16 @@ from typing import Any
 
 from magtape.engine.store import PolicyStore
 from magtape.kube.rest import NAMESPACES, ResourceRef
-from magtape.settings import ConfigError
+from magtape.settings import KindRef
 
 Obj = dict[str, Any]
 
 
-def replicated_kinds(extra: Iterable[str]) -> list[ResourceRef]:
-    """Namespaces plus the ``MAGTAPE_REPLICATE`` entries; ConfigError on a bad entry."""
+def replicated_kinds(extra: Iterable[KindRef]) -> list[ResourceRef]:
+    """Namespaces plus the ``MAGTAPE_REPLICATE`` kinds (parsed by Settings.from_env)."""
     refs = [NAMESPACES]
-    for text in extra:
-        try:
-            ref = ResourceRef.parse(text)
-        except ValueError as exc:
-            raise ConfigError(f"MAGTAPE_REPLICATE: {exc}") from None
-        if ref.plural == "secrets":
-            raise ConfigError("MAGTAPE_REPLICATE: replicating Secrets would put credentials "
-                              "into policy data; remove v1/secrets")
+    for kind in extra:
+        ref = ResourceRef(kind.group_version, kind.plural)
         if ref not in refs:
             refs.append(ref)
     return refs

@@ -52,16 +52,6 @@ class ResourceRef:
     group_version: str
     plural: str
 
-    @classmethod
-    def parse(cls, text: str) -> ResourceRef:
-        """Parse ``<version>/<plural>`` (core) or ``<group>/<version>/<plural>``."""
-        parts = text.strip().strip("/").split("/")
-        if len(parts) == 2 and parts[0] and parts[1]:
-            return cls(parts[0], parts[1].lower())
-        if len(parts) == 3 and all(parts):
-            return cls(f"{parts[0]}/{parts[1]}", parts[2].lower())
-        raise ValueError(f"{text!r} is not a resource: write v1/services or apps/v1/deployments")
-
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
         base = "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
         ns = f"/namespaces/{namespace}" if namespace else ""

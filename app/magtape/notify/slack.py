@@ -34,10 +34,12 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from magtape.metrics import Channel, Metrics
+from magtape.notify.dispatcher import RateLimitedLog
 from magtape.notify.slack_payload import build_payload
 from magtape.notify.slack_targets import Target, TargetResolver, TenantWebhooks
 from magtape.settings import Settings
 from magtape.text import NAME_MAX, clean
+from magtape.ttlcache import TtlCache
 
 if TYPE_CHECKING:
     from urllib3.response import BaseHTTPResponse
@@ -59,6 +61,11 @@ RETRY_AFTER_MAX_SECONDS = 10.0
 WORKERS = 4
 PER_TARGET_QUEUE = 50
 MAX_PENDING_TARGETS = 256
+# A target whose connection failed or timed out is skipped (its alerts counted
+# as failed at once) for this long, so it costs a worker one timeout a minute.
+COOLDOWN_SECONDS = 60.0
+# Repeated warnings about one condition: one line per minute, with a count.
+LOG_INTERVAL_SECONDS = 60.0
 
 
 class _BoundedRetry(Retry):
@@ -172,8 +179,10 @@ class PerTargetQueues:
             t.start()
 
     def offer(self, key: str, job: _Post) -> bool:
-        """Queue ``job`` for target ``key``; False when its queue or the target table is full."""
+        """Queue ``job`` for target ``key``; False when closed or its queue or the table is full."""
         with self._lock:
+            if self._closed:
+                return False
             jobs = self._pending.get(key)
             if jobs is None:
                 if len(self._pending) >= self._max_targets:
@@ -230,9 +239,14 @@ class SlackSender:
     def __init__(self, settings: Settings, metrics: Metrics,
                  tenants: TenantWebhooks | None = None, verify: bool | str = True,
                  retry: Retry | None = None, workers: int = WORKERS,
-                 per_target: int = PER_TARGET_QUEUE) -> None:
+                 per_target: int = PER_TARGET_QUEUE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """``verify``: True (system CAs, or ``REQUESTS_CA_BUNDLE``), or a CA bundle path."""
         self._settings = settings
+        self._cooling: TtlCache[str, bool] = TtlCache(COOLDOWN_SECONDS, MAX_PENDING_TARGETS,
+                                                      clock)
+        self._dropped = RateLimitedLog(LOG_INTERVAL_SECONDS, clock)
+        self._skipped = RateLimitedLog(LOG_INTERVAL_SECONDS, clock)
         self._metrics = metrics
         self._verify = verify
         self._resolver = TargetResolver(
@@ -262,12 +276,20 @@ class SlackSender:
                                     icon=self._settings.slack_icon, customer=target.customer)
             if not self._queues.offer(target.origin, _Post(target, payload, what)):
                 self._metrics.notification("slack", "dropped")
-                log.warning("dropped the Slack alert for %s to %s: its queue is full "
-                            "(%d waiting); the target is slow or unreachable", what,
-                            target.describe(), PER_TARGET_QUEUE)
+                if count := self._dropped.tick():
+                    log.warning("dropped %d Slack alert(s), the last for %s to %s: its queue "
+                                "is full (%d waiting); the target is slow or unreachable",
+                                count, what, target.describe(), PER_TARGET_QUEUE)
 
     def _post(self, job: _Post) -> None:
         target, what = job.target, job.what
+        if self._cooling.lookup(target.origin)[0]:
+            self._metrics.notification("slack", "failed")
+            if count := self._skipped.tick():
+                log.warning("skipped %d Slack alert(s), the last for %s to %s: it was "
+                            "unreachable less than %ds ago", count, what, target.describe(),
+                            COOLDOWN_SECONDS)
+            return
         try:
             with _redacting(target.url):
                 response = self._session.post(target.url, json=job.payload,
@@ -276,6 +298,8 @@ class SlackSender:
                 response.close()
         except requests.RequestException as exc:
             self._metrics.notification("slack", "failed")
+            if isinstance(exc, requests.ConnectionError | requests.Timeout):
+                self._cooling.put(target.origin, True)
             log.warning("Slack alert for %s to %s failed: %s", what, target.describe(),
                         describe_error(exc))
             return

@@ -1,0 +1,215 @@
+"""``magtape audit``: the background audit's evaluation, once, from a workstation.
+
+Reads the cluster with the kubeconfig's identity: the audited kinds, the
+namespaces (their labels are policy data and decide the opt-in scope), the
+MagTapeExceptions and the overrides ConfigMap, and the policy ConfigMaps
+(policy discovery's; the built-in policies when there are none, or the
+``--policies`` directories). Each object is decided by the same
+:class:`~magtape.audit.results.Auditor` the in-cluster audit uses and the
+namespace reports are built by the same function, so ``-o json`` prints the
+PolicyReports the audit would write. Exit 1 when an object would be denied
+at the deny level; 2 when the cluster or the policies cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TextIO
+
+from magtape.audit.kinds import KIND_OF, audit_kinds, owned_by_audited, served
+from magtape.audit.report import build_report
+from magtape.audit.results import ObjectAudit, ref_of
+from magtape.audit.service import options_for
+from magtape.enforcement import EnforcementState, Enforcer, labels_from_data
+from magtape.enforcement.state import ConfigWatch, ExceptionWatch
+from magtape.enforcement.watch import EXCEPTIONS
+from magtape.engine.sources import SourceError, load_data_files, policy_modules
+from magtape.kube.discovery import modules_of
+from magtape.kube.replication import replicated_kinds
+from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi
+from magtape.namespaces import NamespaceDirectory
+from magtape.policy import DenyLevel, PolicyModule
+from magtape.remediation import catalogue_for
+from magtape.settings import ConfigError, Settings
+
+EXIT_OK, EXIT_DENIED, EXIT_INPUT = 0, 1, 2
+MIN_TIMEOUT_SECONDS = 30.0  # no admission deadline here
+MAX_JOBS = 64
+MAX_MESSAGE = 100  # table column
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditCommandOptions:
+    output: str = "table"  # table or json
+    namespaces: tuple[str, ...] = ()  # only these (default: the audit's scope)
+    all_namespaces: bool = False  # every namespace, opted in or not
+    jobs: int = 1
+
+
+class ClusterReadError(Exception):
+    """Something the audit must read could not be read; says what and why."""
+
+
+def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err: TextIO,
+              api_client: Any = None) -> int:
+    if api_client is None:
+        from magtape.kube import client as kube_client
+
+        api_client = kube_client.api_client()
+    if api_client is None:
+        print("magtape audit: no cluster found; set KUBECONFIG or run it where "
+              "~/.kube/config points at the cluster", file=err)
+        return EXIT_INPUT
+    try:
+        audits, level = _audit(settings, options, RawApi(api_client))
+    except (ClusterReadError, ConfigError, SourceError) as exc:
+        print(f"magtape audit: {exc}", file=err)
+        return EXIT_INPUT
+    by_ns: dict[str, list[ObjectAudit]] = {}
+    for a in audits:
+        by_ns.setdefault(a.ref.namespace, []).append(a)
+    denied = sorted(a.ref for a in audits if level in a.denied_at)
+    if options.output == "json":
+        limits = options_for(settings).limits
+        doc = {"denyLevel": level.value,
+               "wouldDeny": [r.as_resource() for r in denied],
+               "reports": [build_report(ns, found, limits) for ns, found in sorted(by_ns.items())]}
+        out.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        out.write(_table(audits, level))
+    return EXIT_DENIED if denied else EXIT_OK
+
+
+def _table(audits: list[ObjectAudit], level: DenyLevel) -> str:
+    header = ("NAMESPACE", "OBJECT", "CHECK", "SEVERITY", "RESULT", "MESSAGE")
+    rows = [header]
+    for a in sorted(audits, key=lambda a: a.ref):
+        for r in a.results:
+            message = r.message if len(r.message) <= MAX_MESSAGE else r.message[:97] + "..."
+            rows.append((a.ref.namespace, f"{a.ref.kind}/{a.ref.name}", r.check_id or r.policy,
+                         r.severity, r.result, message))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
+             .rstrip() for row in rows]
+    results = sum(len(a.results) for a in audits)
+    denied = sum(1 for a in audits if level in a.denied_at)
+    lines.append("")
+    lines.append(f"{len(audits)} objects audited, {results} results; {denied} would be denied "
+                 f"at deny level {level.value}")
+    return "\n".join(lines) + "\n"
+
+
+def _list(api: RawApi, ref: Any, namespace: str | None = None,
+          selector: str | None = None, missing_ok: bool = False) -> list[Obj]:
+    try:
+        doc = api.list(ref, namespace, selector)
+    except KubeError as exc:
+        if missing_ok and exc.not_found:
+            return []
+        raise ClusterReadError(f"cannot list {ref}"
+                               f"{' in ' + namespace if namespace else ''}: {exc}") from None
+    kind = str(doc.get("kind", ""))[:-4] if str(doc.get("kind", "")).endswith("List") else ""
+    items = list(doc.get("items") or [])
+    for item in items:
+        item.setdefault("apiVersion", ref.group_version)
+        if kind:
+            item.setdefault("kind", kind)
+    return items
+
+
+def _without_managed_fields(obj: Obj) -> Obj:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
+
+
+def _data(settings: Settings, api: RawApi, namespaces: list[Obj]) -> dict[str, Any]:
+    """``data`` as the webhook's replication lays it out (kube-mgmt's layout)."""
+    data = load_data_files(settings.data_files)
+    kubernetes: dict[str, Any] = dict(data.get("kubernetes") or {})
+    for ref in replicated_kinds(settings.replicate_kinds):
+        items = namespaces if ref == NAMESPACES else _list(api, ref)
+        layout: dict[str, Any] = {}
+        for obj in items:
+            meta = obj.get("metadata") or {}
+            if ref == NAMESPACES or not meta.get("namespace"):
+                layout[str(meta.get("name"))] = _without_managed_fields(obj)
+            else:
+                layout.setdefault(str(meta["namespace"]), {})[str(meta.get("name"))] = \
+                    _without_managed_fields(obj)
+        kubernetes[ref.plural] = layout
+    data["kubernetes"] = kubernetes
+    return data
+
+
+def _modules(settings: Settings, api: RawApi) -> list[PolicyModule]:
+    if settings.policy_dirs:
+        return policy_modules(settings.policy_dirs)
+    configmaps = _list(api, CONFIGMAPS, settings.effective_policy_namespace,
+                       settings.policy_selector)
+    if not configmaps:
+        return policy_modules(())
+    ordered = sorted(configmaps, key=lambda cm: str(cm["metadata"]["name"]))
+    return [m for cm in ordered for m in modules_of(cm)]
+
+
+def _enforcer(settings: Settings, api: RawApi, data: Mapping[str, Any],
+              level: DenyLevel) -> Enforcer:
+    state = EnforcementState()
+    ExceptionWatch(state, timedelta(days=settings.exception_max_days)).replace(
+        _list(api, EXCEPTIONS, missing_ok=True))
+    ConfigWatch(state, settings.enforcement_configmap).replace(
+        _list(api, CONFIGMAPS, settings.namespace_name))
+
+    def labels(namespace: str) -> Mapping[str, str] | None:
+        return labels_from_data(data, namespace)
+
+    return Enforcer(state, level, namespace_labels=labels)
+
+
+def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi
+           ) -> tuple[list[ObjectAudit], DenyLevel]:
+    from magtape.audit.results import Auditor
+    from magtape.engine.embedded import EmbeddedEngine
+
+    level = settings.deny_level
+    jobs = max(1, min(options.jobs, MAX_JOBS))
+    kinds = audit_kinds(settings.audit_kinds)
+    namespaces = _list(api, NAMESPACES)
+    directory = NamespaceDirectory()
+    directory.replace(namespaces)
+    scope = options_for(settings)
+    data = _data(settings, api, namespaces)
+    modules = _modules(settings, api)
+    engine = EmbeddedEngine(max(settings.engine_timeout_seconds, MIN_TIMEOUT_SECONDS),
+                            workers=jobs, memory_mb=settings.engine_memory_mb)
+    try:
+        report = engine.load(modules, data)
+        if report.errors:
+            raise ClusterReadError("policies failed to load: "
+                                   + "; ".join(map(str, report.errors)))
+        auditor = Auditor(_enforcer(settings, api, data, level), engine.evaluate,
+                          catalogue_for(settings.policy_dirs, settings.docs_url))
+        names = {ref.plural: ref for ref in served(api, kinds, settings.namespace_name)}
+        audited = frozenset(KIND_OF.get(p, p) for p in names)
+        objects = []
+        for ref in names.values():
+            for obj in _list(api, ref):
+                ns = ref_of(obj).namespace
+                if not ns or owned_by_audited(obj, audited):
+                    continue
+                if options.namespaces and ns not in options.namespaces:
+                    continue
+                if not (scope.all_namespaces or options.all_namespaces or options.namespaces
+                        or directory.opted_in(ns)):
+                    continue
+                objects.append(obj)
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="audit") as pool:
+            return list(pool.map(auditor.audit, objects)), level
+    finally:
+        engine.close()

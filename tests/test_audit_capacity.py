@@ -1,0 +1,60 @@
+"""The audit's own engine: separate worker processes at the lowest CPU priority, in step with
+admission's policy set through the Mirror.
+
+Worker processes are found in /proc (children of this test process running
+the engine worker module), so the niceness checked is the kernel's, not a
+value the code reports about itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from enforcementsupport import container, pod
+from magtape.audit.capacity import LOWEST_PRIORITY, AuditEngine, Mirror
+from magtape.engine.embedded import EmbeddedEngine
+from magtape.engine.pool import WORKER_MODULE
+from magtape.engine.sources import builtin_modules
+from magtape.review import make_review
+from magtape.settings import Settings
+from waiting import eventually
+
+
+def engine_workers() -> dict[int, int]:
+    """pid -> nice value of this process's engine worker children."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and WORKER_MODULE in cmdline:
+            found[int(proc.name)] = int(fields[16])
+    return found
+
+
+def test_the_audit_engine_has_its_own_niced_workers_fed_through_the_mirror() -> None:
+    admission = EmbeddedEngine(timeout_seconds=10, workers=1)
+    audit = AuditEngine(Settings(audit_workers=1, engine_timeout_seconds=10))
+    try:
+        mirror = Mirror(admission, audit)
+        report = mirror.load(builtin_modules(), {})
+        assert report.policies and not report.errors
+        eventually(lambda: audit.ready and audit.generation == 1, 60,
+                   "the audit's engine to load the mirrored set")
+        review = make_review(pod("agent", container("a", privileged=True)), "team-a")
+        assert audit.evaluate(review).violations == admission.evaluate(review).violations
+        workers = engine_workers()  # other tests' engines may have workers too (at 0)
+        assert sorted(workers.values()).count(LOWEST_PRIORITY) == 1, workers  # the audit's
+        assert 0 in workers.values(), workers  # admission's stays at normal priority
+        mirror.update_data({"kubernetes": {"namespaces": {}}})
+        eventually(lambda: audit.data_generation == 1, 30, "the mirrored data update")
+        assert audit.generation == 1  # data alone is not a new policy set
+    finally:
+        audit.close()
+        admission.close()
