@@ -8,9 +8,9 @@
 #   with hashes in hack/image-requirements.txt (hack/image_lock.py writes it)
 #   and then the wheel into a virtualenv at /opt/magtape, and removes pip
 #   from it.
-# - Final stage: the same Python base, the native libraries the wheels need
-#   (libatomic1 for rego-cpp), that virtualenv and the smoke test; no
-#   compiler, no pip, no sources. The venv is copied to the same path over the
+# - Final stage: the same Python base (which has every native library the
+#   wheels need; the smoke test checks), that virtualenv and the smoke test;
+#   no compiler, no pip, no sources. The venv is copied to the same path over the
 #   same interpreter, so it works as is.
 # - The last build step runs hack/image_smoke.py as the image's user: every
 #   native library resolves, `magtape check` denies a sample, `magtape serve`
@@ -54,10 +54,11 @@ LABEL org.opencontainers.image.title="magtape" \
       org.opencontainers.image.description="Policy-as-Code admission webhook for Kubernetes" \
       org.opencontainers.image.source="https://github.com/tmobile/magtape" \
       org.opencontainers.image.licenses="Apache-2.0"
-# Runtime libraries of the native wheels, nothing else; no apt lists left.
-RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libatomic1 \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
+# Runtime libraries of the native wheels: today the base has all of them
+# (regorus, cryptography, PyYAML need only glibc and libgcc_s). When the smoke
+# test's library check names a missing one, install its Debian package here:
+#   RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends libfoo1 \
+#    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 COPY --from=build /opt/magtape /opt/magtape
 COPY hack/image_smoke.py /usr/local/lib/magtape/smoke.py
 ENV PATH=/opt/magtape/bin:${PATH} \

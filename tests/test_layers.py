@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "app" / "magtape"
 # Highest first. A module's layer is the entry of its longest matching prefix.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry", ("magtape.__main__", "magtape.cli", "magtape.server", "magtape.check",
-               "magtape.ruletest", "magtape.runtime", "magtape.report", "magtape.audit")),
+               "magtape.ruletest", "magtape.runtime", "magtape.report", "magtape.audit",
+               "magtape.listeners")),
     ("web", ("magtape.web", "magtape.listeners")),
     ("core", ("magtape.admission", "magtape.enforcement")),
     ("adapters", ("magtape.engine", "magtape.kube", "magtape.notify")),
