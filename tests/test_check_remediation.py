@@ -148,6 +148,6 @@ def test_docs_url_from_the_environment_and_bad_values(capsys: pytest.CaptureFixt
 def test_with_remedies_keeps_the_message_first_and_intact() -> None:
     message = "[FAIL] MED - Size limit of emptyDir volume \"x\" is not set (MT1009)"
     text = with_remedies(message, [v("MT1009", msg=message)], "https://d.example.com")
-    assert text == (f"{message}\nHow to fix:\nMT1009: Give every emptyDir a sizeLimit of at "
+    assert text == (f"{message} | How to fix: MT1009: Give every emptyDir a sizeLimit of at "
                     "most 100M (for example 64Mi). (https://d.example.com/emptydir/README.md)")
     assert with_remedies(message, [v("MT9999")]) == message

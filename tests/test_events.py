@@ -81,7 +81,11 @@ def test_a_denial_records_a_warning_event_regarding_the_object(
     assert event["reason"] == "MagTapePolicyFailure"
     assert event["type"] == "Warning"
     assert event["action"] == "Denied"
-    assert event["note"] == f"{HIGH.format('web')}, {LOW.format('web')}"
+    # The original message first and intact, then the catalogue's remedies.
+    message, remedies = event["note"].split(" | How to fix: ")
+    assert message == f"{HIGH.format('web')}, {LOW.format('web')}"
+    assert [line.split(":")[0] for line in remedies.split(" | ")] == ["MT2001", "MT1001"]
+    assert "/policies/privileged-pod/README.md" in remedies
     assert event["reportingController"] == "magtape"
     assert event["reportingInstance"] == "magtape-7d9c5-x2x7q"
     assert event["metadata"]["labels"] == {"magtape-event": "policy-failure"}
@@ -103,7 +107,8 @@ def test_failures_that_do_not_deny_are_recorded_as_allowed(
     assert h.admit(deployment("clean"))["allowed"] is True  # no failures: no Event
     h.notifier.close(5)
     (event,) = fake_kube.list(*EVENTS, namespace="test1")
-    assert event["action"] == "Allowed" and event["note"] == LOW.format("web")
+    assert event["action"] == "Allowed" and event["note"].startswith(
+        LOW.format("web") + " | How to fix: MT1001: ")
     assert "uid" not in event["regarding"]  # a CREATE has none yet
 
 

@@ -14,13 +14,16 @@ import base64
 import json
 import logging
 import math
+import re
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 from urllib3 import HTTPResponse
@@ -35,6 +38,7 @@ from magtape.notify.factory import build_notifier
 from magtape.notify.slack import RETRY_AFTER_MAX_SECONDS, SlackSender, retry_policy
 from magtape.notify.slack_targets import TenantWebhooks, refusal, rewrite_host
 from magtape.policy import DenyLevel
+from magtape.remediation import DEFAULT_DOCS_URL
 from magtape.settings import Settings
 from magtape.web import create_app
 from notifysupport import SECRET_PATH, deployment, label_policies, receiver, serve
@@ -92,6 +96,20 @@ class Harness:
             "magtape_admission_requests_total", labels) or 0.0
 
 
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+def how_to_fix(messages: list[str]) -> dict[str, Any]:
+    """The "How to fix" field for these messages, read from the policies' remediation.yaml."""
+    remedies = {}
+    for f in POLICIES.glob("*/remediation.yaml"):
+        r = yaml.safe_load(f.read_text())
+        remedies[r["id"]] = (r["hint"], f"{DEFAULT_DOCS_URL}/{f.parent.name}/README.md")
+    ids = dict.fromkeys(re.findall(r"\((MT\d{4})\)$", "\n".join(messages), re.M))
+    lines = [f"{i}: {remedies[i][0]} ({remedies[i][1]})" for i in ids]
+    return {"title": "How to fix", "short": False, "value": "\n".join(lines)}
+
+
 def expected_payload(name: str, messages: list[str], *, denied: bool = True,
                      customer: bool = False) -> dict[str, Any]:
     return {
@@ -111,6 +129,7 @@ def expected_payload(name: str, messages: list[str], *, denied: bool = True,
                 {"title": "Workload", "value": f"deployment/{name}", "short": False},
                 {"title": "User", "value": "magtape-check", "short": False},
                 {"title": "Customer Alert", "value": str(customer), "short": True},
+                how_to_fix(messages),
             ],
         }],
     }

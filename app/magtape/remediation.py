@@ -191,10 +191,11 @@ def remedy_line(violations: Iterable[Violation], catalogue: Catalogue | None = N
 
 def with_remedies(message: str, violations: Iterable[Violation],
                   docs_url: str = DEFAULT_DOCS_URL) -> str:
-    """``message`` unchanged, then a ``How to fix:`` block when a remedy is known.
+    """``message`` unchanged, then `` | How to fix: `` and each remedy, on one line.
 
-    For an Event note or a Slack text: the original message stays first and
-    intact, so tooling matching it keeps working.
+    For an Event note: the original message stays first and intact, so tooling
+    matching it keeps working, and the note stays a single line (notes carry
+    no raw control characters, newlines included).
     """
     line = remedy_line(violations, default_catalogue(docs_url))
-    return f"{message}\nHow to fix:\n{line}" if line else message
+    return f"{message} | How to fix: " + " | ".join(line.split("\n")) if line else message

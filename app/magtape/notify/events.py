@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
+from magtape.remediation import DEFAULT_DOCS_URL, with_remedies
 from magtape.text import NAME_MAX, clean, escape
 
 if TYPE_CHECKING:
@@ -72,8 +73,8 @@ def event_time(now: datetime | None = None) -> datetime:
 
 
 def build_event(outcome: Outcome, reporting_instance: str,
-                now: datetime | None = None) -> EventsV1Event:
-    """The Event for one outcome."""
+                now: datetime | None = None, docs_url: str = DEFAULT_DOCS_URL) -> EventsV1Event:
+    """The Event for one outcome: the original message, then how to fix each check."""
     review = outcome.review
     group = review.request["kind"].get("group", "")
     version = review.request["kind"].get("version", "")
@@ -91,7 +92,8 @@ def build_event(outcome: Outcome, reporting_instance: str,
         type="Warning",
         reason=REASON,
         action=action[:ACTION_MAX_CHARS],
-        note=truncate_utf8(escape(outcome.decision.message), NOTE_MAX_BYTES),
+        note=truncate_utf8(escape(with_remedies(outcome.decision.message, outcome.violations,
+                                                docs_url)), NOTE_MAX_BYTES),
         regarding=regarding,
         reporting_controller=REPORTING_CONTROLLER,
         reporting_instance=reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
@@ -108,8 +110,9 @@ class EventRecorder:
     channel: Channel = "event"
 
     def __init__(self, api_client: Any, reporting_instance: str, metrics: Metrics,
-                 timeout_seconds: float = 5.0) -> None:
+                 timeout_seconds: float = 5.0, docs_url: str = DEFAULT_DOCS_URL) -> None:
         self._api = EventsV1Api(api_client)
+        self._docs_url = docs_url
         self._instance = reporting_instance
         self._metrics = metrics
         self._timeout = timeout_seconds
@@ -120,7 +123,8 @@ class EventRecorder:
         review = outcome.review
         try:
             self._api.create_namespaced_event(event_namespace(outcome),
-                                              build_event(outcome, self._instance),
+                                              build_event(outcome, self._instance,
+                                                          docs_url=self._docs_url),
                                               _request_timeout=self._timeout)
         except ApiException as exc:
             self._metrics.notification("event", "failed")

@@ -37,7 +37,8 @@ def build_notifier(settings: Settings, api_client: Any | None, metrics: Metrics,
             log.info("Kubernetes Events are off: no cluster configuration was found "
                      "(set MAGTAPE_K8S_EVENTS_ENABLED=false to silence this line)")
         else:
-            events = EventRecorder(api_client, settings.pod_name, metrics)
+            events = EventRecorder(api_client, settings.pod_name, metrics,
+                                   docs_url=settings.docs_url)
     slack = None
     if settings.slack_enabled:
         if not settings.slack_webhook_url_default and api_client is None:

@@ -273,7 +273,8 @@ class SlackSender:
         for target in self.targets(review.namespace):
             payload = build_payload(outcome, cluster=self._settings.cluster_name,
                                     username=self._settings.slack_user,
-                                    icon=self._settings.slack_icon, customer=target.customer)
+                                    icon=self._settings.slack_icon, customer=target.customer,
+                                    docs_url=self._settings.docs_url)
             if not self._queues.offer(target.origin, _Post(target, payload, what)):
                 self._metrics.notification("slack", "dropped")
                 if count := self._dropped.tick():

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from magtape.text import MESSAGE_MAX, NAME_MAX, clean
+from magtape.remediation import DEFAULT_DOCS_URL, default_catalogue, remedy_line
+from magtape.text import MESSAGE_MAX, NAME_MAX, clean, clean_lines
 
 if TYPE_CHECKING:
     from magtape.decision import Outcome
@@ -27,7 +28,7 @@ def _escape(text: str) -> str:
 
 
 def build_payload(outcome: Outcome, *, cluster: str, username: str, icon: str,
-                  customer: bool) -> dict[str, Any]:
+                  customer: bool, docs_url: str = DEFAULT_DOCS_URL) -> dict[str, Any]:
     """The incoming-webhook JSON for one outcome (see docs/notifications.md)."""
     review = outcome.review
     denied = not outcome.allowed
@@ -41,6 +42,12 @@ def build_payload(outcome: Outcome, *, cluster: str, username: str, icon: str,
         ("User", review.username, False),
         ("Customer Alert", str(customer), True),
     ]
+    cells = [{"title": t, "value": _escape(clean(v, MESSAGE_MAX)), "short": s}
+             for t, v, s in fields]
+    # From MagTape's own catalogue, one line per failed check.
+    if remedies := remedy_line(outcome.violations, default_catalogue(docs_url)):
+        cells.append({"title": "How to fix", "short": False,
+                      "value": _escape(clean_lines(remedies, MESSAGE_MAX))})
     return {
         "username": username,
         "icon_emoji": icon,
@@ -52,8 +59,7 @@ def build_payload(outcome: Outcome, *, cluster: str, username: str, icon: str,
                 f'"{clean(review.name, NAME_MAX)}" in namespace '
                 f'"{clean(review.namespace, NAME_MAX)}" on cluster "{cluster}"'),
             "text": "\n".join(_escape(m) for m in _bounded_messages(outcome.decision.messages)),
-            "fields": [{"title": t, "value": _escape(clean(v, MESSAGE_MAX)), "short": s}
-                       for t, v, s in fields],
+            "fields": cells,
         }],
     }
 
