@@ -72,7 +72,7 @@ build() {
                                      --build-arg PIP_CERT=/run/build-ca.crt)
   # NO_CACHE=1: rebuild every step (what a clean machine does; for timing).
   local cache=(--layers); [[ -n ${NO_CACHE:-} ]] && cache=(--no-cache)
-  buildah build --isolation=chroot "${cache[@]}" --build-arg "PYTHON_IMAGE=$base" \
+  buildah build --isolation=chroot --force-rm "${cache[@]}" --build-arg "PYTHON_IMAGE=$base" \
     "${ca_args[@]}" -f Dockerfile -t "$IMAGE" . >"$BUILD_LOG" 2>&1 || {
     tail -40 "$BUILD_LOG" >&2; echo "image: build failed (full log: $BUILD_LOG)" >&2; exit 1; }
   size=$(buildah images --format '{{.Size}}' "$IMAGE" | head -1)

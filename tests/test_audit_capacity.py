@@ -42,8 +42,9 @@ def test_the_audit_engine_has_its_own_niced_workers_fed_through_the_mirror() -> 
     admission = EmbeddedEngine(timeout_seconds=10, workers=1)
     audit = AuditEngine(Settings(audit_workers=1, engine_timeout_seconds=10))
     try:
-        mirror = Mirror(admission, audit)
+        mirror = Mirror(admission)
         report = mirror.load(builtin_modules(), {})
+        mirror.attach(audit)  # as on becoming the leader: starts from the current set
         assert report.policies and not report.errors
         eventually(lambda: audit.ready and audit.generation == 1, 60,
                    "the audit's engine to load the mirrored set")

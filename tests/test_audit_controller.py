@@ -104,9 +104,9 @@ def test_existing_objects_are_reported_and_fixing_one_removes_its_result(
               pod("fine"), pod("agent", container("a", privileged=True), namespace="quiet"))
     controller, _, metrics = start(kube, builtin_engine)
     running.append(controller)
-    eventually(lambda: results_of(kube, "team-a") == {("agent", "MT2001", "fail"),
-                                                      ("web", "MT1003", "warn")},
-               30, "the report of team-a")
+    # idle: the report and the metrics of the same flush are both out
+    eventually(lambda: controller.idle and results_of(kube, "team-a") == {
+        ("agent", "MT2001", "fail"), ("web", "MT1003", "warn")}, 30, "the report of team-a")
     stored = report(kube, "team-a")
     assert stored is not None and stored["summary"]["fail"] == 1
     assert stored["summary"]["pass"] > 10

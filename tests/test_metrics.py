@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from conftest import REPO
+from kustomizing import render
 from magtape.metrics import (
     DURATION_BUCKETS,
     NOTIFY_CHANNELS,
@@ -219,8 +219,6 @@ def test_dashboards_query_only_series_magtape_exports() -> None:
 
 def test_servicemonitor_component_selects_the_metrics_port(tmp_path: Path) -> None:
     """Render base + the component from an overlay, as a user would, and match them up."""
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is missing: see hack/setup.sh"
     shutil.copytree(REPO / "base", tmp_path / "base")
     shutil.copytree(REPO / "components/servicemonitor", tmp_path / "components/servicemonitor")
     (tmp_path / "overlay").mkdir()
@@ -228,10 +226,7 @@ def test_servicemonitor_component_selects_the_metrics_port(tmp_path: Path) -> No
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
         "namespace: monitoring-test\n"
         "resources:\n  - ../base\ncomponents:\n  - ../components/servicemonitor\n")
-    rendered = subprocess.run([kubectl, "kustomize", str(tmp_path / "overlay")],
-                              capture_output=True, text=True, timeout=120)
-    assert rendered.returncode == 0, rendered.stderr
-    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    docs = render(tmp_path / "overlay")
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     (service,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] ==
                   "magtape-svc"]

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import ast
 import importlib
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from kustomizing import render
 
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app" / "magtape"
@@ -134,15 +133,6 @@ def test_the_call_table_is_derived_from_the_code() -> None:
 
 
 # --------------------------------------------------------------------------- the manifests
-
-
-def render(target: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not installed: run hack/setup.sh (or `make install`)")
-    out = subprocess.run([kubectl, "kustomize", str(target)], check=True, capture_output=True,
-                         text=True, timeout=60).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
 
 
 def granted(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

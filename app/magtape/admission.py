@@ -83,7 +83,7 @@ class AdmissionService:
                                         outcome.evaluation, self._clock() - started,
                                         exempted=outcome.decision.exempted_policies)
         for policy in outcome.decision.would_deny:
-            self._metrics.would_deny.labels(policy).inc()
+            self._metrics.count(self._metrics.would_deny, policy)
         return 200, dict(response)
 
     def evaluate(self, review: Review) -> Outcome:
@@ -110,8 +110,9 @@ class AdmissionService:
         the other policies' violations stand either way.
         """
         fail = self._settings.engine_failure_policy is FailurePolicy.FAIL
+        namespace = self._metrics.namespaces.metric_label(review.namespace)  # bounded
         for err in evaluation.policy_errors:
-            self._metrics.policy_evaluations.labels(err.policy, review.namespace, "error").inc()
+            self._metrics.count(self._metrics.policy_evaluations, err.policy, namespace, "error")
             log.error("policy %r (%s) failed on %s %s/%s (uid %s): %s; failure policy %s",
                       err.policy, err.errcode, review.kind, review.namespace, review.name,
                       review.uid, err.message, self._settings.engine_failure_policy.value)

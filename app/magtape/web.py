@@ -50,7 +50,7 @@ def create_app(settings: Settings, engine: Evaluator, notifier: Notifier, metric
 
     @app.after_request
     def count(response: Response) -> Response:
-        metrics.http_responses.labels(str(response.status_code)).inc()
+        metrics.count(metrics.http_responses, str(response.status_code))
         return response
 
     return app

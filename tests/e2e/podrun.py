@@ -19,16 +19,14 @@ import base64
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from e2e.cluster import Cluster, free_port
+from kustomizing import render
 
 Obj = dict[str, Any]
 TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -50,10 +48,7 @@ class Manifests:
 
     @classmethod
     def render(cls, target: Path) -> Manifests:
-        out = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True,
-                             text=True, check=False, timeout=120)
-        assert out.returncode == 0, f"kubectl kustomize {target} failed:\n{out.stderr}"
-        return cls([d for d in yaml.safe_load_all(out.stdout) if d])
+        return cls(render(target))
 
     def for_kubernetes_1_20(self) -> Manifests:
         objects, notes = [], []

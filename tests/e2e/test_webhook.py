@@ -25,6 +25,8 @@ import base64
 import json
 import queue
 import re
+import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -407,3 +409,71 @@ def _alive(magtape: MagTape) -> None:
         proc.alive()
 
 
+
+
+def _doc_commands(step: str) -> list[str]:
+    """The shell commands of docs/upgrading.md's numbered ``step``, continuation lines joined."""
+    text = (REPO / "docs" / "upgrading.md").read_text()
+    body = text.split(f"\n{step}. **", 1)[1].split(f"\n{int(step) + 1}. **", 1)[0]
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", body, re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        commands += [re.sub(r"\s+#.*$", "", c).strip() for c in joined.splitlines() if c.strip()]
+    return commands
+
+
+def test_upgrade_procedure_keeps_opted_in_namespaces_working(magtape: MagTape,
+                                                             cluster: Cluster) -> None:
+    """docs/upgrading.md steps 3-6 on a fail-closed install: nothing is refused meanwhile.
+
+    Run as written, except where the e2e cluster differs: the old pods going
+    (step 4) and the new ones starting are MagTape's processes stopping and
+    starting, and the rendered production objects are converted for 1.20
+    before `kubectl apply`.
+    """
+    ns = namespace(cluster, "e2e-upgrade")
+    name = magtape.webhook["metadata"]["name"]
+    allowed, denied = manifest("test-deploy01", ns), manifest("test-deploy02", ns)
+
+    def admitted() -> bool:
+        return apply(cluster, [allowed], "--dry-run=server", check=False).returncode == 0
+
+    def policy() -> str:
+        hook = cluster.get_json("validatingwebhookconfiguration", name)
+        return str(hook["webhooks"][0]["failurePolicy"])
+
+    cluster.kubectl("patch", "validatingwebhookconfiguration", name, "--type=json", "-p",
+                    json.dumps([{"op": "replace", "path": "/webhooks/0/failurePolicy",
+                                 "value": "Fail"}]))  # a production install
+    try:
+        (fail_open,) = _doc_commands("3")
+        result = cluster.kubectl(*shlex.split(fail_open)[1:], check=False)
+        assert result.returncode == 0 and policy() == "Ignore", result.stderr
+        magtape.stop()  # step 4: the old pods are gone
+        wait_for(admitted, 30, "requests to be admitted while no MagTape runs", interval=0.3)
+
+        (pipeline,) = [c for c in _doc_commands("5") if " | " in c]
+        stages = pipeline.split(" | ")
+        assert (len(stages) == 3 and stages[0].startswith("kubectl kustomize")
+                and stages[1].startswith("sed ") and stages[2].startswith("kubectl apply")), stages
+        # The render and the edit as written; the apply after the 1.20 conversion.
+        out = subprocess.run(["bash", "-c", " | ".join(stages[:2])], cwd=REPO,
+                             capture_output=True, text=True, check=True, timeout=120).stdout
+        step5 = Manifests([d for d in yaml.safe_load_all(out) if d]).for_kubernetes_1_20()
+        apply(cluster, step5.objects)
+        assert policy() == "Ignore" and admitted(), "step 5 must not fail closed yet"
+        magtape.start()  # the new pods are Ready
+        wait_denied(cluster, denied, "(MT2001)")
+
+        (fail_closed,) = _doc_commands("6")
+        assert fail_closed == "kubectl apply -k overlays/production", fail_closed
+        production = Manifests.render(REPO / "overlays" / "production").for_kubernetes_1_20()
+        apply(cluster, production.objects)
+        assert policy() == "Fail"
+        wait_denied(cluster, denied, "(MT2001)")
+        assert admitted()
+    finally:
+        if not magtape.procs:
+            magtape.start()
+        apply(cluster, magtape.manifests.objects)  # back to the quickstart for what follows
+        assert policy() == magtape.webhook["webhooks"][0]["failurePolicy"]

@@ -13,7 +13,9 @@ admission first; an idle node still audits at full speed.
 every policy set and every data update the store hands to admission's
 engine is handed to the audit's engine as well (asynchronously, coalesced),
 so both evaluate the same policies with the same data. ``generation``
-changes after each hand-over: the audit then re-evaluates everything.
+changes after each hand-over: the audit then re-evaluates everything. Only
+the leader has an audit engine: it is built when the replica starts to lead
+and closed when it stops.
 
 With the ``opa`` engine (an OPA sidecar loaded by kube-mgmt) there is no
 engine of its own to build: :class:`SharedSource` evaluates through the
@@ -132,20 +134,44 @@ class AuditEngine:
 
 
 class Mirror:
-    """Admission's engine for the policy store, handing every load to the audit too."""
+    """Admission's engine for the policy store, handing every load to the audit too.
 
-    def __init__(self, primary: Any, audit: AuditEngine) -> None:
+    It remembers the last policy set and data, so an audit engine attached
+    later (when this replica becomes the leader) starts from the current
+    state; followers keep no audit engine at all.
+    """
+
+    def __init__(self, primary: Any) -> None:
         self._primary = primary  # Evaluator and PolicyLoader
-        self._audit = audit
+        self._lock = threading.Lock()
+        self._modules: tuple[PolicyModule, ...] | None = None
+        self._data: Mapping[str, Any] = {}
+        self._audit: AuditEngine | None = None
+
+    def attach(self, audit: AuditEngine) -> None:
+        with self._lock:
+            self._audit = audit
+            if self._modules is not None:
+                audit.submit_policies(self._modules, self._data)
+
+    def detach(self) -> None:
+        with self._lock:
+            self._audit = None
 
     def load(self, modules: Sequence[PolicyModule], data: Mapping[str, Any]) -> LoadReport:
         report: LoadReport = self._primary.load(modules, data)
-        self._audit.submit_policies(modules, data)
+        with self._lock:
+            self._modules, self._data = tuple(modules), data
+            if self._audit is not None:
+                self._audit.submit_policies(self._modules, data)
         return report
 
     def update_data(self, data: Mapping[str, Any]) -> None:
         self._primary.update_data(data)
-        self._audit.submit_data(data)
+        with self._lock:
+            self._data = data
+            if self._audit is not None:
+                self._audit.submit_data(data)
 
     def evaluate(self, review: Review) -> Evaluation:
         result: Evaluation = self._primary.evaluate(review)

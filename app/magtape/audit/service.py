@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from magtape.audit.capacity import AuditEngine, Gated, Mirror, SharedSource, is_loader
-from magtape.audit.controller import AuditController, AuditOptions, Source
+from magtape.audit.controller import AuditController, AuditOptions
 from magtape.audit.kinds import audit_kinds, served
 from magtape.audit.report import ReportLimits
 from magtape.audit.results import Auditor
@@ -41,41 +41,36 @@ def options_for(settings: Settings) -> AuditOptions:
 
 
 class AuditService:
-    """One replica's part of the audit."""
+    """One replica's part of the audit: an elector, and while leading, an engine and controller."""
 
     def __init__(self, settings: Settings, engine: Evaluator, api_client: Any) -> None:
         self.settings = settings
         self._kinds = audit_kinds(settings.audit_kinds)  # ConfigError early
         self._api = RawApi(api_client)
-        self._own: AuditEngine | None = None
-        self.source: Any
-        if is_loader(engine):
-            self._own = AuditEngine(settings)
-            self.loader: Evaluator = Mirror(engine, self._own)
-            self.source = self._own
-        else:
-            self.loader = engine
-            self.source = SharedSource(engine)
+        # With the embedded engine the audit gets engine workers of its own
+        # while leading, fed by the Mirror; with OPA it shares the sidecar.
+        self._mirror = Mirror(engine) if is_loader(engine) else None
+        self._shared = None if self._mirror is not None else SharedSource(engine)
+        self.loader: Evaluator = self._mirror if self._mirror is not None else engine
         self.identity = f"{settings.pod_name}-{uuid.uuid4().hex[:8]}"
         self.controller: AuditController | None = None
+        self._own: AuditEngine | None = None
         self._elector: Any = None
         self._lock = threading.Lock()
         self._metrics: AuditMetrics | None = None
-        self._auditor: Auditor | None = None
+        self._enforcer: Enforcer | None = None
+        self._admission_ready: Callable[[], bool] = lambda: True
 
     def start(self, enforcer: Enforcer, metrics: Metrics,
               admission_ready: Callable[[], bool] = lambda: True) -> None:
-        """Join the election; lead only once ``admission_ready`` (the first sync loaded)."""
+        """Join the election; audit only once ``admission_ready`` (the first sync loaded)."""
         from magtape.audit.lease import LeaderElector
 
-        self.source = Gated(self.source, admission_ready)
-        s = self.settings
+        self._enforcer, self._admission_ready = enforcer, admission_ready
         self._metrics = AuditMetrics(metrics.registry)
-        self._auditor = Auditor(enforcer, self.source.evaluate,
-                                catalogue_for(s.policy_dirs, s.docs_url))
-        lease = s.audit_lease_seconds
-        self._elector = LeaderElector(self._api, s.namespace_name, LEASE_NAME, self.identity,
-                                      on_start=self._lead, on_stop=self._follow,
+        lease = self.settings.audit_lease_seconds
+        self._elector = LeaderElector(self._api, self.settings.namespace_name, LEASE_NAME,
+                                      self.identity, on_start=self._lead, on_stop=self._follow,
                                       lease_seconds=lease, retry_seconds=lease / 5)
         self._elector.start()
 
@@ -84,11 +79,17 @@ class AuditService:
         return bool(self._elector is not None and self._elector.leading)
 
     def _lead(self) -> None:
-        assert self._auditor is not None and self._metrics is not None
-        kinds = served(self._api, self._kinds, self.settings.namespace_name)
-        source: Source = self.source
-        controller = AuditController(self._api, kinds, self._auditor, source, self._metrics,
-                                     options_for(self.settings))
+        assert self._enforcer is not None and self._metrics is not None
+        s = self.settings
+        kinds = served(self._api, self._kinds, s.namespace_name)
+        raw: Any = self._shared
+        if self._mirror is not None:
+            raw = self._own = AuditEngine(s)
+            self._mirror.attach(self._own)
+        source = Gated(raw, self._admission_ready)
+        auditor = Auditor(self._enforcer, source.evaluate, catalogue_for(s.policy_dirs, s.docs_url))
+        controller = AuditController(self._api, kinds, auditor, source, self._metrics,
+                                     options_for(s))
         with self._lock:
             self.controller = controller
         self._metrics.leader.set(1)
@@ -100,15 +101,18 @@ class AuditService:
             controller, self.controller = self.controller, None
         if controller is not None:
             controller.stop()
+        if self._mirror is not None:
+            self._mirror.detach()
+        own, self._own = self._own, None
+        if own is not None:
+            own.close()
         if self._metrics is not None:
             self._metrics.leader.set(0)
             self._metrics.clear()
 
     def stop(self) -> None:
         if self._elector is not None:
-            self._elector.stop()  # steps down (stopping the controller) and releases the Lease
-        if self._own is not None:
-            self._own.close()
+            self._elector.stop()  # steps down (stopping the audit) and releases the Lease
 
 
 def prepare(settings: Settings, engine: Evaluator, api_client: Any) -> AuditService | None:

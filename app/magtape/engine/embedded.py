@@ -216,7 +216,11 @@ class EmbeddedEngine:
             if name in failed:
                 errors.append(PolicyError(name, info.errcode, info.severity, failed[name]))
                 continue
-            violations, problem = read_deny(info, deny[name])
+            value = deny[name]
+            if value == []:  # the common case: the policy passed
+                results.append(PolicyResult(name, ()))
+                continue
+            violations, problem = read_deny(info, value)
             results.append(PolicyResult(name, violations))
             if problem is not None:
                 errors.append(PolicyError(name, info.errcode, info.severity, problem))
