@@ -99,8 +99,9 @@ def floor_server(port: int, threads: int) -> None:
     serve(app, sockets=[sock], threads=threads, _quiet=True)
 
 
-def tree_cpu_seconds(roots: list[int]) -> float:
-    """CPU time (user + system) of ``roots`` and all their descendants, reaped ones included."""
+def tree_cpu_seconds(roots: list[int], descendants: bool = True) -> float:
+    """CPU time (user + system) of ``roots`` and all their descendants, reaped ones included
+    (``descendants=False``: of ``roots`` alone, e.g. the server without its engine workers)."""
     tick = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
     stats: dict[int, list[str]] = {}
@@ -120,8 +121,9 @@ def tree_cpu_seconds(roots: list[int]) -> float:
         if found is None:
             continue
         # utime, stime, cutime, cstime (fields 14-17 of /proc/PID/stat)
-        total += sum(int(f) for f in found[11:15])
-        todo.extend(children.get(pid, []))
+        total += sum(int(f) for f in found[11:15 if descendants else 13])
+        if descendants:
+            todo.extend(children.get(pid, []))
     return total / tick
 
 
@@ -165,15 +167,18 @@ def run_wrk(url: str, body_file: str, seconds: int, connections: int,
             script: str, pids: list[int] | None = None) -> dict[str, float]:
     """One wrk run; with ``pids``, also the server tree's CPU per request."""
     cpu_before = tree_cpu_seconds(pids) if pids else 0.0
+    own_before = tree_cpu_seconds(pids, descendants=False) if pids else 0.0
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", script, url],
         capture_output=True, text=True, env={**os.environ, "BENCH_BODY": body_file}, check=True)
     cpu = tree_cpu_seconds(pids) - cpu_before if pids else float("nan")
+    own = tree_cpu_seconds(pids, descendants=False) - own_before if pids else float("nan")
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("BENCH "))
     r = json.loads(line[6:])
     return {"rps": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
             "p99_ms": r["p99_us"] / 1000, "errors": r["errors"],
-            "cpu_us": cpu / max(1, r["requests"]) * 1e6}
+            "cpu_us": cpu / max(1, r["requests"]) * 1e6,
+            "server_cpu_us": own / max(1, r["requests"]) * 1e6}
 
 
 def engine_only(iterations: int) -> int:
@@ -296,13 +301,14 @@ def http_bench(args: argparse.Namespace) -> int:
           f"x {args.seconds:g}s, {os.cpu_count()} CPUs, {args.threads} server threads, "
           f"{args.workers} engine workers (medians over rounds)\n")
     print(f"{'target':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}"
-          f"{'errors':>8}")
+          f"{'server':>8}{'workers':>9}{'errors':>8}")
     for name, m in med.items():
         label = name.replace("xP", f"x{processes}")
         print(f"{label:<12}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}"
-              f"{m['cpu_us']:>12.0f}{m['errors']:>8.0f}")
+              f"{m['cpu_us']:>12.0f}{m['server_cpu_us']:>8.0f}"
+              f"{m['cpu_us'] - m['server_cpu_us']:>9.0f}{m['errors']:>8.0f}")
     print(f"\nCPU per request is the server's whole process tree (MagTape: the server and its "
-          f"{args.workers} engine workers).\n")
+          f"{args.workers} engine workers), split into the server process and its workers.\n")
     for name in ("deployment", "service"):
         cpu_ratio = med["floor"]["cpu_us"] / med[name]["cpu_us"]
         tput = med[name]["rps"] / med["floor xP"]["rps"]

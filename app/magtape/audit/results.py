@@ -141,9 +141,11 @@ class Auditor:
                                        f"policy could not be evaluated: {err.message[:300]}",
                                        "error", url=self._url(err.errcode, err.policy)))
         passed = sum(1 for r in evaluation.results if r.passed)
+        # Judging again costs no engine call, but nothing to judge is cheaper still.
         denied_at = frozenset(
             level for level, e in self._what_if.items()
-            if not e.judge(review, evaluation, self._evaluate).allowed)
+            if not e.judge(review, evaluation, self._evaluate).allowed
+        ) if evaluation.violations else frozenset()
         ordered = sorted(results, key=lambda r: (r.rank, r.policy, r.message))
         return ObjectAudit(ref, tuple(ordered), passed, denied_at)
 

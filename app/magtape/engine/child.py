@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import IO, Literal
 
 HEADER = struct.Struct(">cI")
+# The first read of an answer takes up to this much: an ordinary answer whole.
+READ_BYTES = 64 * 1024
 # A frame larger than this is a defect or an attack on the parent, not an answer.
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 
@@ -99,10 +101,7 @@ class Child:
             raise ChildDied("crash", "the worker process is gone")
         try:
             self._write(HEADER.pack(op, len(payload)) + payload, deadline)
-            op_in, length = HEADER.unpack(self._read(HEADER.size, deadline))
-            if length > MAX_FRAME_BYTES:
-                raise ChildDied("crash", f"the worker sent a {length}-byte frame")
-            return Frame(op_in, self._read(length, deadline))
+            return self._read_frame(deadline)
         except TimeoutError:
             self.kill()
             raise ChildDied("timeout",
@@ -128,20 +127,32 @@ class Child:
             if view:
                 self._wait(self._poll_out, deadline)
 
-    def _read(self, size: int, deadline: float) -> bytes:
+    def _read_frame(self, deadline: float) -> Frame:
+        """The answer: wait for it, then read it whole (one poll and one read for
+        an ordinary answer; the child writes each frame with one write)."""
         chunks: list[bytes] = []
-        left = size
-        while left:
+        have, need, op = 0, HEADER.size, b""
+        while have < need:
+            self._wait(self._poll_in, deadline)
             try:
-                chunk = os.read(self._in_fd, min(left, 1 << 20))
-            except BlockingIOError:
-                self._wait(self._poll_in, deadline)
+                chunk = os.read(self._in_fd, READ_BYTES if not op else min(need - have, 1 << 20))
+            except BlockingIOError:  # woken without data: wait again
                 continue
             if not chunk:
                 raise EOFError
             chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+            have += len(chunk)
+            if not op and have >= HEADER.size:
+                head = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks = [head]
+                op, length = HEADER.unpack_from(head)
+                if length > MAX_FRAME_BYTES:
+                    raise ChildDied("crash", f"the worker sent a {length}-byte frame")
+                need = HEADER.size + length
+        if have > need:  # one request, one answer: anything more is a defect
+            raise ChildDied("crash", "the worker sent more than one answer")
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return Frame(op, data[HEADER.size:])
 
     @staticmethod
     def _wait(poller: select.poll, deadline: float) -> None:
@@ -189,7 +200,8 @@ class ChildSide:
     """
 
     def __init__(self, memory_mb: int) -> None:
-        self._in = os.fdopen(0, "rb", buffering=0)
+        # Buffered: a request's header and payload usually come in one read.
+        self._in = os.fdopen(0, "rb", buffering=READ_BYTES)
         self._out = os.fdopen(os.dup(1), "wb", buffering=0)
         os.dup2(2, 1)
         limit_memory(memory_mb)
