@@ -38,7 +38,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from magtape.engine.sources import is_test_module
+from magtape.engine.sources import rego_files
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY_DIR = REPO / "policies"
@@ -92,10 +92,6 @@ class PolicyGroup:
     files: tuple[tuple[str, str], ...]
 
 
-def _is_hidden(parts: Sequence[str]) -> bool:
-    return any(p.startswith((".", "_")) for p in parts)
-
-
 def _read_rego(path: Path) -> str:
     """The file's text; line endings are normalised to LF (universal newlines)."""
     try:
@@ -132,10 +128,8 @@ def collect_groups(policy_dir: Path) -> list[PolicyGroup]:
     if not policy_dir.is_dir():
         raise RenderError(f"policy directory {policy_dir} does not exist")
     grouped: dict[str, dict[str, tuple[str, str]]] = {}
-    for path in sorted(policy_dir.rglob("*.rego")):
+    for path in rego_files(policy_dir, tests=False):
         rel = path.relative_to(policy_dir)
-        if _is_hidden(rel.parts) or is_test_module(path.name):
-            continue
         name, key = _location(rel)
         files = grouped.setdefault(name, {})
         if key in files:

@@ -124,7 +124,10 @@ def parse_engine_error(text: str) -> EngineMessage:
 
 
 def find_rego_files(dirs: Iterable[str | Path]) -> list[Path]:
-    """Every ``.rego`` file below ``dirs`` (or the files themselves), sorted, no duplicates."""
+    """Every ``.rego`` file below ``dirs`` (or the files themselves), sorted, no duplicates;
+    hidden ones left out by the same rule as the engine's (``sources.rego_files``)."""
+    from magtape.engine.sources import rego_files
+
     found: dict[Path, None] = {}
     for d in dirs:
         root = Path(d)
@@ -133,9 +136,7 @@ def find_rego_files(dirs: Iterable[str | Path]) -> list[Path]:
         if root.is_file():
             found[root] = None
             continue
-        for f in sorted(root.rglob("*.rego")):
-            if not any(part.startswith(".") for part in f.relative_to(root).parts):
-                found[f] = None
+        found.update(dict.fromkeys(rego_files(root, tests=True)))
     return list(found)
 
 

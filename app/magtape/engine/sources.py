@@ -40,6 +40,24 @@ def is_test_module(path: str) -> bool:
     return path.endswith("_test.rego")
 
 
+def is_hidden(relative_parts: Sequence[str]) -> bool:
+    """The one rule for what a walk leaves out: any path part starting with "." or "_"
+    (``.git``, ``_wip/``). What is served is what is tested and what ships."""
+    return any(p.startswith((".", "_")) for p in relative_parts)
+
+
+def rego_files(root: Path, *, tests: bool) -> list[Path]:
+    """The ``.rego`` files below ``root`` (or ``root`` itself), in a stable order:
+    test modules only when ``tests``; hidden ones never (a named file is always read).
+    The engine, ``magtape test``, ``magtape check`` and hack/render_policies.py all walk
+    with this, so they agree on what a policy directory holds."""
+    if root.is_file():
+        return [root]
+    return [f for f in sorted(root.rglob("*.rego"))
+            if not is_hidden(f.relative_to(root).parts)
+            and (tests or not is_test_module(f.name))]
+
+
 def modules_from_dirs(dirs: Iterable[str | Path]) -> list[PolicyModule]:
     """Every non-test ``.rego`` file below ``dirs``, in a stable order."""
     modules: list[PolicyModule] = []
@@ -47,9 +65,8 @@ def modules_from_dirs(dirs: Iterable[str | Path]) -> list[PolicyModule]:
         root = Path(d)
         if not root.exists():
             raise SourceError(f"policy directory {str(root)!r} does not exist")
-        files = [root] if root.is_file() else sorted(root.rglob("*.rego"))
-        for f in files:
-            if is_test_module(f.name) or any(p.startswith(".") for p in f.parts[len(root.parts):]):
+        for f in rego_files(root, tests=False):
+            if is_test_module(f.name):
                 continue
             try:
                 text = f.read_text(encoding="utf-8")
