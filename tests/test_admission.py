@@ -126,6 +126,8 @@ def test_engine_without_policies_follows_failure_policy(make_client: AppFactory,
 SLOW_POLICY = """package kubernetes.admission.slow
 import rego.v1
 policy_metadata := {"name": "slow", "severity": "LOW", "errcode": "MT9100", "targets": {"Pod"}}
+matches if input.request.kind.kind in policy_metadata.targets
+
 deny contains info if {
   input.request.object.metadata.labels.slow
   n := count([x | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000); x * y < 0])
@@ -168,12 +170,14 @@ def test_broken_policies_are_reported_and_the_others_enforce(tmp_path: Path,
         "package kubernetes.admission.with_input\nimport rego.v1\n"
         'policy_metadata := {"name": "with-input", "severity": "HIGH", "errcode": "MT9200", '
         '"targets": {"Pod"}}\n'
+        "matches if input.request.kind.kind in policy_metadata.targets\n"
         "deny contains m if { m := upper(input.request.uid); false }\n"
         'weird if { count(deny) == 0 with input as {"request": {"uid": "x"}} }\n')
     (tmp_path / "unknownfn.rego").write_text(
         "package kubernetes.admission.unknownfn\nimport rego.v1\n"
         'policy_metadata := {"name": "unknownfn", "severity": "HIGH", "errcode": "MT9201", '
         '"targets": {"Pod"}}\n'
+        "matches if input.request.kind.kind in policy_metadata.targets\n"
         "deny contains m if { m := no_such_function(input.request.uid) }\n")
     engine = EmbeddedEngine()
     report = engine.load(modules_from_dirs([tmp_path]), {})

@@ -79,6 +79,8 @@ import data.magtape.lib.workloads
 policy_metadata := {"name": "no-latest", "severity": "HIGH", "errcode": "MT9901",
                     "targets": workloads.kinds}
 
+matches if input.request.kind.kind in policy_metadata.targets
+
 deny contains info if {
   workloads.is_workload
   some c in workloads.containers

@@ -199,6 +199,8 @@ boom := 1 if input.request.object.metadata.labels.boom == "yes"
 
 boom := 2 if input.request.object.metadata.labels.boom == "yes"
 
+matches if input.request.kind.kind in policy_metadata.targets
+
 deny contains {"msg": "[FAIL] HIGH - boom (MT9902)", "policy": "broken", "severity": "HIGH",
                "errcode": "MT9902"} if boom == 1
 """

@@ -315,6 +315,8 @@ def test_no_cluster_serves_the_builtins() -> None:
 SLOW_POLICY = """package kubernetes.admission.slow
 import rego.v1
 policy_metadata := {"name": "slow", "severity": "LOW", "errcode": "MT9600", "targets": {"Pod"}}
+matches if input.request.kind.kind in policy_metadata.targets
+
 deny contains {"msg": sprintf("%d", [n])} if {
   n := count([x | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000); x * y < 0])
 }

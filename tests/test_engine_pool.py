@@ -35,7 +35,13 @@ def policy(name: str, body: str, severity: str = "LOW", errcode: str = "MT9000",
     return PolicyModule(f"configmap magtape-system/{name}", f"{name}.rego",
                         f"package kubernetes.admission.{package}\nimport rego.v1\n"
                         f'policy_metadata := {{"name": "{name}", "severity": "{severity}", '
-                        f'"errcode": "{errcode}", "targets": {{{kinds}}}}}\n{body}\n')
+                        f'"errcode": "{errcode}", "targets": {{{kinds}}}}}\n'
+                        + ("" if body.startswith("matches ") else MATCHES)
+                        + f"{body}\n")
+
+
+# Every policy defines `matches` (vetting rejects one that does not).
+MATCHES = "matches if input.request.kind.kind in policy_metadata.targets\n"
 
 
 # Fails every Pod labelled fail=yes: the "other policy" whose verdict must survive.
@@ -74,7 +80,21 @@ def errcodes(engine: EmbeddedEngine, obj: dict[str, Any]) -> list[str]:
 
 
 def worker_pids(engine: EmbeddedEngine) -> set[int]:
-    """The worker processes of ``engine``: children running magtape.engine.worker."""
+    """The worker processes of ``engine``: children running magtape.engine.worker that
+    were not there when the test started (other tests' engines may still be alive)."""
+    return _all_worker_pids() - _preexisting
+
+
+_preexisting: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _note_preexisting_workers() -> None:
+    global _preexisting
+    _preexisting = _all_worker_pids()
+
+
+def _all_worker_pids() -> set[int]:
     me = os.getpid()
     found = set()
     for entry in os.listdir("/proc"):
@@ -177,7 +197,7 @@ def test_a_runtime_error_is_that_policys_alone(make_engine: Callable[..., Embedd
     (error,) = evaluation.policy_errors
     assert (error.policy, error.errcode, error.severity) == ("to-number", "MT9006",
                                                              Severity.HIGH)
-    assert "to-number.rego:4" in error.message
+    assert "to-number.rego:5" in error.message  # the line of the failing deny
     # The same policy decides normally where it does not fail.
     assert [v.errcode for v in engine.evaluate(make_review(pod(n="5"))).violations] == ["MT9006"]
 
@@ -217,6 +237,26 @@ def test_matches_decides_applicability(make_engine: Callable[..., EmbeddedEngine
     assert [r.policy for r in engine.evaluate(make_review(pod())).results] == ["labelled"]
     assert [r.policy for r in engine.evaluate(make_review(pod(team="a"))).results] == [
         "gated", "labelled"]
+
+
+def test_a_policy_without_matches_is_rejected_and_the_others_enforce() -> None:
+    """OPA cannot tell an absent `matches` from a false one, so no engine guesses."""
+    ungated = PolicyModule("configmap magtape-system/ungated", "ungated.rego",
+                           "package kubernetes.admission.ungated\nimport rego.v1\n"
+                           'policy_metadata := {"name": "ungated", "severity": "HIGH", '
+                           '"errcode": "MT9009", "targets": {"Pod"}}\n'
+                           'deny contains {"msg": "[FAIL] HIGH - always (MT9009)"} if true\n')
+    engine = EmbeddedEngine()
+    try:
+        report = engine.load([LABELLED, ungated], {})
+        assert [p.name for p in report.policies] == ["labelled"]
+        (error,) = report.errors
+        assert error.policy == "kubernetes.admission.ungated"
+        assert "defines no `matches` rule" in error.message
+        assert "policy_metadata.targets" in error.message  # says what to add
+        assert errcodes(engine, pod(fail="yes")) == ["MT9001"]
+    finally:
+        engine.close()
 
 
 def test_data_updates_change_decisions_without_a_new_policy_set(

@@ -19,6 +19,8 @@ from conftest import review_doc
 SLOW = """package kubernetes.admission.slow
 import rego.v1
 policy_metadata := {"name": "slow", "severity": "LOW", "errcode": "MT9500", "targets": {"Pod"}}
+matches if input.request.kind.kind in policy_metadata.targets
+
 deny contains {"msg": sprintf("%d", [n])} if {
   input.request.object.metadata.labels.slow == "yes"
   n := count([x | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000); x * y < 0])

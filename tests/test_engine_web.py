@@ -28,6 +28,8 @@ CUSTOM = {
 import rego.v1
 policy_metadata := {"name": "annotation-regex", "severity": "LOW", "errcode": "MT9401",
   "targets": {"Pod"}}
+matches if input.request.kind.kind in policy_metadata.targets
+
 deny contains {"msg": "[FAIL] LOW - only a's (MT9401)"} if {
   value := object.get(input.request.object.metadata, ["annotations", "pattern"], "")
   is_string(value)
@@ -38,6 +40,8 @@ deny contains {"msg": "[FAIL] LOW - only a's (MT9401)"} if {
 import rego.v1
 policy_metadata := {"name": "to-number", "severity": "LOW", "errcode": "MT9402",
   "targets": {"Pod"}}
+matches if input.request.kind.kind in policy_metadata.targets
+
 deny contains {"msg": "[FAIL] LOW - too many (MT9402)"} if {
   to_number(input.request.object.metadata.labels.n) > 10
 }
@@ -46,6 +50,8 @@ deny contains {"msg": "[FAIL] LOW - too many (MT9402)"} if {
 import rego.v1
 policy_metadata := {"name": "malformed", "severity": "HIGH", "errcode": "MT9403",
   "targets": {"Pod"}}
+matches if input.request.kind.kind in policy_metadata.targets
+
 deny contains {"msg": "[FAIL] HIGH - lowered", "severity": "LOW"} if {
   input.request.object.metadata.labels.malformed == "yes"
 }

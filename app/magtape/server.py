@@ -174,15 +174,17 @@ def _watch_namespaces(api_client: ApiClient | None,
 
 def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; flush notifications before exiting."""
-    hook = start(settings, api_client=kube_client.api_client())
     stopped = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received signal %d: shutting down", signum)
         stopped.set()
 
+    # Before start(): a signal that arrives once the listeners are up (or
+    # while they start) must stop the server cleanly, not kill it.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    hook = start(settings, api_client=kube_client.api_client())
     stopped.wait()
     hook.stop()
     return 0

@@ -60,6 +60,7 @@ def marker_policy(ns: str) -> dict[str, Any]:
         "package kubernetes.admission.e2e_audit_marker", "", "import rego.v1", "",
         'policy_metadata := {"name": "e2e-audit-marker", "severity": "LOW",',
         '\t"errcode": "MT9901", "targets": {"Deployment"}}', "",
+        "matches if input.request.kind.kind in policy_metadata.targets", "",
         "deny contains info if {",
         '\tinput.request.object.metadata.labels["e2e-audit"] == "flag"',
         '\tinfo := {"msg": "[FAIL] LOW - flagged for the audit test (MT9901)"}', "}", ""])

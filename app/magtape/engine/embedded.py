@@ -66,12 +66,11 @@ def _aggregate_module(by_kind: Mapping[str, list[Vetted]],
         lines.append(f"{rule} := {{")
         for v in policies:
             ref = f"data.{v.group.package}"
-            guard = f"{ref}.matches == true; " if v.has_matches else ""
             lines.append(f"\t{json.dumps(names[v.group.package])}: "
-                         f"[d | {guard}d := {ref}.deny],")
+                         f"[d | {ref}.matches == true; d := {ref}.deny],")
         lines.append("}")
         plan[kind] = {"rule": f"data.{AGGREGATE_PACKAGE}.{rule}",
-                      "policies": [[names[v.group.package], v.group.package, v.has_matches]
+                      "policies": [[names[v.group.package], v.group.package]
                                    for v in policies]}
     return PolicyModule("magtape-engine", "magtape_engine_aggregate.rego",
                         "\n".join(lines) + "\n"), plan

@@ -36,11 +36,10 @@ START_TIMEOUT_SECONDS = 30.0  # a child's first answer includes starting Python
 
 @dataclass(frozen=True)
 class Vetted:
-    """A policy that compiled and ran: its group, raw metadata, whether it has ``matches``."""
+    """A policy that compiled and ran: its group and raw metadata."""
 
     group: PolicyGroup
     metadata: Any
-    has_matches: bool
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ class Vetter:
         for group in grouped.policies:
             verdict = self._verdict(group, lib_pairs, lib_key)
             if verdict["ok"]:
-                vetted.append(Vetted(group, verdict["metadata"], verdict["has_matches"]))
+                vetted.append(Vetted(group, verdict["metadata"]))
             else:
                 origins = {m.filename: m.origin for m in group.modules}
                 filename = verdict.get("filename") or group.modules[0].filename

@@ -21,8 +21,7 @@ import json
 import sys
 from typing import Any
 
-# The JSON plan sent with ``P``: kind -> {"rule": ..., "policies": [[name, package,
-# has_matches], ...]}.
+# The JSON plan sent with ``P``: kind -> {"rule": ..., "policies": [[name, package], ...]}.
 Plan = dict[str, dict[str, Any]]
 
 # Policy files may be long (a ConfigMap holds up to 1 MiB); regorus' defaults
@@ -131,9 +130,9 @@ class Worker:
         # Some policy failed: ask each on its own, so the error is that policy's alone.
         deny: dict[str, Any] = {}
         errors: dict[str, str] = {}
-        for name, package, has_matches in plan["policies"]:
+        for name, package in plan["policies"]:
             try:
-                if has_matches and engine.eval_rule(f"data.{package}.matches") is not True:
+                if engine.eval_rule(f"data.{package}.matches") is not True:
                     continue
                 deny[name] = json.loads(engine.eval_rule_as_json(f"data.{package}.deny"))
             except RuntimeError as exc:
@@ -169,18 +168,25 @@ class Worker:
                         if _has_rule(engine, f"data.{package}.policy_metadata") else None)
         except RuntimeError as exc:
             return _failed(exc)
-        has_matches = _has_rule(engine, f"data.{package}.matches")
+        # One applicability rule for every engine, OPA's entrypoint included: the
+        # kind is in policy_metadata.targets and `matches` is true. OPA cannot tell an
+        # absent `matches` from a false one, so a policy must define it.
+        # (Missing metadata is reported first, by the parent.)
+        if metadata is not None and not _has_rule(engine, f"data.{package}.matches"):
+            return b"K", json.dumps({"ok": False, "error": (
+                "the policy defines no `matches` rule: add `matches if "
+                "input.request.kind.kind in policy_metadata.targets` (a policy applies only "
+                "when `matches` is true, in MagTape and under OPA alike; docs/policies.md)"
+            )}).encode()
         targets = metadata.get("targets") if isinstance(metadata, dict) else None
         try:
             for kind in targets if isinstance(targets, list) else []:
                 engine.set_input_json(smoke_input(str(kind)))
-                if has_matches:
-                    engine.eval_rule(f"data.{package}.matches")
+                engine.eval_rule(f"data.{package}.matches")
                 engine.eval_rule_as_json(f"data.{package}.deny")
         except RuntimeError as exc:
             return _failed(exc, f"evaluating the policy on a minimal {kind} failed: ")
-        return b"K", json.dumps({"ok": True, "metadata": metadata,
-                                 "has_matches": has_matches}).encode()
+        return b"K", json.dumps({"ok": True, "metadata": metadata}).encode()
 
 
 def _has_rule(engine: Any, path: str) -> bool:
