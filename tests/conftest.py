@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
+from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
+from magtape.admission import AdmissionService
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_modules
 from magtape.metrics import Metrics
@@ -45,15 +47,22 @@ def builtin_engine() -> Iterator[EmbeddedEngine]:
 AppFactory = Callable[..., FlaskClient]
 
 
+def admission_app(settings: Settings, engine: Any, notifier: Any, metrics: Metrics,
+                  ready: Callable[[], bool] | None = None, enforcer: Any = None) -> Flask:
+    """The admission app wired as ``server.start`` wires it: the service first, then the
+    app around it; ``ready`` defaults to "the engine has a policy set"."""
+    service = AdmissionService(settings, engine, notifier, metrics, enforcer=enforcer)
+    return create_app(service, ready or (lambda: bool(engine.ready)), settings, metrics)
+
+
 @pytest.fixture
 def make_client(builtin_engine: EmbeddedEngine) -> AppFactory:
     """Build an isolated admission app: ``make_client(engine=..., deny_level=...)``."""
 
     def factory(engine: Any = None, metrics: Metrics | None = None, notifier: Any = None,
                 **settings: Any) -> FlaskClient:
-        app = create_app(Settings().with_overrides(**settings), engine or builtin_engine,
-                         notifier or NullNotifier(),
-                         metrics or Metrics(CollectorRegistry()))
+        app = admission_app(Settings().with_overrides(**settings), engine or builtin_engine,
+                            notifier or NullNotifier(), metrics or Metrics(CollectorRegistry()))
         return app.test_client()
 
     return factory

@@ -14,10 +14,10 @@ from typing import Any
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
+from conftest import admission_app
 from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.settings import Settings
-from magtape.web import create_app
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -101,7 +101,7 @@ def with_finalizers(obj: dict[str, Any], *finalizers: str) -> dict[str, Any]:
 def client_for(engine: Any, enforcer: Any, metrics: Any = None, notifier: Any = None,
                **settings: Any) -> FlaskClient:
     """An admission app as the server builds it, with this enforcer."""
-    app = create_app(Settings().with_overrides(deny_level=enforcer.default_level, **settings),
+    app = admission_app(Settings().with_overrides(deny_level=enforcer.default_level, **settings),
                      engine, notifier or NullNotifier(), metrics or Metrics(CollectorRegistry()),
                      enforcer=enforcer)
     return app.test_client()

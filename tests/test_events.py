@@ -15,7 +15,7 @@ import pytest
 from kubernetes.client import EventsV1Api
 from prometheus_client import CollectorRegistry
 
-from conftest import review_doc
+from conftest import admission_app, review_doc
 from fakekube import FakeKube
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.metrics import Metrics
@@ -25,7 +25,6 @@ from magtape.notify.events import NOTE_MAX_BYTES, EventRecorder, generate_name, 
 from magtape.notify.factory import build_notifier
 from magtape.policy import DenyLevel
 from magtape.settings import Settings
-from magtape.web import create_app
 from notifysupport import deployment, label_policies, outcome
 
 EVENTS = ("events.k8s.io/v1", "events")
@@ -53,7 +52,7 @@ class Harness:
         self.metrics = Metrics(CollectorRegistry())
         self.notifier = build_notifier(settings, kube.api_client(), self.metrics)
         assert isinstance(self.notifier, Dispatcher)
-        self.client = create_app(settings, engine, self.notifier, self.metrics).test_client()
+        self.client = admission_app(settings, engine, self.notifier, self.metrics).test_client()
 
     def admit(self, obj: dict[str, Any], **request: Any) -> dict[str, Any]:
         resp = self.client.post("/", json=review_doc(obj, obj["metadata"].get("namespace", ""),

@@ -32,7 +32,7 @@ import requests
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import review_doc
+from conftest import admission_app, review_doc
 from fakekube import FakeKube
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import policy_modules
@@ -44,7 +44,6 @@ from magtape.notify.factory import build_notifier
 from magtape.server import start
 from magtape.settings import Address, Settings
 from magtape.text import LOG_LINE_MAX, safe_handler
-from magtape.web import create_app
 from notifysupport import receiver
 
 FORGED = 10_000
@@ -87,7 +86,7 @@ class Wired:
         self.metrics = Metrics(CollectorRegistry(), self.namespaces)
         self.notifier = build_notifier(settings, kube.api_client(), self.metrics,
                                        namespaces=self.namespaces)
-        self.client: FlaskClient = create_app(settings, engine, self.notifier,
+        self.client: FlaskClient = admission_app(settings, engine, self.notifier,
                                               self.metrics).test_client()
 
     def post(self, doc: dict[str, Any]) -> bytes:

@@ -179,7 +179,7 @@ def test_waitress_listener_holds_150_idle_and_150_trickling(hook: Webhook, targe
 def test_a_trickling_request_is_cut_off_after_its_total_time() -> None:
     limits = ListenerLimits(threads=1, request_read_seconds=1.0, idle_seconds=30.0)
     settings = Settings()
-    app = create_metrics_app(settings, _ReadyEngine(), Metrics())
+    app = create_metrics_app(lambda: True, settings, Metrics())
     server = create_bounded_server(app, "127.0.0.1", 0, limits, "test")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -207,7 +207,7 @@ def test_a_trickling_request_is_cut_off_after_its_total_time() -> None:
 
 def test_an_idle_connection_is_closed_after_the_idle_limit() -> None:
     limits = ListenerLimits(threads=1, request_read_seconds=5.0, idle_seconds=1.0)
-    app = create_metrics_app(Settings(), _ReadyEngine(), Metrics())
+    app = create_metrics_app(lambda: True, Settings(), Metrics())
     server = create_bounded_server(app, "127.0.0.1", 0, limits, "test")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -218,10 +218,6 @@ def test_an_idle_connection_is_closed_after_the_idle_limit() -> None:
             assert time.monotonic() - started < 4
     finally:
         stop_waitress(server, thread, 2)
-
-
-class _ReadyEngine:
-    ready = True
 
 
 # --------------------------------------------------------------------------- nginx

@@ -27,7 +27,7 @@ import yaml
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
-from conftest import REPO
+from conftest import REPO, admission_app
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_modules
 from magtape.metrics import Metrics
@@ -35,7 +35,6 @@ from magtape.notify import NullNotifier
 from magtape.policy import DenyLevel, Severity
 from magtape.review import make_review
 from magtape.settings import Settings
-from magtape.web import create_app
 
 POLICIES = REPO / "policies"
 TESTING = REPO / "testing"
@@ -127,7 +126,7 @@ class Webhooks:
 
     def client(self, data: dict[str, Any], level: DenyLevel) -> FlaskClient:
         settings = Settings().with_overrides(deny_level=level)
-        app = create_app(settings, self.engine(data), NullNotifier(),
+        app = admission_app(settings, self.engine(data), NullNotifier(),
                          Metrics(CollectorRegistry()))
         return app.test_client()
 

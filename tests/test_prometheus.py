@@ -27,14 +27,14 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from auditsupport import feed_audit_metrics
-from conftest import REPO, review_doc
+from conftest import REPO, admission_app, review_doc
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.kube.certs import certificate_expiry_timestamp
 from magtape.metrics import Metrics
 from magtape.notify.factory import build_notifier
 from magtape.policy import DenyLevel
 from magtape.settings import Settings
-from magtape.web import create_app, create_metrics_app
+from magtape.web import create_metrics_app
 from notifysupport import deployment, label_policies, receiver, serve
 from pki import make_tls_files
 
@@ -178,9 +178,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         settings = Settings(deny_level=DenyLevel.LOW, k8s_events_enabled=False,
                             slack_enabled=True, slack_webhook_url_default=slack.url())
         notifier = build_notifier(settings, None, metrics)
-        admission_app = create_app(settings, engine, notifier, metrics)
-        metrics_app = create_metrics_app(settings, engine, metrics)
-        with serve(admission_app) as admission, serve(metrics_app, threads=2) as metrics_url:
+        hook_app = admission_app(settings, engine, notifier, metrics)
+        metrics_app = create_metrics_app(lambda: engine.ready, settings, metrics)
+        with serve(hook_app) as admission, serve(metrics_app, threads=2) as metrics_url:
             prometheus = Prometheus(workdir, metrics_url.removeprefix("http://"))
             try:
                 stack = Stack(admission, metrics_url, prometheus)

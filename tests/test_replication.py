@@ -10,6 +10,7 @@ import pytest
 from kubernetes import client
 from prometheus_client import CollectorRegistry
 
+from conftest import admission_app
 from fakekube import FakeKube
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.kube.reflector import Backoff
@@ -21,7 +22,6 @@ from magtape.policy import DenyLevel
 from magtape.review import make_review
 from magtape.runtime import Runtime, RuntimeOptions, start
 from magtape.settings import ConfigError, Settings
-from magtape.web import create_app
 from waiting import eventually
 
 FAST = RuntimeOptions(watch_timeout_seconds=5, backoff_initial_seconds=0.05,
@@ -116,7 +116,7 @@ def test_webhook_keeps_answering_while_the_api_fails(
         fake_kube: FakeKube, running: tuple[Runtime, EmbeddedEngine]) -> None:
     runtime, engine = running
     settings = Settings(deny_level=DenyLevel.MED)  # MT2002 is MED: it denies
-    app = create_app(settings, engine, NullNotifier(), Metrics(CollectorRegistry()),
+    app = admission_app(settings, engine, NullNotifier(), Metrics(CollectorRegistry()),
                      lambda: runtime.ready).test_client()
     fake_kube.fail(500)
     fake_kube.end_watches()  # every reconnect now meets 500s

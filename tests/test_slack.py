@@ -28,7 +28,7 @@ from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 from urllib3 import HTTPResponse
 
-from conftest import review_doc
+from conftest import admission_app, review_doc
 from fakekube import FakeKube
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.metrics import Metrics
@@ -40,7 +40,6 @@ from magtape.notify.slack_targets import TenantWebhooks, refusal, rewrite_host
 from magtape.policy import DenyLevel
 from magtape.remediation import DEFAULT_DOCS_URL
 from magtape.settings import Settings
-from magtape.web import create_app
 from notifysupport import SECRET_PATH, deployment, label_policies, receiver, serve
 from pki import TlsFiles, make_tls_files
 
@@ -78,7 +77,7 @@ class Harness:
         self.metrics = Metrics(CollectorRegistry())
         self.notifier = notifier or build_notifier(settings, api_client, self.metrics,
                                                    slack_verify=verify)
-        self.client: FlaskClient = create_app(settings, engine, self.notifier,
+        self.client: FlaskClient = admission_app(settings, engine, self.notifier,
                                               self.metrics).test_client()
 
     def admit(self, obj: dict[str, Any], **request: Any) -> dict[str, Any]:
@@ -419,9 +418,9 @@ def test_a_bad_slack_does_not_slow_admission(engine: EmbeddedEngine, mode: str) 
         on = Harness(slack_settings(slack.url(), slack_timeout_seconds=30), engine)
         assert isinstance(off.notifier, NullNotifier)
         assert isinstance(on.notifier, Dispatcher)
-        app_off = create_app(slack_settings(slack_enabled=False), engine, off.notifier,
+        app_off = admission_app(slack_settings(slack_enabled=False), engine, off.notifier,
                              off.metrics)
-        app_on = create_app(slack_settings(slack.url()), engine, on.notifier, on.metrics)
+        app_on = admission_app(slack_settings(slack.url()), engine, on.notifier, on.metrics)
         rounds = []
         with serve(app_off) as url_off, serve(app_on) as url_on, \
                 requests.Session() as s_off, requests.Session() as s_on:

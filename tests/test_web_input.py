@@ -20,14 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from conftest import review_doc
+from conftest import admission_app, review_doc
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.review import MalformedReview, parse_review
 from magtape.server import Webhook, start
 from magtape.settings import Address, Settings
-from magtape.web import create_app
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "test1"},
        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
@@ -45,7 +44,7 @@ def server() -> Iterator[Webhook]:
 def app_client(builtin_engine: EmbeddedEngine) -> FlaskClient:
     """The admission app without a listener: the fuzzing runs in-process."""
     settings = Settings(max_body_bytes=64 * 1024)
-    return create_app(settings, builtin_engine, NullNotifier(),
+    return admission_app(settings, builtin_engine, NullNotifier(),
                       Metrics(CollectorRegistry())).test_client()
 
 

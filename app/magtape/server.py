@@ -17,6 +17,7 @@ from flask import Flask
 from kubernetes.client import ApiClient
 from prometheus_client import CollectorRegistry
 
+from magtape.admission import AdmissionService
 from magtape.audit.service import prepare as prepare_audit
 from magtape.enforcement.watch import start_enforcement
 from magtape.engine import Evaluator
@@ -157,8 +158,9 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     def ready() -> bool:
         return runtime.ready and (namespace_watch is None or namespace_watch.synced.is_set())
 
-    hook.serve_apps(create_app(settings, engine, notifier, metrics, ready, enforcer),
-                    create_metrics_app(settings, engine, metrics, ready))
+    service = AdmissionService(settings, engine, notifier, metrics, enforcer=enforcer)
+    hook.serve_apps(create_app(service, ready, settings, metrics),
+                    create_metrics_app(ready, settings, metrics))
     return hook
 
 

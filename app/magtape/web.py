@@ -23,10 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from magtape.admission import AdmissionService
-from magtape.enforcement import Enforcer
-from magtape.engine import Evaluator
 from magtape.metrics import Metrics
-from magtape.notify import Notifier
 from magtape.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,21 +33,19 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def create_app(settings: Settings, engine: Evaluator, notifier: Notifier, metrics: Metrics,
-               ready: ReadyCheck | None = None, enforcer: Enforcer | None = None) -> Flask:
-    """The admission app. ``ready`` defaults to "a policy set is loaded"; ``enforcer``
-    to the deny level and UPDATE rules without exceptions or overrides."""
-    service = AdmissionService(settings, engine, notifier, metrics, enforcer=enforcer)
+def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
+               metrics: Metrics) -> Flask:
+    """The admission app around ``service``. The factory only wires: the caller
+    (``server.start``, or a test) builds the service and says what "ready" means."""
     app = Flask("magtape.admission")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    is_ready = ready or (lambda: engine.ready)
 
     @app.post("/")
     def admit() -> Response:
         status, doc = service.handle(request.get_data(cache=False))
         return _json(doc, status)
 
-    _add_health(app, settings, is_ready)
+    _add_health(app, settings, ready)
     _add_error_handlers(app)
 
     @app.after_request
@@ -94,15 +89,15 @@ def _admission_fast_path(flask_app: WSGIApp, service: AdmissionService, metrics:
     return wsgi
 
 
-def create_metrics_app(settings: Settings, engine: Evaluator, metrics: Metrics,
-                       ready: ReadyCheck | None = None) -> Flask:
+def create_metrics_app(ready: ReadyCheck, settings: Settings, metrics: Metrics) -> Flask:
+    """The kubelet's and Prometheus' app: /metrics, /healthz and /readyz."""
     app = Flask("magtape.metrics")
 
     @app.get("/metrics")
     def scrape() -> Response:
         return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
 
-    _add_health(app, settings, ready or (lambda: engine.ready))
+    _add_health(app, settings, ready)
     _add_error_handlers(app)
     return app
 
