@@ -250,15 +250,20 @@ def http_bench(args: argparse.Namespace) -> int:
            "MAGTAPE_THREADS": str(args.threads), "MAGTAPE_ENGINE_WORKERS": str(args.workers),
            "PYTHONPATH": str(REPO / "app") + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
+    # The servers' own logs (waitress warns on every queued task under load) go to a
+    # file, so the figures stay readable; its path is printed when something fails.
+    server_log = open(os.path.join(tempfile.gettempdir(), "magtape-bench-servers.log"), "wb")  # noqa: SIM115
+
     def floor(port: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, __file__, "--floor-server", str(port),
-                                 "--threads", str(args.threads)], env=env)
+                                 "--threads", str(args.threads)], env=env, stderr=server_log)
 
     floor_procs = [floor(floor_port)]
     floors_procs = [floor(floors_port) for _ in range(processes)]
     hook = subprocess.Popen([sys.executable, "-m", "magtape", "serve",
                              "--listen", f"127.0.0.1:{hook_port}",
-                             "--metrics-listen", f"127.0.0.1:{metrics_port}"], env=env)
+                             "--metrics-listen", f"127.0.0.1:{metrics_port}"], env=env,
+                            stderr=server_log)
     procs = [*floor_procs, *floors_procs, hook]
     try:
         wait_ready(f"http://127.0.0.1:{hook_port}/readyz")
@@ -286,11 +291,15 @@ def http_bench(args: argparse.Namespace) -> int:
             for name in pairs:
                 pairs[name].append(run_wrk(urls[name], str(bodies[name]), args.seconds, 2,
                                            str(script), pids[name]))
+    except BaseException:
+        print(f"bench: failed; the servers' logs are in {server_log.name}", file=sys.stderr)
+        raise
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(10)
+        server_log.close()
 
     def medians(rs: list[dict[str, float]]) -> dict[str, float]:
         return {k: statistics.median(r[k] for r in rs) for k in rs[0]}

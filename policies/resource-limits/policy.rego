@@ -38,6 +38,12 @@ shortfalls := [[object.get(container, "name", ""), missing] |
 deny contains info if {
 	matches
 	some [name, missing] in shortfalls
-	text := concat("", ["Resource limits missing (", concat("/", missing), ") for container ", messages.quoted(name)])
-	info := messages.failure("resource-limits", "LOW", "MT1003", text, {"container": name, "missing": missing})
+
+	# Built inline rather than with messages.failure: this runs once per failing
+	# container, and helper calls dominate its cost (docs/performance.md).
+	info := {
+		"name": "resource-limits", "severity": "LOW", "errcode": "MT1003",
+		"msg": concat("", ["[FAIL] LOW - Resource limits missing (", concat("/", missing), ") for container \"", messages.str(name), "\" (MT1003)"]),
+		"details": {"container": name, "missing": missing},
+	}
 }
