@@ -156,7 +156,7 @@ class Settings:
     audit: AuditMode = AuditMode.OFF
     audit_kinds: tuple[KindRef, ...] = ()  # empty: magtape.audit.kinds.DEFAULT_KINDS
     audit_namespaces: AuditScope = AuditScope.OPTED_IN
-    audit_rate: float = 100.0  # objects evaluated per second, at most
+    audit_rate: float = 50.0  # objects evaluated per second, at most (docs/performance.md)
     audit_workers: int = 1  # the audit's own engine worker processes
     audit_interval_seconds: float = 3600.0  # full pass at least this often
     audit_max_results: int = 500  # per PolicyReport
