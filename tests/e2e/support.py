@@ -328,3 +328,16 @@ def apply(cluster: Cluster, objects: list[dict[str, Any]], *args: str,
           check: bool = True) -> subprocess.CompletedProcess[str]:
     return cluster.kubectl("apply", *args, "-f", "-", input=yaml.safe_dump_all(objects),
                            check=check)
+
+
+def container(name: str, privileged: bool = False) -> dict[str, Any]:
+    """A container that passes every built-in check unless ``privileged``."""
+    c: dict[str, Any] = {
+        "name": name, "image": "nginx:1.27",
+        "livenessProbe": {"httpGet": {"path": "/", "port": 80}},
+        "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                      "limits": {"cpu": "10m", "memory": "16Mi"}}}
+    if privileged:
+        c["securityContext"] = {"privileged": True}
+    return c

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from e2e.cluster import Cluster, free_port, wait_for
-from e2e.support import MAGTAPE, REPO, MagTape, Proc, apply
+from e2e.support import MAGTAPE, REPO, MagTape, Proc, apply, container
 from e2e.test_webhook import namespace
 
 CRD = REPO / "components" / "policyreport-crd" / "policyreports.yaml"
@@ -36,14 +36,7 @@ MARKER_POLICY = "policy-e2e-audit-marker"
 
 def deployment(name: str, ns: str, *, privileged: bool = False, limits: bool = True,
                labels: dict[str, str] | None = None) -> dict[str, Any]:
-    c: dict[str, Any] = {
-        "name": "app", "image": "nginx:1.27",
-        "livenessProbe": {"httpGet": {"path": "/", "port": 80}},
-        "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                      "limits": {"cpu": "10m", "memory": "16Mi"}}}
-    if privileged:
-        c["securityContext"] = {"privileged": True}
+    c = container("app", privileged)
     if not limits:
         del c["resources"]["limits"]
     # replicas 0: the controller manager creates no Pods (there is no kubelet anyway)

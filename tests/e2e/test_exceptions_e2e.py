@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from e2e.cluster import Cluster, wait_for
-from e2e.support import OPT_IN, MagTape, apply
+from e2e.support import OPT_IN, MagTape, apply, container
 from e2e.test_webhook import namespace, wait_denied
 
 EXCEPTIONS_HOOK = "exceptions.magtape.webhook.k8s.t-mobile.com"
@@ -23,18 +23,6 @@ EXISTING = "[already failing before this update: allowed]"
 
 def stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def container(name: str, privileged: bool = False) -> dict[str, Any]:
-    c: dict[str, Any] = {
-        "name": name, "image": "nginx:1.27",
-        "livenessProbe": {"httpGet": {"path": "/", "port": 80}},
-        "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                      "limits": {"cpu": "10m", "memory": "16Mi"}}}
-    if privileged:
-        c["securityContext"] = {"privileged": True}
-    return c
 
 
 def privileged_pod(name: str, ns: str, **meta: Any) -> dict[str, Any]:
