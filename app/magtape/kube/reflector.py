@@ -66,7 +66,6 @@ class Reflector:
         self._backoff = backoff or Backoff()
         self._on_synced = on_synced
         self.synced = threading.Event()  # set after the first successful list
-        self.lists = 0  # completed lists (a relist after 410 shows up here)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stream: WatchStream | None = None
@@ -122,7 +121,6 @@ class Reflector:
             if kind:
                 item.setdefault("kind", kind)
         self._handler.replace(items)
-        self.lists += 1
         self._backoff.reset()
         if not self.synced.is_set():
             self.synced.set()
