@@ -40,10 +40,13 @@ ChildFailure = Literal["timeout", "crash", "memory"]
 class ChildDied(Exception):
     """The child gave no answer; it has been killed and must be replaced."""
 
-    def __init__(self, failure: ChildFailure, detail: str) -> None:
+    def __init__(self, failure: ChildFailure, detail: str, from_outside: bool = False) -> None:
         super().__init__(detail)
         self.failure = failure
         self.detail = detail
+        # SIGKILLed by someone else (an operator, the OOM killer) before answering:
+        # the request cannot have caused it, so it may be retried elsewhere.
+        self.from_outside = from_outside
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ class Child:
             failure = self._exit_failure()
             raise ChildDied(failure, "the worker process died ("
                             + ("memory cap exceeded" if failure == "memory"
-                               else f"exit status {self._proc.returncode}") + ")") from None
+                               else f"exit status {self._proc.returncode}") + ")",
+                            from_outside=self._proc.returncode == -signal.SIGKILL) from None
         except ChildDied:
             self.kill()
             raise

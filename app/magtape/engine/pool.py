@@ -105,8 +105,7 @@ class WorkerPool:
         """
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         if len(payload) <= LARGE_PAYLOAD_BYTES:
-            with self._borrow(deadline) as worker:
-                return self._call(worker, op, payload, deadline)
+            return self._call_any(op, payload, deadline)
         with self._lock:
             if self._large_waiting >= self._large_slots:
                 # Each waiting request holds an HTTP thread: refuse at once
@@ -122,10 +121,22 @@ class WorkerPool:
             with self._lock:
                 self._large_waiting -= 1
         try:
-            with self._borrow(deadline) as worker:
-                return self._call(worker, op, payload, deadline)
+            return self._call_any(op, payload, deadline)
         finally:
             self._large.release()
+
+    def _call_any(self, op: bytes, payload: bytes, deadline: float) -> Frame:
+        """One call on a borrowed worker; once more on another when the first was
+        SIGKILLed from outside (it died dying, between the liveness check and the
+        answer: not because of this request)."""
+        for attempt in (1, 2):
+            try:
+                with self._borrow(deadline) as worker:
+                    return self._call(worker, op, payload, deadline)
+            except _KilledFromOutside as exc:
+                if attempt == 2:
+                    raise PoolUnavailable("crash", str(exc)) from None
+        raise AssertionError("unreachable")
 
     def broadcast(self, policy: Frame | None = None, data: Frame | None = None) -> None:
         """Make ``policy`` and/or ``data`` current and push them to the workers.
@@ -219,6 +230,8 @@ class WorkerPool:
             return worker.child.call(op, payload, max(0.001, deadline - time.monotonic()))
         except ChildDied as exc:
             self._lost(worker)
+            if exc.from_outside and not sync:
+                raise _KilledFromOutside(exc.detail) from None
             reason: Reason = exc.failure
             if exc.failure == "timeout" and sync:
                 reason = "unavailable"
@@ -288,6 +301,10 @@ class WorkerPool:
         for worker in workers:  # busy ones too: their borrowers get "crash"
             worker.child.kill()
         self._supervisor.join(timeout=START_TIMEOUT_SECONDS)
+
+
+class _KilledFromOutside(Exception):
+    """The borrowed worker was SIGKILLed by someone else before it answered."""
 
 
 class _SyncRefused(Exception):
