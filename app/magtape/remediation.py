@@ -144,11 +144,8 @@ _default_lock = threading.Lock()
 
 
 def builtin_policies_root() -> Path | None:
-    """The built-in policy folders: inside the installed wheel, else the source tree's.
-
-    Same places as ``magtape.engine.sources.builtin_policy_dir``; looked up
-    here too because this module sits below the engine and must not import it.
-    """
+    """The built-in policy folders: inside the installed wheel, else the source tree's
+    (the one lookup; ``engine.sources.builtin_policy_dir`` turns None into an error)."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "builtin_policies", here.parents[1] / "policies"):
         if candidate.is_dir():
@@ -173,7 +170,8 @@ def catalogue_for(policy_dirs: Iterable[str | Path], docs_url: str = DEFAULT_DOC
     return Catalogue([*custom, *default_catalogue(docs_url)])
 
 
-def remedy_line(violations: Iterable[Violation], catalogue: Catalogue | None = None) -> str:
+def remedy_lines(violations: Iterable[Violation], catalogue: Catalogue | None = None
+                 ) -> list[str]:
     """One ``How to fix`` line per failed check, for an Event note or a Slack message.
 
     Empty when no remedy is known. The denial message is left untouched; this
@@ -185,8 +183,12 @@ def remedy_line(violations: Iterable[Violation], catalogue: Catalogue | None = N
         r = cat.for_violation(v)
         if r is not None:
             seen.setdefault(r.id, r)
-    return "\n".join(f"{r.id}: {r.hint}" + (f" ({r.url})" if r.url else "")
-                     for r in seen.values())
+    return [f"{r.id}: {r.hint}" + (f" ({r.url})" if r.url else "") for r in seen.values()]
+
+
+def remedy_line(violations: Iterable[Violation], catalogue: Catalogue | None = None) -> str:
+    """:func:`remedy_lines`, one per line."""
+    return "\n".join(remedy_lines(violations, catalogue))
 
 
 def with_remedies(message: str, violations: Iterable[Violation],
@@ -197,5 +199,5 @@ def with_remedies(message: str, violations: Iterable[Violation],
     matching it keeps working, and the note stays a single line (notes carry
     no raw control characters, newlines included).
     """
-    line = remedy_line(violations, default_catalogue(docs_url))
-    return f"{message} | How to fix: " + " | ".join(line.split("\n")) if line else message
+    lines = remedy_lines(violations, default_catalogue(docs_url))
+    return f"{message} | How to fix: " + " | ".join(lines) if lines else message

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from magtape.policy import PolicyModule
+from magtape.remediation import builtin_policies_root
 
 
 class SourceError(ValueError):
@@ -26,14 +27,11 @@ class SourceError(ValueError):
 
 def builtin_policy_dir() -> Path:
     """The built-in policies: inside the installed wheel, else the source tree's."""
-    packaged = Path(__file__).resolve().parent.parent / "builtin_policies"
-    if packaged.is_dir():
-        return packaged
-    source_tree = Path(__file__).resolve().parents[3] / "policies"
-    if source_tree.is_dir():
-        return source_tree
-    raise SourceError("the built-in policies are missing from this installation; "
-                      "reinstall magtape or pass --policies DIR")
+    root = builtin_policies_root()
+    if root is None:
+        raise SourceError("the built-in policies are missing from this installation; "
+                          "reinstall magtape or pass --policies DIR")
+    return root
 
 
 def is_test_module(path: str) -> bool:
