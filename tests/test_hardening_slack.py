@@ -49,19 +49,24 @@ def sent(metrics: Metrics, outcome_label: str) -> float:
         "magtape_notifications_total", {"channel": "slack", "outcome": outcome_label}) or 0.0
 
 
+def tenant_alerts(fake_kube: FakeKube, tls: TlsFiles, ports: tuple[int, ...],
+                  timeout: float = 5, **sender_options: Any) -> tuple[Metrics, Dispatcher]:
+    """Tenant-routed Slack alerts to receivers on ``ports``, no de-duplication."""
+    settings = Settings(slack_enabled=True, slack_timeout_seconds=timeout,
+                        slack_allowed_hosts=("127.0.0.1",), slack_allowed_ports=ports,
+                        alert_dedup_seconds=0)
+    metrics = Metrics(CollectorRegistry())
+    sender = SlackSender(settings, metrics, TenantWebhooks(fake_kube.api_client()),
+                         verify=str(tls.ca), **sender_options)
+    return metrics, Dispatcher(metrics, slack=sender, queue_size=100)
+
+
 def test_a_black_holing_tenant_does_not_delay_other_targets(
         fake_kube: FakeKube, tls: TlsFiles) -> None:
     with receiver("hang", tls=tls) as stuck, receiver(tls=tls) as healthy:
         seed(fake_kube, "stuck", stuck.url(PATH))
         seed(fake_kube, "healthy", healthy.url(PATH))
-        settings = Settings(slack_enabled=True, slack_timeout_seconds=5,
-                            slack_allowed_hosts=("127.0.0.1",),
-                            slack_allowed_ports=(stuck.port, healthy.port),
-                            alert_dedup_seconds=0)
-        metrics = Metrics(CollectorRegistry())
-        sender = SlackSender(settings, metrics, TenantWebhooks(fake_kube.api_client()),
-                             verify=str(tls.ca))
-        dispatcher = Dispatcher(metrics, slack=sender, queue_size=100)
+        _, dispatcher = tenant_alerts(fake_kube, tls, (stuck.port, healthy.port))
         try:
             for i in range(10):  # the stuck tenant's alerts go first ...
                 dispatcher.submit(outcome(f"stuck-{i}", namespace="stuck"))
@@ -80,13 +85,7 @@ def test_a_black_holing_tenant_does_not_delay_other_targets(
 def test_a_full_target_queue_drops_and_counts(fake_kube: FakeKube, tls: TlsFiles) -> None:
     with receiver("hang", tls=tls) as stuck:
         seed(fake_kube, "stuck", stuck.url(PATH))
-        settings = Settings(slack_enabled=True, slack_timeout_seconds=5,
-                            slack_allowed_hosts=("127.0.0.1",), slack_allowed_ports=(stuck.port,),
-                            alert_dedup_seconds=0)
-        metrics = Metrics(CollectorRegistry())
-        sender = SlackSender(settings, metrics, TenantWebhooks(fake_kube.api_client()),
-                             verify=str(tls.ca), per_target=3)
-        dispatcher = Dispatcher(metrics, slack=sender, queue_size=100)
+        metrics, dispatcher = tenant_alerts(fake_kube, tls, (stuck.port,), per_target=3)
         try:
             for i in range(10):
                 dispatcher.submit(outcome(f"stuck-{i}", namespace="stuck"))
@@ -150,13 +149,7 @@ def test_an_unreachable_target_is_skipped_for_a_while(fake_kube: FakeKube, tls: 
     """After a timeout, that target's next alerts fail at once instead of each waiting."""
     with receiver("hang", tls=tls) as stuck:
         seed(fake_kube, "stuck", stuck.url(PATH))
-        settings = Settings(slack_enabled=True, slack_timeout_seconds=0.5,
-                            slack_allowed_hosts=("127.0.0.1",), slack_allowed_ports=(stuck.port,),
-                            alert_dedup_seconds=0)
-        metrics = Metrics(CollectorRegistry())
-        sender = SlackSender(settings, metrics, TenantWebhooks(fake_kube.api_client()),
-                             verify=str(tls.ca))
-        dispatcher = Dispatcher(metrics, slack=sender, queue_size=100)
+        metrics, dispatcher = tenant_alerts(fake_kube, tls, (stuck.port,), timeout=0.5)
         try:
             started = time.monotonic()
             for i in range(10):
