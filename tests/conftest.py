@@ -19,7 +19,8 @@ from magtape.engine.sources import builtin_modules
 from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.review import make_review
-from magtape.settings import Settings
+from magtape.server import Webhook, start
+from magtape.settings import Address, Settings
 from magtape.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,3 +80,13 @@ def review_doc(obj: dict[str, Any], namespace: str = "test1",
     doc["apiVersion"] = api_version
     doc["request"].update(request)
     return doc
+
+
+@pytest.fixture(scope="module")
+def hook() -> Iterator[Webhook]:
+    """``magtape serve`` in this process on free loopback ports, default settings
+    (a module may define its own ``hook`` with other settings)."""
+    webhook = start(Settings(listen=Address("127.0.0.1", 0),
+                             metrics_listen=Address("127.0.0.1", 0)))
+    yield webhook
+    webhook.stop(flush_seconds=1)

@@ -26,8 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import review_doc
-from magtape.server import Webhook, start
-from magtape.settings import Address, Settings
+from magtape.server import Webhook
 from nginxsupport import running_nginx
 from pki import Pki
 
@@ -54,14 +53,6 @@ def client_cert(ca: Pki, directory: Path) -> tuple[Path, Path]:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_file, key_file
-
-
-@pytest.fixture(scope="module")
-def hook() -> Iterator[Webhook]:
-    webhook = start(Settings(listen=Address("127.0.0.1", 0),
-                             metrics_listen=Address("127.0.0.1", 0)))
-    yield webhook
-    webhook.stop(flush_seconds=1)
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ import pytest
 from conftest import review_doc
 from magtape.listeners import ListenerLimits, create_bounded_server
 from magtape.metrics import Metrics
-from magtape.server import Webhook, start, stop_waitress
-from magtape.settings import Address, Settings
+from magtape.server import Webhook, stop_waitress
+from magtape.settings import Settings
 from magtape.web import create_metrics_app
 from nginxsupport import running_nginx
 
@@ -144,14 +144,6 @@ def released(baseline: int, slack: int = 40, timeout: float = 15) -> int:
         threading.Event().wait(0.1)
     assert count <= baseline + slack, f"{count - baseline} descriptors still open"
     return count
-
-
-@pytest.fixture(scope="module")
-def hook() -> Iterator[Webhook]:
-    webhook = start(Settings(listen=Address("127.0.0.1", 0),
-                             metrics_listen=Address("127.0.0.1", 0)))
-    yield webhook
-    webhook.stop(flush_seconds=1)
 
 
 @pytest.mark.parametrize("target", ["metrics", "admission"])
