@@ -216,9 +216,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=6, help="per run (default 6)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=Settings().threads,
+    ap.add_argument("--threads", type=int, default=Settings().http.threads,
                     help="server worker threads (default: MagTape's default)")
-    ap.add_argument("--workers", type=int, default=Settings().engine_workers,
+    ap.add_argument("--workers", type=int, default=Settings().engine.workers,
                     help="engine worker processes (default: MagTape's default)")
     ap.add_argument("--engine-only", action="store_true",
                     help="only time the embedded engine per object (no HTTP)")

@@ -144,7 +144,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--namespaces", default="1000,5000,20000",
                     help="comma-separated namespace counts (default 1000,5000,20000)")
-    ap.add_argument("--workers", type=int, default=Settings().engine_workers)
+    ap.add_argument("--workers", type=int, default=Settings().engine.workers)
     ap.add_argument("--repeat", type=int, default=5, help="evaluations per Deployment size")
     args = ap.parse_args([a for a in sys.argv[1:] if a != "--scale"])
 

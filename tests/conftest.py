@@ -20,7 +20,7 @@ from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.review import make_review
 from magtape.server import Webhook, start
-from magtape.settings import Address, Settings
+from magtape.settings import Address, HttpSettings, Settings
 from magtape.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,11 +58,15 @@ def admission_app(settings: Settings, engine: Any, notifier: Any, metrics: Metri
 
 @pytest.fixture
 def make_client(builtin_engine: EmbeddedEngine) -> AppFactory:
-    """Build an isolated admission app: ``make_client(engine=..., deny_level=...)``."""
+    """Build an isolated admission app: ``make_client(engine=..., deny_level=...)``.
+
+    ``engine`` is the engine object; ``settings`` (default: the defaults) takes
+    ``overrides`` as :meth:`Settings.with_overrides` does."""
 
     def factory(engine: Any = None, metrics: Metrics | None = None, notifier: Any = None,
-                **settings: Any) -> FlaskClient:
-        app = admission_app(Settings().with_overrides(**settings), engine or builtin_engine,
+                settings: Settings | None = None, **overrides: Any) -> FlaskClient:
+        app = admission_app((settings or Settings()).with_overrides(**overrides),
+                            engine or builtin_engine,
                             notifier or NullNotifier(), metrics or Metrics(CollectorRegistry()))
         return app.test_client()
 
@@ -86,7 +90,7 @@ def review_doc(obj: dict[str, Any], namespace: str = "test1",
 def hook() -> Iterator[Webhook]:
     """``magtape serve`` in this process on free loopback ports, default settings
     (a module may define its own ``hook`` with other settings)."""
-    webhook = start(Settings(listen=Address("127.0.0.1", 0),
-                             metrics_listen=Address("127.0.0.1", 0)))
+    free = Address("127.0.0.1", 0)
+    webhook = start(Settings(http=HttpSettings(listen=free, metrics_listen=free)))
     yield webhook
     webhook.stop(flush_seconds=1)

@@ -103,12 +103,13 @@ def test_dry_run_gets_the_same_decision_and_no_alert(make_client: AppFactory,
 @pytest.mark.parametrize("policy, allowed", [("Fail", False), ("Ignore", True)])
 def test_engine_without_policies_follows_failure_policy(make_client: AppFactory, policy: str,
                                                         allowed: bool) -> None:
-    from magtape.settings import FailurePolicy
+    from magtape.settings import EngineSettings, FailurePolicy, Settings
 
     metrics = Metrics(CollectorRegistry())
     never_loaded = EmbeddedEngine()
+    on_failure = Settings(engine=EngineSettings(failure_policy=FailurePolicy(policy)))
     client = make_client(engine=never_loaded, metrics=metrics,
-                         engine_failure_policy=FailurePolicy(policy))
+                         settings=on_failure)
     resp = client.post("/", json=review_doc(pod())).get_json()["response"]
     assert resp["allowed"] is allowed
     assert "could not evaluate the policies" in resp["warnings"][0]
@@ -139,13 +140,14 @@ deny contains info if {
 @pytest.mark.parametrize("policy, allowed", [("Fail", False), ("Ignore", True)])
 def test_engine_timeout_follows_failure_policy(make_client: AppFactory, policy: str,
                                                allowed: bool) -> None:
-    from magtape.settings import FailurePolicy
+    from magtape.settings import EngineSettings, FailurePolicy, Settings
 
     metrics = Metrics(CollectorRegistry())
     slow = EmbeddedEngine(timeout_seconds=0.3, workers=2)
     slow.load([PolicyModule("slow", "slow.rego", SLOW_POLICY)], {})
+    on_failure = Settings(engine=EngineSettings(failure_policy=FailurePolicy(policy)))
     client = make_client(engine=slow, metrics=metrics,
-                         engine_failure_policy=FailurePolicy(policy))
+                         settings=on_failure)
     obj = pod()
     obj["metadata"]["labels"] = {"slow": "yes"}
     resp = client.post("/", json=review_doc(obj)).get_json()["response"]

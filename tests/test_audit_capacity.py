@@ -17,7 +17,7 @@ from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.pool import WORKER_MODULE
 from magtape.engine.sources import builtin_modules
 from magtape.review import make_review
-from magtape.settings import Settings
+from magtape.settings import AuditSettings, EngineSettings, Settings
 from waiting import eventually
 
 
@@ -40,7 +40,8 @@ def engine_workers() -> dict[int, int]:
 
 def test_the_audit_engine_has_its_own_niced_workers_fed_through_the_mirror() -> None:
     admission = EmbeddedEngine(timeout_seconds=10, workers=1)
-    audit = AuditEngine(Settings(audit_workers=1, engine_timeout_seconds=10))
+    audit = AuditEngine(Settings(audit=AuditSettings(workers=1),
+                                 engine=EngineSettings(timeout_seconds=10)))
     try:
         mirror = Mirror(admission)
         report = mirror.load(builtin_modules(), {})

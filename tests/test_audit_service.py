@@ -17,7 +17,15 @@ from enforcementsupport import container, pod
 from fakekube import FakeKube
 from magtape.audit.capacity import LOWEST_PRIORITY
 from magtape.server import Webhook, start
-from magtape.settings import Address, AuditMode, Settings
+from magtape.settings import (
+    Address,
+    AuditMode,
+    AuditSettings,
+    EngineSettings,
+    HttpSettings,
+    NotifySettings,
+    Settings,
+)
 from test_audit_capacity import engine_workers
 from test_audit_controller import namespace, register, results_of
 from waiting import eventually
@@ -42,9 +50,10 @@ def test_two_replicas_one_writer_and_a_hand_over(fake_kube: FakeKube,
                                                  ) -> None:
     register(fake_kube)
     fake_kube.seed(namespace("team-a"), pod("agent", container("a", privileged=True)))
-    settings = Settings(audit=AuditMode.ON, listen=LOCAL, metrics_listen=LOCAL,
-                        engine_workers=1, audit_lease_seconds=2.0,
-                        k8s_events_enabled=False)
+    settings = Settings(audit=AuditSettings(mode=AuditMode.ON, lease_seconds=2.0),
+                        http=HttpSettings(listen=LOCAL, metrics_listen=LOCAL),
+                        engine=EngineSettings(workers=1),
+                        notify=NotifySettings(events_enabled=False))
     for _ in range(2):
         registry = CollectorRegistry()
         hooks.append((start(settings, registry, fake_kube.api_client()), registry))

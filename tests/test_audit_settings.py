@@ -11,13 +11,13 @@ from magtape.settings import AuditMode, AuditScope, ConfigError, KindRef, Settin
 
 
 def test_the_audit_is_off_by_default_and_parsed_from_the_environment() -> None:
-    assert Settings.from_env({}).audit is AuditMode.OFF
+    assert Settings.from_env({}).audit.mode is AuditMode.OFF
     s = Settings.from_env({"MAGTAPE_AUDIT": "ON", "MAGTAPE_AUDIT_NAMESPACES": "all",
                            "MAGTAPE_AUDIT_KINDS": "apps/v1/deployments,v1/pods",
                            "MAGTAPE_AUDIT_RATE": "2.5", "MAGTAPE_AUDIT_MAX_RESULTS": "50"})
-    assert (s.audit, s.audit_namespaces, s.audit_rate, s.audit_max_results) == (
+    assert (s.audit.mode, s.audit.namespaces, s.audit.rate, s.audit.max_results) == (
         AuditMode.ON, AuditScope.ALL, 2.5, 50)
-    assert audit_kinds(s.audit_kinds) == [ResourceRef("apps/v1", "deployments"),
+    assert audit_kinds(s.audit.kinds) == [ResourceRef("apps/v1", "deployments"),
                                           ResourceRef("v1", "pods")]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,14 @@ from magtape.kube.discovery import STATUS_ANNOTATION
 from magtape.metrics import Metrics
 from magtape.review import make_review
 from magtape.runtime import Runtime, RuntimeOptions, start
-from magtape.settings import EngineKind, Settings
+from magtape.settings import ClusterSettings, EngineKind, EngineSettings, IdentitySettings, Settings
 from waiting import eventually
 
 NS = "magtape-system"
 FAST = RuntimeOptions(watch_timeout_seconds=5, backoff_initial_seconds=0.05,
                       backoff_max_seconds=0.2)
-SETTINGS = Settings(namespace_name=NS, policy_discovery=True)
+SETTINGS = Settings(identity=IdentitySettings(namespace=NS),
+                    cluster=ClusterSettings(policy_discovery=True))
 
 NO_LATEST = """package kubernetes.admission.no_latest_tag
 
@@ -279,7 +281,7 @@ def test_builtins_serve_until_the_first_list(kube: FakeKube,
 def test_discovery_off_uses_the_builtins_only(kube: FakeKube,
                                               make_runtime: RuntimeFactory) -> None:
     kube.seed(policy_configmap("no-latest", {"policy.rego": NO_LATEST}))
-    runtime, _ = make_runtime(Settings(namespace_name=NS))
+    runtime, _ = make_runtime(Settings(identity=IdentitySettings(namespace=NS)))
     wait_ready(runtime)
     report = runtime.store.last_report
     assert report is not None and "no-latest-tag" not in {p.name for p in report.policies}
@@ -291,7 +293,7 @@ def test_opa_engine_leaves_discovery_and_data_to_kube_mgmt(kube: FakeKube) -> No
     from magtape.engine.opa import OpaEngine
 
     unreachable = OpaEngine("http://127.0.0.1:9", timeout_seconds=0.5)
-    runtime = start(Settings(namespace_name=NS, policy_discovery=True, engine=EngineKind.OPA),
+    runtime = start(replace(SETTINGS, engine=EngineSettings(kind=EngineKind.OPA)),
                     unreachable, kube.api_client(), Metrics(CollectorRegistry()), options=FAST)
     try:
         assert runtime.store is None and runtime.reflectors == [] and runtime.discovery is None

@@ -18,7 +18,7 @@ from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.notify.dispatcher import Dispatcher, RecentAlerts
 from magtape.notify.factory import build_notifier
-from magtape.settings import Settings
+from magtape.settings import NotifySettings, Settings, SlackSettings
 from notifysupport import DENY, WARN, outcome
 
 
@@ -265,5 +265,6 @@ def test_recent_alerts_expire() -> None:
 
 
 def test_nothing_enabled_builds_a_null_notifier(metrics: Metrics) -> None:
-    settings = Settings(k8s_events_enabled=False, slack_enabled=False)
+    settings = Settings(notify=NotifySettings(events_enabled=False),
+                        slack=SlackSettings(enabled=False))
     assert isinstance(build_notifier(settings, None, metrics), NullNotifier)

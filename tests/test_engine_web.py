@@ -21,7 +21,14 @@ import yaml
 
 from conftest import REPO, review_doc
 from magtape.server import Webhook, start
-from magtape.settings import Address, FailurePolicy, Settings
+from magtape.settings import (
+    Address,
+    EngineSettings,
+    FailurePolicy,
+    HttpSettings,
+    NotifySettings,
+    Settings,
+)
 
 CUSTOM = {
     "regex.rego": """package kubernetes.admission.annotation_regex
@@ -66,10 +73,12 @@ def hook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     for name, source in CUSTOM.items():
         (policies / "custom" / name).parent.mkdir(exist_ok=True)
         (policies / "custom" / name).write_text(source)
-    settings = Settings(listen=Address("127.0.0.1", 0), metrics_listen=Address("127.0.0.1", 0),
-                        policy_dirs=(str(policies),), engine_workers=2,
-                        engine_timeout_seconds=2.0,
-                        engine_failure_policy=FailurePolicy.FAIL, k8s_events_enabled=False)
+    free = Address("127.0.0.1", 0)
+    settings = Settings(http=HttpSettings(listen=free, metrics_listen=free),
+                        engine=EngineSettings(policy_dirs=(str(policies),), workers=2,
+                                              timeout_seconds=2.0,
+                                              failure_policy=FailurePolicy.FAIL),
+                        notify=NotifySettings(events_enabled=False))
     webhook = start(settings)
     yield webhook
     webhook.stop()

@@ -24,7 +24,7 @@ from magtape.notify.dispatcher import Dispatcher
 from magtape.notify.events import NOTE_MAX_BYTES, EventRecorder, generate_name, truncate_utf8
 from magtape.notify.factory import build_notifier
 from magtape.policy import DenyLevel
-from magtape.settings import Settings
+from magtape.settings import IdentitySettings, NotifySettings, Settings, SlackSettings
 from notifysupport import deployment, label_policies, outcome
 
 EVENTS = ("events.k8s.io/v1", "events")
@@ -42,8 +42,9 @@ def engine() -> Any:
 
 
 def event_settings(**overrides: Any) -> Settings:
-    return Settings(deny_level=DenyLevel.LOW, pod_name="magtape-7d9c5-x2x7q",
-                    k8s_events_enabled=True, slack_enabled=False).with_overrides(**overrides)
+    return Settings(deny_level=DenyLevel.LOW, identity=IdentitySettings(pod="magtape-7d9c5-x2x7q"),
+                    notify=NotifySettings(events_enabled=True),
+                    slack=SlackSettings(enabled=False)).with_overrides(**overrides)
 
 
 class Harness:

@@ -32,7 +32,13 @@ from magtape.notify.slack import SlackSender
 from magtape.notify.slack_payload import PRETEXT_REMINDER
 from magtape.policy import DenyLevel
 from magtape.review import make_review
-from magtape.settings import Settings
+from magtape.settings import (
+    ExceptionSettings,
+    IdentitySettings,
+    NotifySettings,
+    Settings,
+    SlackSettings,
+)
 from notifysupport import receiver
 
 MAX = timedelta(days=90)
@@ -96,7 +102,7 @@ def exception_client(engine: EmbeddedEngine, clock: Clock, max_days: float = 90)
     state = EnforcementState()
     state.set_known_checks(KNOWN)
     return client_for(engine, Enforcer(state, DenyLevel.LOW, clock=clock),
-                      exception_max_days=max_days)
+                      exceptions={"max_days": max_days})
 
 
 @pytest.mark.parametrize("obj, allowed, message", [
@@ -195,7 +201,8 @@ EXCEPTIONS = Resource("magtape.k8s.t-mobile.com/v1alpha1", "magtapeexceptions",
 def test_exceptions_and_overrides_are_watched_and_apply_without_a_restart(
         fake_kube: FakeKube, builtin_engine: EmbeddedEngine) -> None:
     fake_kube.register(EXCEPTIONS)
-    settings = Settings(namespace_name="magtape-system", exception_reminder_hours=0)
+    settings = Settings(identity=IdentitySettings(namespace="magtape-system"),
+                        exceptions=ExceptionSettings(reminder_hours=0))
     state = EnforcementState()
     watch = start_watching(settings, fake_kube.api_client(), state, NullNotifier(),
                            watch_timeout_seconds=30)
@@ -244,7 +251,8 @@ def test_an_exception_created_past_the_webhook_is_ignored_when_invalid(
     good = exception("good", expires=utc_now() + timedelta(days=10), created=None)
     fake_kube.seed(bad, good)
     state = EnforcementState()
-    watch = start_watching(Settings(exception_reminder_hours=0), fake_kube.api_client(), state,
+    watch = start_watching(Settings(exceptions=ExceptionSettings(reminder_hours=0)),
+                           fake_kube.api_client(), state,
                            NullNotifier(), watch_timeout_seconds=30)
     try:
         fake_kube.wait_for(lambda: watch.reflectors[0].synced.is_set(), what="the first list")
@@ -261,8 +269,8 @@ def test_a_reminder_goes_to_slack_once_before_expiry() -> None:
         exception(expires=NOW + timedelta(days=5)), max_lifetime=MAX)])
     clock = Clock()
     with receiver() as slack:
-        settings = Settings(slack_enabled=True, slack_webhook_url_default=slack.url(),
-                            k8s_events_enabled=False)
+        settings = Settings(slack=SlackSettings(enabled=True, default_url=slack.url()),
+                            notify=NotifySettings(events_enabled=False))
         metrics = Metrics(CollectorRegistry())
         notifier = Dispatcher(metrics, slack=SlackSender(settings, metrics))
         reminders = ExpiryReminders(state, notifier, timedelta(days=3), DenyLevel.LOW, clock)

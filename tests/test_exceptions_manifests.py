@@ -62,6 +62,6 @@ def test_magtape_reads_exceptions_and_nobody_is_granted_to_write_them(target: st
 
 
 def test_the_shipped_overrides_configmap_parses_to_the_defaults() -> None:
-    cm = one("base", "ConfigMap", Settings().enforcement_configmap)
+    cm = one("base", "ConfigMap", Settings().exceptions.enforcement_configmap)
     assert cm["metadata"]["namespace"] == "magtape-system"
     assert parse_config(cm["data"][CONFIG_KEY]) == EnforcementConfig()

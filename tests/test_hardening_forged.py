@@ -42,7 +42,7 @@ from magtape.metrics import Metrics
 from magtape.namespaces import NamespaceDirectory
 from magtape.notify.factory import build_notifier
 from magtape.server import start
-from magtape.settings import Address, Settings
+from magtape.settings import Address, HttpSettings, NotifySettings, Settings, SlackSettings
 from magtape.text import LOG_LINE_MAX, safe_handler
 from notifysupport import receiver
 
@@ -77,8 +77,8 @@ class Wired:
     """The admission app with the notifier, metrics and namespace directory of a cluster."""
 
     def __init__(self, kube: FakeKube, engine: EmbeddedEngine, slack_url: str) -> None:
-        settings = Settings(slack_enabled=True, slack_webhook_url_default=slack_url,
-                            alert_dedup_seconds=0)
+        settings = Settings(slack=SlackSettings(enabled=True, default_url=slack_url),
+                            notify=NotifySettings(dedup_seconds=0))
         self.namespaces = NamespaceDirectory()
         self.watch = Reflector(RawApi(kube.api_client()), NAMESPACES, self.namespaces)
         self.watch.start()
@@ -185,8 +185,9 @@ def test_the_server_wires_the_namespace_check(fake_kube: FakeKube) -> None:
     """`magtape serve`'s own wiring with a cluster: its namespace watch bounds the labels."""
     fake_kube.seed({"apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": "team-a", "labels": OPT_IN}})
-    hook = start(Settings(listen=Address("127.0.0.1", 0), metrics_listen=Address("127.0.0.1", 0),
-                          k8s_events_enabled=False),
+    free = Address("127.0.0.1", 0)
+    hook = start(Settings(http=HttpSettings(listen=free, metrics_listen=free),
+                          notify=NotifySettings(events_enabled=False)),
                  api_client=fake_kube.api_client())
     try:
         base = f"http://127.0.0.1:{hook.metrics_port}"

@@ -26,7 +26,7 @@ from magtape.notify.slack import SlackSender
 from magtape.notify.slack_targets import TenantWebhooks
 from magtape.policy import DenyLevel, Evaluation, PolicyResult, Severity, Violation
 from magtape.review import review_from_document
-from magtape.settings import Settings
+from magtape.settings import NotifySettings, Settings, SlackSettings
 from notifysupport import outcome, receiver
 from pki import TlsFiles, make_tls_files
 
@@ -52,9 +52,9 @@ def sent(metrics: Metrics, outcome_label: str) -> float:
 def tenant_alerts(fake_kube: FakeKube, tls: TlsFiles, ports: tuple[int, ...],
                   timeout: float = 5, **sender_options: Any) -> tuple[Metrics, Dispatcher]:
     """Tenant-routed Slack alerts to receivers on ``ports``, no de-duplication."""
-    settings = Settings(slack_enabled=True, slack_timeout_seconds=timeout,
-                        slack_allowed_hosts=("127.0.0.1",), slack_allowed_ports=ports,
-                        alert_dedup_seconds=0)
+    settings = Settings(slack=SlackSettings(enabled=True, timeout_seconds=timeout,
+                                            allowed_hosts=("127.0.0.1",), allowed_ports=ports),
+                        notify=NotifySettings(dedup_seconds=0))
     metrics = Metrics(CollectorRegistry())
     sender = SlackSender(settings, metrics, TenantWebhooks(fake_kube.api_client()),
                          verify=str(tls.ca), **sender_options)
@@ -102,7 +102,7 @@ def test_a_full_target_queue_drops_and_counts(fake_kube: FakeKube, tls: TlsFiles
 def test_a_tenant_url_on_another_port_is_refused(fake_kube: FakeKube, tls: TlsFiles) -> None:
     with receiver(tls=tls) as tenant:
         seed(fake_kube, "team", tenant.url(PATH))
-        settings = Settings(slack_enabled=True, slack_allowed_hosts=("127.0.0.1",))
+        settings = Settings(slack=SlackSettings(enabled=True, allowed_hosts=("127.0.0.1",)))
         metrics = Metrics(CollectorRegistry())
         sender = SlackSender(settings, metrics, TenantWebhooks(fake_kube.api_client()),
                              verify=str(tls.ca))
@@ -131,7 +131,7 @@ def odd(request: dict[str, Any]) -> Outcome:
         "namespace-null", "object-name-list"])
 def test_any_review_shape_gets_its_alert(request_fields: dict[str, Any]) -> None:
     with receiver() as slack:
-        settings = Settings(slack_enabled=True, slack_webhook_url_default=slack.url(PATH))
+        settings = Settings(slack=SlackSettings(enabled=True, default_url=slack.url(PATH)))
         metrics = Metrics(CollectorRegistry())
         dispatcher = Dispatcher(metrics, slack=SlackSender(settings, metrics), queue_size=10,
                                 dedup_seconds=0)

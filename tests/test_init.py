@@ -21,10 +21,10 @@ from magtape.kube.init import run_init
 from magtape.kube.init_api import init
 from magtape.kube.init_plan import CertificateProblem
 from magtape.kube.rest import RawApi
-from magtape.settings import Settings
+from magtape.settings import IdentitySettings, Settings
 
 NS = "magtape-system"
-SETTINGS = Settings(namespace_name=NS)
+SETTINGS = Settings(identity=IdentitySettings(namespace=NS))
 NAMES = certs.service_dns_names("magtape-svc", NS)
 
 
@@ -144,7 +144,7 @@ def test_serving_near_expiry_is_renewed_by_the_same_ca(kube: FakeKube) -> None:
 def test_renamed_service_gets_a_new_certificate(kube: FakeKube) -> None:
     assert run_init(SETTINGS, kube.api_client()) == 0
     old = _secret(kube)["tls.crt"]
-    renamed = SETTINGS.with_overrides(service_name="magtape")
+    renamed = SETTINGS.with_overrides(cluster={"service_name": "magtape"})
     assert run_init(renamed, kube.api_client()) == 0
     new = _secret(kube)["tls.crt"]
     assert new != old

@@ -419,8 +419,8 @@ def test_quickstart_is_one_replica_deny_low_events_on_slack_off() -> None:
     assert deployment("overlays/quickstart")["spec"]["replicas"] == 1
     env = env_config("overlays/quickstart")
     assert env["MAGTAPE_DENY_LEVEL"] == "LOW"
-    assert Settings.from_env(env).k8s_events_enabled is True
-    assert Settings.from_env(env).slack_enabled is False
+    assert Settings.from_env(env).notify.events_enabled is True
+    assert Settings.from_env(env).slack.enabled is False
 
 
 def _assert_production(target: str) -> None:
@@ -440,7 +440,7 @@ def _assert_production(target: str) -> None:
     assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
     assert spec["priorityClassName"] == one(target, "PriorityClass")["metadata"]["name"]
     settings = Settings.from_env(env_config(target))
-    assert settings.slack_enabled is True
+    assert settings.slack.enabled is True
     assert "MAGTAPE_DENY_LEVEL" in env_config(target)
     url = env_vars(container(target, "magtape"))["MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT"]
     assert "value" not in url and url["valueFrom"]["secretKeyRef"]["key"] == "webhook-url"
@@ -535,8 +535,8 @@ def test_cert_manager_component_replaces_the_init_step() -> None:
 def test_opa_sidecar_component_switches_the_engine() -> None:
     target = "base+opa-sidecar"
     settings = Settings.from_env(env_config(target))
-    assert settings.engine.value == "opa"
-    assert settings.opa_url == "http://127.0.0.1:8181"
+    assert settings.engine.kind.value == "opa"
+    assert settings.engine.opa_url == "http://127.0.0.1:8181"
     opa, mgmt = container(target, "opa"), container(target, "kube-mgmt")
     assert "--addr=127.0.0.1:8181" in opa["args"], "OPA's API must stay on loopback"
     assert "--replicate-cluster=v1/namespaces" in mgmt["args"]

@@ -23,7 +23,7 @@ from magtape.engine import EngineError
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.opa import OpaEngine
 from magtape.review import make_review
-from magtape.settings import FailurePolicy
+from magtape.settings import EngineSettings, FailurePolicy, Settings
 from opasupport import OpaServer
 
 MANIFESTS = sorted(p for p in (REPO / "testing").rglob("*.yaml")
@@ -161,8 +161,9 @@ def test_policies_reach_opa_as_kube_mgmt_pushes_them(opa_server: OpaServer) -> N
 @pytest.mark.parametrize("policy, allowed", [("Fail", False), ("Ignore", True)])
 def test_opa_down_follows_the_failure_policy(make_client: AppFactory, policy: str,
                                              allowed: bool) -> None:
+    on_failure = Settings(engine=EngineSettings(failure_policy=FailurePolicy(policy)))
     client = make_client(engine=OpaEngine("http://127.0.0.1:9", timeout_seconds=1),
-                         engine_failure_policy=FailurePolicy(policy))
+                         settings=on_failure)
     resp = client.post("/", json=review_doc(_deployment())).get_json()["response"]
     assert resp["allowed"] is allowed and "OPA" in resp["warnings"][0]
 

@@ -33,7 +33,7 @@ from magtape.kube.certs import certificate_expiry_timestamp
 from magtape.metrics import Metrics
 from magtape.notify.factory import build_notifier
 from magtape.policy import DenyLevel
-from magtape.settings import Settings
+from magtape.settings import NotifySettings, Settings, SlackSettings
 from magtape.web import create_metrics_app
 from notifysupport import deployment, label_policies, receiver, serve
 from pki import make_tls_files
@@ -175,8 +175,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tls = make_tls_files(workdir)
     metrics.certificate_expiry.set(certificate_expiry_timestamp(tls.cert))
     with receiver() as slack:
-        settings = Settings(deny_level=DenyLevel.LOW, k8s_events_enabled=False,
-                            slack_enabled=True, slack_webhook_url_default=slack.url())
+        settings = Settings(deny_level=DenyLevel.LOW, notify=NotifySettings(events_enabled=False),
+                            slack=SlackSettings(enabled=True, default_url=slack.url()))
         notifier = build_notifier(settings, None, metrics)
         hook_app = admission_app(settings, engine, notifier, metrics)
         metrics_app = create_metrics_app(lambda: engine.ready, settings, metrics)

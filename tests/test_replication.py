@@ -21,7 +21,7 @@ from magtape.notify import NullNotifier
 from magtape.policy import DenyLevel
 from magtape.review import make_review
 from magtape.runtime import Runtime, RuntimeOptions, start
-from magtape.settings import ConfigError, Settings
+from magtape.settings import ConfigError, EngineSettings, Settings
 from waiting import eventually
 
 FAST = RuntimeOptions(watch_timeout_seconds=5, backoff_initial_seconds=0.05,
@@ -164,7 +164,8 @@ def test_replicated_data_replaces_the_data_files_section(fake_kube: FakeKube,
         "test1": {"metadata": {"annotations": {RANGE: "na"}}}}}, "other": {"x": 1}}))
     fake_kube.seed(namespace("test1", {RANGE: "30100"}))
     engine = EmbeddedEngine(timeout_seconds=10, workers=2)
-    runtime = start(Settings(data_files=(str(data_file),)), engine, fake_kube.api_client(),
+    runtime = start(Settings(engine=EngineSettings(data_files=(str(data_file),))), engine,
+                    fake_kube.api_client(),
                     Metrics(CollectorRegistry()), options=FAST)
     try:
         # Before the first sync the data file answers; afterwards the cluster does.
@@ -178,7 +179,7 @@ def test_replicated_data_replaces_the_data_files_section(fake_kube: FakeKube,
 
 def test_replicate_setting_is_validated() -> None:
     kinds = Settings.from_env({"MAGTAPE_REPLICATE": "v1/services, apps/v1/Deployments"})
-    assert replicated_kinds(kinds.replicate_kinds)[1:] == [
+    assert replicated_kinds(kinds.cluster.replicate_kinds)[1:] == [
         ResourceRef("v1", "services"), ResourceRef("apps/v1", "deployments")]
     with pytest.raises(ConfigError, match="MAGTAPE_REPLICATE='services' is invalid"):
         Settings.from_env({"MAGTAPE_REPLICATE": "services"})

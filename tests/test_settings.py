@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from magtape.policy import DenyLevel
@@ -11,10 +13,10 @@ from magtape.settings import Address, ConfigError, FailurePolicy, Settings
 def test_defaults_match_the_documentation() -> None:
     s = Settings.from_env({})
     assert s.deny_level is DenyLevel.LOW
-    assert s.engine_failure_policy is FailurePolicy.FAIL
-    assert s.k8s_events_enabled is True and s.slack_enabled is False
-    assert s.listen == Address("127.0.0.1", 5000)
-    assert s.max_body_bytes == 3 * 1024 * 1024
+    assert s.engine.failure_policy is FailurePolicy.FAIL
+    assert s.notify.events_enabled is True and s.slack.enabled is False
+    assert s.http.listen == Address("127.0.0.1", 5000)
+    assert s.http.max_body_bytes == 3 * 1024 * 1024
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -22,7 +24,7 @@ def test_defaults_match_the_documentation() -> None:
     ("FALSE", False), ("false", False), ("0", False), ("no", False),
 ])
 def test_booleans(raw: str, expected: bool) -> None:
-    assert Settings.from_env({"MAGTAPE_SLACK_ENABLED": raw}).slack_enabled is expected
+    assert Settings.from_env({"MAGTAPE_SLACK_ENABLED": raw}).slack.enabled is expected
 
 
 @pytest.mark.parametrize("level", ["OFF", "LOW", "MED", "HIGH", "low", "High"])
@@ -42,10 +44,10 @@ def test_lists_and_addresses() -> None:
         "MAGTAPE_METRICS_LISTEN": "[::1]:9000", "MAGTAPE_SLACK_ALLOWED_HOSTS": "x.example",
         "MAGTAPE_SLACK_WEBHOOK_URL_BASE": "https://relay.internal:8443",
     })
-    assert s.policy_dirs == ("a", "b", "c")
-    assert s.listen == Address("0.0.0.0", 8080)
-    assert s.metrics_listen == Address("::1", 9000)
-    assert s.slack_allowed_host_set == {"x.example", "relay.internal"}
+    assert s.engine.policy_dirs == ("a", "b", "c")
+    assert s.http.listen == Address("0.0.0.0", 8080)
+    assert s.http.metrics_listen == Address("::1", 9000)
+    assert s.slack.allowed_host_set == {"x.example", "relay.internal"}
 
 
 # Every variable with a parser, a bad value, and what the message must say is accepted.
@@ -87,13 +89,13 @@ ERRORS = [
 ])
 def test_slack_base_is_parsed_once_into_host_and_port(raw: str, netloc: str) -> None:
     settings = Settings.from_env({"MAGTAPE_SLACK_WEBHOOK_URL_BASE": raw})
-    assert settings.slack_webhook_url_base == netloc
-    assert netloc.split(":")[0] in settings.slack_allowed_host_set
+    assert settings.slack.url_base == netloc
+    assert netloc.split(":")[0] in settings.slack.allowed_host_set
 
 
 def test_slack_allowed_ports() -> None:
-    assert Settings.from_env({}).slack_allowed_port_set == {443}
-    assert Settings.from_env({"MAGTAPE_SLACK_ALLOWED_PORTS": "443, 8443"}).slack_allowed_ports \
+    assert Settings.from_env({}).slack.allowed_port_set == {443}
+    assert Settings.from_env({"MAGTAPE_SLACK_ALLOWED_PORTS": "443, 8443"}).slack.allowed_ports \
         == (443, 8443)
 
 
@@ -124,3 +126,31 @@ def test_cli_reports_configuration_errors_with_exit_2(capsys: pytest.CaptureFixt
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert "MAGTAPE_DENY_LEVEL='EVERYTHING'" in err and "OFF, LOW, MED, HIGH" in err
+
+
+def test_overrides_merge_into_a_group_and_skip_none() -> None:
+    base = Settings.from_env({"MAGTAPE_ENGINE_WORKERS": "3", "MAGTAPE_DENY_LEVEL": "MED"})
+    s = base.with_overrides(engine={"timeout_seconds": 3.0, "policy_dirs": None},
+                            http={"listen": Address("0.0.0.0", 1)}, deny_level=None)
+    assert s.engine == replace(base.engine, timeout_seconds=3.0)  # workers kept
+    assert s.http.listen == Address("0.0.0.0", 1) and s.http.threads == base.http.threads
+    assert s.deny_level is DenyLevel.MED
+    assert base.with_overrides(deny_level=DenyLevel.HIGH).deny_level is DenyLevel.HIGH
+    with pytest.raises(TypeError):
+        base.with_overrides(engine={"timeout": 3})
+
+
+def test_policy_namespace_defaults_to_our_own() -> None:
+    assert Settings.from_env({"MAGTAPE_NAMESPACE_NAME": "ops"}).policy_namespace == "ops"
+    env = {"MAGTAPE_NAMESPACE_NAME": "ops", "MAGTAPE_POLICY_NAMESPACE": "policies"}
+    assert Settings.from_env(env).policy_namespace == "policies"
+
+
+def test_the_first_bad_variable_in_reading_order_is_reported() -> None:
+    env = {"MAGTAPE_AUDIT_RATE": "0", "MAGTAPE_K8S_EVENTS_ENABLED": "maybe",
+           "MAGTAPE_SLACK_ENABLED": "on", "MAGTAPE_LOG_LEVEL": "LOUD"}
+    with pytest.raises(ConfigError, match="MAGTAPE_LOG_LEVEL"):
+        Settings.from_env(env)
+    del env["MAGTAPE_LOG_LEVEL"]
+    with pytest.raises(ConfigError, match="MAGTAPE_K8S_EVENTS_ENABLED"):
+        Settings.from_env(env)

@@ -39,7 +39,7 @@ from magtape.notify.slack import RETRY_AFTER_MAX_SECONDS, SlackSender, retry_pol
 from magtape.notify.slack_targets import TenantWebhooks, refusal, rewrite_host
 from magtape.policy import DenyLevel
 from magtape.remediation import DEFAULT_DOCS_URL
-from magtape.settings import Settings
+from magtape.settings import IdentitySettings, NotifySettings, Settings, SlackSettings
 from notifysupport import SECRET_PATH, deployment, label_policies, receiver, serve
 from pki import TlsFiles, make_tls_files
 
@@ -62,11 +62,14 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
-def slack_settings(default_url: str = "", **overrides: Any) -> Settings:
-    return Settings(deny_level=DenyLevel.LOW, cluster_name="cluster1", pod_name="magtape-0",
-                    k8s_events_enabled=False, slack_enabled=True,
-                    slack_webhook_url_default=default_url, slack_icon=":magtape:",
-                    ).with_overrides(**overrides)
+def slack_settings(default_url: str = "", **slack: Any) -> Settings:
+    """Slack on (``default_url`` the default channel), Events off; ``slack`` overrides
+    fields of ``settings.slack``."""
+    return Settings(deny_level=DenyLevel.LOW,
+                    identity=IdentitySettings(cluster="cluster1", pod="magtape-0"),
+                    notify=NotifySettings(events_enabled=False),
+                    slack=SlackSettings(enabled=True, default_url=default_url, icon=":magtape:"),
+                    ).with_overrides(slack=slack)
 
 
 class Harness:
@@ -168,7 +171,7 @@ def test_failures_without_denial_alert_only_in_passive_mode(engine: EmbeddedEngi
             ["deployment/denied"]
         assert h.requests_total(namespace="test1", decision="allowed", alert_sent="false") == 1
 
-        passive = Harness(slack_settings(slack.url(), slack_passive=True), engine)
+        passive = Harness(slack_settings(slack.url(), passive=True), engine)
         passive.admit(deployment("warned", "fail-low"))
         passive.notifier.close(5)
     assert slack.posts[-1].body == expected_payload("warned", [LOW.format("warned")],
@@ -193,7 +196,7 @@ def test_base_override_replaces_the_host_and_keeps_scheme_and_path(
         engine: EmbeddedEngine, tls: TlsFiles) -> None:
     with receiver(tls=tls) as forwarder:
         settings = slack_settings(f"https://hooks.slack.com{SECRET_PATH}",
-                                  slack_webhook_url_base=f"localhost:{forwarder.port}")
+                                  url_base=f"localhost:{forwarder.port}")
         h = Harness(settings, engine, verify=str(tls.ca))
         h.admit(deployment("web", "fail-high"))
         (post,) = forwarder.wait_for(1)
@@ -215,8 +218,8 @@ def test_a_tenant_url_on_an_allowed_host_gets_a_customer_alert(
         engine: EmbeddedEngine, tls: TlsFiles, fake_kube: FakeKube) -> None:
     with receiver() as default, receiver(tls=tls) as tenant:
         seed_tenant_url(fake_kube, tenant.url(TENANT_PATH))
-        settings = slack_settings(default.url(), slack_allowed_hosts=("127.0.0.1",),
-                                  slack_allowed_ports=(tenant.port,))
+        settings = slack_settings(default.url(), allowed_hosts=("127.0.0.1",),
+                                  allowed_ports=(tenant.port,))
         h = Harness(settings, engine, fake_kube.api_client(), verify=str(tls.ca))
         h.admit(deployment("web", "fail-high"))
         (to_default,) = default.wait_for(1)
@@ -335,7 +338,7 @@ def test_retry_after_is_capped() -> None:
 
 def test_a_hanging_slack_times_out_and_is_counted(engine: EmbeddedEngine) -> None:
     with receiver("hang") as slack:
-        h = Harness(slack_settings(slack.url(), slack_timeout_seconds=0.3), engine)
+        h = Harness(slack_settings(slack.url(), timeout_seconds=0.3), engine)
         h.admit(deployment("web", "fail-high"))
         slack.wait_for(1)
         h.notifier.close(10)
@@ -353,7 +356,7 @@ def test_no_webhook_url_is_ever_logged(engine: EmbeddedEngine, fake_kube: FakeKu
                                        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     token = SECRET_PATH.rsplit("/", 1)[1]
-    scenarios = [("ok", {}), ("error", {}), ("hang", {"slack_timeout_seconds": 0.3}),
+    scenarios = [("ok", {}), ("error", {}), ("hang", {"timeout_seconds": 0.3}),
                  ("refused-connection", {})]
     for mode, overrides in scenarios:
         with receiver("ok" if mode == "refused-connection" else mode) as slack:
@@ -414,11 +417,11 @@ def test_a_bad_slack_does_not_slow_admission(engine: EmbeddedEngine, mode: str) 
     seconds to every round.
     """
     with receiver(mode) as slack:
-        off = Harness(slack_settings(slack_enabled=False), engine)
-        on = Harness(slack_settings(slack.url(), slack_timeout_seconds=30), engine)
+        off = Harness(slack_settings(enabled=False), engine)
+        on = Harness(slack_settings(slack.url(), timeout_seconds=30), engine)
         assert isinstance(off.notifier, NullNotifier)
         assert isinstance(on.notifier, Dispatcher)
-        app_off = admission_app(slack_settings(slack_enabled=False), engine, off.notifier,
+        app_off = admission_app(slack_settings(enabled=False), engine, off.notifier,
                              off.metrics)
         app_on = admission_app(slack_settings(slack.url()), engine, on.notifier, on.metrics)
         rounds = []

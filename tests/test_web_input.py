@@ -26,7 +26,7 @@ from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.review import MalformedReview, parse_review
 from magtape.server import Webhook, start
-from magtape.settings import Address, Settings
+from magtape.settings import Address, HttpSettings, Settings
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "test1"},
        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
@@ -34,8 +34,9 @@ POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace":
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Webhook]:
-    hook = start(Settings(listen=Address("127.0.0.1", 0),
-                          metrics_listen=Address("127.0.0.1", 0), max_body_bytes=64 * 1024))
+    free = Address("127.0.0.1", 0)
+    hook = start(Settings(http=HttpSettings(listen=free, metrics_listen=free,
+                                            max_body_bytes=64 * 1024)))
     yield hook
     hook.stop(flush_seconds=1)
 
@@ -43,7 +44,7 @@ def server() -> Iterator[Webhook]:
 @pytest.fixture(scope="module")
 def app_client(builtin_engine: EmbeddedEngine) -> FlaskClient:
     """The admission app without a listener: the fuzzing runs in-process."""
-    settings = Settings(max_body_bytes=64 * 1024)
+    settings = Settings(http=HttpSettings(max_body_bytes=64 * 1024))
     return admission_app(settings, builtin_engine, NullNotifier(),
                       Metrics(CollectorRegistry())).test_client()
 

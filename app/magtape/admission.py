@@ -65,7 +65,7 @@ class AdmissionService:
         """Return (HTTP status, JSON document) for a request body."""
         started = self._clock()
         try:
-            review = parse_review(body, self._settings.keep_managed_fields)
+            review = parse_review(body, self._settings.http.keep_managed_fields)
         except MalformedReview as exc:
             log.info("rejected malformed AdmissionReview: %s", exc)
             return 400, {"error": str(exc)}
@@ -109,13 +109,13 @@ class AdmissionService:
         denies when a failure of its severity would deny at this deny level;
         the other policies' violations stand either way.
         """
-        fail = self._settings.engine_failure_policy is FailurePolicy.FAIL
+        fail = self._settings.engine.failure_policy is FailurePolicy.FAIL
         namespace = self._metrics.namespaces.metric_label(review.namespace)  # bounded
         for err in evaluation.policy_errors:
             self._metrics.count(self._metrics.policy_evaluations, err.policy, namespace, "error")
             log.error("policy %r (%s) failed on %s %s/%s (uid %s): %s; failure policy %s",
                       err.policy, err.errcode, review.kind, review.namespace, review.name,
-                      review.uid, err.message, self._settings.engine_failure_policy.value)
+                      review.uid, err.message, self._settings.engine.failure_policy.value)
         if fail and decision.allowed and any(level.denies(err.severity)
                                              for err in evaluation.policy_errors):
             return replace(decision, allowed=False)
@@ -123,7 +123,7 @@ class AdmissionService:
 
     def _admit_exception(self, review: Review) -> AdmissionReviewResponse:
         """Validate a MagTapeException (no policies, no notifications)."""
-        why = refusal(review, max_lifetime=timedelta(days=self._settings.exception_max_days),
+        why = refusal(review, max_lifetime=timedelta(days=self._settings.exceptions.max_days),
                       known_checks=self.enforcer.state.known_checks, now=self.enforcer.now())
         if why is not None:
             log.info("refused %s %s/%s: %s", review.kind, review.namespace, review.name, why)
@@ -132,10 +132,10 @@ class AdmissionService:
     def _engine_failure(self, review: Review, level: DenyLevel, reason: str,
                         label: Reason) -> Outcome:
         self._metrics.engine_errors.labels(label).inc()
-        fail = self._settings.engine_failure_policy is FailurePolicy.FAIL
+        fail = self._settings.engine.failure_policy is FailurePolicy.FAIL
         log.error("policy engine could not evaluate %s %s/%s (uid %s): %s; failure policy %s",
                   review.kind, review.namespace, review.name, review.uid, reason,
-                  self._settings.engine_failure_policy.value)
+                  self._settings.engine.failure_policy.value)
         return Outcome(review, Decision(allowed=not fail, violations=(), denying=()), level,
                        engine_error=reason)
 

@@ -95,23 +95,25 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _apply_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     changes: dict[str, object] = {}
+    http: dict[str, object] = {}
+    engine: dict[str, object] = {}
     if getattr(args, "listen", None):
-        changes["listen"] = _address("--listen", args.listen)
+        http["listen"] = _address("--listen", args.listen)
     if getattr(args, "metrics_listen", None):
-        changes["metrics_listen"] = _address("--metrics-listen", args.metrics_listen)
+        http["metrics_listen"] = _address("--metrics-listen", args.metrics_listen)
     if getattr(args, "policies", None):
-        changes["policy_dirs"] = tuple(args.policies)
+        engine["policy_dirs"] = tuple(args.policies)
     if getattr(args, "data", None):
-        changes["data_files"] = tuple(args.data)
+        engine["data_files"] = tuple(args.data)
     if getattr(args, "threads", None):
-        changes["threads"] = args.threads
+        http["threads"] = args.threads
     if getattr(args, "deny_level", None):
         changes["deny_level"] = DenyLevel(args.deny_level)
     if getattr(args, "docs_url", None):
         changes["docs_url"] = _url("--docs-url", args.docs_url)
     if getattr(args, "fail_on", None):
         changes["deny_level"] = FAIL_ON[args.fail_on]
-    return settings.with_overrides(**changes)
+    return settings.with_overrides(http=http, engine=engine, **changes)
 
 
 def _check_options(args: argparse.Namespace) -> Any:

@@ -83,30 +83,30 @@ class Runtime:
 
 def local_modules(settings: Settings) -> list[PolicyModule]:
     """The policy set used without discovery (and until discovery's first list)."""
-    return policy_modules(settings.policy_dirs)
+    return policy_modules(settings.engine.policy_dirs)
 
 
 def start(settings: Settings, engine: Evaluator, api_client: ApiClient | None,
           metrics: Metrics, *, options: RuntimeOptions | None = None) -> Runtime:
     """Load the local set now; with a cluster, start discovery and replication."""
     opts = options or RuntimeOptions()
-    kinds = replicated_kinds(settings.replicate_kinds)
+    kinds = replicated_kinds(settings.cluster.replicate_kinds)
     if not isinstance(engine, PolicyLoader):
         # kube-mgmt loads policies and data into OPA and owns the status
         # annotation; a second writer would fight it.
-        if settings.policy_discovery:
+        if settings.cluster.policy_discovery:
             log.warning("MAGTAPE_POLICY_DISCOVERY is ignored with the opa engine: kube-mgmt "
                         "loads the policy ConfigMaps into OPA")
         return Runtime(engine, None)
     store = PolicyStore(engine, metrics, local_modules(settings),
-                        load_data_files(settings.data_files))
+                        load_data_files(settings.engine.data_files))
     report = store.load_now()
-    if report is not None and not report.policies and not settings.policy_discovery:
+    if report is not None and not report.policies and not settings.cluster.policy_discovery:
         log.warning("no policy loaded: every request will be allowed without checks")
     runtime = Runtime(engine, store)
     store.start()
     if api_client is None:
-        if settings.policy_discovery:
+        if settings.cluster.policy_discovery:
             log.warning("MAGTAPE_POLICY_DISCOVERY is on but there is no Kubernetes API: "
                         "serving the local policies")
         return runtime
@@ -116,13 +116,13 @@ def start(settings: Settings, engine: Evaluator, api_client: ApiClient | None,
     def backoff() -> Backoff:
         return Backoff(opts.backoff_initial_seconds, opts.backoff_max_seconds)
 
-    if settings.policy_discovery:
-        ns = settings.effective_policy_namespace
+    if settings.cluster.policy_discovery:
+        ns = settings.policy_namespace
         runtime.discovery = PolicyDiscovery(api, store, ns, backoff())
         runtime.discovery.writer.start()
         runtime.reflectors.append(Reflector(
             api, CONFIGMAPS, runtime.discovery, namespace=ns,
-            label_selector=settings.policy_selector,
+            label_selector=settings.cluster.policy_selector,
             watch_timeout_seconds=opts.watch_timeout_seconds, backoff=backoff(),
             on_synced=runtime._reflector_synced))
     for ref in kinds:

@@ -39,14 +39,14 @@ log = logging.getLogger(__name__)
 
 def build_engine(settings: Settings) -> Evaluator:
     """The configured engine; the embedded one also loads policies (PolicyLoader)."""
-    if settings.engine is EngineKind.OPA:
+    if settings.engine.kind is EngineKind.OPA:
         from magtape.engine.opa import OpaEngine
 
-        return OpaEngine(settings.opa_url, settings.engine_timeout_seconds)
+        return OpaEngine(settings.engine.opa_url, settings.engine.timeout_seconds)
     from magtape.engine.embedded import EmbeddedEngine
 
-    return EmbeddedEngine(settings.engine_timeout_seconds, workers=settings.engine_workers,
-                          memory_mb=settings.engine_memory_mb)
+    return EmbeddedEngine(settings.engine.timeout_seconds, workers=settings.engine.workers,
+                          memory_mb=settings.engine.memory_mb)
 
 
 @dataclass
@@ -72,12 +72,12 @@ class Webhook:
     def serve_apps(self, admission: Flask, metrics_app: Flask) -> None:
         """Start both listeners with the limits of docs/security.md."""
         s = self.settings
-        admission_limits = replace(ListenerLimits(), threads=s.threads,
-                                   max_body_bytes=s.max_body_bytes)
+        admission_limits = replace(ListenerLimits(), threads=s.http.threads,
+                                   max_body_bytes=s.http.max_body_bytes)
         self._servers = []
         for address, flag, app, limits, ident in (
-                (s.listen, "--listen/MAGTAPE_LISTEN", admission, admission_limits, "magtape"),
-                (s.metrics_listen, "--metrics-listen/MAGTAPE_METRICS_LISTEN", metrics_app,
+                (s.http.listen, "--listen/MAGTAPE_LISTEN", admission, admission_limits, "magtape"),
+                (s.http.metrics_listen, "--metrics-listen/MAGTAPE_METRICS_LISTEN", metrics_app,
                  METRICS_LIMITS, "magtape-metrics")):
             try:
                 self._servers.append(create_bounded_server(app, address.host, address.port,
@@ -91,8 +91,8 @@ class Webhook:
                                  daemon=True)
             t.start()
             self._threads.append(t)
-        log.info("admission listener on %s:%d, metrics on %s:%d", s.listen.host,
-                 self.admission_port, s.metrics_listen.host, self.metrics_port)
+        log.info("admission listener on %s:%d, metrics on %s:%d", s.http.listen.host,
+                 self.admission_port, s.http.metrics_listen.host, self.metrics_port)
 
     def stop(self, flush_seconds: float = 5.0) -> None:
         """Let requests in flight finish, close the listeners, flush notifications."""
@@ -133,8 +133,8 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     # against the namespaces MagTape sees itself (docs/security.md).
     namespaces = NamespaceDirectory() if api_client is not None else None
     metrics = Metrics(registry if registry is not None else CollectorRegistry(), namespaces)
-    if settings.tls_cert_file:
-        cert_file = settings.tls_cert_file
+    if settings.cluster.tls_cert_file:
+        cert_file = settings.cluster.tls_cert_file
         metrics.certificate_expiry.set_function(lambda: certificate_expiry_or_nan(cert_file))
     engine = build_engine(settings)
     notifier = build_notifier(settings, api_client, metrics, namespaces=namespaces)

@@ -1,4 +1,4 @@
-"""Configuration: one frozen dataclass built once from the environment.
+"""Configuration: one frozen settings object, grouped by concern, built once from the environment.
 
 Nothing else in MagTape reads ``os.environ``. Every variable is parsed here,
 and a bad value stops start-up with one line naming the variable, the value
@@ -97,24 +97,33 @@ class KindRef:
 
 
 @dataclass(frozen=True)
-class Settings:
-    # Decisions
-    deny_level: DenyLevel = DenyLevel.LOW
-    engine: EngineKind = EngineKind.EMBEDDED
-    engine_failure_policy: FailurePolicy = FailurePolicy.FAIL
+class EngineSettings:
+    """What evaluates the policies, and which policies and data it loads."""
+
+    kind: EngineKind = EngineKind.EMBEDDED
+    failure_policy: FailurePolicy = FailurePolicy.FAIL
     # Hard deadline per evaluation, well under the webhook's 5 s timeoutSeconds.
-    engine_timeout_seconds: float = 2.0
-    engine_workers: int = 2  # regorus worker processes (embedded engine)
-    engine_memory_mb: int = 192  # address-space cap per worker process (RLIMIT_AS)
+    timeout_seconds: float = 2.0
+    workers: int = 2  # regorus worker processes (embedded engine)
+    memory_mb: int = 192  # address-space cap per worker process (RLIMIT_AS)
     opa_url: str = "http://127.0.0.1:8181"
     policy_dirs: tuple[str, ...] = ()  # empty: the built-in policies
     data_files: tuple[str, ...] = ()
-    # Identity (Events, Slack fields, /healthz)
-    log_level: LogLevel = LogLevel.INFO
-    cluster_name: str = "kubernetes"
-    pod_name: str = "magtape"
-    namespace_name: str = "magtape-system"
-    # HTTP
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """Who this process is: named in Events, Slack fields and /healthz."""
+
+    cluster: str = "kubernetes"
+    pod: str = "magtape"
+    namespace: str = "magtape-system"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """The admission and metrics listeners and what a request may carry."""
+
     listen: Address = Address("127.0.0.1", 5000)
     metrics_listen: Address = Address("127.0.0.1", 9090)
     # Admission work is CPU-bound (no I/O on the request path), so more threads
@@ -122,46 +131,110 @@ class Settings:
     threads: int = 4
     max_body_bytes: int = 3 * 1024 * 1024
     keep_managed_fields: bool = False  # policies see metadata.managedFields
-    # Notifications
-    k8s_events_enabled: bool = True
-    slack_enabled: bool = False
-    slack_passive: bool = False
-    slack_webhook_url_default: str = field(default="", repr=False)  # a secret: never logged
-    slack_user: str = "mtbot"
-    slack_icon: str = ":rotating_light:"
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """The background notification queue and the channels besides Slack."""
+
+    events_enabled: bool = True  # Kubernetes Events
+    queue_size: int = 1000
+    dedup_seconds: float = 600.0  # the same alert is sent once per this window
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    enabled: bool = False
+    passive: bool = False
+    default_url: str = field(default="", repr=False)  # a secret: never logged
+    user: str = "mtbot"
+    icon: str = ":rotating_light:"
     # host[:port] every Slack post goes to instead (MAGTAPE_SLACK_WEBHOOK_URL_BASE,
     # a host or a URL; parsed here once), empty: each target's own host.
-    slack_webhook_url_base: str = ""
-    slack_allowed_hosts: tuple[str, ...] = ("hooks.slack.com",)
-    slack_allowed_ports: tuple[int, ...] = (443,)  # for tenants' URLs
-    slack_timeout_seconds: float = 5.0
-    alert_dedup_seconds: float = 600.0
-    notify_queue_size: int = 1000
-    # In-cluster runtime
+    url_base: str = ""
+    allowed_hosts: tuple[str, ...] = ("hooks.slack.com",)
+    allowed_ports: tuple[int, ...] = (443,)  # for tenants' URLs
+    timeout_seconds: float = 5.0
+
+    @property
+    def allowed_host_set(self) -> frozenset[str]:
+        """Hosts a tenant's Slack URL may point at (plus the base-override host)."""
+        from urllib.parse import urlsplit
+
+        hosts = {h.lower() for h in self.allowed_hosts}
+        if self.url_base:
+            host = urlsplit(f"//{self.url_base}").hostname
+            if host:
+                hosts.add(host.lower())
+        return frozenset(hosts)
+
+    @property
+    def allowed_port_set(self) -> frozenset[int]:
+        return frozenset(self.allowed_ports)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The in-cluster runtime: policy discovery, replicated data, TLS and names."""
+
     policy_discovery: bool = False
-    policy_namespace: str = ""  # empty: namespace_name
+    policy_namespace: str = ""  # empty: identity.namespace (Settings.policy_namespace)
     policy_selector: str = "openpolicyagent.org/policy=rego"
     replicate_kinds: tuple[KindRef, ...] = ()  # besides namespaces, e.g. v1/services
-    tls_secret_name: str = "magtape-tls"
+    tls_secret: str = "magtape-tls"
     tls_cert_file: str = ""  # serving cert read for the expiry metric
     service_name: str = "magtape-svc"
     webhook_name: str = "magtape-webhook"
-    # Exceptions and enforcement overrides (docs/exceptions.md)
-    exception_max_days: float = 90.0
-    exception_reminder_hours: float = 72.0  # 0: no expiry reminders
+
+
+@dataclass(frozen=True)
+class ExceptionSettings:
+    """Exceptions and enforcement overrides (docs/exceptions.md)."""
+
+    max_days: float = 90.0
+    reminder_hours: float = 72.0  # 0: no expiry reminders
     enforcement_configmap: str = "magtape-enforcement"
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Background audit and PolicyReports (docs/audit.md)."""
+
+    mode: AuditMode = AuditMode.OFF
+    kinds: tuple[KindRef, ...] = ()  # empty: magtape.audit.kinds.DEFAULT_KINDS
+    namespaces: AuditScope = AuditScope.OPTED_IN
+    rate: float = 50.0  # objects evaluated per second, at most (docs/performance.md)
+    workers: int = 1  # the audit's own engine worker processes
+    interval_seconds: float = 3600.0  # full pass at least this often
+    max_results: int = 500  # per PolicyReport
+    max_report_bytes: int = 512 * 1024  # of results per PolicyReport
+    lease_seconds: float = 15.0
+
+
+# The groups, by their field name in Settings: with_overrides merges a mapping into these.
+_GROUPS = ("engine", "identity", "http", "notify", "slack", "cluster", "exceptions", "audit")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, grouped by concern (as kopf's ``OperatorSettings``).
+
+    The three settings most commands read stay at the top; the rest live in
+    one frozen group each, read as ``settings.engine.timeout_seconds``.
+    """
+
+    deny_level: DenyLevel = DenyLevel.LOW
+    log_level: LogLevel = LogLevel.INFO
     # Where the policy READMEs are published: remediation links (docs/ci.md)
     docs_url: str = DEFAULT_DOCS_URL
-    # Background audit and PolicyReports (docs/audit.md)
-    audit: AuditMode = AuditMode.OFF
-    audit_kinds: tuple[KindRef, ...] = ()  # empty: magtape.audit.kinds.DEFAULT_KINDS
-    audit_namespaces: AuditScope = AuditScope.OPTED_IN
-    audit_rate: float = 50.0  # objects evaluated per second, at most (docs/performance.md)
-    audit_workers: int = 1  # the audit's own engine worker processes
-    audit_interval_seconds: float = 3600.0  # full pass at least this often
-    audit_max_results: int = 500  # per PolicyReport
-    audit_max_report_bytes: int = 512 * 1024  # of results per PolicyReport
-    audit_lease_seconds: float = 15.0
+    engine: EngineSettings = EngineSettings()
+    identity: IdentitySettings = IdentitySettings()
+    http: HttpSettings = HttpSettings()
+    notify: NotifySettings = NotifySettings()
+    slack: SlackSettings = SlackSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    exceptions: ExceptionSettings = ExceptionSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -171,102 +244,116 @@ class Settings:
         deny_var = ("MAGTAPE_DENY_LEVEL" if "MAGTAPE_DENY_LEVEL" in environ
                     else "MAGTAPE_DENY_VOLUME")
         d = cls()
-        return cls(
-            deny_level=e.enum(deny_var, DenyLevel, d.deny_level),
-            engine=e.enum("MAGTAPE_POLICY_ENGINE", EngineKind, d.engine),
-            engine_failure_policy=e.enum("MAGTAPE_ENGINE_FAILURE_POLICY", FailurePolicy,
-                                         d.engine_failure_policy),
-            engine_timeout_seconds=e.number("MAGTAPE_ENGINE_TIMEOUT_SECONDS",
-                                            d.engine_timeout_seconds, minimum=0.01),
-            engine_workers=int(e.number("MAGTAPE_ENGINE_WORKERS", d.engine_workers, minimum=1,
-                                        integer=True)),
-            engine_memory_mb=int(e.number("MAGTAPE_ENGINE_MEMORY_MB", d.engine_memory_mb,
-                                          minimum=128, integer=True)),
-            opa_url=e.url("MAGTAPE_OPA_URL", d.opa_url),
-            policy_dirs=e.list("MAGTAPE_POLICY_DIRS", d.policy_dirs),
-            data_files=e.list("MAGTAPE_DATA_FILES", d.data_files),
-            log_level=e.enum("MAGTAPE_LOG_LEVEL", LogLevel, d.log_level),
-            cluster_name=e.text("MAGTAPE_CLUSTER_NAME", d.cluster_name),
-            pod_name=e.text("MAGTAPE_POD_NAME", d.pod_name),
-            namespace_name=e.text("MAGTAPE_NAMESPACE_NAME", d.namespace_name),
-            listen=e.address("MAGTAPE_LISTEN", d.listen),
-            metrics_listen=e.address("MAGTAPE_METRICS_LISTEN", d.metrics_listen),
-            threads=int(e.number("MAGTAPE_THREADS", d.threads, minimum=1, integer=True)),
-            max_body_bytes=int(e.number("MAGTAPE_MAX_BODY_BYTES", d.max_body_bytes,
-                                        minimum=1024, integer=True)),
-            keep_managed_fields=e.boolean("MAGTAPE_KEEP_MANAGED_FIELDS", d.keep_managed_fields),
-            k8s_events_enabled=e.boolean("MAGTAPE_K8S_EVENTS_ENABLED", d.k8s_events_enabled),
-            slack_enabled=e.boolean("MAGTAPE_SLACK_ENABLED", d.slack_enabled),
-            slack_passive=e.boolean("MAGTAPE_SLACK_PASSIVE", d.slack_passive),
-            slack_webhook_url_default=e.url("MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT",
-                                            d.slack_webhook_url_default, secret=True),
-            slack_user=e.text("MAGTAPE_SLACK_USER", d.slack_user),
-            slack_icon=e.text("MAGTAPE_SLACK_ICON", d.slack_icon),
-            slack_webhook_url_base=e.netloc("MAGTAPE_SLACK_WEBHOOK_URL_BASE",
-                                            d.slack_webhook_url_base),
-            slack_allowed_hosts=e.list("MAGTAPE_SLACK_ALLOWED_HOSTS", d.slack_allowed_hosts),
-            slack_allowed_ports=e.ports("MAGTAPE_SLACK_ALLOWED_PORTS", d.slack_allowed_ports),
-            slack_timeout_seconds=e.number("MAGTAPE_SLACK_TIMEOUT_SECONDS",
-                                           d.slack_timeout_seconds, minimum=0.1),
-            alert_dedup_seconds=e.number("MAGTAPE_ALERT_DEDUP_SECONDS", d.alert_dedup_seconds,
-                                         minimum=0),
-            notify_queue_size=int(e.number("MAGTAPE_NOTIFY_QUEUE_SIZE", d.notify_queue_size,
-                                           minimum=1, integer=True)),
-            policy_discovery=e.boolean("MAGTAPE_POLICY_DISCOVERY", d.policy_discovery),
-            policy_namespace=e.text("MAGTAPE_POLICY_NAMESPACE", d.policy_namespace),
-            policy_selector=e.text("MAGTAPE_POLICY_SELECTOR", d.policy_selector),
-            replicate_kinds=e.kinds("MAGTAPE_REPLICATE", d.replicate_kinds),
-            tls_secret_name=e.text("MAGTAPE_TLS_SECRET", d.tls_secret_name),
-            tls_cert_file=e.text("MAGTAPE_TLS_CERT_FILE", d.tls_cert_file),
-            service_name=e.text("MAGTAPE_SERVICE_NAME", d.service_name),
-            webhook_name=e.text("MAGTAPE_WEBHOOK_NAME", d.webhook_name),
-            exception_max_days=e.number("MAGTAPE_EXCEPTION_MAX_DAYS", d.exception_max_days,
-                                        minimum=1),
-            exception_reminder_hours=e.number("MAGTAPE_EXCEPTION_REMINDER_HOURS",
-                                              d.exception_reminder_hours, minimum=0),
-            enforcement_configmap=e.text("MAGTAPE_ENFORCEMENT_CONFIGMAP",
-                                         d.enforcement_configmap),
-            docs_url=e.url("MAGTAPE_DOCS_URL", d.docs_url),
-            audit=e.enum("MAGTAPE_AUDIT", AuditMode, d.audit),
-            audit_kinds=e.kinds("MAGTAPE_AUDIT_KINDS", d.audit_kinds),
-            audit_namespaces=e.enum("MAGTAPE_AUDIT_NAMESPACES", AuditScope, d.audit_namespaces),
-            audit_rate=e.number("MAGTAPE_AUDIT_RATE", d.audit_rate, minimum=0.1),
-            audit_workers=int(e.number("MAGTAPE_AUDIT_WORKERS", d.audit_workers, minimum=1,
-                                       integer=True)),
-            audit_interval_seconds=e.number("MAGTAPE_AUDIT_INTERVAL_SECONDS",
-                                            d.audit_interval_seconds, minimum=1),
-            audit_max_results=int(e.number("MAGTAPE_AUDIT_MAX_RESULTS", d.audit_max_results,
-                                           minimum=1, integer=True)),
-            audit_max_report_bytes=int(e.number("MAGTAPE_AUDIT_MAX_REPORT_BYTES",
-                                                d.audit_max_report_bytes, minimum=4096,
-                                                integer=True)),
-            audit_lease_seconds=e.number("MAGTAPE_AUDIT_LEASE_SECONDS", d.audit_lease_seconds,
-                                         minimum=2),
+        de, dh, dn, ds, dc, dx, da = (d.engine, d.http, d.notify, d.slack, d.cluster,
+                                      d.exceptions, d.audit)
+        # Read in the order of the flat settings before the grouping, so the first bad
+        # value reported is the same one.
+        deny_level = e.enum(deny_var, DenyLevel, d.deny_level)
+        engine = EngineSettings(
+            kind=e.enum("MAGTAPE_POLICY_ENGINE", EngineKind, de.kind),
+            failure_policy=e.enum("MAGTAPE_ENGINE_FAILURE_POLICY", FailurePolicy,
+                                  de.failure_policy),
+            timeout_seconds=e.number("MAGTAPE_ENGINE_TIMEOUT_SECONDS", de.timeout_seconds,
+                                     minimum=0.01),
+            workers=int(e.number("MAGTAPE_ENGINE_WORKERS", de.workers, minimum=1,
+                                 integer=True)),
+            memory_mb=int(e.number("MAGTAPE_ENGINE_MEMORY_MB", de.memory_mb, minimum=128,
+                                   integer=True)),
+            opa_url=e.url("MAGTAPE_OPA_URL", de.opa_url),
+            policy_dirs=e.list("MAGTAPE_POLICY_DIRS", de.policy_dirs),
+            data_files=e.list("MAGTAPE_DATA_FILES", de.data_files),
         )
+        log_level = e.enum("MAGTAPE_LOG_LEVEL", LogLevel, d.log_level)
+        identity = IdentitySettings(
+            cluster=e.text("MAGTAPE_CLUSTER_NAME", d.identity.cluster),
+            pod=e.text("MAGTAPE_POD_NAME", d.identity.pod),
+            namespace=e.text("MAGTAPE_NAMESPACE_NAME", d.identity.namespace),
+        )
+        http = HttpSettings(
+            listen=e.address("MAGTAPE_LISTEN", dh.listen),
+            metrics_listen=e.address("MAGTAPE_METRICS_LISTEN", dh.metrics_listen),
+            threads=int(e.number("MAGTAPE_THREADS", dh.threads, minimum=1, integer=True)),
+            max_body_bytes=int(e.number("MAGTAPE_MAX_BODY_BYTES", dh.max_body_bytes,
+                                        minimum=1024, integer=True)),
+            keep_managed_fields=e.boolean("MAGTAPE_KEEP_MANAGED_FIELDS", dh.keep_managed_fields),
+        )
+        events_enabled = e.boolean("MAGTAPE_K8S_EVENTS_ENABLED", dn.events_enabled)
+        slack = SlackSettings(
+            enabled=e.boolean("MAGTAPE_SLACK_ENABLED", ds.enabled),
+            passive=e.boolean("MAGTAPE_SLACK_PASSIVE", ds.passive),
+            default_url=e.url("MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT", ds.default_url, secret=True),
+            user=e.text("MAGTAPE_SLACK_USER", ds.user),
+            icon=e.text("MAGTAPE_SLACK_ICON", ds.icon),
+            url_base=e.netloc("MAGTAPE_SLACK_WEBHOOK_URL_BASE", ds.url_base),
+            allowed_hosts=e.list("MAGTAPE_SLACK_ALLOWED_HOSTS", ds.allowed_hosts),
+            allowed_ports=e.ports("MAGTAPE_SLACK_ALLOWED_PORTS", ds.allowed_ports),
+            timeout_seconds=e.number("MAGTAPE_SLACK_TIMEOUT_SECONDS", ds.timeout_seconds,
+                                     minimum=0.1),
+        )
+        notify = NotifySettings(
+            events_enabled=events_enabled,
+            dedup_seconds=e.number("MAGTAPE_ALERT_DEDUP_SECONDS", dn.dedup_seconds, minimum=0),
+            queue_size=int(e.number("MAGTAPE_NOTIFY_QUEUE_SIZE", dn.queue_size, minimum=1,
+                                    integer=True)),
+        )
+        cluster = ClusterSettings(
+            policy_discovery=e.boolean("MAGTAPE_POLICY_DISCOVERY", dc.policy_discovery),
+            policy_namespace=e.text("MAGTAPE_POLICY_NAMESPACE", dc.policy_namespace),
+            policy_selector=e.text("MAGTAPE_POLICY_SELECTOR", dc.policy_selector),
+            replicate_kinds=e.kinds("MAGTAPE_REPLICATE", dc.replicate_kinds),
+            tls_secret=e.text("MAGTAPE_TLS_SECRET", dc.tls_secret),
+            tls_cert_file=e.text("MAGTAPE_TLS_CERT_FILE", dc.tls_cert_file),
+            service_name=e.text("MAGTAPE_SERVICE_NAME", dc.service_name),
+            webhook_name=e.text("MAGTAPE_WEBHOOK_NAME", dc.webhook_name),
+        )
+        exceptions = ExceptionSettings(
+            max_days=e.number("MAGTAPE_EXCEPTION_MAX_DAYS", dx.max_days, minimum=1),
+            reminder_hours=e.number("MAGTAPE_EXCEPTION_REMINDER_HOURS", dx.reminder_hours,
+                                    minimum=0),
+            enforcement_configmap=e.text("MAGTAPE_ENFORCEMENT_CONFIGMAP",
+                                         dx.enforcement_configmap),
+        )
+        docs_url = e.url("MAGTAPE_DOCS_URL", d.docs_url)
+        audit = AuditSettings(
+            mode=e.enum("MAGTAPE_AUDIT", AuditMode, da.mode),
+            kinds=e.kinds("MAGTAPE_AUDIT_KINDS", da.kinds),
+            namespaces=e.enum("MAGTAPE_AUDIT_NAMESPACES", AuditScope, da.namespaces),
+            rate=e.number("MAGTAPE_AUDIT_RATE", da.rate, minimum=0.1),
+            workers=int(e.number("MAGTAPE_AUDIT_WORKERS", da.workers, minimum=1, integer=True)),
+            interval_seconds=e.number("MAGTAPE_AUDIT_INTERVAL_SECONDS", da.interval_seconds,
+                                      minimum=1),
+            max_results=int(e.number("MAGTAPE_AUDIT_MAX_RESULTS", da.max_results, minimum=1,
+                                     integer=True)),
+            max_report_bytes=int(e.number("MAGTAPE_AUDIT_MAX_REPORT_BYTES", da.max_report_bytes,
+                                          minimum=4096, integer=True)),
+            lease_seconds=e.number("MAGTAPE_AUDIT_LEASE_SECONDS", da.lease_seconds, minimum=2),
+        )
+        return cls(deny_level=deny_level, log_level=log_level, docs_url=docs_url,
+                   engine=engine, identity=identity, http=http, notify=notify, slack=slack,
+                   cluster=cluster, exceptions=exceptions, audit=audit)
 
     def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with command-line flags applied over the environment."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with command-line flags (or a test's changes) applied.
+
+        A top-level setting takes its value (``deny_level=DenyLevel.HIGH``), a
+        group a mapping of its own fields (``engine={"timeout_seconds": 3}``),
+        merged into the group; ``None`` anywhere leaves the value as it is. An
+        unknown name raises ``TypeError``, as the dataclass constructor would.
+        """
+        top: dict[str, Any] = {}
+        for name, value in changes.items():
+            if value is None:
+                continue
+            if name in _GROUPS and isinstance(value, Mapping):
+                value = replace(getattr(self, name),
+                                **{k: v for k, v in value.items() if v is not None})
+            top[name] = value
+        return replace(self, **top)
 
     @property
-    def effective_policy_namespace(self) -> str:
-        return self.policy_namespace or self.namespace_name
-
-    @property
-    def slack_allowed_host_set(self) -> frozenset[str]:
-        """Hosts a tenant's Slack URL may point at (plus the base-override host)."""
-        from urllib.parse import urlsplit
-
-        hosts = {h.lower() for h in self.slack_allowed_hosts}
-        if self.slack_webhook_url_base:
-            host = urlsplit(f"//{self.slack_webhook_url_base}").hostname
-            if host:
-                hosts.add(host.lower())
-        return frozenset(hosts)
-
-    @property
-    def slack_allowed_port_set(self) -> frozenset[int]:
-        return frozenset(self.slack_allowed_ports)
+    def policy_namespace(self) -> str:
+        """Where policy ConfigMaps are discovered: ``cluster.policy_namespace`` or our own."""
+        return self.cluster.policy_namespace or self.identity.namespace
 
 
 class _Env:

@@ -38,7 +38,7 @@ def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
     """The admission app around ``service``. The factory only wires: the caller
     (``server.start``, or a test) builds the service and says what "ready" means."""
     app = Flask("magtape.admission")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.http.max_body_bytes
 
     @app.post("/")
     def admit() -> Response:
@@ -54,7 +54,7 @@ def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
         return response
 
     app.wsgi_app = _admission_fast_path(app.wsgi_app, service, metrics,  # type: ignore[method-assign,assignment]
-                                        settings.max_body_bytes)
+                                        settings.http.max_body_bytes)
     return app
 
 
@@ -105,7 +105,7 @@ def create_metrics_app(ready: ReadyCheck, settings: Settings, metrics: Metrics) 
 def _add_health(app: Flask, settings: Settings, is_ready: ReadyCheck) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
-        return _json({"pod_name": settings.pod_name,
+        return _json({"pod_name": settings.identity.pod,
                       "date_time": datetime.now(UTC).isoformat(),
                       "health": "ok"}, 200)
 

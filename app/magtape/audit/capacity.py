@@ -109,8 +109,8 @@ class AuditEngine:
         from magtape.engine.embedded import EmbeddedEngine
 
         s = self._settings
-        self._engine = EmbeddedEngine(s.engine_timeout_seconds, workers=s.audit_workers,
-                                      memory_mb=s.engine_memory_mb)
+        self._engine = EmbeddedEngine(s.engine.timeout_seconds, workers=s.audit.workers,
+                                      memory_mb=s.engine.memory_mb)
         while True:
             with self._cond:
                 while not self._closed and self._policies is None and self._data is None:

@@ -130,9 +130,9 @@ def _without_managed_fields(obj: Obj) -> Obj:
 
 def _data(settings: Settings, api: RawApi, namespaces: list[Obj]) -> dict[str, Any]:
     """``data`` as the webhook's replication lays it out (kube-mgmt's layout)."""
-    data = load_data_files(settings.data_files)
+    data = load_data_files(settings.engine.data_files)
     kubernetes: dict[str, Any] = dict(data.get("kubernetes") or {})
-    for ref in replicated_kinds(settings.replicate_kinds):
+    for ref in replicated_kinds(settings.cluster.replicate_kinds):
         items = namespaces if ref == NAMESPACES else _list(api, ref)
         layout: dict[str, Any] = {}
         for obj in items:
@@ -148,10 +148,10 @@ def _data(settings: Settings, api: RawApi, namespaces: list[Obj]) -> dict[str, A
 
 
 def _modules(settings: Settings, api: RawApi) -> list[PolicyModule]:
-    if settings.policy_dirs:
-        return policy_modules(settings.policy_dirs)
-    configmaps = _list(api, CONFIGMAPS, settings.effective_policy_namespace,
-                       settings.policy_selector)
+    if settings.engine.policy_dirs:
+        return policy_modules(settings.engine.policy_dirs)
+    configmaps = _list(api, CONFIGMAPS, settings.policy_namespace,
+                       settings.cluster.policy_selector)
     if not configmaps:
         return policy_modules(())
     ordered = sorted(configmaps, key=lambda cm: str(cm["metadata"]["name"]))
@@ -161,10 +161,10 @@ def _modules(settings: Settings, api: RawApi) -> list[PolicyModule]:
 def _enforcer(settings: Settings, api: RawApi, data: Mapping[str, Any],
               level: DenyLevel) -> Enforcer:
     state = EnforcementState()
-    ExceptionWatch(state, timedelta(days=settings.exception_max_days)).replace(
+    ExceptionWatch(state, timedelta(days=settings.exceptions.max_days)).replace(
         _list(api, EXCEPTIONS, missing_ok=True))
-    ConfigWatch(state, settings.enforcement_configmap).replace(
-        _list(api, CONFIGMAPS, settings.namespace_name))
+    ConfigWatch(state, settings.exceptions.enforcement_configmap).replace(
+        _list(api, CONFIGMAPS, settings.identity.namespace))
 
     def labels(namespace: str) -> Mapping[str, str] | None:
         return labels_from_data(data, namespace)
@@ -179,23 +179,23 @@ def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi
 
     level = settings.deny_level
     jobs = max(1, min(options.jobs, MAX_JOBS))
-    kinds = audit_kinds(settings.audit_kinds)
+    kinds = audit_kinds(settings.audit.kinds)
     namespaces = _list(api, NAMESPACES)
     directory = NamespaceDirectory()
     directory.replace(namespaces)
     scope = options_for(settings)
     data = _data(settings, api, namespaces)
     modules = _modules(settings, api)
-    engine = EmbeddedEngine(max(settings.engine_timeout_seconds, MIN_TIMEOUT_SECONDS),
-                            workers=jobs, memory_mb=settings.engine_memory_mb)
+    engine = EmbeddedEngine(max(settings.engine.timeout_seconds, MIN_TIMEOUT_SECONDS),
+                            workers=jobs, memory_mb=settings.engine.memory_mb)
     try:
         report = engine.load(modules, data)
         if report.errors:
             raise ClusterReadError("policies failed to load: "
                                    + "; ".join(map(str, report.errors)))
         auditor = Auditor(_enforcer(settings, api, data, level), engine.evaluate,
-                          catalogue_for(settings.policy_dirs, settings.docs_url))
-        names = {ref.plural: ref for ref in served(api, kinds, settings.namespace_name)}
+                          catalogue_for(settings.engine.policy_dirs, settings.docs_url))
+        names = {ref.plural: ref for ref in served(api, kinds, settings.identity.namespace)}
         audited = frozenset(KIND_OF.get(p, p) for p in names)
         objects = []
         for ref in names.values():

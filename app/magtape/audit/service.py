@@ -34,10 +34,10 @@ LEASE_NAME = "magtape-audit"
 
 def options_for(settings: Settings) -> AuditOptions:
     return AuditOptions(
-        rate_per_second=settings.audit_rate,
-        full_interval_seconds=settings.audit_interval_seconds,
-        all_namespaces=settings.audit_namespaces is AuditScope.ALL,
-        limits=ReportLimits(settings.audit_max_results, settings.audit_max_report_bytes))
+        rate_per_second=settings.audit.rate,
+        full_interval_seconds=settings.audit.interval_seconds,
+        all_namespaces=settings.audit.namespaces is AuditScope.ALL,
+        limits=ReportLimits(settings.audit.max_results, settings.audit.max_report_bytes))
 
 
 class AuditService:
@@ -45,14 +45,14 @@ class AuditService:
 
     def __init__(self, settings: Settings, engine: Evaluator, api_client: Any) -> None:
         self.settings = settings
-        self._kinds = audit_kinds(settings.audit_kinds)  # ConfigError early
+        self._kinds = audit_kinds(settings.audit.kinds)  # ConfigError early
         self._api = RawApi(api_client)
         # With the embedded engine the audit gets engine workers of its own
         # while leading, fed by the Mirror; with OPA it shares the sidecar.
         self._mirror = Mirror(engine) if is_loader(engine) else None
         self._shared = None if self._mirror is not None else SharedSource(engine)
         self.loader: Evaluator = self._mirror if self._mirror is not None else engine
-        self.identity = f"{settings.pod_name}-{uuid.uuid4().hex[:8]}"
+        self.identity = f"{settings.identity.pod}-{uuid.uuid4().hex[:8]}"
         self.controller: AuditController | None = None
         self._own: AuditEngine | None = None
         self._elector: Any = None
@@ -68,8 +68,8 @@ class AuditService:
 
         self._enforcer, self._admission_ready = enforcer, admission_ready
         self._metrics = AuditMetrics(metrics.registry)
-        lease = self.settings.audit_lease_seconds
-        self._elector = LeaderElector(self._api, self.settings.namespace_name, LEASE_NAME,
+        lease = self.settings.audit.lease_seconds
+        self._elector = LeaderElector(self._api, self.settings.identity.namespace, LEASE_NAME,
                                       self.identity, on_start=self._lead, on_stop=self._follow,
                                       lease_seconds=lease, retry_seconds=lease / 5)
         self._elector.start()
@@ -81,13 +81,14 @@ class AuditService:
     def _lead(self) -> None:
         assert self._enforcer is not None and self._metrics is not None
         s = self.settings
-        kinds = served(self._api, self._kinds, s.namespace_name)
+        kinds = served(self._api, self._kinds, s.identity.namespace)
         raw: Any = self._shared
         if self._mirror is not None:
             raw = self._own = AuditEngine(s)
             self._mirror.attach(self._own)
         source = Gated(raw, self._admission_ready)
-        auditor = Auditor(self._enforcer, source.evaluate, catalogue_for(s.policy_dirs, s.docs_url))
+        auditor = Auditor(self._enforcer, source.evaluate,
+                          catalogue_for(s.engine.policy_dirs, s.docs_url))
         controller = AuditController(self._api, kinds, auditor, source, self._metrics,
                                      options_for(s))
         with self._lock:
@@ -117,7 +118,7 @@ class AuditService:
 
 def prepare(settings: Settings, engine: Evaluator, api_client: Any) -> AuditService | None:
     """The audit service when ``MAGTAPE_AUDIT=on`` and there is a cluster, else None."""
-    if settings.audit is AuditMode.OFF:
+    if settings.audit.mode is AuditMode.OFF:
         return None
     if api_client is None:
         log.warning("MAGTAPE_AUDIT=on needs a Kubernetes API (none found): no audit")

@@ -112,11 +112,11 @@ class _Engine:
         from magtape.engine.embedded import EmbeddedEngine
 
         self.jobs = max(1, min(jobs, MAX_JOBS))
-        self.data = load_data_files(settings.data_files)
-        modules = policy_modules(settings.policy_dirs)
+        self.data = load_data_files(settings.engine.data_files)
+        modules = policy_modules(settings.engine.policy_dirs)
         self.engine = EmbeddedEngine(
-            timeout_seconds=max(settings.engine_timeout_seconds, MIN_TIMEOUT_SECONDS),
-            workers=self.jobs, memory_mb=settings.engine_memory_mb)
+            timeout_seconds=max(settings.engine.timeout_seconds, MIN_TIMEOUT_SECONDS),
+            workers=self.jobs, memory_mb=settings.engine.memory_mb)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
         self._report = self._loader.submit(self.engine.load, modules, self.data)
 
@@ -141,7 +141,7 @@ def evaluate(settings: Settings, found: Input, options: CheckOptions,
              progress: Callable[[int], None] | None = None,
              started: _Engine | None = None) -> CheckRun:
     """Evaluate every object, ``options.jobs`` at a time, in input order."""
-    catalogue = catalogue_for(settings.policy_dirs, settings.docs_url)
+    catalogue = catalogue_for(settings.engine.policy_dirs, settings.docs_url)
     namespaces = {m.name: m.obj for m in found.manifests if m.kind == "Namespace"}
     with contextlib.nullcontext(started) if started else _Engine(settings, options.jobs) as e:
         engine, jobs = e.engine, e.jobs
@@ -149,7 +149,7 @@ def evaluate(settings: Settings, found: Input, options: CheckOptions,
         if report.errors:
             raise InputError("policies failed to load: " + "; ".join(map(str, report.errors)))
         if not report.policies and not options.allow_empty:
-            where = ", ".join(settings.policy_dirs) or "the built-in policies"
+            where = ", ".join(settings.engine.policy_dirs) or "the built-in policies"
             raise NothingChecked(f"no policy was loaded from {where}; "
                                  "pass --allow-empty if that is expected")
         by_kind: dict[str, list[PolicyInfo]] = {}
@@ -172,7 +172,7 @@ def _enforcement(settings: Settings, options: CheckOptions, policies: Sequence[P
     """The webhook's enforcer over --exceptions/--enforcement, and the --old objects."""
     exceptions = offline.load_exceptions(
         options.exceptions, default_namespace=options.namespace,
-        max_lifetime=timedelta(days=settings.exception_max_days),
+        max_lifetime=timedelta(days=settings.exceptions.max_days),
         known_checks={p.errcode for p in policies}) if options.exceptions else []
     config = offline.load_config(options.enforcement) if options.enforcement else None
     enforcer = offline.offline_enforcer(settings.deny_level, config=config or EnforcementConfig(),

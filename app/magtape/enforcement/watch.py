@@ -74,20 +74,20 @@ def start_watching(settings: Settings, api_client: Any, state: EnforcementState,
     """Start the exception and overrides reflectors (and reminders when enabled)."""
     api = RawApi(api_client)
     watch = EnforcementWatch()
-    max_lifetime = timedelta(days=settings.exception_max_days)
+    max_lifetime = timedelta(days=settings.exceptions.max_days)
     watch.reflectors.append(Reflector(
         api, EXCEPTIONS, ExceptionWatch(state, max_lifetime),
         watch_timeout_seconds=watch_timeout_seconds, backoff=Backoff(0.5, backoff_max_seconds)))
-    watch.config = ConfigWatch(state, settings.enforcement_configmap)
+    watch.config = ConfigWatch(state, settings.exceptions.enforcement_configmap)
     watch.reflectors.append(Reflector(
         api, CONFIGMAPS, watch.config,
-        namespace=settings.namespace_name, watch_timeout_seconds=watch_timeout_seconds,
+        namespace=settings.identity.namespace, watch_timeout_seconds=watch_timeout_seconds,
         backoff=Backoff(0.5, backoff_max_seconds)))
     for r in watch.reflectors:
         r.start()
-    if settings.exception_reminder_hours > 0:
+    if settings.exceptions.reminder_hours > 0:
         watch.reminders = ExpiryReminders(state, notifier,
-                                          timedelta(hours=settings.exception_reminder_hours),
+                                          timedelta(hours=settings.exceptions.reminder_hours),
                                           settings.deny_level)
         watch.reminders.start()
     return watch

@@ -74,8 +74,8 @@ def retry_on_conflict(what: str, step: Callable[[], T], attempts: int = ATTEMPTS
 def ensure_secret(api: RawApi, settings: Settings, now: Callable[[], datetime],
                   attempts: int = ATTEMPTS) -> tuple[Material, bool, bool]:
     """Converge the Secret; returns (material, whether this run wrote it, external)."""
-    ns, name = settings.namespace_name, settings.tls_secret_name
-    names = certs.service_dns_names(settings.service_name, ns)
+    ns, name = settings.identity.namespace, settings.cluster.tls_secret
+    names = certs.service_dns_names(settings.cluster.service_name, ns)
 
     def step() -> tuple[Material, bool, bool]:
         try:
@@ -115,7 +115,7 @@ def ensure_ca_bundle(api: RawApi, settings: Settings, bundle: Callable[[], bytes
     ``bundle`` is called before every attempt so that a replica that lost a
     race writes the newest bundle, never the one it computed earlier.
     """
-    name = settings.webhook_name
+    name = settings.cluster.webhook_name
 
     def step() -> bool:
         try:
@@ -152,8 +152,8 @@ def init(api: RawApi, settings: Settings, now: Callable[[], datetime] = certs.ut
         if external:
             return material.bundle
         try:
-            data = secret_bytes(api.get(SECRETS, settings.tls_secret_name,
-                                         settings.namespace_name))
+            data = secret_bytes(api.get(SECRETS, settings.cluster.tls_secret,
+                                         settings.identity.namespace))
         except KubeError:
             return material.bundle
         return data.get(CA_BUNDLE) or material.bundle

@@ -32,28 +32,28 @@ def build_notifier(settings: Settings, api_client: Any | None, metrics: Metrics,
     ``namespaces``: the cluster's namespaces; only opted-in ones are notified.
     """
     events = None
-    if settings.k8s_events_enabled:
+    if settings.notify.events_enabled:
         if api_client is None:
             log.info("Kubernetes Events are off: no cluster configuration was found "
                      "(set MAGTAPE_K8S_EVENTS_ENABLED=false to silence this line)")
         else:
-            events = EventRecorder(api_client, settings.pod_name, metrics,
+            events = EventRecorder(api_client, settings.identity.pod, metrics,
                                    docs_url=settings.docs_url)
     slack = None
-    if settings.slack_enabled:
-        if not settings.slack_webhook_url_default and api_client is None:
+    if settings.slack.enabled:
+        if not settings.slack.default_url and api_client is None:
             log.warning("Slack alerts are off: MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT is empty and "
                         "there is no cluster to read namespaces' %r Secrets from",
                         "magtape-slack")
         else:
-            tenants = TenantWebhooks(api_client, settings.slack_timeout_seconds) \
+            tenants = TenantWebhooks(api_client, settings.slack.timeout_seconds) \
                 if api_client is not None else None
             slack = SlackSender(settings, metrics, tenants, verify=slack_verify)
     if events is None and slack is None:
         return NullNotifier()
     log.info("notifications: Events %s, Slack %s%s", "on" if events else "off",
              "on" if slack else "off",
-             " (passive: also for allowed requests)" if slack and settings.slack_passive else "")
-    return Dispatcher(metrics, events=events, slack=slack, slack_passive=settings.slack_passive,
-                      queue_size=settings.notify_queue_size,
-                      dedup_seconds=settings.alert_dedup_seconds, namespaces=namespaces)
+             " (passive: also for allowed requests)" if slack and settings.slack.passive else "")
+    return Dispatcher(metrics, events=events, slack=slack, slack_passive=settings.slack.passive,
+                      queue_size=settings.notify.queue_size,
+                      dedup_seconds=settings.notify.dedup_seconds, namespaces=namespaces)

@@ -250,10 +250,10 @@ class SlackSender:
         self._metrics = metrics
         self._verify = verify
         self._resolver = TargetResolver(
-            settings.slack_webhook_url_default, tenants, settings.slack_allowed_host_set,
-            settings.slack_allowed_port_set, settings.slack_webhook_url_base,
+            settings.slack.default_url, tenants, settings.slack.allowed_host_set,
+            settings.slack.allowed_port_set, settings.slack.url_base,
             on_refused=lambda: metrics.notification("slack", "refused"))
-        timeout = settings.slack_timeout_seconds
+        timeout = settings.slack.timeout_seconds
         self._timeout = (timeout, timeout)  # (connect, read) per attempt
         self._session = requests.Session()
         adapter = HTTPAdapter(max_retries=retry or retry_policy(), pool_maxsize=workers)
@@ -271,9 +271,9 @@ class SlackSender:
         what = (f"{clean(review.kind, NAME_MAX)} {clean(review.namespace, NAME_MAX)}/"
                 f"{clean(review.name, NAME_MAX)}")
         for target in self.targets(review.namespace):
-            payload = build_payload(outcome, cluster=self._settings.cluster_name,
-                                    username=self._settings.slack_user,
-                                    icon=self._settings.slack_icon, customer=target.customer,
+            payload = build_payload(outcome, cluster=self._settings.identity.cluster,
+                                    username=self._settings.slack.user,
+                                    icon=self._settings.slack.icon, customer=target.customer,
                                     docs_url=self._settings.docs_url)
             if not self._queues.offer(target.origin, _Post(target, payload, what)):
                 self._metrics.notification("slack", "dropped")
