@@ -29,8 +29,9 @@ from magtape.audit.report import ReportLimits, build_report
 from magtape.audit.results import Auditor, ObjectAudit, trimmed
 from magtape.audit.tally import tally
 from magtape.audit.writer import ReportWriter
+from magtape.background import Backoff, Worker
 from magtape.enforcement import utc_now
-from magtape.kube.reflector import Backoff, Reflector
+from magtape.kube.reflector import Reflector
 from magtape.kube.rest import NAMESPACES, KubeError, RawApi, ResourceRef
 from magtape.metrics import AuditMetrics
 from magtape.namespaces import NamespaceDirectory
@@ -75,6 +76,12 @@ class AuditOptions:
     backoff_max_seconds: float = 30.0
 
 
+class _Stoppable(Protocol):
+    """A stop event or a :class:`~magtape.background.Worker`: ``wait`` is True once stopped."""
+
+    def wait(self, seconds: float | None, /) -> bool: ...
+
+
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up."""
 
@@ -86,7 +93,7 @@ class TokenBucket:
         self._clock = clock
         self._last = clock()
 
-    def take(self, stop: threading.Event) -> bool:
+    def take(self, stop: _Stoppable) -> bool:
         """Wait for a token; False when ``stop`` is set meanwhile."""
         while True:
             now = self._clock()
@@ -160,8 +167,10 @@ class AuditController:
         self._dirty: dict[Key, None] = {}  # insertion-ordered set
         self._audits: dict[str, dict[Key, ObjectAudit]] = {}
         self._dirty_ns: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("magtape-audit", self._step, wake=self._wake,
+                              on_start=self._load_existing,
+                              backoff=Backoff(1.0, options.backoff_max_seconds))
+        self._last_flush = 0.0
         self._namespaces = _NamespaceHandler(self)
         self._reflectors: list[Reflector] = []
         self.writer = ReportWriter(api)
@@ -193,17 +202,17 @@ class AuditController:
                 backoff=Backoff(0.5, backoff_max)))
         for r in self._reflectors:
             r.start()
-        self._thread = threading.Thread(target=self._run, name="magtape-audit", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._worker.request_stop()
         for r in self._reflectors:
             r.stop(timeout)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.join(timeout)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     @property
     def synced(self) -> bool:
@@ -287,7 +296,7 @@ class AuditController:
     def _load_existing(self) -> None:
         """Learn the reports a previous leader left, so unchanged ones are not rewritten."""
         backoff = Backoff(0.5, self._opts.backoff_max_seconds)
-        while not self._stop.is_set():
+        while not self._worker.stopping:
             try:
                 self.writer.load_existing()
                 return
@@ -295,34 +304,31 @@ class AuditController:
                 delay = backoff.next()
                 log.warning("audit: cannot list the PolicyReports (%s; is the CRD installed? "
                             "see components/policyreport-crd); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)
+                self._worker.wait(delay)
 
-    def _run(self) -> None:
-        self._load_existing()
-        last_flush = 0.0
-        while not self._stop.is_set():
-            try:
-                if not self.synced or not self._source.ready:
-                    self._stop.wait(0.05)
-                    continue
-                self._maybe_full_pass()
-                now = time.monotonic()
-                if now - last_flush >= self._opts.write_interval_seconds:
-                    last_flush = now
-                    self._flush()
-                key = self._next(timeout=min(0.5, self._opts.write_interval_seconds))
-                if key is None:
-                    continue
-                try:
-                    # Only evaluations are rate-limited; forgetting an object is free.
-                    if not self._in_scope(key[0]) or self._bucket.take(self._stop):
-                        self._process(key)
-                finally:
-                    with self._cond:
-                        self._busy -= 1
-            except Exception:  # a defect must not end the audit for good
-                log.exception("audit step failed; continuing")
-                self._stop.wait(1.0)
+    def _step(self) -> None:
+        """Evaluate one dirty object (or wait a little for one); flush reports when due.
+
+        A defect is logged by the worker, which runs the next step after a back-off.
+        """
+        if not self.synced or not self._source.ready:
+            self._worker.wait(0.05)
+            return
+        self._maybe_full_pass()
+        now = time.monotonic()
+        if now - self._last_flush >= self._opts.write_interval_seconds:
+            self._last_flush = now
+            self._flush()
+        key = self._next(timeout=min(0.5, self._opts.write_interval_seconds))
+        if key is None:
+            return
+        try:
+            # Only evaluations are rate-limited; forgetting an object is free.
+            if not self._in_scope(key[0]) or self._bucket.take(self._worker):
+                self._process(key)
+        finally:
+            with self._cond:
+                self._busy -= 1
 
     def _next(self, timeout: float) -> Key | None:
         with self._cond:

@@ -15,12 +15,12 @@ Lease, so another replica takes over at once instead of after the lease expires.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from magtape.background import Worker
 from magtape.kube.rest import KubeError, RawApi, ResourceRef
 
 log = logging.getLogger(__name__)
@@ -48,46 +48,43 @@ class LeaderElector:
         self._on_start, self._on_stop = on_start, on_stop
         self._lease_seconds, self._retry = lease_seconds, retry_seconds
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("magtape-audit-lease", self._step, on_exit=self._resign)
         self.leading = False
         self._renewed_at = 0.0  # monotonic time of our last successful write
         self._observed: tuple[str, str] | None = None  # (resourceVersion, holder) last seen
         self._observed_at = 0.0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="magtape-audit-lease",
-                                        daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
 
     # ---------------------------------------------------------------- loop
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                state = self._try()
-            except KubeError as exc:
-                log.warning("audit leader election: Lease %s/%s: %s", self.namespace,
-                            self.name, exc)
-                state = FAILED
-            except Exception:  # a defect must not end the election for good
-                log.exception("audit leader election failed")
-                state = FAILED
-            if state == HELD and not self.leading:
-                self.leading = True
-                log.info("audit: %s leads (Lease %s/%s)", self.identity, self.namespace,
-                         self.name)
-                self._call(self._on_start)
-            elif state == OTHER and self.leading:
-                self._step_down("another replica holds the Lease")
-            elif state == FAILED and self.leading and (
-                    self._clock() - self._renewed_at > self._lease_seconds - self._retry):
-                self._step_down("could not renew the Lease in time")
-            self._stop.wait(self._retry)
+    def _step(self) -> None:
+        """One election round, then wait ``retry_seconds`` (cut short by stop)."""
+        try:
+            state = self._try()
+        except KubeError as exc:
+            log.warning("audit leader election: Lease %s/%s: %s", self.namespace,
+                        self.name, exc)
+            state = FAILED
+        except Exception:  # a defect counts as a failed round: it may cost the lead
+            log.exception("audit leader election failed")
+            state = FAILED
+        if state == HELD and not self.leading:
+            self.leading = True
+            log.info("audit: %s leads (Lease %s/%s)", self.identity, self.namespace,
+                     self.name)
+            self._call(self._on_start)
+        elif state == OTHER and self.leading:
+            self._step_down("another replica holds the Lease")
+        elif state == FAILED and self.leading and (
+                self._clock() - self._renewed_at > self._lease_seconds - self._retry):
+            self._step_down("could not renew the Lease in time")
+        self._worker.wait(self._retry)
+
+    def _resign(self) -> None:
         if self.leading:
             self._step_down("shutting down")
             self._release()

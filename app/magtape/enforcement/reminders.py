@@ -12,9 +12,9 @@ reminder per replica.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 
+from magtape.background import Worker
 from magtape.decision import Decision, Outcome
 from magtape.enforcement.evaluator import Clock, utc_now
 from magtape.enforcement.exceptions import API_GROUP, API_VERSION, KIND, PolicyException
@@ -56,8 +56,8 @@ class ExpiryReminders:
         self._clock = clock
         self._interval = interval_seconds
         self._sent: set[tuple[str, datetime]] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # A defect in one round is logged by the worker; the next round runs as usual.
+        self._worker = Worker("magtape-exception-reminders", self._step)
 
     def run_once(self) -> list[PolicyException]:
         """Remind every exception now due; the ones reminded."""
@@ -73,18 +73,13 @@ class ExpiryReminders:
         return due
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="magtape-exception-reminders",
-                                        daemon=True)
-        self._thread.start()
+        self._worker.start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.run_once()
-            except Exception:  # a reminder defect must not end reminders for good
-                log.exception("exception expiry reminders failed; trying again next round")
+    def _step(self) -> bool:
+        if self._worker.wait(self._interval):
+            return False
+        self.run_once()
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)

@@ -12,12 +12,14 @@ place while the API server is unreachable.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from magtape.background import Backoff, Worker
 from magtape.kube.rest import KubeError, RawApi, ResourceRef, WatchStream
+
+__all__ = ["Backoff", "Handler", "Reflector"]  # Backoff: where the watch loops import it
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +32,6 @@ class Handler(Protocol):
 
     def apply(self, event_type: str, obj: Obj) -> None:
         """One ADDED, MODIFIED or DELETED event."""
-
-
-class Backoff:
-    """Exponential back-off with "equal jitter": half fixed, half random, capped."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0,
-                 rng: Callable[[], float] = random.random) -> None:
-        self.initial, self.maximum, self._rng = initial, maximum, rng
-        self._attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.maximum, self.initial * float(2 ** self._attempt))
-        self._attempt = min(self._attempt + 1, 32)
-        return delay / 2 + self._rng() * delay / 2
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class _Gone(Exception):
@@ -66,48 +51,44 @@ class Reflector:
         self._backoff = backoff or Backoff()
         self._on_synced = on_synced
         self.synced = threading.Event()  # set after the first successful list
-        self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stream: WatchStream | None = None
-        self._thread: threading.Thread | None = None
+        self._worker = Worker(f"magtape-watch-{ref.plural}", self._step, wake=self._close_stream)
         where = f" in {namespace}" if namespace else ""
         sel = f" ({label_selector})" if label_selector else ""
         self.description = f"{ref}{where}{sel}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"magtape-watch-{self.ref.plural}")
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+        self._worker.stop(timeout)
+
+    def _close_stream(self) -> None:
         with self._lock:
             stream = self._stream
         if stream is not None:
             stream.close()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     # ------------------------------------------------------------------ loop
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                version = self._list()
-                while not self._stop.is_set():
-                    version = self._watch(version)
-            except _Gone:
-                log.info("watch of %s expired (410 Gone): listing again", self.description)
-                continue
-            except KubeError as exc:
-                delay = self._backoff.next()
-                log.warning("list/watch of %s failed: %s; retrying in %.1fs (serving the "
-                            "last known state meanwhile)", self.description, exc, delay)
-                self._stop.wait(delay)
-            except Exception:  # a handler defect must not end replication for good
-                delay = self._backoff.next()
-                log.exception("handling %s failed; listing again in %.1fs", self.description,
-                              delay)
-                self._stop.wait(delay)
+    def _step(self) -> None:
+        """One list, then watches until one fails or a stop is requested."""
+        try:
+            version = self._list()
+            while not self._worker.stopping:
+                version = self._watch(version)
+        except _Gone:
+            log.info("watch of %s expired (410 Gone): listing again", self.description)
+        except KubeError as exc:
+            delay = self._backoff.next()
+            log.warning("list/watch of %s failed: %s; retrying in %.1fs (serving the "
+                        "last known state meanwhile)", self.description, exc, delay)
+            self._worker.wait(delay)
+        except Exception:  # a handler defect must not end replication for good
+            delay = self._backoff.next()
+            log.exception("handling %s failed; listing again in %.1fs", self.description,
+                          delay)
+            self._worker.wait(delay)
 
     def _list(self) -> str:
         doc = self._api.list(self.ref, self._namespace, self._selector)
@@ -134,7 +115,7 @@ class Reflector:
                                  self._watch_timeout)
         with self._lock:
             self._stream = stream
-        if self._stop.is_set():
+        if self._worker.stopping:
             stream.close()
         try:
             for event in stream:
