@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from magtape.background import Worker
 from magtape.engine import EngineError, Evaluator, PolicyLoader
 from magtape.policy import Evaluation, LoadReport, PolicyModule
 from magtape.review import Review
@@ -52,10 +53,9 @@ class AuditEngine:
         self._generation = 0  # policy sets loaded
         self._data_generation = 0  # data updates taken without a new policy set
         self._engine: Any = None  # EmbeddedEngine, built in the niced thread
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="magtape-audit-engine",
-                                        daemon=True)
-        self._thread.start()
+        self._worker = Worker("magtape-audit-engine", self._step, wake=self._wake,
+                              on_start=self._build)
+        self._worker.start()
 
     # ------------------------------------------------------------- sinks
     def submit_policies(self, modules: Sequence[PolicyModule], data: Mapping[str, Any]) -> None:
@@ -95,15 +95,17 @@ class AuditEngine:
         return result
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        self._thread.join(30.0)
+        self._worker.stop(30.0)
         if self._engine is not None:
             self._engine.close()
 
     # -------------------------------------------------------------- loop
-    def _run(self) -> None:
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _build(self) -> None:
+        """Lower this thread's priority, then build the engine (its workers inherit it)."""
         with contextlib.suppress(OSError, AttributeError):  # not Linux: normal priority
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
         from magtape.engine.embedded import EmbeddedEngine
@@ -111,26 +113,28 @@ class AuditEngine:
         s = self._settings
         self._engine = EmbeddedEngine(s.engine.timeout_seconds, workers=s.audit.workers,
                                       memory_mb=s.engine.memory_mb)
-        while True:
-            with self._cond:
-                while not self._closed and self._policies is None and self._data is None:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                policies, data = self._policies, self._data
-                self._policies = self._data = None
-            try:
-                if policies is not None:
-                    self._engine.load(*policies)
-                elif data is not None:
-                    self._engine.update_data(data)
-            except Exception:  # the admission engine loaded the same set; log, keep going
-                log.exception("the audit's engine could not take the policy set or data")
-            with self._cond:
-                if policies is not None:
-                    self._generation += 1
-                else:
-                    self._data_generation += 1
+
+    def _step(self) -> bool:
+        with self._cond:
+            while not self._worker.stopping and self._policies is None and self._data is None:
+                self._cond.wait()
+            if self._worker.stopping:
+                return False
+            policies, data = self._policies, self._data
+            self._policies = self._data = None
+        try:
+            if policies is not None:
+                self._engine.load(*policies)
+            elif data is not None:
+                self._engine.update_data(data)
+        except Exception:  # the admission engine loaded the same set; log, keep going
+            log.exception("the audit's engine could not take the policy set or data")
+        with self._cond:
+            if policies is not None:
+                self._generation += 1
+            else:
+                self._data_generation += 1
+        return True
 
 
 class Mirror:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from magtape.background import Worker
 from magtape.engine import PolicyLoader
 from magtape.metrics import Metrics
 from magtape.policy import LoadReport, PolicyModule
@@ -35,7 +36,7 @@ class _Lane:
     name: str
     changed: int = 0
     done: int = 0
-    thread: threading.Thread | None = None
+    worker: Worker | None = None
 
     @property
     def pending(self) -> bool:
@@ -164,10 +165,12 @@ class PolicyStore:
             self._cond.notify_all()
 
     def start(self) -> None:
-        for lane, work in ((self._policies, self._policy_lane), (self._data, self._data_lane)):
-            lane.thread = threading.Thread(target=work, name=f"magtape-store-{lane.name}",
-                                           daemon=True)
-            lane.thread.start()
+        for lane, step in ((self._policies, self._policy_step), (self._data, self._data_step)):
+            lane.worker = Worker(f"magtape-store-{lane.name}", step, wake=self._wake).start()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _next(self, lane: _Lane) -> int | None:
         """Wait for a change in ``lane``; its generation, None once stopped."""
@@ -176,27 +179,32 @@ class PolicyStore:
                 self._cond.wait()
             return None if self._stopped else self._generation
 
-    def _policy_lane(self) -> None:
-        while (generation := self._next(self._policies)) is not None:
-            with self._cond:
-                modules, data = self.modules, self.data()
-            self._load(generation, modules, data)
-            with self._cond:
-                if self._data.changed > generation:
-                    # The data lane handed over newer data while this load ran;
-                    # the load has just replaced it with its older snapshot.
-                    self._changed(self._data)
+    def _policy_step(self) -> bool:
+        if (generation := self._next(self._policies)) is None:
+            return False
+        with self._cond:
+            modules, data = self.modules, self.data()
+        self._load(generation, modules, data)
+        with self._cond:
+            if self._data.changed > generation:
+                # The data lane handed over newer data while this load ran;
+                # the load has just replaced it with its older snapshot.
+                self._changed(self._data)
+        return True
 
-    def _data_lane(self) -> None:
-        while (generation := self._next(self._data)) is not None:
-            with self._cond:
-                data = self.data()
-            self._update_data(generation, data)
+    def _data_step(self) -> bool:
+        if (generation := self._next(self._data)) is None:
+            return False
+        with self._cond:
+            data = self.data()
+        self._update_data(generation, data)
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._stopped = True
-            self._cond.notify_all()
-        for lane in (self._policies, self._data):
-            if lane.thread is not None:
-                lane.thread.join(timeout)
+        workers = [lane.worker for lane in (self._policies, self._data) if lane.worker]
+        for worker in workers:
+            worker.request_stop()
+        for worker in workers:
+            worker.join(timeout)

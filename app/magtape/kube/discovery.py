@@ -25,9 +25,9 @@ import threading
 import time
 from typing import Any
 
+from magtape.background import Backoff, Worker
 from magtape.engine.sources import is_test_module
 from magtape.engine.store import PolicyStore
-from magtape.kube.reflector import Backoff
 from magtape.kube.rest import CONFIGMAPS, KubeError, RawApi
 from magtape.policy import LoadReport, PolicyLoadError, PolicyModule
 
@@ -142,7 +142,7 @@ class PolicyDiscovery:
 class StatusWriter:
     """Writes the wanted status annotations that differ from the observed ones.
 
-    One thread; failed writes are retried with back-off; a ConfigMap that
+    One worker thread; failed writes are retried with back-off; a ConfigMap that
     disappeared is forgotten.
     """
 
@@ -152,8 +152,7 @@ class StatusWriter:
         self._wanted: dict[str, Status] = {}
         self._observed: dict[str, Any] = {}
         self._retry_at = 0.0
-        self._stopped = False
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("magtape-policy-status", self._step, wake=self._wake)
 
     def want(self, name: str, status: Status) -> None:
         with self._cond:
@@ -170,58 +169,52 @@ class StatusWriter:
             self._wanted.pop(name, None)
             self._observed.pop(name, None)
 
-    def pending(self) -> dict[str, Status]:
+    def _unwritten(self) -> dict[str, Status]:
         """Statuses still to be written (what differs from what the ConfigMaps say)."""
-        with self._cond:
-            return self._pending_locked()
-
-    def _pending_locked(self) -> dict[str, Status]:
         return {n: s for n, s in self._wanted.items() if self._observed.get(n) != s}
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="magtape-policy-status",
-                                        daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    pending = self._pending_locked()
-                    wait = self._retry_at - time.monotonic()
-                    if pending and wait <= 0:
-                        break
-                    self._cond.wait(wait if pending else None)
-            failed = False
-            for name, status in sorted(pending.items()):
-                try:
-                    self._api.patch(CONFIGMAPS, name, {"metadata": {"annotations": {
-                        STATUS_ANNOTATION: _status_text(status)}}}, self._namespace)
-                except KubeError as exc:
-                    if exc.not_found:
-                        self.forget(name)
-                        continue
-                    failed = True
-                    log.warning("cannot write the policy status of ConfigMap %s/%s: %s",
-                                self._namespace, name, exc)
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _step(self) -> bool:
+        with self._cond:
+            while True:
+                if self._worker.stopping:
+                    return False
+                pending = self._unwritten()
+                wait = self._retry_at - time.monotonic()
+                if pending and wait <= 0:
+                    break
+                self._cond.wait(wait if pending else None)
+        failed = False
+        for name, status in sorted(pending.items()):
+            try:
+                self._api.patch(CONFIGMAPS, name, {"metadata": {"annotations": {
+                    STATUS_ANNOTATION: _status_text(status)}}}, self._namespace)
+            except KubeError as exc:
+                if exc.not_found:
+                    self.forget(name)
                     continue
-                with self._cond:
-                    if self._wanted.get(name) == status:
-                        self._observed[name] = status
-                log.info("ConfigMap %s/%s: policy status %s", self._namespace, name,
-                         status["status"])
+                failed = True
+                log.warning("cannot write the policy status of ConfigMap %s/%s: %s",
+                            self._namespace, name, exc)
+                continue
             with self._cond:
-                if failed:
-                    self._retry_at = time.monotonic() + self._backoff.next()
-                else:
-                    self._backoff.reset()
-                    self._retry_at = 0.0
+                if self._wanted.get(name) == status:
+                    self._observed[name] = status
+            log.info("ConfigMap %s/%s: policy status %s", self._namespace, name,
+                     status["status"])
+        with self._cond:
+            if failed:
+                self._retry_at = time.monotonic() + self._backoff.next()
+            else:
+                self._backoff.reset()
+                self._retry_at = 0.0
+        return True
