@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Protocol
 
+from magtape.background import Worker
 from magtape.metrics import Channel, Metrics
 from magtape.namespaces import NamespaceDirectory
 from magtape.text import NAME_MAX, clean
@@ -131,12 +132,10 @@ class _Lane:
         self._metrics = metrics
         self._jobs: deque[Outcome] = deque()
         self._cond = threading.Condition()
-        self._closing = False
-        self._abandoned = False
+        self._closing = False  # deliver what is queued, then end
         self._drops = RateLimitedLog(DROP_LOG_INTERVAL_SECONDS)
-        self._thread = threading.Thread(target=self._run, name=f"magtape-notify-{self.channel}",
-                                        daemon=True)
-        self._thread.start()
+        self._worker = Worker(f"magtape-notify-{self.channel}", self._step, wake=self._wake)
+        self._worker.start()
 
     def offer(self, outcome: Outcome) -> bool:
         """Queue ``outcome``; False (and counted as dropped) when full or closed."""
@@ -155,36 +154,39 @@ class _Lane:
             log.warning("dropped %d %s notification(s): %s", dropped, self.channel, why)
         return False
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs and not self._closing:
-                    self._cond.wait()
-                if self._abandoned or not self._jobs:
-                    return
-                outcome = self._jobs.popleft()
-            try:
-                self.sink.deliver(outcome)
-            except Exception:
-                log.exception("%s notification failed unexpectedly", self.channel)
-                self._metrics.notification(self.channel, "failed")
+    def _step(self) -> bool:
+        with self._cond:
+            while not self._jobs and not self._closing and not self._worker.stopping:
+                self._cond.wait()
+            if self._worker.stopping or not self._jobs:  # abandoned, or drained after close
+                return False
+            outcome = self._jobs.popleft()
+        try:
+            self.sink.deliver(outcome)
+        except Exception:  # counted here; the next outcome goes out without a back-off
+            log.exception("%s notification failed unexpectedly", self.channel)
+            self._metrics.notification(self.channel, "failed")
+        return True
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def begin_close(self) -> None:
+        """Take no more outcomes; deliver the queued ones, then end."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
 
     def join(self, timeout: float) -> bool:
-        self._thread.join(max(0.0, timeout))
-        return not self._thread.is_alive()
+        return self._worker.join(timeout)
 
     def abandon(self) -> int:
         """Stop after the delivery in progress; return how many queued outcomes were discarded."""
         with self._cond:
             abandoned = len(self._jobs)
             self._jobs.clear()
-            self._abandoned = True
-            self._cond.notify_all()
+        self._worker.request_stop()
         return abandoned
 
 

@@ -33,6 +33,7 @@ from requests.utils import requote_uri
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
+from magtape.background import Worker
 from magtape.metrics import Channel, Metrics
 from magtape.notify.dispatcher import RateLimitedLog
 from magtape.notify.slack_payload import build_payload
@@ -173,10 +174,11 @@ class PerTargetQueues:
         self._in_flight: set[str] = set()
         self._closed = False
         self._ready: queue.Queue[str | None] = queue.Queue()
-        self._threads = [threading.Thread(target=self._work, daemon=True,
-                                          name=f"magtape-slack-{i}") for i in range(workers)]
-        for t in self._threads:
-            t.start()
+        # A stop wakes one worker blocked on the ready queue (each takes one None).
+        self._workers = [Worker(f"magtape-slack-{i}", self._step,
+                                wake=lambda: self._ready.put(None)) for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
 
     def offer(self, key: str, job: _Post) -> bool:
         """Queue ``job`` for target ``key``; False when closed or its queue or the table is full."""
@@ -198,24 +200,26 @@ class PerTargetQueues:
             self._ready.put(key)
         return True
 
-    def _work(self) -> None:
-        while (key := self._ready.get()) is not None:
-            while True:
-                with self._lock:
-                    jobs = self._pending[key]
-                    if not jobs or self._closed:
-                        del self._pending[key]
-                        self._idle.notify_all()
-                        break
-                    job = jobs[0]
-                    self._in_flight.add(key)
-                try:
-                    self._run(job)
-                except Exception:
-                    log.exception("Slack alert failed unexpectedly")
-                with self._lock:
-                    jobs.popleft()
-                    self._in_flight.discard(key)
+    def _step(self) -> bool:
+        """Serve one target until its queue is empty; False on the stop sentinel."""
+        if (key := self._ready.get()) is None:
+            return False
+        while True:
+            with self._lock:
+                jobs = self._pending[key]
+                if not jobs or self._closed:
+                    del self._pending[key]
+                    self._idle.notify_all()
+                    return True
+                job = jobs[0]
+                self._in_flight.add(key)
+            try:
+                self._run(job)
+            except Exception:  # the target's next post goes out as usual
+                log.exception("Slack alert failed unexpectedly")
+            with self._lock:
+                jobs.popleft()
+                self._in_flight.discard(key)
 
     def close(self, timeout: float) -> int:
         """Let queued jobs run for at most ``timeout`` seconds; return how many were left."""
@@ -226,8 +230,8 @@ class PerTargetQueues:
             self._closed = True  # workers finish the post in hand and take no other
             left = sum(len(jobs) - (key in self._in_flight)
                        for key, jobs in self._pending.items())
-        for _ in self._threads:
-            self._ready.put(None)
+        for worker in self._workers:
+            worker.request_stop()
         return left
 
 
