@@ -87,9 +87,13 @@ def review_text(obj: dict[str, Any], namespace: str) -> str:
 
 # ------------------------------------------------------------ the two engines
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[EmbeddedEngine]:
-    engine = EmbeddedEngine(timeout_seconds=10, workers=2)
+# Both ways MagTape evaluates: regorus' compiled mode, which the built-in
+# policies take, and its interpreter, which every other policy takes (and the
+# built-ins when the compiled mode cannot answer).
+@pytest.fixture(scope="module", params=["compiled", "interpreted"])
+def engine(request: pytest.FixtureRequest) -> Iterator[EmbeddedEngine]:
+    engine = EmbeddedEngine(timeout_seconds=10, workers=2,
+                            compiled=request.param == "compiled")
     report = engine.load(builtin_modules(), {})
     assert not report.errors, report.errors
     yield engine
@@ -113,6 +117,9 @@ def by_magtape(engine: EmbeddedEngine, cases: Sequence[Case]) -> list[Found]:
             data = key
         evaluation = engine.evaluate(parse_review(case.raw.encode()))
         assert evaluation.policy_errors == (), (case.id, evaluation.policy_errors)
+        # The mode under test decided (a compiled-mode answer the worker had to
+        # hand to the interpreter would not be compared at all).
+        assert evaluation.compiled == engine.compiled or not evaluation.results, case.id
         found.append(frozenset((v.msg, v.errcode, v.severity.value)
                                for v in evaluation.violations))
     return found

@@ -103,6 +103,8 @@ class Evaluation:
     results: tuple[PolicyResult, ...]
     policy_set_version: int = 0
     policy_errors: tuple[PolicyError, ...] = ()
+    # Decided by regorus' compiled mode (the built-in policies; docs/architecture.md)
+    compiled: bool = False
 
     @property
     def violations(self) -> tuple[Violation, ...]:

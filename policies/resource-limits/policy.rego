@@ -23,15 +23,17 @@ resources := [["CPU", "cpu"], ["MEM", "memory"]]
 
 # [name, missing labels] of each container that lacks a CPU or memory
 # limit. Entries that are not objects are not containers and are skipped.
-# The limits are read with object.get (a missing or non-object
-# resources.limits has nothing set): `not complete(container.resources.limits)`
-# is undefined in OPA when the field is absent (docs/policies.md, "Writing
-# engine-neutral Rego").
+# Each limit is read with one object.get down the path (a missing or
+# non-object resources or resources.limits has nothing set):
+# `not complete(container.resources.limits)` is undefined in OPA when the
+# field is absent (docs/policies.md, "Writing engine-neutral Rego").
 shortfalls := [[object.get(container, "name", ""), missing] |
 	some container in workloads.containers
 	is_object(container)
-	limits := object.get(container, ["resources", "limits"], {})
-	missing := [label | some [label, resource] in resources; not workloads.present(limits, resource)]
+	missing := [label |
+		some [label, resource] in resources
+		object.get(container, ["resources", "limits", resource], null) == null
+	]
 	count(missing) > 0
 ]
 

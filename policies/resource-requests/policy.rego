@@ -23,15 +23,17 @@ resources := [["CPU", "cpu"], ["MEM", "memory"]]
 
 # [name, missing labels] of each container that lacks a CPU or memory
 # request. Entries that are not objects are not containers and are skipped.
-# The requests are read with object.get (a missing or non-object
-# resources.requests has nothing set): `not complete(container.resources.requests)`
-# is undefined in OPA when the field is absent (docs/policies.md, "Writing
-# engine-neutral Rego").
+# Each request is read with one object.get down the path (a missing or
+# non-object resources or resources.requests has nothing set):
+# `not complete(container.resources.requests)` is undefined in OPA when the
+# field is absent (docs/policies.md, "Writing engine-neutral Rego").
 shortfalls := [[object.get(container, "name", ""), missing] |
 	some container in workloads.containers
 	is_object(container)
-	requests := object.get(container, ["resources", "requests"], {})
-	missing := [label | some [label, resource] in resources; not workloads.present(requests, resource)]
+	missing := [label |
+		some [label, resource] in resources
+		object.get(container, ["resources", "requests", resource], null) == null
+	]
 	count(missing) > 0
 ]
 

@@ -21,8 +21,15 @@ from typing import Any
 
 from magtape.engine import EngineError
 from magtape.engine.child import Frame
-from magtape.engine.policyset import MetadataError, group_modules, parse_metadata, read_deny
+from magtape.engine.policyset import (
+    MetadataError,
+    group_modules,
+    package_of,
+    parse_metadata,
+    read_deny,
+)
 from magtape.engine.pool import START_TIMEOUT_SECONDS, PoolUnavailable, WorkerPool
+from magtape.engine.sources import builtin_digests, source_digest
 from magtape.engine.vet import Vetted, Vetter, module_pairs
 from magtape.policy import (
     Evaluation,
@@ -38,6 +45,7 @@ from magtape.review import Review
 log = logging.getLogger(__name__)
 
 AGGREGATE_PACKAGE = "magtape_engine.aggregate"
+COMPILED_PACKAGE = "magtape_engine.compiled"
 
 DEFAULT_TIMEOUT_SECONDS = 2.0
 DEFAULT_WORKERS = 2
@@ -52,28 +60,74 @@ class _Active:
     kinds: frozenset[str]  # every kind some policy targets
 
 
-def _aggregate_module(by_kind: Mapping[str, list[Vetted]],
-                      names: Mapping[str, str]) -> tuple[PolicyModule, dict[str, Any]]:
-    """The generated module and the workers' plan (kind -> rule and policies).
+def _gather(rule: str, policies: Sequence[Vetted], names: Mapping[str, str]) -> list[str]:
+    """``rule[name]`` is ``[deny]`` when the policy applies and ``[]`` when its
+    ``matches`` is not true; one entry per line (regorus limits line length)."""
+    lines = [f"{rule} := {{"]
+    for v in policies:
+        ref = f"data.{v.group.package}"
+        lines.append(f"\t{json.dumps(names[v.group.package])}: "
+                     f"[d | {ref}.matches == true; d := {ref}.deny],")
+    return [*lines, "}"]
 
-    ``kind_N[name]`` is ``[deny]`` when the policy applies and ``[]`` when its
-    ``matches`` is not true; one entry per line (regorus limits line length).
+
+def _aggregate_modules(by_kind: Mapping[str, list[Vetted]], names: Mapping[str, str],
+                       proven: frozenset[str]) -> tuple[list[PolicyModule], dict[str, Any]]:
+    """The generated modules and the workers' plan (kind -> rules and policies).
+
+    ``aggregate.kind_N`` gathers every policy targeting the kind, for the
+    interpreter. When some of them are ``proven`` (packages made only of
+    built-in modules, which tests/test_differential.py checks against OPA in
+    regorus' compiled mode), ``compiled.kind_N`` gathers those for that mode
+    and ``aggregate.kind_N_rest`` the others for the interpreter.
     """
-    lines = [f"package {AGGREGATE_PACKAGE}", "", "import rego.v1", ""]
+    header = ["", "import rego.v1", ""]
+    main = [f"package {AGGREGATE_PACKAGE}", *header]
+    fast = [f"package {COMPILED_PACKAGE}", *header]
     plan: dict[str, Any] = {}
     for i, (kind, policies) in enumerate(sorted(by_kind.items())):
         rule = f"kind_{i}"
-        lines.append(f"{rule} := {{")
-        for v in policies:
-            ref = f"data.{v.group.package}"
-            lines.append(f"\t{json.dumps(names[v.group.package])}: "
-                         f"[d | {ref}.matches == true; d := {ref}.deny],")
-        lines.append("}")
-        plan[kind] = {"rule": f"data.{AGGREGATE_PACKAGE}.{rule}",
-                      "policies": [[names[v.group.package], v.group.package]
-                                   for v in policies]}
-    return PolicyModule("magtape-engine", "magtape_engine_aggregate.rego",
-                        "\n".join(lines) + "\n"), plan
+        main += _gather(rule, policies, names)
+        entry: dict[str, Any] = {
+            "rule": f"data.{AGGREGATE_PACKAGE}.{rule}",
+            "policies": [[names[v.group.package], v.group.package] for v in policies]}
+        sure = [v for v in policies if v.group.package in proven]
+        rest = [v for v in policies if v.group.package not in proven]
+        if sure:
+            fast += _gather(rule, sure, names)
+            entry["compiled"] = f"data.{COMPILED_PACKAGE}.{rule}"
+            if rest:
+                main += _gather(f"{rule}_rest", rest, names)
+                entry["rest"] = f"data.{AGGREGATE_PACKAGE}.{rule}_rest"
+        plan[kind] = entry
+    modules = [PolicyModule("magtape-engine", "magtape_engine_aggregate.rego",
+                            "\n".join(main) + "\n")]
+    if proven:
+        modules.append(PolicyModule("magtape-engine", "magtape_engine_compiled.rego",
+                                    "\n".join(fast) + "\n"))
+    return modules, plan
+
+
+def _proven(libraries: Sequence[PolicyModule], policies: Sequence[Vetted]) -> frozenset[str]:
+    """The policy packages regorus' compiled mode may evaluate: every module of the
+    package is a built-in one, and no other module shares a package with them or
+    with the built-in libraries they import (it would change what they mean)."""
+    digests = builtin_digests()
+    proven = {v.group.package for v in policies
+              if all(source_digest(m.source) in digests for m in v.group.modules)}
+    if not proven:
+        return frozenset()
+    trusted = set(proven)
+    others: set[str] = {v.group.package for v in policies} - proven
+    for m in libraries:
+        package = package_of(m.source) or ""
+        (trusted if source_digest(m.source) in digests else others).add(package)
+    for other in others:
+        for package in trusted:
+            if other == package or other.startswith(package + ".") \
+                    or package.startswith(other + "."):
+                return frozenset()
+    return frozenset(proven)
 
 
 class EmbeddedEngine:
@@ -81,8 +135,9 @@ class EmbeddedEngine:
 
     def __init__(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
                  workers: int = DEFAULT_WORKERS, memory_mb: int = DEFAULT_MEMORY_MB,
-                 vet_timeout_seconds: float | None = None) -> None:
+                 vet_timeout_seconds: float | None = None, compiled: bool = True) -> None:
         self._timeout = timeout_seconds
+        self._compiled = compiled  # regorus' compiled mode for the proven built-ins
         self._memory_mb = memory_mb
         # Vetting runs each policy once on a minimal object; one that needs
         # longer than this cannot be afforded on every request either.
@@ -139,12 +194,19 @@ class EmbeddedEngine:
         for v, info in sorted(kept, key=lambda pair: pair[1].name):
             for kind in sorted(info.targets):
                 by_kind.setdefault(kind, []).append(v)
-        aggregate, plan = _aggregate_module(
-            by_kind, {v.group.package: info.name for v, info in kept})
-        sources = [*vetted.libraries, aggregate, *(m for v, _ in kept for m in v.group.modules)]
+        policies = [v for v, _ in kept]
+        proven = _proven(vetted.libraries, policies) if self._compiled else frozenset()
+        generated, plan = _aggregate_modules(
+            by_kind, {v.group.package: info.name for v, info in kept}, proven)
+        sources = [*vetted.libraries, *generated, *(m for v in policies for m in v.group.modules)]
+        # What regorus compiles for its compiled mode: the generated rules over the
+        # proven policies, those policies and the built-in libraries.
+        program = [i for i, m in enumerate(sources) if proven and (
+            m is generated[-1] or package_of(m.source) in proven
+            or (m in vetted.libraries and source_digest(m.source) in builtin_digests()))]
         version = self._version + 1
         pairs = module_pairs(sources)
-        problem = vetter.check_set(pairs, plan)
+        problem = vetter.check_set(pairs, plan, program)
         if problem is not None:
             log.error("policy set not loaded, keeping the previous one: the policies "
                       "conflict when loaded together: %s", problem)
@@ -159,7 +221,8 @@ class EmbeddedEngine:
         self._sets[version] = new_set
         for old in [v for v in self._sets if v <= version - KEEP_SETS]:
             del self._sets[old]
-        policy_frame = json.dumps({"modules": pairs, "plan": plan, "version": version}).encode()
+        policy_frame = json.dumps({"modules": pairs, "plan": plan, "program": program,
+                                   "version": version}).encode()
         self._pool.broadcast(policy=Frame(b"P", policy_frame),
                              data=Frame(b"D", json.dumps(data).encode()))
         # Start-up: return once a worker serves the set, so ready follows load.
@@ -172,6 +235,11 @@ class EmbeddedEngine:
 
     def update_data(self, data: Mapping[str, Any]) -> None:
         self._pool.broadcast(data=Frame(b"D", json.dumps(data).encode()))
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the built-in policies run in regorus' compiled mode."""
+        return self._compiled
 
     @property
     def ready(self) -> bool:
@@ -191,21 +259,21 @@ class EmbeddedEngine:
             if exc.reason == "timeout":
                 detail = f"policy evaluation timed out after {self._timeout:g}s ({detail})"
             raise EngineError(exc.reason, detail) from None
-        if frame.op not in (b"A", b"F"):
+        if frame.op not in (b"A", b"C", b"F"):
             raise EngineError("error", frame.payload.decode(errors="replace"))
         version_text, _, body = frame.payload.partition(b"\n")
         policy_set = self._sets.get(int(version_text), active)
         doc = json.loads(body)
-        if frame.op == b"A":
-            deny = {name: value[0] for name, value in doc.items() if value}
-            failed: dict[str, str] = {}
-        else:
+        if frame.op == b"F":
             deny, failed = doc["deny"], doc["errors"]
-        return self._evaluation(policy_set, deny, failed)
+        else:
+            deny = {name: value[0] for name, value in doc.items() if value}
+            failed = {}
+        return self._evaluation(policy_set, deny, failed, frame.op == b"C")
 
     @staticmethod
     def _evaluation(policy_set: _Active, deny: Mapping[str, Any],
-                    failed: Mapping[str, str]) -> Evaluation:
+                    failed: Mapping[str, str], compiled: bool = False) -> Evaluation:
         results: list[PolicyResult] = []
         errors: list[PolicyError] = []
         for name in sorted({*deny, *failed}):
@@ -223,7 +291,7 @@ class EmbeddedEngine:
             results.append(PolicyResult(name, violations))
             if problem is not None:
                 errors.append(PolicyError(name, info.errcode, info.severity, problem))
-        return Evaluation(tuple(results), policy_set.version, tuple(errors))
+        return Evaluation(tuple(results), policy_set.version, tuple(errors), compiled)
 
     def close(self) -> None:
         """End every worker process now (and a vetting child, if a load runs)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -29,6 +30,8 @@ from magtape.engine.child import Child, ChildDied
 from magtape.engine.policyset import Grouped, PolicyGroup
 from magtape.engine.worker import smoke_input
 from magtape.policy import PolicyLoadError, PolicyModule
+
+log = logging.getLogger(__name__)
 
 WORKER_MODULE = "magtape.engine.worker"
 START_TIMEOUT_SECONDS = 30.0  # a child's first answer includes starting Python
@@ -172,26 +175,30 @@ class Vetter:
         _policies.put(key, verdict)
         return verdict
 
-    def check_set(self, modules: list[list[str]], plan: dict[str, Any]) -> str | None:
+    def check_set(self, modules: list[list[str]], plan: dict[str, Any],
+                  program: list[int]) -> str | None:
         """Run the assembled set once per kind; what went wrong, or None.
 
         Each policy ran on its own during vetting; together they can still
         conflict (two ConfigMaps defining the same rule differently).
         """
-        key = _digest([*modules, [json.dumps(plan, sort_keys=True)]])
+        key = _digest([*modules, [json.dumps([plan, program], sort_keys=True)]])
         cached: list[str | None] | None = _sets.get(key)
         if cached is not None:
             return cached[0]
-        problem = self._check_set(modules, plan)
+        problem = self._check_set(modules, plan, program)
         _sets.put(key, [problem])
         return problem
 
-    def _check_set(self, modules: list[list[str]], plan: dict[str, Any]) -> str | None:
+    def _check_set(self, modules: list[list[str]], plan: dict[str, Any],
+                   program: list[int]) -> str | None:
         try:
             child_op, payload = self._call(b"P", _json({"modules": modules, "plan": plan,
-                                                        "version": 0}))
+                                                        "program": program, "version": 0}))
             if child_op != b"K":
                 return payload.decode(errors="replace")
+            if payload:  # the set loads, but regorus could not compile its built-ins
+                log.warning("%s", payload.decode(errors="replace"))
             for kind in plan:
                 child_op, payload = self._call(b"I", kind.encode() + b"\n"
                                                + smoke_input(kind).encode())
