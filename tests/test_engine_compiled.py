@@ -18,6 +18,8 @@ from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_modules
 from magtape.policy import Evaluation, PolicyModule
 from magtape.review import make_review
+from magtape.server import build_engine
+from magtape.settings import Settings
 
 DEPLOYMENT = load_objects(REPO / "testing/deployments/test-deploy02.yaml")[0]
 BUILTIN_ERRCODES = ["MT1001", "MT1002", "MT1003", "MT1004", "MT2001"]
@@ -104,6 +106,18 @@ def test_compiled_mode_can_be_turned_off(load: Load) -> None:
     evaluation = evaluate(load(compiled=False))
     assert not evaluation.compiled
     assert errcodes(evaluation) == BUILTIN_ERRCODES
+
+
+@pytest.mark.parametrize("raw, compiled", [(None, True), ("false", False)])
+def test_the_setting_reaches_the_served_engine(raw: str | None, compiled: bool) -> None:
+    settings = Settings.from_env({"MAGTAPE_ENGINE_COMPILED": raw} if raw else {})
+    engine = build_engine(settings)
+    assert isinstance(engine, EmbeddedEngine)
+    try:
+        engine.load(builtin_modules(), {})
+        assert evaluate(engine).compiled is compiled
+    finally:
+        engine.close()
 
 
 def test_a_custom_policy_is_interpreted_beside_them(load: Load) -> None:

@@ -46,7 +46,8 @@ def build_engine(settings: Settings) -> Evaluator:
     from magtape.engine.embedded import EmbeddedEngine
 
     return EmbeddedEngine(settings.engine.timeout_seconds, workers=settings.engine.workers,
-                          memory_mb=settings.engine.memory_mb)
+                          memory_mb=settings.engine.memory_mb,
+                          compiled=settings.engine.compiled)
 
 
 @dataclass

@@ -106,6 +106,7 @@ class EngineSettings:
     timeout_seconds: float = 2.0
     workers: int = 2  # regorus worker processes (embedded engine)
     memory_mb: int = 192  # address-space cap per worker process (RLIMIT_AS)
+    compiled: bool = True  # regorus' compiled mode for the proven built-in policies
     opa_url: str = "http://127.0.0.1:8181"
     policy_dirs: tuple[str, ...] = ()  # empty: the built-in policies
     data_files: tuple[str, ...] = ()
@@ -259,6 +260,7 @@ class Settings:
                                  integer=True)),
             memory_mb=int(e.number("MAGTAPE_ENGINE_MEMORY_MB", de.memory_mb, minimum=128,
                                    integer=True)),
+            compiled=e.boolean("MAGTAPE_ENGINE_COMPILED", de.compiled),
             opa_url=e.url("MAGTAPE_OPA_URL", de.opa_url),
             policy_dirs=e.list("MAGTAPE_POLICY_DIRS", de.policy_dirs),
             data_files=e.list("MAGTAPE_DATA_FILES", de.data_files),

@@ -112,7 +112,8 @@ class AuditEngine:
 
         s = self._settings
         self._engine = EmbeddedEngine(s.engine.timeout_seconds, workers=s.audit.workers,
-                                      memory_mb=s.engine.memory_mb)
+                                      memory_mb=s.engine.memory_mb,
+                                      compiled=s.engine.compiled)
 
     def _step(self) -> bool:
         with self._cond:

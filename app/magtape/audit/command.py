@@ -187,7 +187,8 @@ def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi
     data = _data(settings, api, namespaces)
     modules = _modules(settings, api)
     engine = EmbeddedEngine(max(settings.engine.timeout_seconds, MIN_TIMEOUT_SECONDS),
-                            workers=jobs, memory_mb=settings.engine.memory_mb)
+                            workers=jobs, memory_mb=settings.engine.memory_mb,
+                            compiled=settings.engine.compiled)
     try:
         report = engine.load(modules, data)
         if report.errors:
