@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from magtape import background
 from magtape.engine import Reason
 from magtape.engine.child import Child, ChildDied, Frame
 
@@ -78,9 +79,9 @@ class WorkerPool:
         self._closed = False
         self._wanted = threading.Condition(self._lock)
         self._missing = workers  # slots the supervisor has to fill
-        self._supervisor = threading.Thread(target=self._supervise, name="magtape-engine-pool",
-                                            daemon=True)
-        self._supervisor.start()
+        self._start_failures = background.Backoff(initial=1.0, maximum=30.0)
+        self._supervisor = background.Worker("magtape-engine-pool", self._supervise,
+                                             wake=self._wake_supervisor).start()
 
     @property
     def alive(self) -> int:
@@ -247,37 +248,35 @@ class WorkerPool:
             self._missing += 1
             self._wanted.notify_all()
 
-    def _supervise(self) -> None:
-        """Keep ``workers`` processes running; the only thread that starts them
-        (their parent-death signal follows the thread that started them)."""
-        failures = 0
-        while True:
-            with self._lock:
-                while not self._closed and self._missing == 0:
-                    self._wanted.wait()
-                if self._closed:
-                    return
-                self._missing -= 1
-            worker = self._start_worker()
-            with self._lock:
-                if worker is None:
-                    self._missing += 1
-                elif self._closed:
-                    worker.child.kill()
-                    return
-                else:
-                    self._alive += 1
-                    self._all.add(worker)
-                    self._wanted.notify_all()
+    def _supervise(self) -> bool:
+        """One step of the supervisor: start a missing worker. It is the only thread
+        that starts them (their parent-death signal follows the thread that started
+        them); False once the pool is closed."""
+        with self._lock:
+            while not self._closed and self._missing == 0:
+                self._wanted.wait()
+            if self._closed:
+                return False
+            self._missing -= 1
+        worker = self._start_worker()
+        with self._lock:
             if worker is None:
-                failures += 1
-                # A worker that cannot start (broken install, no memory) would
-                # otherwise be retried in a tight loop.
-                with self._lock:
-                    self._wanted.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
-                continue
-            failures = 0
-            self._idle.put(worker)
+                self._missing += 1
+            elif self._closed:
+                worker.child.kill()
+                return False
+            else:
+                self._alive += 1
+                self._all.add(worker)
+                self._wanted.notify_all()
+        if worker is None:
+            # A worker that cannot start (broken install, no memory) would
+            # otherwise be retried in a tight loop.
+            self._supervisor.wait(self._start_failures.next())
+            return True
+        self._start_failures.reset()
+        self._idle.put(worker)
+        return True
 
     def _start_worker(self) -> _Worker | None:
         try:
@@ -300,7 +299,11 @@ class WorkerPool:
             self._alive = 0
         for worker in workers:  # busy ones too: their borrowers get "crash"
             worker.child.kill()
-        self._supervisor.join(timeout=START_TIMEOUT_SECONDS)
+        self._supervisor.stop(timeout=START_TIMEOUT_SECONDS)
+
+    def _wake_supervisor(self) -> None:
+        with self._lock:
+            self._wanted.notify_all()
 
 
 class _KilledFromOutside(Exception):
