@@ -8,7 +8,8 @@ while a request is served, except when closing or above the high watermark.
 These tests pin that rule on a real channel and show that responses of every
 size still arrive whole: larger than the socket buffers (the loop sends the
 rest once the task ends) and larger than the high watermark (the task waits
-for the loop to drain it).
+for the loop to drain it). A body written whole goes out with its header in
+one send (:class:`OneSendTask`); other shapes are waitress' own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import http.client
 import socket
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -79,5 +80,59 @@ def test_responses_of_every_size_arrive_whole(server: Any, chunks: int) -> None:
             response = conn.getresponse()
             assert response.status == 200
             assert len(response.read()) == chunks * len(CHUNK)
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------- header and body in one send
+
+class CountingChannel(DeadlineChannel):
+    """Counts the channel's socket sends (waitress' own ``send``)."""
+
+    sends: ClassVar[list[int]] = []
+
+    def send(self, data: bytes, do_close: bool = True) -> int:
+        CountingChannel.sends.append(len(data))
+        sent: int = super().send(data, do_close=do_close)
+        return sent
+
+
+def _shapes(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """``/whole``: one body with its length; ``/parts``: two chunks, no length;
+    ``/empty``: 204."""
+    path = environ["PATH_INFO"]
+    if path == "/empty":
+        start_response("204 No Content", [])
+        return []
+    if path == "/parts":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return iter([b"first,", b"second"])
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "11")])
+    return [b'{"ok":true}']
+
+
+@pytest.fixture
+def counting() -> Iterator[Any]:
+    srv = create_bounded_server(_shapes, "127.0.0.1", 0, ListenerLimits(threads=2), "test")
+    srv.channel_class = CountingChannel
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    yield srv
+    stop_waitress(srv, thread, 5.0)
+
+
+def test_a_whole_body_goes_out_with_its_header_in_one_send(counting: Any) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", counting.effective_port, timeout=10)
+    try:
+        for path, status, body in [("/whole", 200, b'{"ok":true}'), ("/empty", 204, b""),
+                                   ("/parts", 200, b"first,second"),
+                                   ("/whole", 200, b'{"ok":true}')]:
+            CountingChannel.sends.clear()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            assert (response.status, response.read()) == (status, body), path
+            if path == "/whole":
+                assert len(CountingChannel.sends) == 1, CountingChannel.sends
+                assert response.getheader("Content-Length") == "11"
     finally:
         conn.close()

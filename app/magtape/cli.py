@@ -299,7 +299,9 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
                        help="text (default), json, junit, sarif (code scanning) or github "
                             "(workflow annotations)")
     check.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
-                       help="evaluate N objects in parallel (default 1)")
+                       help="check in N processes: the input is split into N parts, each "
+                            "parsed and evaluated by its own process and engine worker; the "
+                            "report is the same as with -j 1 (default 1)")
     check.add_argument("--ignore", action="append", metavar="GLOB",
                        help="leave out files and directories matching GLOB when walking a "
                             "directory (relative path or name), repeatable; also read from "

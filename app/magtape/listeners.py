@@ -26,7 +26,7 @@ from typing import Any
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,33 @@ class JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress is untyped
         self.write(data)
 
 
+class OneSendTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
+    """A response whose body arrives whole goes out with its header in one send.
+
+    waitress writes the header and the first body chunk separately, and with
+    its ``send_bytes`` of 1 each write is a flush: two ``send`` calls, two
+    rounds of output bookkeeping per admission answer. When the first chunk is
+    the whole body (the Content-Length the application set), both go in one
+    write; anything else (no length, chunked, a partial body) is waitress' own.
+    """
+
+    wrote_header: bool  # waitress' attribute, declared here for the type checker
+
+    def write(self, data: bytes) -> None:
+        if (not self.wrote_header and self.complete and data and self.has_body
+                and not self.chunked_response and self.content_length == len(data)):
+            header = self.build_response_header()
+            self.wrote_header = True
+            self.content_bytes_written += len(data)
+            self.channel.write_soon(header + data)
+            return
+        super().write(data)
+
+
 class DeadlineChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
     """An HTTP channel that remembers when the request being read began."""
 
+    task_class = OneSendTask
     error_task_class = JsonErrorTask
     reading_since: float | None = None
 

@@ -9,6 +9,7 @@ severities, never by matching message text.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,7 +107,7 @@ class Evaluation:
     # Decided by regorus' compiled mode (the built-in policies; docs/architecture.md)
     compiled: bool = False
 
-    @property
+    @functools.cached_property  # read several times per request (decision, metrics, notes)
     def violations(self) -> tuple[Violation, ...]:
         if len(self.results) == 1:  # already sorted by the engine
             return self.results[0].violations

@@ -8,6 +8,7 @@ rest of the code can then rely on the fields it reads being present and typed.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
@@ -92,7 +93,7 @@ class Review:
     def object(self) -> dict[str, Any]:
         return self.request["object"]
 
-    @property
+    @functools.cached_property  # read several times per request
     def namespace(self) -> str:
         ns = self.request.get("namespace") or self.object.get("metadata", {}).get("namespace")
         return ns if isinstance(ns, str) else ""

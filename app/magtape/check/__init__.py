@@ -11,6 +11,8 @@ or the policies could not be read, nothing at all was checked (unless
 ``allow_empty``), or a policy failed at runtime; 130 interrupted.
 Objects of kinds no policy targets are reported ``SKIP``; documents that are
 not Kubernetes objects are counted and left out with a note on stderr.
+``-j N`` checks the input in N processes (:mod:`magtape.check.shards`); the
+report is byte for byte the one ``-j 1`` prints.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ import copy
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
-from magtape.check.manifests import Input, InputError, Manifest, read_manifests
+from magtape.check.manifests import (
+    Input,
+    InputError,
+    Manifest,
+    parse_document_text,
+    read_manifests,
+    read_sources,
+)
 from magtape.check.model import CheckRun, Finding, ObjectResult, Verdict
 from magtape.decision import Verdict as DecisionVerdict
 from magtape.enforcement import Enforcer, offline
@@ -34,7 +44,7 @@ from magtape.enforcement.offline import ObjectKey
 from magtape.enforcement.overrides import EnforcementConfig
 from magtape.engine import EngineError
 from magtape.engine.sources import SourceError, deep_merge, load_data_files, policy_modules
-from magtape.policy import Evaluation, LoadReport, PolicyInfo
+from magtape.policy import Evaluation, LoadReport, PolicyInfo, PolicyModule
 from magtape.remediation import Catalogue, RemediationError, catalogue_for
 from magtape.settings import Settings
 
@@ -71,18 +81,8 @@ def run_check(settings: Settings, options: CheckOptions, out: TextIO, err: TextI
         print("magtape check: reading manifests from stdin (end with Ctrl-D); "
               "pass PATH to check files", file=err)
     try:
-        # The policies compile in the worker processes while the input is read.
-        with _Engine(settings, options.jobs) as engine:
-            found = read_manifests(options.paths or ("-",), stdin, options.ignore)
-            if found.skipped:
-                print(f"magtape check: {found.skip_note()}", file=err)
-            if not found.manifests and not options.allow_empty:
-                raise NothingChecked(
-                    f"no Kubernetes object was read from "
-                    f"{', '.join(options.paths or ('stdin',))}; "
-                    "pass --allow-empty if that is expected")
-            run = evaluate(settings, found, options, _progress(err, len(found.manifests)),
-                           engine)
+        run = (_run_parallel(settings, options, stdin, err) if options.jobs > 1
+               else _run_serial(settings, options, stdin, err))
     except (InputError, SourceError, RemediationError, NothingChecked,
             offline.OfflineInputError) as exc:
         print(f"magtape check: {exc}", file=err)
@@ -100,6 +100,84 @@ def run_check(settings: Settings, options: CheckOptions, out: TextIO, err: TextI
     return EXIT_DENIED if run.count(Verdict.DENIED) else EXIT_OK
 
 
+def _run_serial(settings: Settings, options: CheckOptions, stdin: TextIO, err: TextIO,
+                read: tuple[Sequence[tuple[str, str]], Input] | None = None,
+                policy: PolicySources | None = None) -> CheckRun:
+    """One process: parse everything, then evaluate (``options.jobs`` threads).
+
+    ``read``: the input files already read, and what their walk left out.
+    """
+    # The policies compile in the worker processes while the input is read.
+    with _Engine(settings, options.jobs, policy) as engine:
+        if read is None:
+            found = read_manifests(options.paths or ("-",), stdin, options.ignore)
+        else:
+            sources, walked = read
+            found = Input(skipped=Counter(walked.skipped))
+            for name, text in sources:
+                parse_document_text(found, name, text)
+        _parsed(options, err, found.skipped, len(found.manifests))
+        return evaluate(settings, found, options, _progress(err, len(found.manifests)), engine)
+
+
+def _run_parallel(settings: Settings, options: CheckOptions, stdin: TextIO,
+                  err: TextIO) -> CheckRun:
+    """``-j N``: the input in N shards, each parsed and checked by its own process.
+
+    Falls back to :func:`_run_serial` (threads) for an input too small to be
+    worth it, and when a shard cannot parse its slice, so that the error is
+    reported exactly as ``-j 1`` reports it.
+    """
+    from magtape.check import shards
+
+    policy = PolicySources.read(settings)  # its errors come first, as with -j 1
+    walked = Input()
+    sources: list[tuple[str, str]] = []
+    try:
+        sources.extend(read_sources(options.paths or ("-",), stdin, options.ignore, walked))
+    except InputError:
+        for name, text in sources:  # a file before the unreadable one may be broken
+            parse_document_text(Input(), name, text)
+        raise
+    plan = shards.plan(sources, options.jobs)
+    if len(plan) > 1:
+        def parsed(p: shards.Parsed) -> Callable[[int], None] | None:
+            _parsed(options, err, p.skipped, p.objects)
+            return _progress(err, p.objects)
+
+        try:
+            return shards.run_sharded(settings, options, policy, plan,
+                                      Counter(walked.skipped), parsed)
+        except shards.Reparse:
+            pass  # the serial reader names the problem as -j 1 does
+    return _run_serial(settings, options, stdin, err, (sources, walked), policy)
+
+
+def _parsed(options: CheckOptions, err: TextIO, skipped: Mapping[str, int],
+            objects: int) -> None:
+    """Once the input is read: the skip note, and no objects is an error."""
+    if skipped:
+        print(f"magtape check: {Input(skipped=Counter(skipped)).skip_note()}", file=err)
+    if not objects and not options.allow_empty:
+        raise NothingChecked(
+            f"no Kubernetes object was read from "
+            f"{', '.join(options.paths or ('stdin',))}; "
+            "pass --allow-empty if that is expected")
+
+
+@dataclass(frozen=True)
+class PolicySources:
+    """The policy modules and data files, read once (and handed to shard processes)."""
+
+    modules: tuple[PolicyModule, ...]
+    data: dict[str, Any]
+
+    @classmethod
+    def read(cls, settings: Settings) -> PolicySources:
+        data = load_data_files(settings.engine.data_files)
+        return cls(tuple(policy_modules(settings.engine.policy_dirs)), data)
+
+
 class _Engine:
     """The embedded engine, compiling the policies in the background from the start.
 
@@ -108,15 +186,18 @@ class _Engine:
     the workers afterwards, without recompiling.
     """
 
-    def __init__(self, settings: Settings, jobs: int) -> None:
+    def __init__(self, settings: Settings, jobs: int,
+                 policy: PolicySources | None = None) -> None:
         from magtape.engine.embedded import EmbeddedEngine
 
         self.jobs = max(1, min(jobs, MAX_JOBS))
-        self.data = load_data_files(settings.engine.data_files)
-        modules = policy_modules(settings.engine.policy_dirs)
+        policy = policy or PolicySources.read(settings)
+        self.data = policy.data
+        modules = policy.modules
         self.engine = EmbeddedEngine(
             timeout_seconds=max(settings.engine.timeout_seconds, MIN_TIMEOUT_SECONDS),
-            workers=self.jobs, memory_mb=settings.engine.memory_mb)
+            workers=self.jobs, memory_mb=settings.engine.memory_mb,
+            compiled=settings.engine.compiled)
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
         self._report = self._loader.submit(self.engine.load, modules, self.data)
 
@@ -139,10 +220,16 @@ class _Engine:
 
 def evaluate(settings: Settings, found: Input, options: CheckOptions,
              progress: Callable[[int], None] | None = None,
-             started: _Engine | None = None) -> CheckRun:
-    """Evaluate every object, ``options.jobs`` at a time, in input order."""
+             started: _Engine | None = None,
+             namespaces: Mapping[str, Any] | None = None) -> CheckRun:
+    """Evaluate every object, ``options.jobs`` at a time, in input order.
+
+    ``namespaces``: the Namespace objects of the whole input, by name, when
+    ``found`` is only part of it (a shard); by default those in ``found``.
+    """
     catalogue = catalogue_for(settings.engine.policy_dirs, settings.docs_url)
-    namespaces = {m.name: m.obj for m in found.manifests if m.kind == "Namespace"}
+    if namespaces is None:
+        namespaces = {m.name: m.obj for m in found.manifests if m.kind == "Namespace"}
     with contextlib.nullcontext(started) if started else _Engine(settings, options.jobs) as e:
         engine, jobs = e.engine, e.jobs
         report, data = e.ready(namespaces)
@@ -152,19 +239,25 @@ def evaluate(settings: Settings, found: Input, options: CheckOptions,
             where = ", ".join(settings.engine.policy_dirs) or "the built-in policies"
             raise NothingChecked(f"no policy was loaded from {where}; "
                                  "pass --allow-empty if that is expected")
-        by_kind: dict[str, list[PolicyInfo]] = {}
-        for p in sorted(report.policies, key=lambda p: p.errcode):
-            for kind in p.targets:
-                by_kind.setdefault(kind, []).append(p)
+        by_kind = checks_by_kind(report.policies)
         enforcer, old_objects = _enforcement(settings, options, report.policies, data)
 
         def one(m: Manifest) -> ObjectResult:
             return _check_one(engine, m, options, enforcer, old_objects, catalogue,
-                              tuple(by_kind.get(m.kind, ())))
+                              by_kind.get(m.kind, ()))
 
         results = _map(one, found.manifests, jobs, progress)
     return CheckRun(tuple(results), report.policies, settings.deny_level, catalogue,
                     dict(found.skipped))
+
+
+def checks_by_kind(policies: Iterable[PolicyInfo]) -> dict[str, tuple[PolicyInfo, ...]]:
+    """The policies targeting each kind, in check ID order."""
+    by_kind: dict[str, list[PolicyInfo]] = {}
+    for p in sorted(policies, key=lambda p: p.errcode):
+        for kind in p.targets:
+            by_kind.setdefault(kind, []).append(p)
+    return {kind: tuple(ps) for kind, ps in by_kind.items()}
 
 
 def _enforcement(settings: Settings, options: CheckOptions, policies: Sequence[PolicyInfo],

@@ -126,20 +126,32 @@ def read_manifests(paths: Sequence[str], stdin: TextIO,
     YAML until rendered) are left out.
     """
     result = Input()
+    for name, text in read_sources(paths, stdin, ignore, result):
+        parse_document_text(result, name, text)
+    return result
+
+
+def read_sources(paths: Sequence[str], stdin: TextIO, ignore: Sequence[str],
+                 result: Input) -> Iterator[tuple[str, str]]:
+    """``(name, text)`` of each input file, in order, read as they are asked for.
+
+    What the directory walk leaves out is counted in ``result.skipped``. Lazy,
+    so a caller that parses each file before asking for the next reports the
+    first problem in input order.
+    """
     for path in paths:
         if path == STDIN:
             text = stdin.read(MAX_FILE_BYTES + 1)
             if len(text) > MAX_FILE_BYTES:
                 raise InputError(f"<stdin>: more than {MAX_FILE_BYTES // 2**20} MiB; "
                                  "split the input or pass files")
-            _parse(result, "<stdin>", text)
+            yield "<stdin>", text
             continue
         p = Path(path)
         if not p.exists():
             raise InputError(f"{path}: no such file or directory")
         for f in _walk(p, ignore, result) if p.is_dir() else [p]:
-            _parse(result, str(f), _read(f))
-    return result
+            yield str(f), _read(f)
 
 
 def _read(f: Path) -> str:
@@ -197,9 +209,17 @@ def _ignored(rel: str, patterns: Iterable[str]) -> bool:
                for p in patterns)
 
 
-def _parse(result: Input, name: str, text: str) -> None:
+def parse_document_text(result: Input, name: str, text: str, line_offset: int = 0,
+                        index_offset: int = 0) -> int:
+    """Parse the YAML stream ``text`` of file ``name`` into ``result``; the documents read.
+
+    ``text`` may be a slice of the file (see :mod:`magtape.check.shards`): its
+    first line is line ``line_offset + 1`` of the file and its first document
+    is document ``index_offset + 1``, so locations are the file's either way.
+    The libyaml (C) loader when PyYAML has it; its marks give the line numbers.
+    """
     loader = yaml.CSafeLoader(text) if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader(text)
-    index = 0
+    index = index_offset
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -207,18 +227,20 @@ def _parse(result: Input, name: str, text: str) -> None:
                 break
             index += 1
             doc = loader.construct_document(node)
-            _classify(result, name, index, node, doc)
+            _classify(result, name, index, node, doc, line_offset)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        where = f"{name}:{mark.line + 1 + line_offset}" if mark is not None else name
         raise InputError(f"{where}: not valid YAML/JSON: "
                          f"{getattr(exc, 'problem', None) or exc}") from None
     finally:
         loader.dispose()
+    return index - index_offset
 
 
-def _classify(result: Input, name: str, index: int, node: yaml.Node, doc: Any) -> None:
-    line = node.start_mark.line + 1
+def _classify(result: Input, name: str, index: int, node: yaml.Node, doc: Any,
+              line_offset: int) -> None:
+    line = node.start_mark.line + 1 + line_offset
     if doc is None:
         return
     reason = _not_kubernetes(doc)
@@ -228,7 +250,7 @@ def _classify(result: Input, name: str, index: int, node: yaml.Node, doc: Any) -
     kind = doc["kind"]
     items = doc.get("items")
     if kind.endswith("List") and isinstance(items, list):
-        lines = _item_lines(node)
+        lines = _item_lines(node, line_offset)
         for i, item in enumerate(items):
             where = f"{name}:{lines.get(i, line)} items[{i}]"
             if not isinstance(item, dict) or not item.get("kind"):
@@ -261,12 +283,13 @@ def _check_metadata(where: str, obj: dict[str, Any]) -> None:
         raise InputError(f"{where}: {obj.get('kind')} has no metadata.name")
 
 
-def _item_lines(node: yaml.Node) -> dict[int, int]:
+def _item_lines(node: yaml.Node, line_offset: int) -> dict[int, int]:
     """Line of each element of a List's ``items`` sequence."""
     if not isinstance(node, yaml.MappingNode):
         return {}
     for key, value in node.value:
         if isinstance(key, yaml.ScalarNode) and key.value == "items" \
                 and isinstance(value, yaml.SequenceNode):
-            return {i: item.start_mark.line + 1 for i, item in enumerate(value.value)}
+            return {i: item.start_mark.line + 1 + line_offset
+                    for i, item in enumerate(value.value)}
     return {}
