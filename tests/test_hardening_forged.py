@@ -46,7 +46,9 @@ from magtape.settings import Address, HttpSettings, NotifySettings, Settings, Sl
 from magtape.text import LOG_LINE_MAX, safe_handler
 from notifysupport import receiver
 
-FORGED = 10_000
+# Made-up namespaces: more than any per-namespace bound a forged review could
+# fill (the metric labels' 100, Slack's 256 pending targets, 1,024 cached secrets).
+FORGED = 2_000
 OPT_IN = {"k8s.t-mobile.com/magtape": "enabled"}
 METRICS_MAX_BYTES = 64 * 1024
 ANSWER_MAX_BYTES = 64 * 1024

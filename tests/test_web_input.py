@@ -177,7 +177,7 @@ def malformed_reviews(draw: st.DrawFn) -> bytes:
     return json.dumps(doc).encode()
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=malformed_reviews())
 def test_generated_reviews_parse_or_are_refused_as_malformed(body: bytes) -> None:
     """The parser, in-process: a Review whose accessors all work, or MalformedReview."""
