@@ -343,6 +343,17 @@ def test_version_is_fast_and_imports_no_heavy_dependency() -> None:
     assert out.stdout.startswith("magtape ")
 
 
+def test_an_engine_worker_does_not_read_the_version() -> None:
+    """Every worker imports the package; the version (importlib.metadata, ~40 ms) is
+    read only where it is shown."""
+    probe = ("import sys\nimport magtape.engine.worker\n"
+             "print('importlib.metadata' in sys.modules)\n"
+             "import magtape\nprint(magtape.__version__ != '')\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["False", "True"], out.stderr
+
+
 def test_init_flags_are_still_parsed(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["init", "--help"])

@@ -6,9 +6,18 @@ HTTP, ``admission``/``decision``/``review`` hold the core logic that decides, an
 Slack to it.
 """
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("magtape")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+source"
+
+def __getattr__(name: str) -> str:
+    """``magtape.__version__``, read from the installed metadata on first use: every
+    engine worker imports this package, and importlib.metadata costs ~40 ms."""
+    if name != "__version__":
+        raise AttributeError(f"module 'magtape' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("magtape")
+    except PackageNotFoundError:  # running from a source tree without install
+        found = "0.0.0+source"
+    globals()["__version__"] = found
+    return found
