@@ -36,6 +36,9 @@ Plan = dict[str, dict[str, Any]]
 MAX_COL, MAX_FILE_BYTES, MAX_LINES = 1 << 20, 4 << 20, 1 << 17
 MAX_MESSAGE = 500  # characters of an error message passed on
 UNDEFINED = '"<undefined>"'  # how regorus writes an undefined value in JSON
+# The compiled mode stops after 25,000 instructions (about 60 containers); a
+# review this large goes straight to the interpreter rather than trying first.
+COMPILED_MAX_BYTES = 64 * 1024
 
 
 
@@ -146,7 +149,7 @@ class Worker:
         if plan is None or self._engine is None:
             return b"A", self._version + b"\n{}"
         engine, text = self._engine, review.decode()
-        if self._vm is not None and "compiled" in plan:
+        if self._vm is not None and "compiled" in plan and len(review) <= COMPILED_MAX_BYTES:
             answer = self._compiled(plan, text)
             if answer is not None:
                 return b"C", self._version + b"\n" + answer
