@@ -5,20 +5,16 @@ package kubernetes.admission.emptydir
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.quantity
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "emptydir",
 	"severity": "MED",
 	"errcode": "MT1009",
-	"targets": workloads.kinds,
+	"targets": data.magtape.lib.workloads.kinds,
 }
 
-# workloads.is_workload tests exactly policy_metadata.targets, once per
+# data.magtape.lib.workloads.is_workload tests exactly policy_metadata.targets, once per
 # request for every pod check.
-matches if workloads.is_workload
+matches if data.magtape.lib.workloads.is_workload
 
 # "100 Megabytes": decimal, as Kubernetes writes 100M. 64Mi (67,108,864) and
 # 100M pass; 100Mi (104,857,600) and 1Gi do not.
@@ -28,7 +24,7 @@ max_bytes := 100000000
 # a comprehension, keeping only what the messages need (docs/policies.md,
 # "Rules of thumb").
 empty_dirs := [[object.get(volume, "name", ""), object.get(volume.emptyDir, "sizeLimit", null)] |
-	some volume in workloads.volumes
+	some volume in data.magtape.lib.workloads.volumes
 	is_object(volume.emptyDir)
 ]
 
@@ -37,16 +33,16 @@ empty_dirs := [[object.get(volume, "name", ""), object.get(volume.emptyDir, "siz
 deny contains info if {
 	matches
 	some [name, size_limit] in empty_dirs
-	not quantity.value(size_limit)
-	text := concat("", ["Size limit of emptyDir volume ", messages.quoted(name), " is not set"])
-	info := messages.failure("emptydir", "MED", "MT1009", text, {"volume": name})
+	not data.magtape.lib.quantity.value(size_limit)
+	text := concat("", ["Size limit of emptyDir volume ", data.magtape.lib.messages.quoted(name), " is not set"])
+	info := data.magtape.lib.messages.failure("emptydir", "MED", "MT1009", text, {"volume": name})
 }
 
 deny contains info if {
 	matches
 	some [name, size_limit] in empty_dirs
-	size := quantity.value(size_limit)
+	size := data.magtape.lib.quantity.value(size_limit)
 	size > max_bytes
-	text := concat("", ["Size limit of emptyDir volume ", messages.quoted(name), " is greater than 100 Megabytes"])
-	info := messages.failure("emptydir", "MED", "MT1009", text, {"volume": name, "sizeLimit": size_limit})
+	text := concat("", ["Size limit of emptyDir volume ", data.magtape.lib.messages.quoted(name), " is greater than 100 Megabytes"])
+	info := data.magtape.lib.messages.failure("emptydir", "MED", "MT1009", text, {"volume": name, "sizeLimit": size_limit})
 }

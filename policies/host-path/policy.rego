@@ -4,31 +4,28 @@ package kubernetes.admission.host_path
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "host-path",
 	"severity": "MED",
 	"errcode": "MT1010",
-	"targets": workloads.kinds,
+	"targets": data.magtape.lib.workloads.kinds,
 }
 
-# workloads.is_workload tests exactly policy_metadata.targets, once per
+# data.magtape.lib.workloads.is_workload tests exactly policy_metadata.targets, once per
 # request for every pod check.
-matches if workloads.is_workload
+matches if data.magtape.lib.workloads.is_workload
 
 # [name, hostPath] of each hostPath volume. Volumes are gathered in a
 # comprehension, keeping only what the messages need (docs/policies.md,
 # "Rules of thumb").
 host_paths := [[object.get(volume, "name", ""), volume.hostPath] |
-	some volume in workloads.volumes
-	workloads.present(volume, "hostPath")
+	some volume in data.magtape.lib.workloads.volumes
+	data.magtape.lib.workloads.present(volume, "hostPath")
 ]
 
 deny contains info if {
 	matches
 	some [name, host_path] in host_paths
-	text := concat("", ["hostPath is configured for volume ", messages.quoted(name)])
-	info := messages.failure("host-path", "MED", "MT1010", text, {"volume": name, "path": workloads.get(host_path, "path", "")})
+	text := concat("", ["hostPath is configured for volume ", data.magtape.lib.messages.quoted(name)])
+	info := data.magtape.lib.messages.failure("host-path", "MED", "MT1010", text, {"volume": name, "path": data.magtape.lib.workloads.get(host_path, "path", "")})
 }

@@ -4,25 +4,22 @@ package kubernetes.admission.host_port
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "host-port",
 	"severity": "HIGH",
 	"errcode": "MT1008",
-	"targets": workloads.kinds,
+	"targets": data.magtape.lib.workloads.kinds,
 }
 
-# workloads.is_workload tests exactly policy_metadata.targets, once per
+# data.magtape.lib.workloads.is_workload tests exactly policy_metadata.targets, once per
 # request for every pod check.
-matches if workloads.is_workload
+matches if data.magtape.lib.workloads.is_workload
 
 # [name, host ports] of each container that binds ports on the node.
 # Containers are gathered in a comprehension, never iterated in a rule body,
 # keeping only what the messages need (docs/policies.md, "Rules of thumb").
 host_port_users := [[object.get(container, "name", ""), host_ports] |
-	some container in workloads.all_containers
+	some container in data.magtape.lib.workloads.all_containers
 	is_array(container.ports) # else: no ports
 	host_ports := [port.hostPort |
 		some port in container.ports
@@ -35,6 +32,6 @@ host_port_users := [[object.get(container, "name", ""), host_ports] |
 deny contains info if {
 	matches
 	some [name, host_ports] in host_port_users
-	text := concat("", ["hostPort is configured for container ", messages.quoted(name)])
-	info := messages.failure("host-port", "HIGH", "MT1008", text, {"container": name, "hostPorts": host_ports})
+	text := concat("", ["hostPort is configured for container ", data.magtape.lib.messages.quoted(name)])
+	info := data.magtape.lib.messages.failure("host-port", "HIGH", "MT1008", text, {"container": name, "hostPorts": host_ports})
 }

@@ -5,10 +5,6 @@ package kubernetes.admission.node_port_range
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.request
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "node-port-range",
 	"severity": "MED",
@@ -30,7 +26,7 @@ matches if {
 # layout) or, offline, from a data file. Undefined: no restriction.
 namespaces := data.kubernetes.namespaces
 
-annotation := namespaces[request.namespace].metadata.annotations[annotation_key]
+annotation := namespaces[data.magtape.lib.request.namespace].metadata.annotations[annotation_key]
 
 # The annotation with its whitespace removed ("30100 - 30200" = "30100-30200").
 # Undefined when the annotation is not a string (only possible offline, from
@@ -86,19 +82,19 @@ deny contains info if {
 	matches
 	not unrestricted
 	not well_formed
-	text := concat("", ["Invalid data in nodePort annotation in ", messages.quoted(request.namespace), " namespace"])
-	info := messages.failure("node-port-range", "MED", "MT2002", text, {"namespace": request.namespace, "annotation": annotation})
+	text := concat("", ["Invalid data in nodePort annotation in ", data.magtape.lib.messages.quoted(data.magtape.lib.request.namespace), " namespace"])
+	info := data.magtape.lib.messages.failure("node-port-range", "MED", "MT2002", text, {"namespace": data.magtape.lib.request.namespace, "annotation": annotation})
 }
 
 deny contains info if {
 	matches
 	not unrestricted
 	well_formed
-	some port in workloads.list(input.request.object.spec, "ports")
+	some port in data.magtape.lib.workloads.list(input.request.object.spec, "ports")
 	node_port := port.nodePort
 	is_number(node_port)
 	node_port != 0 # not allocated yet
 	not allowed(node_port)
-	text := concat("", ["nodePort ", messages.str(node_port), " is out of defined range for Service ", messages.quoted(request.object_name)])
-	info := messages.failure("node-port-range", "MED", "MT2002", text, {"nodePort": node_port, "allowed": annotation})
+	text := concat("", ["nodePort ", data.magtape.lib.messages.str(node_port), " is out of defined range for Service ", data.magtape.lib.messages.quoted(data.magtape.lib.request.object_name)])
+	info := data.magtape.lib.messages.failure("node-port-range", "MED", "MT2002", text, {"nodePort": node_port, "allowed": annotation})
 }

@@ -4,8 +4,6 @@ package kubernetes.admission.pdb
 
 import rego.v1
 
-import data.magtape.lib.messages
-
 policy_metadata := {
 	"name": "pdb",
 	"severity": "HIGH",
@@ -30,8 +28,8 @@ deny contains info if {
 	some field, _ in ranges
 	value := input.request.object.spec[field]
 	is_integer_value(value)
-	text := concat("", ["Value ", messages.quoted(value), " for ", messages.quoted(field), " should be a Percentage, not an Integer"])
-	info := messages.failure("pdb", "HIGH", "MT1005", text, {"field": field, "value": value})
+	text := concat("", ["Value ", data.magtape.lib.messages.quoted(value), " for ", data.magtape.lib.messages.quoted(field), " should be a Percentage, not an Integer"])
+	info := data.magtape.lib.messages.failure("pdb", "HIGH", "MT1005", text, {"field": field, "value": value})
 }
 
 deny contains info if {
@@ -41,10 +39,10 @@ deny contains info if {
 	is_percentage(value)
 	not within(percentage(value), range)
 	text := concat("", [
-		"Value (", value, ") for ", messages.quoted(field), " not within range ",
-		messages.str(range.low), "%-", messages.str(range.high), "%",
+		"Value (", value, ") for ", data.magtape.lib.messages.quoted(field), " not within range ",
+		data.magtape.lib.messages.str(range.low), "%-", data.magtape.lib.messages.str(range.high), "%",
 	])
-	info := messages.failure("pdb", "HIGH", "MT1005", text, {"field": field, "value": value})
+	info := data.magtape.lib.messages.failure("pdb", "HIGH", "MT1005", text, {"field": field, "value": value})
 }
 
 # The API server keeps an int-or-string: a number, or a string of digits

@@ -5,10 +5,6 @@ package kubernetes.admission.port_name_mismatch
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.request
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "port-name-mismatch",
 	"severity": "HIGH",
@@ -22,14 +18,14 @@ matches if input.request.kind.kind == "Service"
 
 deny contains info if {
 	matches
-	some port in workloads.list(object.get(input.request.object, "spec", {}), "ports")
+	some port in data.magtape.lib.workloads.list(object.get(input.request.object, "spec", {}), "ports")
 	port.port == 443
 	http_name(port.name)
 	text := concat("", [
-		"Logical port name ", messages.quoted(port.name),
-		" mismatch with port number \"443\" for service ", messages.quoted(request.object_name),
+		"Logical port name ", data.magtape.lib.messages.quoted(port.name),
+		" mismatch with port number \"443\" for service ", data.magtape.lib.messages.quoted(data.magtape.lib.request.object_name),
 	])
-	info := messages.failure("port-name-mismatch", "HIGH", "MT1006", text, {"port": port.name})
+	info := data.magtape.lib.messages.failure("port-name-mismatch", "HIGH", "MT1006", text, {"port": port.name})
 }
 
 http_name(name) if name == "http"

@@ -5,25 +5,22 @@ package kubernetes.admission.privileged_pod
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "privileged-pod",
 	"severity": "HIGH",
 	"errcode": "MT2001",
-	"targets": workloads.kinds,
+	"targets": data.magtape.lib.workloads.kinds,
 }
 
-# workloads.is_workload tests exactly policy_metadata.targets, once per
+# data.magtape.lib.workloads.is_workload tests exactly policy_metadata.targets, once per
 # request for every pod check.
-matches if workloads.is_workload
+matches if data.magtape.lib.workloads.is_workload
 
 # Names of the privileged containers. Containers are gathered in a
 # comprehension, keeping only what the messages need (docs/policies.md,
 # "Rules of thumb").
 privileged := [object.get(container, "name", "") |
-	some container in workloads.all_containers
+	some container in data.magtape.lib.workloads.all_containers
 	container.securityContext.privileged == true
 ]
 
@@ -31,11 +28,11 @@ deny contains info if {
 	matches
 	some name in privileged
 
-	# Built inline rather than with messages.failure: this runs once per failing
+	# Built inline rather than with data.magtape.lib.messages.failure: this runs once per failing
 	# container, and helper calls dominate its cost (docs/performance.md).
 	info := {
 		"name": "privileged-pod", "severity": "HIGH", "errcode": "MT2001",
-		"msg": concat("", ["[FAIL] HIGH - Found privileged Security Context for container \"", messages.str(name), "\" (MT2001)"]),
+		"msg": concat("", ["[FAIL] HIGH - Found privileged Security Context for container \"", data.magtape.lib.messages.str(name), "\" (MT2001)"]),
 		"details": {"container": name},
 	}
 }

@@ -4,20 +4,17 @@ package kubernetes.admission.readiness_probe
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "readiness-probe",
 	"severity": "LOW",
 	"errcode": "MT1002",
-	"targets": workloads.long_running_kinds,
+	"targets": data.magtape.lib.workloads.long_running_kinds,
 }
 
 # Jobs, CronJobs and Job-owned Pods run to completion: no probes needed.
-# workloads.long_running tests exactly policy_metadata.targets (and the
+# data.magtape.lib.workloads.long_running tests exactly policy_metadata.targets (and the
 # owner), once per request for both probe checks.
-matches if workloads.long_running
+matches if data.magtape.lib.workloads.long_running
 
 # Names of the containers without a readinessProbe (or with a null one).
 # Entries that are not objects are not containers and are skipped. The
@@ -25,7 +22,7 @@ matches if workloads.long_running
 # is undefined in OPA when the field is absent (docs/policies.md, "Writing
 # engine-neutral Rego").
 missing_probe := [object.get(container, "name", "") |
-	some container in workloads.containers
+	some container in data.magtape.lib.workloads.containers
 	is_object(container)
 	object.get(container, "readinessProbe", null) == null
 ]
@@ -34,11 +31,11 @@ deny contains info if {
 	matches
 	some name in missing_probe
 
-	# Built inline rather than with messages.failure: this runs once per failing
+	# Built inline rather than with data.magtape.lib.messages.failure: this runs once per failing
 	# container, and helper calls dominate its cost (docs/performance.md).
 	info := {
 		"name": "readiness-probe", "severity": "LOW", "errcode": "MT1002",
-		"msg": concat("", ["[FAIL] LOW - Readiness Probe missing for container \"", messages.str(name), "\" (MT1002)"]),
+		"msg": concat("", ["[FAIL] LOW - Readiness Probe missing for container \"", data.magtape.lib.messages.str(name), "\" (MT1002)"]),
 		"details": {"container": name},
 	}
 }

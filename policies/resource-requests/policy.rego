@@ -4,19 +4,16 @@ package kubernetes.admission.resource_requests
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "resource-requests",
 	"severity": "LOW",
 	"errcode": "MT1004",
-	"targets": workloads.kinds,
+	"targets": data.magtape.lib.workloads.kinds,
 }
 
-# workloads.is_workload tests exactly policy_metadata.targets, once per
+# data.magtape.lib.workloads.is_workload tests exactly policy_metadata.targets, once per
 # request for every pod check.
-matches if workloads.is_workload
+matches if data.magtape.lib.workloads.is_workload
 
 # Message label -> resource name, in the order the message lists them.
 resources := [["CPU", "cpu"], ["MEM", "memory"]]
@@ -28,7 +25,7 @@ resources := [["CPU", "cpu"], ["MEM", "memory"]]
 # `not complete(container.resources.requests)` is undefined in OPA when the
 # field is absent (docs/policies.md, "Writing engine-neutral Rego").
 shortfalls := [[object.get(container, "name", ""), missing] |
-	some container in workloads.containers
+	some container in data.magtape.lib.workloads.containers
 	is_object(container)
 	missing := [label |
 		some [label, resource] in resources
@@ -41,11 +38,11 @@ deny contains info if {
 	matches
 	some [name, missing] in shortfalls
 
-	# Built inline rather than with messages.failure: this runs once per failing
+	# Built inline rather than with data.magtape.lib.messages.failure: this runs once per failing
 	# container, and helper calls dominate its cost (docs/performance.md).
 	info := {
 		"name": "resource-requests", "severity": "LOW", "errcode": "MT1004",
-		"msg": concat("", ["[FAIL] LOW - Resource requests missing (", concat("/", missing), ") for container \"", messages.str(name), "\" (MT1004)"]),
+		"msg": concat("", ["[FAIL] LOW - Resource requests missing (", concat("/", missing), ") for container \"", data.magtape.lib.messages.str(name), "\" (MT1004)"]),
 		"details": {"container": name, "missing": missing},
 	}
 }

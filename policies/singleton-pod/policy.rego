@@ -5,10 +5,6 @@ package kubernetes.admission.singleton_pod
 
 import rego.v1
 
-import data.magtape.lib.messages
-import data.magtape.lib.request
-import data.magtape.lib.workloads
-
 policy_metadata := {
 	"name": "singleton-pod",
 	"severity": "LOW",
@@ -22,10 +18,10 @@ matches if input.request.kind.kind == "Pod"
 
 deny contains info if {
 	matches
-	count(workloads.owner_references) == 0
-	text := concat("", [messages.quoted(request.object_name), " is a singleton pod."])
+	count(data.magtape.lib.workloads.owner_references) == 0
+	text := concat("", [data.magtape.lib.messages.quoted(data.magtape.lib.request.object_name), " is a singleton pod."])
 
 	# No details: the message names the Pod. The identity is written out
-	# rather than read from policy_metadata, as for messages.failure.
-	info := {"name": "singleton-pod", "severity": "LOW", "errcode": "MT1007", "msg": messages.fail_message("LOW", text, "MT1007")}
+	# rather than read from policy_metadata, as for data.magtape.lib.messages.failure.
+	info := {"name": "singleton-pod", "severity": "LOW", "errcode": "MT1007", "msg": data.magtape.lib.messages.fail_message("LOW", text, "MT1007")}
 }
