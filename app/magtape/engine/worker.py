@@ -17,7 +17,7 @@ Data replaces the engine's data without touching the parsed policies, so a
 namespace change costs a JSON parse of ``data``, not a recompile.
 
 The built-in policies (proven against OPA by tests/test_differential.py) run
-in regorus' compiled mode (its RVM), about three times faster than its
+in regorus' compiled mode (its RVM), several times faster than its
 interpreter; any other policy, and any request the compiled mode cannot
 answer cleanly, goes to the interpreter (docs/architecture.md).
 """
