@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from conftest import admission_app
 from fakekube import FakeKube
+from magtape.background import Backoff
 from magtape.engine.embedded import EmbeddedEngine
-from magtape.kube.reflector import Backoff
 from magtape.kube.replication import replicated_kinds
 from magtape.kube.rest import ResourceRef
 from magtape.metrics import Metrics

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 
 from kubernetes.client import ApiClient
 
+from magtape.background import Backoff
 from magtape.engine import Evaluator, PolicyLoader
 from magtape.engine.sources import load_data_files, policy_modules
 from magtape.engine.store import PolicyStore
 from magtape.kube.discovery import PolicyDiscovery
-from magtape.kube.reflector import Backoff, Reflector
+from magtape.kube.reflector import Reflector
 from magtape.kube.replication import ReplicatedKind, replicated_kinds
 from magtape.kube.rest import CONFIGMAPS, RawApi
 from magtape.metrics import Metrics

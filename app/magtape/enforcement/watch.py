@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from magtape.background import Backoff
 from magtape.enforcement.evaluator import Enforcer, NamespaceLabels, labels_from_data, no_labels
 from magtape.enforcement.exceptions import API_GROUP, API_VERSION, PLURAL
 from magtape.enforcement.reminders import ExpiryReminders
 from magtape.enforcement.state import ConfigWatch, EnforcementState, ExceptionWatch
 from magtape.engine.store import PolicyStore
-from magtape.kube.reflector import Backoff, Reflector
+from magtape.kube.reflector import Reflector
 from magtape.kube.rest import CONFIGMAPS, RawApi, ResourceRef
 from magtape.notify import Notifier
 from magtape.policy import LoadReport

@@ -19,8 +19,6 @@ from typing import Any, Protocol
 from magtape.background import Backoff, Worker
 from magtape.kube.rest import KubeError, RawApi, ResourceRef, WatchStream
 
-__all__ = ["Backoff", "Handler", "Reflector"]  # Backoff: where the watch loops import it
-
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
