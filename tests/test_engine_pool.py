@@ -273,6 +273,39 @@ def test_data_updates_change_decisions_without_a_new_policy_set(
     assert errcodes(engine, pod()) == []
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_data_update_does_not_wait_for_busy_workers(
+        make_engine: Callable[..., EmbeddedEngine]) -> None:
+    """Requests that keep every worker busy do not hold an update back; the busy
+    workers take it before their next request (they are killed here, and their
+    replacements start with it)."""
+    engine = make_engine(SLOW_ON_LABEL, NAMESPACE_FLAG, timeout_seconds=1.5, workers=2)
+    pids = eventually(lambda: (p := worker_pids(engine)) and len(p) == 2 and p,
+                      what="both workers")
+    spent = {pid: _cpu_seconds(pid) for pid in pids}
+
+    def slow() -> None:
+        with pytest.raises(EngineError):
+            engine.evaluate(make_review(pod(slow="yes")))
+
+    busy = [threading.Thread(target=slow) for _ in range(2)]
+    for thread in busy:
+        thread.start()
+    eventually(lambda: all(_cpu_seconds(p) > spent[p] + 0.1 for p in pids),
+               what="both workers busy")
+    engine.update_data({"kubernetes": {"namespaces": {"team-a": {"metadata": {
+        "name": "team-a", "annotations": {"flag": "on"}}}}}})
+    assert all(thread.is_alive() for thread in busy), "the update waited for a busy worker"
+    for thread in busy:
+        thread.join()
+    assert errcodes(engine, pod()) == ["MT9005"]
+
+
 def test_a_slow_policy_is_reported_by_vetting_and_the_others_enforce(
         make_engine: Callable[..., EmbeddedEngine]) -> None:
     engine = EmbeddedEngine(vet_timeout_seconds=3.0)

@@ -155,16 +155,19 @@ class WorkerPool:
                 self._state.data = data
                 self._state.data_version += 1
             count = self._alive
-        # Each worker is borrowed, brought up to date and returned at once, so
-        # requests keep flowing meanwhile; one skipped here (busy throughout)
-        # is brought up to date by the next request that borrows it.
-        for _ in range(2 * count):
+        # Each idle worker is borrowed, brought up to date and returned at once,
+        # so requests keep flowing meanwhile. A busy one is not waited for: the
+        # next request that borrows it brings it up to date first. (Waiting
+        # for busy workers let a steady stream of requests, which take each
+        # worker back as soon as it is returned, hold a reload for tens of
+        # seconds.)
+        for _ in range(count):
             with self._lock:
                 current = (self._state.policy_version, self._state.data_version)
                 if all((w.policy_version, w.data_version) == current for w in self._all):
                     return
             try:
-                worker = self._idle.get(timeout=self._timeout + START_TIMEOUT_SECONDS)
+                worker = self._idle.get_nowait()
             except queue.Empty:
                 return
             if self._sync(worker, time.monotonic() + START_TIMEOUT_SECONDS):
