@@ -61,7 +61,7 @@ def test_sigterm_during_an_evaluation_ends_server_and_workers(tmp_path: Path) ->
     proc = subprocess.Popen(
         [sys.executable, "-m", "magtape", "serve", "--listen", f"127.0.0.1:{port}",
          "--metrics-listen", f"127.0.0.1:{free_port()}", "--policies", str(tmp_path)],
-        env={**os.environ, "MAGTAPE_ENGINE_TIMEOUT_SECONDS": "4", "MAGTAPE_LOG_LEVEL": "INFO"},
+        env={**os.environ, "MAGTAPE_ENGINE_TIMEOUT_SECONDS": "2", "MAGTAPE_LOG_LEVEL": "INFO"},
         stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
