@@ -136,3 +136,19 @@ def test_a_whole_body_goes_out_with_its_header_in_one_send(counting: Any) -> Non
                 assert response.getheader("Content-Length") == "11"
     finally:
         conn.close()
+
+
+def test_a_listener_whose_wake_up_pipe_is_gone_still_stops() -> None:
+    srv = create_bounded_server(_shapes, "127.0.0.1", 0, ListenerLimits(threads=1), "test")
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    closed = threading.Event()
+
+    def close_trigger() -> None:  # runs in waitress' loop, as its own error path would
+        srv.trigger.close()
+        closed.set()
+
+    srv.trigger.pull_trigger(close_trigger)
+    assert closed.wait(5)
+    stop_waitress(srv, thread, 5.0)
+    assert not thread.is_alive()

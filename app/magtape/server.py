@@ -119,7 +119,14 @@ def stop_waitress(server: Any, thread: threading.Thread, timeout: float) -> None
         for channel in list(server._map.values()):
             channel.close()
 
-    server.trigger.pull_trigger(close_all)
+    try:
+        server.trigger.pull_trigger(close_all)
+    except OSError as exc:
+        # The loop's wake-up pipe is already closed (waitress closes it on an
+        # error in the loop): nothing can wake the loop, so close from here.
+        log.warning("listener %s: its wake-up pipe is gone (%s); closing its sockets "
+                    "directly", server.effective_port, exc)
+        close_all()
     thread.join(timeout)
 
 
