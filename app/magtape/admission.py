@@ -87,19 +87,20 @@ class AdmissionService:
         return 200, dict(response)
 
     def evaluate(self, review: Review) -> Outcome:
-        level = self.enforcer.deny_level_for(review.namespace)
         try:
             evaluation, decision = self.enforcer.decide(review, self._engine.evaluate)
         except EngineError as exc:
-            return self._engine_failure(review, level, exc.detail, exc.reason)
+            return self._engine_failure(review, exc.detail, exc.reason)
         except Exception as exc:  # an engine bug must not become a 500
             log.exception("policy engine failed unexpectedly")
-            return self._engine_failure(review, level, f"internal error: {type(exc).__name__}",
+            return self._engine_failure(review, f"internal error: {type(exc).__name__}",
                                         "error")
+        # The enforcer's decision names the level it applied; it is looked up
+        # again only if it did not (the namespace's labels, once per request).
+        level = decision.deny_level or self.enforcer.deny_level_for(review.namespace)
         if evaluation.policy_errors:
-            decision = self._policy_errors(review, evaluation, decision,
-                                           decision.deny_level or level)
-        return Outcome(review, decision, decision.deny_level or level, evaluation)
+            decision = self._policy_errors(review, evaluation, decision, level)
+        return Outcome(review, decision, level, evaluation)
 
     def _policy_errors(self, review: Review, evaluation: Evaluation, decision: Decision,
                        level: DenyLevel) -> Decision:
@@ -129,13 +130,13 @@ class AdmissionService:
             log.info("refused %s %s/%s: %s", review.kind, review.namespace, review.name, why)
         return build_response(review, why is None, [], why)
 
-    def _engine_failure(self, review: Review, level: DenyLevel, reason: str,
-                        label: Reason) -> Outcome:
+    def _engine_failure(self, review: Review, reason: str, label: Reason) -> Outcome:
         self._metrics.engine_errors.labels(label).inc()
         fail = self._settings.engine.failure_policy is FailurePolicy.FAIL
         log.error("policy engine could not evaluate %s %s/%s (uid %s): %s; failure policy %s",
                   review.kind, review.namespace, review.name, review.uid, reason,
                   self._settings.engine.failure_policy.value)
+        level = self.enforcer.deny_level_for(review.namespace)
         return Outcome(review, Decision(allowed=not fail, violations=(), denying=()), level,
                        engine_error=reason)
 
