@@ -90,13 +90,21 @@ def review_text(obj: dict[str, Any], namespace: str) -> str:
 # Both ways MagTape evaluates: regorus' compiled mode, which the built-in
 # policies take, and its interpreter, which every other policy takes (and the
 # built-ins when the compiled mode cannot answer).
+@dataclass(frozen=True)
+class Magtape:
+    """An engine and the mode its built-in policies must be decided in."""
+
+    engine: EmbeddedEngine
+    compiled: bool
+
+
 @pytest.fixture(scope="module", params=["compiled", "interpreted"])
-def engine(request: pytest.FixtureRequest) -> Iterator[EmbeddedEngine]:
-    engine = EmbeddedEngine(timeout_seconds=10, workers=2,
-                            compiled=request.param == "compiled")
+def magtape(request: pytest.FixtureRequest) -> Iterator[Magtape]:
+    compiled = request.param == "compiled"
+    engine = EmbeddedEngine(timeout_seconds=10, workers=2, compiled=compiled)
     report = engine.load(builtin_modules(), {})
     assert not report.errors, report.errors
-    yield engine
+    yield Magtape(engine, compiled)
     engine.close()
 
 
@@ -107,8 +115,8 @@ def by_opa(opa: OpaServer, cases: Sequence[Case]) -> list[Found]:
             for decision in decisions]
 
 
-def by_magtape(engine: EmbeddedEngine, cases: Sequence[Case]) -> list[Found]:
-    found = []
+def by_magtape(magtape: Magtape, cases: Sequence[Case]) -> list[Found]:
+    engine, found = magtape.engine, []
     data: str | None = None
     for case in cases:
         key = json.dumps(case.namespaces, sort_keys=True)
@@ -119,19 +127,19 @@ def by_magtape(engine: EmbeddedEngine, cases: Sequence[Case]) -> list[Found]:
         assert evaluation.policy_errors == (), (case.id, evaluation.policy_errors)
         # The mode under test decided (a compiled-mode answer the worker had to
         # hand to the interpreter would not be compared at all).
-        assert evaluation.compiled == engine.compiled or not evaluation.results, case.id
+        assert evaluation.compiled == magtape.compiled or not evaluation.results, case.id
         found.append(frozenset((v.msg, v.errcode, v.severity.value)
                                for v in evaluation.violations))
     return found
 
 
-def assert_same(opa: OpaServer, engine: EmbeddedEngine, cases: Sequence[Case],
+def assert_same(opa: OpaServer, magtape: Magtape, cases: Sequence[Case],
                 raised: set[str] | None = None) -> int:
     """Compare every case; return how many raised something (so a test can
     show it compared real failures, not only empty sets), adding the check
     IDs raised to ``raised``."""
     expected = by_opa(opa, cases)
-    got = by_magtape(engine, cases)
+    got = by_magtape(magtape, cases)
     differ = [(c.id, sorted(e ^ g), c.raw[:400])
               for c, e, g in zip(cases, expected, got, strict=True) if e != g]
     assert not differ, f"{len(differ)} of {len(cases)} differ; first: {differ[:3]}"
@@ -171,10 +179,10 @@ def fixed_cases() -> list[Case]:
 
 
 def test_every_sample_and_testing_manifest(opa_server: OpaServer,
-                                          engine: EmbeddedEngine) -> None:
+                                          magtape: Magtape) -> None:
     cases = fixed_cases()
     assert len(cases) >= 60
-    assert assert_same(opa_server, engine, cases) >= 30
+    assert assert_same(opa_server, magtape, cases) >= 30
 
 
 # The inputs that once decided differently between engines (issue 15) and
@@ -185,7 +193,7 @@ EDGE_PDB_VALUES = [
 ]
 
 
-def test_edge_values(opa_server: OpaServer, engine: EmbeddedEngine) -> None:
+def test_edge_values(opa_server: OpaServer, magtape: Magtape) -> None:
     cases = [Case(f"pdb {v!r}"[:60], review_text(pdb({"minAvailable": v, "maxUnavailable": v}),
                                                  "test1"), {})
              for v in EDGE_PDB_VALUES]
@@ -194,7 +202,7 @@ def test_edge_values(opa_server: OpaServer, engine: EmbeddedEngine) -> None:
               for q in QUANTITIES]
     cases += [Case(f"name {n!r}", review_text(pod([{"name": n}], []), "test1"), {})
               for n in ["zoë", Escaped("zoë"), Escaped("<tag>"), "\u0000", "a\"b\\c", ""]]
-    assert assert_same(opa_server, engine, cases) >= 30
+    assert assert_same(opa_server, magtape, cases) >= 30
 
 
 # ------------------------------------------------------------ generated objects
@@ -335,7 +343,7 @@ CHECKS = {"MT1001", "MT1002", "MT1003", "MT1004", "MT1005", "MT1006", "MT1007", 
           "MT1009", "MT1010", "MT2001", "MT2002"}
 
 
-def test_generated_objects(opa_server: OpaServer, engine: EmbeddedEngine) -> None:
+def test_generated_objects(opa_server: OpaServer, magtape: Magtape) -> None:
     raised: set[str] = set()
 
     # Derandomized: the same 8 batches of 40 objects on every run, so `make
@@ -346,7 +354,7 @@ def test_generated_objects(opa_server: OpaServer, engine: EmbeddedEngine) -> Non
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(batch=st.lists(case(), min_size=40, max_size=40))
     def compare(batch: list[Case]) -> None:
-        assert assert_same(opa_server, engine, batch, raised) >= 3  # not only empty sets
+        assert assert_same(opa_server, magtape, batch, raised) >= 3  # not only empty sets
 
     compare()
     assert raised == CHECKS, f"no generated object raised {sorted(CHECKS - raised)}"
@@ -384,7 +392,7 @@ def test_one_applicability_rule(opa_server: OpaServer) -> None:
     try:
         report = engine.load([*builtin_modules(), APPLICABILITY_POLICY], {})
         assert not report.errors, report.errors
-        assert_same(opa_server, engine, cases)
+        assert_same(opa_server, Magtape(engine, compiled=True), cases)
         applied = [c.id for c, found in zip(cases, by_opa(opa_server, cases), strict=True)
                    if any(errcode == "MT0003" for _, errcode, _ in found)]
         assert applied == ["Service checked=yes", "Pod checked=yes"]

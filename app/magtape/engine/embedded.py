@@ -108,26 +108,36 @@ def _aggregate_modules(by_kind: Mapping[str, list[Vetted]], names: Mapping[str, 
     return modules, plan
 
 
-def _proven(libraries: Sequence[PolicyModule], policies: Sequence[Vetted]) -> frozenset[str]:
-    """The policy packages regorus' compiled mode may evaluate: every module of the
-    package is a built-in one, and no other module shares a package with them or
-    with the built-in libraries they import (it would change what they mean)."""
+def _proven(libraries: Sequence[PolicyModule], policies: Sequence[Vetted]
+            ) -> tuple[frozenset[str], list[PolicyModule]]:
+    """The policy packages regorus' compiled mode may evaluate, and the modules it
+    compiles for them (those packages' and the built-in libraries').
+
+    A package is proven when every module of it is a built-in one, and no other
+    module shares a package with them or with the built-in libraries they
+    import (it would change what they mean).
+    """
     digests = builtin_digests()
     proven = {v.group.package for v in policies
               if all(source_digest(m.source) in digests for m in v.group.modules)}
     if not proven:
-        return frozenset()
-    trusted = set(proven)
+        return frozenset(), []
+    trusted, modules = set(proven), [m for v in policies if v.group.package in proven
+                                     for m in v.group.modules]
     others: set[str] = {v.group.package for v in policies} - proven
     for m in libraries:
         package = package_of(m.source) or ""
-        (trusted if source_digest(m.source) in digests else others).add(package)
+        if source_digest(m.source) in digests:
+            trusted.add(package)
+            modules.append(m)
+        else:
+            others.add(package)
     for other in others:
         for package in trusted:
             if other == package or other.startswith(package + ".") \
                     or package.startswith(other + "."):
-                return frozenset()
-    return frozenset(proven)
+                return frozenset(), []
+    return frozenset(proven), modules
 
 
 class EmbeddedEngine:
@@ -195,15 +205,15 @@ class EmbeddedEngine:
             for kind in sorted(info.targets):
                 by_kind.setdefault(kind, []).append(v)
         policies = [v for v, _ in kept]
-        proven = _proven(vetted.libraries, policies) if self._compiled else frozenset()
+        proven, compiled = (_proven(vetted.libraries, policies) if self._compiled
+                            else (frozenset(), []))
         generated, plan = _aggregate_modules(
             by_kind, {v.group.package: info.name for v, info in kept}, proven)
         sources = [*vetted.libraries, *generated, *(m for v in policies for m in v.group.modules)]
-        # What regorus compiles for its compiled mode: the generated rules over the
-        # proven policies, those policies and the built-in libraries.
-        program = [i for i, m in enumerate(sources) if proven and (
-            m is generated[-1] or package_of(m.source) in proven
-            or (m in vetted.libraries and source_digest(m.source) in builtin_digests()))]
+        # What regorus compiles for its compiled mode: those modules and the
+        # generated rules over the proven policies (the last generated module).
+        in_program = {id(m) for m in compiled} | ({id(generated[-1])} if proven else set())
+        program = [i for i, m in enumerate(sources) if id(m) in in_program]
         version = self._version + 1
         pairs = module_pairs(sources)
         problem = vetter.check_set(pairs, plan, program)
@@ -235,11 +245,6 @@ class EmbeddedEngine:
 
     def update_data(self, data: Mapping[str, Any]) -> None:
         self._pool.broadcast(data=Frame(b"D", json.dumps(data).encode()))
-
-    @property
-    def compiled(self) -> bool:
-        """Whether the built-in policies run in regorus' compiled mode."""
-        return self._compiled
 
     @property
     def ready(self) -> bool:
