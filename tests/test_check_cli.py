@@ -7,13 +7,16 @@ test_check_inputs.py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -246,24 +249,34 @@ def test_parallel_jobs_give_the_same_report_in_input_order(capsys: pytest.Captur
     assert [o["name"] for o in json.loads(serial[1])["objects"]] == [f"p{i}" for i in range(12)]
 
 
-def test_no_argument_on_a_terminal_says_it_reads_stdin() -> None:
-    """A pseudo-terminal as stdin: the note appears at once; EOF (Ctrl-D) then ends input."""
+@contextlib.contextmanager
+def on_a_terminal(args: list[str], stream: str, **popen: Any
+                  ) -> Iterator[tuple[subprocess.Popen[Any], int]]:
+    """``magtape ARGS`` with a pseudo-terminal as its ``stream`` ("stdin" or
+    "stderr"): the process and the terminal's other end, both ended afterwards."""
     import pty
 
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "magtape", "check"], stdin=follower,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "magtape", *args], **{stream: follower},
+                            **popen)
     os.close(follower)
     try:
-        first = proc.stderr.readline() if proc.stderr else ""
-        assert "reading manifests from stdin (end with Ctrl-D)" in first
-        os.write(leader, b"\x04")  # Ctrl-D on an empty line: end of input
-        _, err = proc.communicate(timeout=60)
+        yield proc, leader
     finally:
         os.close(leader)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_no_argument_on_a_terminal_says_it_reads_stdin() -> None:
+    """A pseudo-terminal as stdin: the note appears at once; EOF (Ctrl-D) then ends input."""
+    with on_a_terminal(["check"], "stdin", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True) as (proc, leader):
+        first = proc.stderr.readline() if proc.stderr else ""
+        assert "reading manifests from stdin (end with Ctrl-D)" in first
+        os.write(leader, b"\x04")  # Ctrl-D on an empty line: end of input
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "no Kubernetes object was read" in err
 
 
@@ -363,16 +376,11 @@ def test_init_flags_are_still_parsed(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_progress_line_on_a_terminal(tmp_path: Path) -> None:
     """stderr a terminal: a `done/total` line rewritten in place, erased at the end."""
-    import pty
-
     f = tmp_path / "pods.yaml"
     f.write_text("---\n".join(POD % i for i in range(12)))
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "magtape", "check", "-j", "2", str(f)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower)
-    os.close(follower)
     seen = b""
-    try:
+    with on_a_terminal(["check", "-j", "2", str(f)], "stderr", stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE) as (proc, leader):
         while True:
             try:
                 chunk = os.read(leader, 4096)
@@ -382,11 +390,6 @@ def test_progress_line_on_a_terminal(tmp_path: Path) -> None:
                 break
             seen += chunk
         out, _ = proc.communicate(timeout=60)
-    finally:
-        os.close(leader)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1
     assert b"\rmagtape check: 12/12 objects\r\x1b[K" in seen
     assert b"magtape check" not in out  # the report itself is untouched
