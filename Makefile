@@ -38,14 +38,16 @@ opa-test:            ## the policies' own tests under real OPA, the reference (d
 bench:               ## throughput and latency figures, printed side by side
 	$(PY) hack/bench.py $(ARGS)
 
-policies:            ## render base/policies/ from policies/*/ (jinja2)
+policies:            ## render base/policies/ from policies/*/ (jinja2), record the built-ins' vetting
 	$(PY) hack/render_policies.py
+	$(PY) hack/vet_builtins.py
 
 dashboards:          ## regenerate dashboards/*.json from hack/dashboards.py
 	$(PY) hack/dashboards.py
 
 check-generated:     ## fail when committed generated files are stale
 	$(PY) hack/render_policies.py --check
+	$(PY) hack/vet_builtins.py --check
 	$(PY) hack/dashboards.py --check
 
 image:               ## build the image with buildah (hack/image.sh; docs/install.md)

@@ -61,3 +61,8 @@ EXTRAS="[dev]"; [[ "${1:-}" == "--runtime-only" ]] && EXTRAS=""
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".$EXTRAS" 2>&1 \
   | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import magtape, regorus" || { echo "setup: install failed" >&2; exit 1; }
+# Bytecode for the source tree, as pip writes it for an installed wheel: with
+# PYTHONDONTWRITEBYTECODE set (common in CI images) an editable install would
+# otherwise compile every module on every start (~60 ms per process), which
+# start-up figures in `make bench` must not include. Stale files are ignored.
+"$VENV/bin/python" -m compileall -q app

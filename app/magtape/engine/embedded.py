@@ -145,13 +145,16 @@ class EmbeddedEngine:
 
     def __init__(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
                  workers: int = DEFAULT_WORKERS, memory_mb: int = DEFAULT_MEMORY_MB,
-                 vet_timeout_seconds: float | None = None, compiled: bool = True) -> None:
+                 vet_timeout_seconds: float | None = None, compiled: bool = True,
+                 trust_builtins: bool = True) -> None:
         self._timeout = timeout_seconds
         self._compiled = compiled  # regorus' compiled mode for the proven built-ins
         self._memory_mb = memory_mb
         # Vetting runs each policy once on a minimal object; one that needs
         # longer than this cannot be afforded on every request either.
         self._vet_timeout = vet_timeout_seconds or max(2 * timeout_seconds, 5.0)
+        # False: vet the built-in policies too, as hack/vet_builtins.py does to record them.
+        self._trust_builtins = trust_builtins
         self._pool = WorkerPool(workers, timeout_seconds, memory_mb)
         self._load_lock = threading.Lock()
         self._vetter: Vetter | None = None  # while a load runs: close() ends its child
@@ -171,7 +174,7 @@ class EmbeddedEngine:
         return report
 
     def _load(self, modules: Sequence[PolicyModule], data: Mapping[str, Any]) -> LoadReport:
-        vetter = self._vetter = Vetter(self._vet_timeout, self._memory_mb)
+        vetter = self._vetter = Vetter(self._vet_timeout, self._memory_mb, self._trust_builtins)
         try:
             return self._vet_and_swap(vetter, modules, data)
         finally:
@@ -216,7 +219,7 @@ class EmbeddedEngine:
         program = [i for i, m in enumerate(sources) if id(m) in in_program]
         version = self._version + 1
         pairs = module_pairs(sources)
-        problem = vetter.check_set(pairs, plan, program)
+        problem = None if vetted.prevetted else vetter.check_set(pairs, plan, program)
         if problem is not None:
             log.error("policy set not loaded, keeping the previous one: the policies "
                       "conflict when loaded together: %s", problem)

@@ -13,21 +13,33 @@ Verdicts are cached by content (a policy together with the libraries it was
 compiled with; the assembled set), so a reload that changes one ConfigMap vets
 only that one, a slow policy costs its deadline once, not on every reload, and
 reloading an unchanged set starts no child at all.
+
+The built-in policies are vetted when the package is built: their verdicts
+(by the digest of their text, with the built-in libraries) are recorded in
+``builtin_vetted.json`` by ``hack/vet_builtins.py``, which ``make
+check-generated`` keeps current. A set made only of built-in modules, from
+files or from the ConfigMaps rendered from them, starts no vetting child; it
+was vetted with the same engine release (the record names it, and is ignored
+under any other). Any other module is vetted here as above.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from magtape.engine.child import Child, ChildDied
 from magtape.engine.policyset import Grouped, PolicyGroup
+from magtape.engine.sources import source_digest
 from magtape.engine.worker import smoke_input
 from magtape.policy import PolicyLoadError, PolicyModule
 
@@ -35,6 +47,8 @@ log = logging.getLogger(__name__)
 
 WORKER_MODULE = "magtape.engine.worker"
 START_TIMEOUT_SECONDS = 30.0  # a child's first answer includes starting Python
+BUILTIN_VETTED = Path(__file__).with_name("builtin_vetted.json")
+ENGINE_DISTRIBUTION, ENGINE_MODULE = "gordon-to-regorus", "regorus"
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,62 @@ class VetResult:
     libraries: tuple[PolicyModule, ...]  # library modules that compile
     policies: tuple[Vetted, ...]
     errors: tuple[PolicyLoadError, ...]
+    # Every module was a built-in one, vetted when the package was built: the
+    # set needs no run together either (built-in packages cannot conflict).
+    prevetted: bool = False
+
+
+@dataclass(frozen=True)
+class BuiltinVerdicts:
+    """What ``builtin_vetted.json`` records: the built-in libraries' digests, and
+    each built-in policy's metadata by the sorted digests of its modules."""
+
+    engine: str
+    libraries: frozenset[str]
+    policies: Mapping[tuple[str, ...], Any]
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "engine": self.engine, "libraries": sorted(self.libraries),
+            "policies": [{"modules": list(k), "metadata": v}
+                         for k, v in sorted(self.policies.items())]}, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> BuiltinVerdicts:
+        doc = json.loads(text)
+        return cls(doc["engine"], frozenset(doc["libraries"]),
+                   {tuple(p["modules"]): p["metadata"] for p in doc["policies"]})
+
+
+def engine_release() -> str | None:
+    """The installed engine's distribution and version, from its ``.dist-info``
+    beside the module (what importlib.metadata reads, without its ~50 ms import)."""
+    spec = importlib.util.find_spec(ENGINE_MODULE)
+    if spec is None or not spec.origin:
+        return None
+    prefix = ENGINE_DISTRIBUTION.replace("-", "_") + "-"
+    site = Path(spec.origin).parent.parent
+    found = [p.name[len(prefix):-len(".dist-info")]
+             for p in site.glob(f"{prefix}*.dist-info")]
+    return f"{ENGINE_DISTRIBUTION} {found[0]}" if len(found) == 1 else None
+
+
+@functools.cache
+def builtin_verdicts() -> BuiltinVerdicts | None:
+    """The recorded verdicts, or None when they are missing or were recorded with
+    another engine release (then every module is vetted in a child)."""
+    try:
+        recorded = BuiltinVerdicts.from_json(BUILTIN_VETTED.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s is missing or unreadable: the built-in policies are vetted at "
+                    "every load", BUILTIN_VETTED)
+        return None
+    release = engine_release()
+    return recorded if release is not None and recorded.engine == release else None
+
+
+def _digests(modules: Sequence[PolicyModule]) -> tuple[str, ...]:
+    return tuple(sorted(source_digest(m.source) for m in modules))
 
 
 _Verdict = dict[str, Any]  # the worker's answer to a "V" frame
@@ -90,9 +160,11 @@ class Vetter:
     """Vets policy sets in one child at a time (started on first need, replaced
     after a failure); ``close`` kills it, also from another thread."""
 
-    def __init__(self, timeout: float, memory_mb: int) -> None:
+    def __init__(self, timeout: float, memory_mb: int, trust_builtins: bool = True) -> None:
         self._timeout = timeout
         self._memory_mb = memory_mb
+        # False: vet the built-ins too (hack/vet_builtins.py records them so).
+        self._builtins = builtin_verdicts() if trust_builtins else None
         self._child: Child | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -131,7 +203,12 @@ class Vetter:
         libraries = list(grouped.libraries)
         lib_pairs = module_pairs(libraries)
         lib_key = _digest(lib_pairs)
-        bad: dict[str, dict[str, Any]] | None = _libraries.get(lib_key)
+        builtins = self._builtins
+        lib_digests = _digests(libraries)
+        if builtins is not None and (len(set(lib_digests)) != len(lib_digests)
+                                     or set(lib_digests) != builtins.libraries):
+            builtins = None  # the recorded verdicts hold with the built-in libraries only
+        bad: dict[str, dict[str, Any]] | None = {} if builtins else _libraries.get(lib_key)
         if bad is None:
             try:
                 _, payload = self._call(b"L", _json({"modules": lib_pairs}))
@@ -146,8 +223,12 @@ class Vetter:
         libraries = [m for m in libraries if m.filename not in bad]
         lib_pairs = module_pairs(libraries)
         vetted: list[Vetted] = []
+        prevetted = builtins is not None and not errors
         for group in grouped.policies:
-            verdict = self._verdict(group, lib_pairs, lib_key)
+            recorded = builtins.policies.get(_digests(group.modules)) if builtins else None
+            prevetted = prevetted and recorded is not None
+            verdict = ({"ok": True, "metadata": recorded} if recorded is not None
+                       else self._verdict(group, lib_pairs, lib_key))
             if verdict["ok"]:
                 vetted.append(Vetted(group, verdict["metadata"]))
             else:
@@ -156,7 +237,7 @@ class Vetter:
                 errors.append(PolicyLoadError(origins.get(filename, group.origin), filename,
                                               verdict["error"], verdict.get("line"),
                                               policy=group.package))
-        return VetResult(tuple(libraries), tuple(vetted), tuple(errors))
+        return VetResult(tuple(libraries), tuple(vetted), tuple(errors), prevetted)
 
     def _verdict(self, group: PolicyGroup, lib_pairs: list[list[str]],
                  lib_key: str) -> _Verdict:
