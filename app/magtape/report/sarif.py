@@ -25,12 +25,24 @@ SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/tmobile/magtape"
 
 
+# Where the results go in the indented document: a string no result can be.
+_RESULTS = "\0results\0"
+
+
 def render(run: CheckRun) -> str:
     policies = sorted(run.policies, key=lambda p: p.errcode)
     index = {p.name: i for i, p in enumerate(policies)}
-    results = [_result(o, f, index) for o in run.objects for f in o.findings]
-    errors = [{"level": "error", "message": {"text": f"{o.label}: {e}"},
-               "locations": [_location(o)]} for o in run.objects for e in o.errors]
+    results: list[str] = []
+    errors: list[dict[str, Any]] = []
+    for o in run.objects:
+        if not (o.findings or o.errors):
+            continue
+        location = _location(o)
+        # One result per line through the C encoder: indent= falls back to the
+        # pure-Python one, ~1 s for 3,000 objects.
+        results.extend(json.dumps(_result(o, f, index, location)) for f in o.findings)
+        errors.extend({"level": "error", "message": {"text": f"{o.label}: {e}"},
+                       "locations": [location]} for e in o.errors)
     doc = {
         "$schema": SCHEMA,
         "version": "2.1.0",
@@ -41,10 +53,15 @@ def render(run: CheckRun) -> str:
             }},
             "invocations": [{"executionSuccessful": not errors,
                              "toolExecutionNotifications": errors}],
-            "results": results,
+            "results": _RESULTS,
         }],
     }
-    return json.dumps(doc, indent=2) + "\n"
+    head, _, tail = json.dumps(doc, indent=2).partition(json.dumps(_RESULTS))
+    line = head[head.rindex("\n") + 1:]
+    indent = " " * (len(line) - len(line.lstrip(" ")))
+    items = (f"[\n{indent}  " + f",\n{indent}  ".join(results) + f"\n{indent}]"
+             if results else "[]")
+    return head + items + tail + "\n"
 
 
 def _rule(run: CheckRun, p: PolicyInfo) -> dict[str, Any]:
@@ -70,14 +87,15 @@ def _rule(run: CheckRun, p: PolicyInfo) -> dict[str, Any]:
     return rule
 
 
-def _result(o: ObjectResult, f: Finding, index: dict[str, int]) -> dict[str, Any]:
+def _result(o: ObjectResult, f: Finding, index: dict[str, int],
+            location: dict[str, Any]) -> dict[str, Any]:
     v = f.violation
     text = v.msg + (f"\nHow to fix: {f.remedy.hint}" if f.remedy else "")
     result: dict[str, Any] = {
         "ruleId": v.errcode,
         "level": "error" if f.denies else "warning",
         "message": {"text": text},
-        "locations": [_location(o)],
+        "locations": [location],
         # Stable across runs so code scanning tracks one alert per object and message.
         "partialFingerprints": {"magtapeFinding/v1": hashlib.sha256(
             f"{o.label}\0{v.errcode}\0{v.msg}".encode()).hexdigest()},
