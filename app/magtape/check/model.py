@@ -67,6 +67,9 @@ class CheckRun:
     deny_level: DenyLevel
     catalogue: Catalogue
     skipped_documents: Mapping[str, int] = field(default_factory=dict)  # reason -> count
+    # Each object's part of the report in the chosen format, when it was rendered
+    # where the object was checked (``check -j N``; magtape.report.parts).
+    parts: tuple[str, ...] | None = None
 
     def count(self, verdict: Verdict) -> int:
         return sum(o.verdict is verdict for o in self.objects)

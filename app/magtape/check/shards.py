@@ -60,6 +60,7 @@ from magtape.engine import EngineError
 from magtape.engine.sources import SourceError
 from magtape.policy import PolicyInfo, Severity, Violation
 from magtape.remediation import Catalogue, RemediationError
+from magtape.report import parts as render_parts
 from magtape.settings import Settings
 
 # Below this many documents per shard a shard's own start-up (a process, an
@@ -236,6 +237,7 @@ def run_sharded(settings: Settings, options: CheckOptions, policy: PolicySources
                            namespaces=namespaces)
         by_kind = checks_by_kind(run.policies)
         results = list(run.objects)
+        parts = render_parts(options.output, run)
         for child, conn in children:
             reply = _receive(child, conn, lambda: report(len(run.objects)))
             # Thousands of new objects and no cycle among them: without the
@@ -246,10 +248,13 @@ def run_sharded(settings: Settings, options: CheckOptions, policy: PolicySources
                 results.extend(_unpack(r, run.catalogue, by_kind) for r in reply[1])
             finally:
                 gc.enable()
+            if parts is not None:
+                parts = (*parts, *reply[2])
         if progress is not None:
             progress(len(results))  # the last line, whichever shard finished last
         finished = True
-        return replace(run, objects=tuple(results), skipped_documents=dict(skipped))
+        return replace(run, objects=tuple(results), skipped_documents=dict(skipped),
+                       parts=parts)
     finally:
         for child, conn in children:
             conn.close()
@@ -317,8 +322,10 @@ def shard_main(conn: Connection, settings: Settings, options: CheckOptions,
 
             run = evaluate(settings, found, replace(options, jobs=1), progress, engine,
                            namespaces=message[1])
-            # Before the engine closes: the parent need not wait for that.
-            conn.send(("done", [_pack(o) for o in run.objects]))
+            # Before the engine closes: the parent need not wait for that. The
+            # objects' parts of the report are rendered here, beside the other parts.
+            conn.send(("done", [_pack(o) for o in run.objects],
+                       render_parts(options.output, run)))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         return  # Ctrl-C, or the parent stopped: it reports
     except EngineError as exc:

@@ -12,23 +12,30 @@ from magtape.check.model import CheckRun, ObjectResult
 
 
 def render(run: CheckRun) -> str:
-    lines = []
-    for o in run.objects:
-        for e in o.errors:
-            lines.append(_command("error", o, "MagTape policy error", f"{o.label}: {e}"))
-        for f in o.active:
-            v = f.violation
-            text = f"{o.label}: {v.msg}"
-            if f.remedy:
-                text += f"\nHow to fix: {f.remedy.hint}"
-                text += f" {f.remedy.url}" if f.remedy.url else ""
-            lines.append(_command("error" if f.denies else "warning", o,
-                                  f"{v.errcode} {v.policy}", text))
+    lines = [part for part in (run.parts if run.parts is not None else parts(run)) if part]
     c = run.counts
     lines.append(f"magtape check: {c['objects']} objects at deny level {run.deny_level.value}: "
                  f"{c['denied']} denied, {c['warned']} warned, {c['passed']} passed, "
                  f"{c['skipped']} skipped, {c['exempted']} exempted")
     return "\n".join(lines) + "\n"
+
+
+def parts(run: CheckRun) -> list[str]:
+    """Each object's commands ("" when it has none)."""
+    return ["\n".join(_commands(o)) for o in run.objects]
+
+
+def _commands(o: ObjectResult) -> list[str]:
+    lines = [_command("error", o, "MagTape policy error", f"{o.label}: {e}") for e in o.errors]
+    for f in o.active:
+        v = f.violation
+        text = f"{o.label}: {v.msg}"
+        if f.remedy:
+            text += f"\nHow to fix: {f.remedy.hint}"
+            text += f" {f.remedy.url}" if f.remedy.url else ""
+        lines.append(_command("error" if f.denies else "warning", o,
+                              f"{v.errcode} {v.policy}", text))
+    return lines
 
 
 def _command(level: str, o: ObjectResult, title: str, message: str) -> str:

@@ -20,9 +20,13 @@ def render(run: CheckRun) -> str:
     head = {"denyLevel": run.deny_level.value, "summary": run.counts,
             "skippedDocuments": dict(sorted(run.skipped_documents.items()))}
     lines = [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
-    objects = ",\n    ".join(json.dumps(_object(o)) for o in run.objects)
+    objects = ",\n    ".join(run.parts if run.parts is not None else parts(run))
     body = f"[\n    {objects}\n  ]" if objects else "[]"
     return "{\n" + "\n".join(lines) + f'\n  "objects": {body}\n}}\n'
+
+
+def parts(run: CheckRun) -> list[str]:
+    return [json.dumps(_object(o)) for o in run.objects]
 
 
 def _object(o: ObjectResult) -> dict[str, Any]:

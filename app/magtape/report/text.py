@@ -12,10 +12,7 @@ from magtape.remediation import Remedy
 
 
 def render(run: CheckRun) -> str:
-    lines: list[str] = []
-    for o in run.objects:
-        lines.append(f"{o.verdict.value:6} {o.label}  ({o.manifest.location})")
-        lines.extend(_details(o))
+    lines = list(run.parts if run.parts is not None else parts(run))
     c = run.counts
     summary = (f"{c['objects']} objects checked at deny level {run.deny_level.value}: "
                f"{c['denied']} denied, {c['warned']} allowed with warnings, "
@@ -29,6 +26,11 @@ def render(run: CheckRun) -> str:
     lines.append("")
     lines.append(summary)
     return "\n".join(lines) + "\n"
+
+
+def parts(run: CheckRun) -> list[str]:
+    return ["\n".join([f"{o.verdict.value:6} {o.label}  ({o.manifest.location})", *_details(o)])
+            for o in run.objects]
 
 
 def _details(o: ObjectResult) -> list[str]:
