@@ -323,6 +323,11 @@ def http_bench(args: argparse.Namespace) -> int:
         tput = med[name]["rps"] / med["floor xP"]["rps"]
         print(f"{name:<11} CPU/request floor/MagTape {cpu_ratio:.2f} (target >= 0.5)   "
               f"throughput vs floor x{processes} {tput:.2f} (target >= 0.5)")
+    # What any design with one HTTP process can reach: the floor itself, which
+    # answers a canned review, in one process against P of them.
+    print(f"one-process ceiling: floor / floor x{processes} throughput "
+          f"{med['floor']['rps'] / med['floor xP']['rps']:.2f} (a server with one HTTP process "
+          "cannot exceed this, whatever it does per request)")
     ratio = p99_2["deployment"] / p99_2["floor"]
     print(f"p99 at 2 connections: deployment {p99_2['deployment']:.2f} ms, floor "
           f"{p99_2['floor']:.2f} ms, ratio {ratio:.2f} (target <= 3)")
