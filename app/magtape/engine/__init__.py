@@ -12,10 +12,11 @@ imports regorus.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from magtape.policy import Evaluation, LoadReport, PolicyModule
-from magtape.review import Review
+if TYPE_CHECKING:  # annotations only: every engine worker imports this package first
+    from magtape.policy import Evaluation, LoadReport, PolicyModule
+    from magtape.review import Review
 
 # The label values of magtape_policy_engine_errors_total{reason}
 # (magtape.metrics.ENGINE_ERROR_REASONS lists them for the exporter).
