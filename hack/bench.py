@@ -322,7 +322,8 @@ def http_bench(args: argparse.Namespace) -> int:
         cpu_ratio = med["floor"]["cpu_us"] / med[name]["cpu_us"]
         tput = med[name]["rps"] / med["floor xP"]["rps"]
         print(f"{name:<11} CPU/request floor/MagTape {cpu_ratio:.2f} (target >= 0.5)   "
-              f"throughput vs floor x{processes} {tput:.2f} (target >= 0.5)")
+              f"throughput vs floor x{processes} {tput:.2f} (target >= 0.5; "
+              f"vs floor x1, as many HTTP processes: {med[name]['rps'] / med['floor']['rps']:.2f})")
     # What any design with one HTTP process can reach: the floor itself, which
     # answers a canned review, in one process against P of them.
     print(f"one-process ceiling: floor / floor x{processes} throughput "
