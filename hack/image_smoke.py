@@ -7,8 +7,9 @@ image-test` through ``buildah run``), as the image's user, with the Python
 standard library only:
 
 1. every shared object in the virtualenv resolves its libraries (``ldd``);
-2. ``magtape check`` denies a privileged Deployment (MT2001) at deny level LOW;
-3. ``magtape serve`` answers ``/readyz`` and denies the same Deployment
+2. the built-in policies' vetting record applies to the image's engine;
+3. ``magtape check`` denies a privileged Deployment (MT2001) at deny level LOW;
+4. ``magtape serve`` answers ``/readyz`` and denies the same Deployment
    posted as an AdmissionReview, then stops cleanly on SIGTERM.
 
 Exit 0 when all hold; otherwise 1 with what failed and what to do.
@@ -76,6 +77,20 @@ def check_cli() -> None:
     print("smoke: magtape check denies a privileged Deployment (MT2001)")
 
 
+def check_vetting_record() -> None:
+    """The built-ins' vetting record names this image's engine release, so a
+    webhook start and `magtape check` start no vetting child for them."""
+    probe = ("from magtape.engine.vet import builtin_verdicts, engine_release\n"
+             "print(engine_release()); raise SystemExit(builtin_verdicts() is None)")
+    out = subprocess.run([str(VENV / "bin" / "python"), "-c", probe], capture_output=True,
+                         text=True, timeout=60, check=False)
+    if out.returncode != 0:
+        fail("magtape/engine/builtin_vetted.json does not apply to this image's engine "
+             f"({out.stdout.strip()}{out.stderr.strip()}): run `make policies` with the "
+             "pinned engine and rebuild")
+    print(f"smoke: the built-in policies' vetting record applies ({out.stdout.strip()})")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,6 +143,7 @@ def _ready(port: int) -> bool:
 
 if __name__ == "__main__":
     check_libraries()
+    check_vetting_record()
     check_cli()
     check_serve()
     print("smoke test passed")

@@ -98,7 +98,8 @@ def engine_release() -> str | None:
     if spec is None or not spec.origin:
         return None
     prefix = ENGINE_DISTRIBUTION.replace("-", "_") + "-"
-    site = Path(spec.origin).parent.parent
+    origin = Path(spec.origin)  # .../site-packages/regorus/__init__.py, or a module file
+    site = origin.parent.parent if spec.submodule_search_locations else origin.parent
     found = [p.name[len(prefix):-len(".dist-info")]
              for p in site.glob(f"{prefix}*.dist-info")]
     return f"{ENGINE_DISTRIBUTION} {found[0]}" if len(found) == 1 else None

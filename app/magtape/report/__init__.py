@@ -1,14 +1,15 @@
 """Output formats of ``magtape check``: one module per format, loaded on demand.
 
-Each module has ``render(run: CheckRun) -> str``. A format whose report is
-mostly one part per object also has ``parts(run) -> list[str]`` (those
-parts, in order), and ``render`` uses ``run.parts`` when they were rendered
-already: ``check -j N`` renders each object's part in the process that
-checked it, so the one process that writes the report only joins them.
-``text`` is for people,
+Each module has ``render(run: CheckRun) -> str``. ``text`` is for people,
 ``json`` for scripts, ``junit`` for CI test tabs (GitLab, Jenkins), ``sarif``
 for code scanning (GitHub, GitLab, Azure DevOps), ``github`` for workflow
 annotations on the changed lines.
+
+A format whose report is mostly one part per object also has ``parts(run)
+-> list[str]`` (those parts, in order), and its ``render`` uses
+``run.parts`` when they were rendered already: ``check -j N`` renders each
+object's part in the process that checked it, so the one process that
+writes the report only joins them.
 """
 
 from __future__ import annotations
