@@ -7,9 +7,12 @@ concurrent keep-alive connections:
   floor       a canned Flask + waitress endpoint: the framework's own cost
   floor xP    the same in P processes sharing the port (SO_REUSEPORT), P being
               MagTape's process count (the server plus its engine workers)
+  floor xQ    the same in Q = 4 processes: deployment/2's process count
   deployment  `magtape serve` with the built-in policies, a Deployment with
               five failures (the README's test-deploy02)
   service     the same server, a Service
+  deployment/2  the Deployment again, with MAGTAPE_PROCESSES=2 and one
+              engine worker each: two HTTP processes behind one port
 
 Rounds are interleaved (floor, floor xP, deployment, service, ...) so drift
 on a shared machine hits every target alike; the figures are medians over
@@ -99,6 +102,16 @@ def floor_server(port: int, threads: int) -> None:
     serve(app, sockets=[sock], threads=threads, _quiet=True)
 
 
+def child_pids(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
 def tree_cpu_seconds(roots: list[int], descendants: bool = True) -> float:
     """CPU time (user + system) of ``roots`` and all their descendants, reaped ones included
     (``descendants=False``: of ``roots`` alone, e.g. the server without its engine workers)."""
@@ -114,12 +127,13 @@ def tree_cpu_seconds(roots: list[int], descendants: bool = True) -> float:
             stats[int(entry)] = fields
             children.setdefault(int(fields[1]), []).append(int(entry))
     total = 0
-    todo = list(roots)
+    todo, seen = list(roots), set()
     while todo:
         pid = todo.pop()
         found = stats.get(pid)
-        if found is None:
+        if found is None or pid in seen:  # a root may descend from another root
             continue
+        seen.add(pid)
         # utime, stime, cutime, cstime (fields 14-17 of /proc/PID/stat)
         total += sum(int(f) for f in found[11:15 if descendants else 13])
         if descendants:
@@ -241,11 +255,15 @@ def http_bench(args: argparse.Namespace) -> int:
     for name, obj in (("deployment", deployment), ("service", SERVICE)):
         bodies[name] = tmp / f"{name}.json"
         bodies[name].write_text(make_review(obj, "test1").raw)
-    bodies["floor"] = bodies["floor xP"] = bodies["deployment"]
+    bodies["floor"] = bodies["floor xP"] = bodies["floor xQ"] = bodies["deployment/2"] = \
+        bodies["deployment"]
 
     processes = 1 + args.workers
-    floor_port, floors_port = free_port(), free_port()
+    # deployment/2: two HTTP processes with one engine worker each (MAGTAPE_PROCESSES=2).
+    processes2 = 2 * (1 + 1)
+    floor_port, floors_port, floors2_port = free_port(), free_port(), free_port()
     hook_port, metrics_port = free_port(), free_port()
+    hook2_port, metrics2_port = free_port(), free_port()
     env = {**os.environ, "MAGTAPE_LOG_LEVEL": "ERROR", "MAGTAPE_DENY_LEVEL": "LOW",
            "MAGTAPE_THREADS": str(args.threads), "MAGTAPE_ENGINE_WORKERS": str(args.workers),
            "PYTHONPATH": str(REPO / "app") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -258,28 +276,41 @@ def http_bench(args: argparse.Namespace) -> int:
         return subprocess.Popen([sys.executable, __file__, "--floor-server", str(port),
                                  "--threads", str(args.threads)], env=env, stderr=server_log)
 
+    def magtape(port: int, metrics: int, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "magtape", "serve",
+                                 "--listen", f"127.0.0.1:{port}",
+                                 "--metrics-listen", f"127.0.0.1:{metrics}"],
+                                env={**env, **extra}, stderr=server_log)
+
     floor_procs = [floor(floor_port)]
     floors_procs = [floor(floors_port) for _ in range(processes)]
-    hook = subprocess.Popen([sys.executable, "-m", "magtape", "serve",
-                             "--listen", f"127.0.0.1:{hook_port}",
-                             "--metrics-listen", f"127.0.0.1:{metrics_port}"], env=env,
-                            stderr=server_log)
-    procs = [*floor_procs, *floors_procs, hook]
+    floors2_procs = [floor(floors2_port) for _ in range(processes2)]
+    hook = magtape(hook_port, metrics_port, {})
+    hook2 = magtape(hook2_port, metrics2_port,
+                    {"MAGTAPE_PROCESSES": "2", "MAGTAPE_ENGINE_WORKERS": "1"})
+    procs = [*floor_procs, *floors_procs, *floors2_procs, hook, hook2]
     try:
-        wait_ready(f"http://127.0.0.1:{hook_port}/readyz")
-        wait_for_port(floor_port)
-        wait_for_port(floors_port)
-        floor_url, floors_url = f"http://127.0.0.1:{floor_port}/", f"http://127.0.0.1:{floors_port}/"
-        hook_url = f"http://127.0.0.1:{hook_port}/"
+        wait_ready(f"http://127.0.0.1:{metrics_port}/readyz")
+        wait_ready(f"http://127.0.0.1:{metrics2_port}/readyz")  # both of its processes
+        for port in (floor_port, floors_port, floors2_port):
+            wait_for_port(port)
+        hook_url, hook2_url = f"http://127.0.0.1:{hook_port}/", f"http://127.0.0.1:{hook2_port}/"
         # Sanity: the full path really evaluates what we think it does.
-        dep = post(hook_url, bodies["deployment"].read_bytes())["response"]
-        assert dep["allowed"] is False and len(dep["warnings"]) == 5, dep
+        for url in (hook_url, hook2_url):
+            dep = post(url, bodies["deployment"].read_bytes())["response"]
+            assert dep["allowed"] is False and len(dep["warnings"]) == 5, dep
         svc = post(hook_url, bodies["service"].read_bytes())["response"]
         assert svc["allowed"] is True, svc
-        urls = {"floor": floor_url, "floor xP": floors_url, "deployment": hook_url,
-                "service": hook_url}
+        urls = {"floor": f"http://127.0.0.1:{floor_port}/",
+                "floor xP": f"http://127.0.0.1:{floors_port}/",
+                "floor xQ": f"http://127.0.0.1:{floors2_port}/",
+                "deployment": hook_url, "service": hook_url, "deployment/2": hook2_url}
+        # "server" CPU is that of the HTTP processes: deployment/2's primary and helper.
+        http2 = [hook2.pid, *(c for c in child_pids(hook2.pid)
+                              if b"serve" in Path(f"/proc/{c}/cmdline").read_bytes())]
         pids = {"floor": [p.pid for p in floor_procs], "floor xP": [p.pid for p in floors_procs],
-                "deployment": [hook.pid], "service": [hook.pid]}
+                "floor xQ": [p.pid for p in floors2_procs], "deployment": [hook.pid],
+                "service": [hook.pid], "deployment/2": http2}
         for name in urls:  # warm-up
             run_wrk(urls[name], str(bodies[name]), 1, args.connections, str(script))
         runs: dict[str, list[dict[str, float]]] = {n: [] for n in urls}
@@ -312,18 +343,24 @@ def http_bench(args: argparse.Namespace) -> int:
     print(f"{'target':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}"
           f"{'server':>8}{'workers':>9}{'errors':>8}")
     for name, m in med.items():
-        label = name.replace("xP", f"x{processes}")
+        label = name.replace("xP", f"x{processes}").replace("xQ", f"x{processes2}")
         print(f"{label:<12}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}"
               f"{m['cpu_us']:>12.0f}{m['server_cpu_us']:>8.0f}"
               f"{m['cpu_us'] - m['server_cpu_us']:>9.0f}{m['errors']:>8.0f}")
     print(f"\nCPU per request is the server's whole process tree (MagTape: the server and its "
-          f"{args.workers} engine workers), split into the server process and its workers.\n")
+          f"{args.workers} engine workers), split into the server process and its workers; "
+          "deployment/2 is MAGTAPE_PROCESSES=2 with one engine worker each (its server "
+          "column: both HTTP processes).\n")
     for name in ("deployment", "service"):
         cpu_ratio = med["floor"]["cpu_us"] / med[name]["cpu_us"]
         tput = med[name]["rps"] / med["floor xP"]["rps"]
         print(f"{name:<11} CPU/request floor/MagTape {cpu_ratio:.2f} (target >= 0.5)   "
               f"throughput vs floor x{processes} {tput:.2f} (target >= 0.5; "
               f"vs floor x1, as many HTTP processes: {med[name]['rps'] / med['floor']['rps']:.2f})")
+    tput2 = med["deployment/2"]["rps"] / med["floor xQ"]["rps"]
+    print(f"deployment/2 CPU/request floor/MagTape "
+          f"{med['floor']['cpu_us'] / med['deployment/2']['cpu_us']:.2f}   throughput vs floor "
+          f"x{processes2} {tput2:.2f} (target >= 0.5; as many processes)")
     # What any design with one HTTP process can reach: the floor itself, which
     # answers a canned review, in one process against P of them.
     print(f"one-process ceiling: floor / floor x{processes} throughput "

@@ -63,6 +63,7 @@ ERRORS = [
     ("MAGTAPE_LISTEN", "5000", "HOST:PORT"),
     ("MAGTAPE_LISTEN", "host:99999", "HOST:PORT"),
     ("MAGTAPE_METRICS_LISTEN", "x:y", "HOST:PORT"),
+    ("MAGTAPE_PROCESSES", "0", "a whole number >= 1"),
     ("MAGTAPE_THREADS", "0", "a whole number >= 1"),
     ("MAGTAPE_THREADS", "2.5", "a whole number >= 1"),
     ("MAGTAPE_MAX_BODY_BYTES", "12", "a whole number >= 1024"),

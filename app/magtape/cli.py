@@ -76,7 +76,7 @@ def _main(argv: Sequence[str] | None) -> int:
         from magtape.server import serve
 
         try:
-            return serve(settings)
+            return serve(settings, list(argv) if argv is not None else sys.argv[1:])
         except (ConfigError, OSError, ValueError) as exc:
             print(f"magtape: cannot start: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -19,6 +19,7 @@ documented in docs/security.md.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -146,9 +147,19 @@ class BoundedServer(TcpWSGIServer):  # type: ignore[misc]  # waitress is untyped
                 channel.will_close = True
 
 
+class SharedPortServer(BoundedServer):
+    """A BoundedServer whose port other processes may bind too (SO_REUSEPORT):
+    the kernel spreads connections over them (magtape.processes)."""
+
+    def set_reuse_addr(self) -> None:  # waitress calls it just before bind()
+        super().set_reuse_addr()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
 def create_bounded_server(app: Any, host: str, port: int, limits: ListenerLimits,
-                          ident: str) -> BoundedServer:
-    """A started (listening) server; call ``run()`` on a thread to serve."""
+                          ident: str, shared: bool = False) -> BoundedServer:
+    """A started (listening) server; call ``run()`` on a thread to serve.
+    ``shared``: other processes bind the same port (SO_REUSEPORT)."""
     adj = Adjustments(
         host=host, port=port, threads=limits.threads, ident=ident,
         clear_untrusted_proxy_headers=True,
@@ -163,6 +174,7 @@ def create_bounded_server(app: Any, host: str, port: int, limits: ListenerLimits
     )
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
-    server = BoundedServer(app, {}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+    server_class = SharedPortServer if shared else BoundedServer
+    server = server_class(app, {}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
     server.request_read_seconds = limits.request_read_seconds
     return server

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,6 +21,7 @@ from magtape.admission import AdmissionService
 from magtape.audit.service import prepare as prepare_audit
 from magtape.enforcement.watch import start_enforcement
 from magtape.engine import Evaluator
+from magtape.engine.child import die_with_parent
 from magtape.kube import client as kube_client
 from magtape.kube.certs import certificate_expiry_or_nan
 from magtape.kube.reflector import Reflector
@@ -30,11 +31,22 @@ from magtape.metrics import Metrics
 from magtape.namespaces import NamespaceDirectory
 from magtape.notify import Notifier
 from magtape.notify.factory import build_notifier
+from magtape.processes import (
+    Helpers,
+    MergedRegistry,
+    announce_metrics_port,
+    helper_index,
+    helper_settings,
+)
 from magtape.runtime import start as start_runtime
 from magtape.settings import ConfigError, EngineKind, Settings
 from magtape.web import create_app, create_metrics_app
 
 log = logging.getLogger(__name__)
+
+# How long helper processes get to drain on SIGTERM, as this process' own
+# listeners and notifications do (Webhook.stop).
+STOP_SECONDS = 5.0
 
 
 def build_engine(settings: Settings) -> Evaluator:
@@ -80,9 +92,11 @@ class Webhook:
                 (s.http.listen, "--listen/MAGTAPE_LISTEN", admission, admission_limits, "magtape"),
                 (s.http.metrics_listen, "--metrics-listen/MAGTAPE_METRICS_LISTEN", metrics_app,
                  METRICS_LIMITS, "magtape-metrics")):
+            # More than one process per pod: all of them bind the admission port.
+            shared = app is admission and s.http.processes > 1
             try:
                 self._servers.append(create_bounded_server(app, address.host, address.port,
-                                                           limits, ident))
+                                                           limits, ident, shared))
             except OSError as exc:  # name the address: "address in use" alone says not which
                 raise ConfigError(f"cannot listen on {address} ({flag}): "
                                   f"{exc.strerror or exc}; stop what uses it or choose "
@@ -131,11 +145,14 @@ def stop_waitress(server: Any, thread: threading.Thread, timeout: float) -> None
 
 
 def start(settings: Settings, registry: CollectorRegistry | None = None,
-          api_client: ApiClient | None = None) -> Webhook:
+          api_client: ApiClient | None = None, helpers: Helpers | None = None,
+          process: int = 0) -> Webhook:
     """Start a webhook in background threads (used by ``magtape serve`` and tests).
 
     Without ``api_client`` it runs locally: built-in or --policies policies,
-    no Events, no policy discovery, no replication.
+    no Events, no policy discovery, no replication. ``helpers``: this is the
+    primary of several processes (magtape.processes); ``process``: this
+    process' index among them.
     """
     # With a cluster, what a review claims about its namespace is checked
     # against the namespaces MagTape sees itself (docs/security.md).
@@ -163,12 +180,20 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     if namespace_watch is not None:
         hook._stoppers.append(namespace_watch.stop)
 
-    def ready() -> bool:
+    def own_ready() -> bool:
         return runtime.ready and (namespace_watch is None or namespace_watch.synced.is_set())
 
+    def ready() -> bool:
+        return own_ready() and (helpers is None or helpers.ready())
+
     service = AdmissionService(settings, engine, notifier, metrics, enforcer=enforcer)
-    hook.serve_apps(create_app(service, ready, settings, metrics),
-                    create_metrics_app(ready, settings, metrics))
+    exposed = (MergedRegistry(metrics.registry, helpers.expositions)
+               if helpers is not None else None)
+    # The admission port's /readyz is this process' own: with several
+    # processes a probe there reaches any of them (the kubelet's go to the
+    # metrics port, the primary's).
+    hook.serve_apps(create_app(service, own_ready, settings, metrics, process),
+                    create_metrics_app(ready, settings, metrics, exposed, process))
     return hook
 
 
@@ -182,19 +207,44 @@ def _watch_namespaces(api_client: ApiClient | None,
     return watch
 
 
-def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; flush notifications before exiting."""
+def serve(settings: Settings, argv: Sequence[str] = ("serve",)) -> int:
+    """Run until SIGTERM/SIGINT; flush notifications before exiting.
+
+    With ``MAGTAPE_PROCESSES`` above 1 this process (the primary) also starts
+    and stops its helpers, ``magtape`` with ``argv`` again (magtape.processes).
+    """
     stopped = threading.Event()
+    lost: list[str] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received signal %d: shutting down", signum)
+        stopped.set()
+
+    def on_lost(why: str) -> None:
+        log.error("%s: stopping every process of this pod so that it restarts whole", why)
+        lost.append(why)
         stopped.set()
 
     # Before start(): a signal that arrives once the listeners are up (or
     # while they start) must stop the server cleanly, not kill it.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    hook = start(settings, api_client=kube_client.api_client())
+    index = helper_index()
+    helpers = None
+    if index:
+        die_with_parent()
+        settings = helper_settings(settings)
+    elif settings.http.processes > 1:
+        helpers = Helpers(settings.http.processes - 1, argv, on_lost)
+    hook = start(settings, api_client=kube_client.api_client(), helpers=helpers, process=index)
+    if helpers is not None:
+        helpers.start()
+    if index:
+        announce_metrics_port(hook.metrics_port)
     stopped.wait()
+    if helpers is not None:  # they drain while this process does
+        helpers.terminate()
     hook.stop()
-    return 0
+    if helpers is not None:
+        helpers.wait(timeout=STOP_SECONDS)
+    return 1 if lost else 0

@@ -130,6 +130,9 @@ class HttpSettings:
     # Admission work is CPU-bound (no I/O on the request path), so more threads
     # than about twice the cores only add GIL contention (see docs/performance.md).
     threads: int = 4
+    # HTTP processes per pod, each a whole webhook sharing the admission port
+    # (magtape.processes): one per CPU the pod may use.
+    processes: int = 1
     max_body_bytes: int = 3 * 1024 * 1024
     keep_managed_fields: bool = False  # policies see metadata.managedFields
 
@@ -275,6 +278,7 @@ class Settings:
             listen=e.address("MAGTAPE_LISTEN", dh.listen),
             metrics_listen=e.address("MAGTAPE_METRICS_LISTEN", dh.metrics_listen),
             threads=int(e.number("MAGTAPE_THREADS", dh.threads, minimum=1, integer=True)),
+            processes=int(e.number("MAGTAPE_PROCESSES", dh.processes, minimum=1, integer=True)),
             max_body_bytes=int(e.number("MAGTAPE_MAX_BODY_BYTES", dh.max_body_bytes,
                                         minimum=1024, integer=True)),
             keep_managed_fields=e.boolean("MAGTAPE_KEEP_MANAGED_FIELDS", dh.keep_managed_fields),

@@ -34,7 +34,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
-               metrics: Metrics) -> Flask:
+               metrics: Metrics, process: int = 0) -> Flask:
     """The admission app around ``service``. The factory only wires: the caller
     (``server.start``, or a test) builds the service and says what "ready" means."""
     app = Flask("magtape.admission")
@@ -45,7 +45,7 @@ def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
         status, doc = service.handle(request.get_data(cache=False))
         return _json(doc, status)
 
-    _add_health(app, settings, ready)
+    _add_health(app, settings, ready, process)
     _add_error_handlers(app)
 
     @app.after_request
@@ -89,25 +89,31 @@ def _admission_fast_path(flask_app: WSGIApp, service: AdmissionService, metrics:
     return wsgi
 
 
-def create_metrics_app(ready: ReadyCheck, settings: Settings, metrics: Metrics) -> Flask:
-    """The kubelet's and Prometheus' app: /metrics, /healthz and /readyz."""
+def create_metrics_app(ready: ReadyCheck, settings: Settings, metrics: Metrics,
+                       registry: Any = None, process: int = 0) -> Flask:
+    """The kubelet's and Prometheus' app: /metrics, /healthz and /readyz.
+
+    ``registry``: what /metrics exposes when not ``metrics.registry`` alone (the
+    primary's, with its helper processes' counters added; magtape.processes).
+    """
     app = Flask("magtape.metrics")
+    exposed = registry if registry is not None else metrics.registry
 
     @app.get("/metrics")
     def scrape() -> Response:
-        return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(exposed), mimetype=CONTENT_TYPE_LATEST)
 
-    _add_health(app, settings, ready)
+    _add_health(app, settings, ready, process)
     _add_error_handlers(app)
     return app
 
 
-def _add_health(app: Flask, settings: Settings, is_ready: ReadyCheck) -> None:
+def _add_health(app: Flask, settings: Settings, is_ready: ReadyCheck, process: int) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
         return _json({"pod_name": settings.identity.pod,
                       "date_time": datetime.now(UTC).isoformat(),
-                      "health": "ok"}, 200)
+                      "health": "ok", "process": process}, 200)
 
     @app.get("/readyz")
     def readyz() -> Response:

@@ -1,0 +1,120 @@
+"""`MAGTAPE_PROCESSES=2 magtape serve`: two whole webhooks behind one port and one /metrics.
+
+Real processes throughout (magtape.processes): the admission port is served
+by both (seen in /healthz's ``process``), reviews are decided by both, the
+primary's /metrics adds the helper's counters to its own, SIGTERM ends
+both, and a helper that dies takes the primary down with it so the kubelet
+restarts the pod whole.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import REPO, load_objects, review_doc
+from magtape.processes import MergedRegistry
+from test_serve_cli import Server, start_server
+from waiting import eventually
+
+DEPLOYMENT = REPO / "testing/deployments/test-deploy02.yaml"
+
+
+def ready(server: Server) -> bool:
+    try:
+        return requests.get(server.metrics + "/readyz", timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def two() -> Iterator[Server]:
+    server = start_server(env={"MAGTAPE_PROCESSES": "2", "MAGTAPE_ENGINE_WORKERS": "1"})
+    try:
+        eventually(lambda: ready(server), timeout=90, what="both processes ready")
+        yield server
+    finally:
+        server.stop()
+        for pid in children(server.proc.pid):  # never leave a helper behind a failed test
+            os.kill(pid, signal.SIGKILL)
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def helper_pid(primary: int) -> int:
+    """The helper: the primary's child that is itself `magtape serve`."""
+    (pid,) = [c for c in children(primary)
+              if b"serve" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return pid
+
+
+def counter(text: str, name: str, **labels: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == name and s.labels == labels)
+
+
+def test_both_processes_answer_and_one_metrics_endpoint_counts_both(two: Server) -> None:
+    seen: set[int] = set()
+    asked = 0
+    while seen != {0, 1}:
+        assert asked < 200, f"only process(es) {seen} answered 200 new connections"
+        with requests.Session() as fresh:  # a new connection each time
+            seen.add(fresh.get(two.base + "/healthz", timeout=5).json()["process"])
+        asked += 1
+    (obj,) = load_objects(DEPLOYMENT)
+    for _ in range(20):
+        with requests.Session() as fresh:
+            answer = fresh.post(two.base + "/", json=review_doc(obj, "test1"), timeout=10)
+        assert answer.json()["response"]["allowed"] is False
+    text = requests.get(two.metrics + "/metrics", timeout=5).text
+    assert counter(text, "magtape_http_responses_total", code="200") == asked + 20
+    decisions = sum(s.value for family in text_string_to_metric_families(text)
+                    for s in family.samples if s.name == "magtape_admission_requests_total")
+    assert decisions == 20
+
+
+def test_sigterm_ends_both_processes(two: Server) -> None:
+    helper = helper_pid(two.proc.pid)
+    two.proc.send_signal(signal.SIGTERM)
+    assert two.proc.wait(timeout=30) == 0
+    assert not Path(f"/proc/{helper}").exists() or b"zombie" in Path(
+        f"/proc/{helper}/status").read_bytes().lower()
+
+
+def test_a_helper_that_dies_takes_the_pod_down(two: Server) -> None:
+    os.kill(helper_pid(two.proc.pid), signal.SIGKILL)
+    assert two.proc.wait(timeout=30) == 1
+    assert any("helper process 1" in line and "exited" in line for line in two.lines)
+
+
+def test_the_merged_registry_sums_counters_and_keeps_the_primarys_gauges() -> None:
+    def registry(requests_seen: float, up: float) -> CollectorRegistry:
+        r = CollectorRegistry()
+        c = Counter("demo_requests", "Requests.", ["code"], registry=r)
+        c.labels("200").inc(requests_seen)
+        Gauge("demo_policies", "Policies loaded.", registry=r).set(up)
+        return r
+
+    helper = registry(5, 12)
+    Counter("demo_only_in_helper", "Helper only.", registry=helper).inc(2)
+    merged = MergedRegistry(registry(3, 12), lambda: [generate_latest(helper).decode()])
+    text = generate_latest(merged).decode()  # type: ignore[arg-type]
+    assert counter(text, "demo_requests_total", code="200") == 8
+    assert counter(text, "demo_policies") == 12  # the primary's, not 24
+    assert counter(text, "demo_only_in_helper_total") == 2
+    assert text.count("# TYPE demo_requests_total counter") == 1
