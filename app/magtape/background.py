@@ -2,7 +2,8 @@
 
 Each loop beside the request path (notification lanes, Slack posts, the
 policy store's lanes, the policy status writer, reflectors, the audit's
-controller, lease and engine, expiry reminders) runs as a :class:`Worker`:
+controller, lease and engine, expiry reminders, the watch over helper
+processes) runs as a :class:`Worker`:
 one named daemon thread calling the loop's *step* until the step returns
 ``False`` (the loop is done by its own rule, e.g. a lane has drained its
 queue) or the worker is stopped. The worker owns:

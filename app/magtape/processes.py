@@ -29,7 +29,6 @@ import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -39,13 +38,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from magtape.background import Worker
 from magtape.settings import Address, AuditMode, Settings
 
 log = logging.getLogger(__name__)
 
 INDEX_ENV = "MAGTAPE_PROCESS_INDEX"
 PORT_LINE = "magtape-helper metrics-port "
-START_SECONDS = 60.0  # a helper's start includes its engine's
 PROBE_SECONDS = 1.0  # a helper's /readyz or /metrics over loopback
 # Summed across processes; gauges (and _created timestamps) are the primary's.
 ADDITIVE = frozenset({"counter", "histogram", "summary"})
@@ -78,47 +77,43 @@ class Helpers:
         self._on_lost = on_lost
         self._procs: list[subprocess.Popen[bytes]] = []
         self._ports: dict[int, int] = {}  # helper index -> metrics port
-        self._stopping = threading.Event()
-        self._watch = threading.Thread(target=self._watch_loop, name="magtape-helpers",
-                                       daemon=True)
+        self._streams: dict[int, int] = {}  # stdout descriptor -> helper index
+        self._pending: dict[int, bytes] = {}  # stdout read before the port line
+        self._watch = Worker("magtape-helpers", self._step)
 
     def start(self) -> None:
         for k in range(1, self._count + 1):
-            self._procs.append(subprocess.Popen(
-                [sys.executable, "-m", "magtape", *self._argv],
-                env={**os.environ, INDEX_ENV: str(k)}, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE))
+            proc = subprocess.Popen([sys.executable, "-m", "magtape", *self._argv],
+                                    env={**os.environ, INDEX_ENV: str(k)},
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+            self._procs.append(proc)
+            if proc.stdout is not None:
+                self._streams[proc.stdout.fileno()] = k
         log.info("started %d helper processes (MAGTAPE_PROCESSES)", self._count)
         self._watch.start()
 
-    def _watch_loop(self) -> None:
-        """Read each helper's port line (and drain its stdout after); report the
-        first helper that exits."""
-        streams = {p.stdout.fileno(): k for k, p in enumerate(self._procs, start=1)
-                   if p.stdout is not None}
-        lines: dict[int, bytes] = {}
-        while not self._stopping.is_set():
-            for k, proc in enumerate(self._procs, start=1):
-                if proc.poll() is not None:
-                    if not self._stopping.is_set():
-                        self._on_lost(f"helper process {k} (pid {proc.pid}) exited with "
-                                      f"status {proc.returncode}")
-                    return
-            if not streams:
-                self._stopping.wait(0.5)
-                continue
-            for fd in select.select(list(streams), [], [], 0.5)[0]:
-                chunk, k = os.read(fd, 4096), streams[fd]
-                if not chunk:  # closed: the helper is ending, which the loop sees next
-                    del streams[fd]
-                    continue
-                if k in self._ports:
-                    continue  # nothing else is expected; drained so it never blocks
-                lines[fd] = lines.get(fd, b"") + chunk
-                line, newline, _ = lines[fd].partition(b"\n")
-                text = line.decode(errors="replace")
-                if newline and text.startswith(PORT_LINE):
-                    self._ports[k] = int(text[len(PORT_LINE):])
+    def _step(self) -> bool:
+        """Report the first helper that exits (and end); read the port lines, and
+        drain whatever else a helper writes so that it never blocks."""
+        for k, proc in enumerate(self._procs, start=1):
+            if proc.poll() is not None:
+                if not self._watch.stopping:
+                    self._on_lost(f"helper process {k} (pid {proc.pid}) exited with "
+                                  f"status {proc.returncode}")
+                return False
+        if not self._streams:
+            return not self._watch.wait(0.5)
+        for fd in select.select(list(self._streams), [], [], 0.5)[0]:
+            chunk, k = os.read(fd, 4096), self._streams[fd]
+            if not chunk:  # closed: the helper is ending, which the next step sees
+                del self._streams[fd]
+            elif k not in self._ports:
+                *lines, self._pending[fd] = (self._pending.get(fd, b"") + chunk).split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace")
+                    if text.startswith(PORT_LINE):
+                        self._ports[k] = int(text[len(PORT_LINE):])
+        return not self._watch.stopping
 
     def ready(self) -> bool:
         """Every helper has started and answers its /readyz with 200."""
@@ -133,7 +128,7 @@ class Helpers:
 
     def terminate(self) -> None:
         """SIGTERM every helper: each drains as the primary does."""
-        self._stopping.set()
+        self._watch.request_stop()
         for proc in self._procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -141,6 +136,7 @@ class Helpers:
     def wait(self, timeout: float) -> None:
         """Wait for them to end; SIGKILL the ones still running after ``timeout``."""
         deadline = time.monotonic() + timeout
+        self._watch.join(1.0)  # its select() must not see the pipes closed under it
         for proc in self._procs:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
