@@ -9,7 +9,9 @@ restarts the pod whole.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,24 +44,14 @@ def two() -> Iterator[Server]:
         yield server
     finally:
         server.stop()
-        for pid in children(server.proc.pid):  # never leave a helper behind a failed test
-            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, AssertionError):
+            os.kill(helper_pid(server), signal.SIGKILL)  # never left behind a failed test
 
 
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def helper_pid(primary: int) -> int:
-    """The helper: the primary's child that is itself `magtape serve`."""
-    (pid,) = [c for c in children(primary)
-              if b"serve" in Path(f"/proc/{c}/cmdline").read_bytes()]
+def helper_pid(server: Server) -> int:
+    """The helper's pid, as the primary logs it when it starts it."""
+    found = [re.search(r"helper process 1 started \(pid (\d+)", line) for line in server.lines]
+    (pid,) = [int(m.group(1)) for m in found if m]
     return pid
 
 
@@ -89,7 +81,7 @@ def test_both_processes_answer_and_one_metrics_endpoint_counts_both(two: Server)
 
 
 def test_sigterm_ends_both_processes(two: Server) -> None:
-    helper = helper_pid(two.proc.pid)
+    helper = helper_pid(two)
     two.proc.send_signal(signal.SIGTERM)
     assert two.proc.wait(timeout=30) == 0
     assert not Path(f"/proc/{helper}").exists() or b"zombie" in Path(
@@ -97,7 +89,7 @@ def test_sigterm_ends_both_processes(two: Server) -> None:
 
 
 def test_a_helper_that_dies_takes_the_pod_down(two: Server) -> None:
-    os.kill(helper_pid(two.proc.pid), signal.SIGKILL)
+    os.kill(helper_pid(two), signal.SIGKILL)
     assert two.proc.wait(timeout=30) == 1
     assert any("helper process 1" in line and "exited" in line for line in two.lines)
 

@@ -89,7 +89,7 @@ class Helpers:
             self._procs.append(proc)
             if proc.stdout is not None:
                 self._streams[proc.stdout.fileno()] = k
-        log.info("started %d helper processes (MAGTAPE_PROCESSES)", self._count)
+            log.info("helper process %d started (pid %d; MAGTAPE_PROCESSES)", k, proc.pid)
         self._watch.start()
 
     def _step(self) -> bool:
