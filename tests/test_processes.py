@@ -13,6 +13,8 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +94,17 @@ def test_a_helper_that_dies_takes_the_pod_down(two: Server) -> None:
     os.kill(helper_pid(two), signal.SIGKILL)
     assert two.proc.wait(timeout=30) == 1
     assert any("helper process 1" in line and "exited" in line for line in two.lines)
+
+
+def test_more_processes_need_a_fixed_admission_port() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "magtape", "serve", "--listen", "127.0.0.1:0",
+         "--metrics-listen", "127.0.0.1:0"],
+        env={**os.environ, "MAGTAPE_PROCESSES": "2"}, capture_output=True, text=True,
+        timeout=60)
+    assert result.returncode == 2
+    assert "MAGTAPE_PROCESSES=2 needs a fixed admission port" in result.stderr
+    assert "127.0.0.1:0" in result.stderr
 
 
 def test_the_merged_registry_sums_counters_and_keeps_the_primarys_gauges() -> None:

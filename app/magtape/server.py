@@ -231,6 +231,10 @@ def serve(settings: Settings, argv: Sequence[str] = ("serve",)) -> int:
     signal.signal(signal.SIGINT, on_signal)
     index = helper_index()
     helpers = None
+    if settings.http.processes > 1 and settings.http.listen.port == 0:
+        raise ConfigError(f"MAGTAPE_PROCESSES={settings.http.processes} needs a fixed admission "
+                          f"port, but --listen/MAGTAPE_LISTEN is {settings.http.listen} (port 0 "
+                          "gives each process a port of its own): choose a port")
     if index:
         die_with_parent()
         settings = helper_settings(settings)
