@@ -10,7 +10,8 @@ standard library only:
 2. the built-in policies' vetting record applies to the image's engine;
 3. ``magtape check`` denies a privileged Deployment (MT2001) at deny level LOW;
 4. ``magtape serve`` answers ``/readyz`` and denies the same Deployment
-   posted as an AdmissionReview, then stops cleanly on SIGTERM.
+   posted as an AdmissionReview, then stops cleanly on SIGTERM; again with
+   two HTTP processes (``MAGTAPE_PROCESSES=2``).
 
 Exit 0 when all hold; otherwise 1 with what failed and what to do.
 """
@@ -100,11 +101,15 @@ def free_port() -> int:
 def check_serve() -> None:
     review = subprocess.run([MAGTAPE, "review", "-"], input=DEPLOYMENT, capture_output=True,
                             text=True, timeout=60, check=True).stdout.splitlines()[0]
-    port, metrics = free_port(), free_port()
     env = {**os.environ, "KUBECONFIG": os.devnull}  # no cluster: built-in policies
     with tempfile.TemporaryFile() as log:
-        _serve_and_review(port, metrics, env, log, review)
+        _serve_and_review(free_port(), free_port(), env, log, review)
     print("smoke: magtape serve is ready, denies the review, stops cleanly")
+    # Two HTTP processes on one port: /readyz on the metrics port waits for both.
+    two = {**env, "MAGTAPE_PROCESSES": "2", "MAGTAPE_ENGINE_WORKERS": "1"}
+    with tempfile.TemporaryFile() as log:
+        _serve_and_review(free_port(), free_port(), two, log, review)
+    print("smoke: the same with MAGTAPE_PROCESSES=2")
 
 
 def _serve_and_review(port: int, metrics: int, env: dict[str, str], log: IO[bytes],
