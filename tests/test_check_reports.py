@@ -242,3 +242,14 @@ def test_a_policy_failing_at_runtime_is_an_error_in_every_format(
         assert message in invocation["toolExecutionNotifications"][0]["message"]["text"]
     else:
         assert out.startswith("::error file=") and "title=MagTape policy error::" in out
+
+
+def test_parts_rendered_for_one_format_are_not_used_by_another() -> None:
+    from magtape.check.model import CheckRun
+    from magtape.policy import DenyLevel
+    from magtape.remediation import Catalogue
+    from magtape.report import render
+
+    run = CheckRun((), (), DenyLevel.LOW, Catalogue([]), parts={"json": ("NOT TEXT",)})
+    assert "NOT TEXT" not in render("text", run)
+    assert "NOT TEXT" in render("json", run)

@@ -8,7 +8,7 @@ the evaluation no knowledge of formats.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from magtape.check.manifests import Manifest
@@ -67,9 +67,9 @@ class CheckRun:
     deny_level: DenyLevel
     catalogue: Catalogue
     skipped_documents: Mapping[str, int] = field(default_factory=dict)  # reason -> count
-    # Each object's part of the report in the chosen format, when it was rendered
-    # where the object was checked (``check -j N``; magtape.report.parts).
-    parts: tuple[str, ...] | None = None
+    # Each object's part of the report, by format, where it was rendered beside
+    # the evaluation (``check -j N``; magtape.report.parts).
+    parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def count(self, verdict: Verdict) -> int:
         return sum(o.verdict is verdict for o in self.objects)
@@ -82,6 +82,11 @@ class CheckRun:
                 "skipped": self.count(Verdict.SKIP), "exempted": self.count(Verdict.EXEMPT),
                 "errors": self.count(Verdict.ERROR),
                 "nonKubernetesDocuments": sum(self.skipped_documents.values())}
+
+    def parts_of(self, fmt: str, render: Callable[[CheckRun], list[str]]) -> Sequence[str]:
+        """Each object's part of the ``fmt`` report: as rendered already, or by ``render``."""
+        rendered = self.parts.get(fmt)
+        return rendered if rendered is not None else render(self)
 
     def remedy(self, policy: PolicyInfo) -> Remedy | None:
         return self.catalogue.get(policy.errcode) or self.catalogue.get(policy.name)

@@ -250,11 +250,12 @@ def run_sharded(settings: Settings, options: CheckOptions, policy: PolicySources
                 gc.enable()
             if parts is not None:
                 parts = (*parts, *reply[2])
+        rendered = {} if parts is None else {options.output: parts}
         if progress is not None:
             progress(len(results))  # the last line, whichever shard finished last
         finished = True
         return replace(run, objects=tuple(results), skipped_documents=dict(skipped),
-                       parts=parts)
+                       parts=rendered)
     finally:
         for child, conn in children:
             conn.close()

@@ -6,10 +6,9 @@ for code scanning (GitHub, GitLab, Azure DevOps), ``github`` for workflow
 annotations on the changed lines.
 
 A format whose report is mostly one part per object also has ``parts(run)
--> list[str]`` (those parts, in order), and its ``render`` uses
-``run.parts`` when they were rendered already: ``check -j N`` renders each
-object's part in the process that checked it, so the one process that
-writes the report only joins them.
+-> list[str]`` (those parts, in order), and its ``render`` takes them from
+``run.parts_of``: ``check -j N`` renders each object's part in the process
+that checked it, so the one process that writes the report only joins them.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from magtape.check.model import CheckRun, ObjectResult
 
 
 def render(run: CheckRun) -> str:
-    lines = [part for part in (run.parts if run.parts is not None else parts(run)) if part]
+    lines = [part for part in run.parts_of("github", parts) if part]
     c = run.counts
     lines.append(f"magtape check: {c['objects']} objects at deny level {run.deny_level.value}: "
                  f"{c['denied']} denied, {c['warned']} warned, {c['passed']} passed, "

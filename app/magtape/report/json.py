@@ -20,7 +20,7 @@ def render(run: CheckRun) -> str:
     head = {"denyLevel": run.deny_level.value, "summary": run.counts,
             "skippedDocuments": dict(sorted(run.skipped_documents.items()))}
     lines = [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
-    objects = ",\n    ".join(run.parts if run.parts is not None else parts(run))
+    objects = ",\n    ".join(run.parts_of("json", parts))
     body = f"[\n    {objects}\n  ]" if objects else "[]"
     return "{\n" + "\n".join(lines) + f'\n  "objects": {body}\n}}\n'
 

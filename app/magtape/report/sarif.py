@@ -33,7 +33,7 @@ _MARGIN = " " * 8
 
 def render(run: CheckRun) -> str:
     policies = sorted(run.policies, key=lambda p: p.errcode)
-    results = [part for part in (run.parts if run.parts is not None else parts(run)) if part]
+    results = [part for part in run.parts_of("sarif", parts) if part]
     errors = [{"level": "error", "message": {"text": f"{o.label}: {e}"},
                "locations": [_location(o)]} for o in run.objects for e in o.errors]
     doc = {

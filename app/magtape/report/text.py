@@ -12,7 +12,7 @@ from magtape.remediation import Remedy
 
 
 def render(run: CheckRun) -> str:
-    lines = list(run.parts if run.parts is not None else parts(run))
+    lines = list(run.parts_of("text", parts))
     c = run.counts
     summary = (f"{c['objects']} objects checked at deny level {run.deny_level.value}: "
                f"{c['denied']} denied, {c['warned']} allowed with warnings, "
