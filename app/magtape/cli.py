@@ -269,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
                        help="evaluate N objects in parallel (default 1)")
     _docs_flag(audit)
-    _policy_flags(audit)
+    _policy_flags(audit, "the cluster's policy ConfigMaps, as the webhook loads them")
 
     review = sub.add_parser("review", help="print the AdmissionReview the API server would "
                                            "send for each object (one JSON per line)")
@@ -348,9 +348,9 @@ def _docs_flag(p: argparse.ArgumentParser) -> None:
                         f"README.md (MAGTAPE_DOCS_URL, default {DEFAULT_DOCS_URL})")
 
 
-def _policy_flags(p: argparse.ArgumentParser) -> None:
+def _policy_flags(p: argparse.ArgumentParser, default: str = "the built-in policies") -> None:
     p.add_argument("--policies", action="append", metavar="DIR",
-                   help="policy directory, repeatable (default: the built-in policies)")
+                   help=f"policy directory, repeatable (default: {default})")
     p.add_argument("--data", action="append", metavar="FILE",
                    help="JSON/YAML file merged into `data`, repeatable")
 
