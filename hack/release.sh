@@ -21,8 +21,10 @@ OWNED=(
   pyproject.toml
   app/magtape/project.py
   base/deployment.yaml
+  base/magtape-env.env
   overlays/quickstart/kustomization.yaml
   README.md
+  SECURITY.md
   docs/install.md
   docs/ci.md
   docs/examples/argocd-application.yaml

@@ -109,9 +109,9 @@ def test_examples_are_pinned_to_the_release_tag_of_an_overlay_that_exists() -> N
 def test_install_doc_shows_the_examples_and_the_pinned_remote_base() -> None:
     text = (REPO / "docs" / "install.md").read_text()
     blocks = [yaml.safe_load_all(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    gitops = ("argoproj.io/", "source.toolkit.fluxcd.io/", "kustomize.toolkit.fluxcd.io/")
     shown = [d for docs in blocks for d in docs
-             if isinstance(d, dict) and d.get("kind") in ("Application", "GitRepository")
-             or isinstance(d, dict) and d.get("apiVersion", "").startswith("kustomize.toolkit")]
+             if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith(gitops)]
     assert shown == [o for _, _, o in EXAMPLE_OBJECTS]
     host = project.REPOSITORY.removeprefix("https://")
     assert f"kubectl apply -k 'https://{host}//overlays/production?ref={project.TAG}'" in text
