@@ -70,3 +70,12 @@ def test_the_docs_url_stays_configurable(capsys: pytest.CaptureFixture[str]) -> 
     doc = json.loads(capsys.readouterr().out)
     urls = [v["url"] for o in doc["objects"] for v in o.get("violations", [])]
     assert urls and all(u.startswith("https://docs.example.com/mt/") for u in urls), urls
+
+
+def test_the_repository_is_named_the_same_wherever_it_cannot_be_imported() -> None:
+    """The Dockerfile, the examples and the docs cannot import magtape.project."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f'org.opencontainers.image.source="{project.REPOSITORY}"' in dockerfile
+    for doc in ("docs/install.md", "docs/ci.md", "SECURITY.md", "CHANGELOG.md"):
+        named = set(re.findall(r"https://github\.com/[\w.-]+/magtape\b", (REPO / doc).read_text()))
+        assert named == {project.REPOSITORY}, doc
