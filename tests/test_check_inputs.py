@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,18 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from kustomizing import path_with_kustomize
 from magtape.check.manifests import read_manifests
 from magtape.cli import main
 
 POD = ("apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: a}\nspec:\n"
        "  containers:\n  - {name: app, image: nginx, securityContext: {privileged: true}}\n")
+
+
+@pytest.fixture(autouse=True)
+def _kustomize_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kustomize directories are rendered: with the kustomize the tests use."""
+    monkeypatch.setenv("PATH", path_with_kustomize(os.environ.get("PATH", "")))
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:
