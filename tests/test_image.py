@@ -230,7 +230,7 @@ def test_quickstart_uses_the_image_make_image_builds() -> None:
 
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     quickstart = yaml.safe_load((REPO / "overlays/quickstart/kustomization.yaml").read_text())
-    (image,) = [i for i in quickstart["images"] if i["name"] == "tmobile/magtape"]
+    (image,) = [i for i in quickstart["images"] if i["name"] == "ghcr.io/tmobile/magtape"]
     assert f"{image['newName']}:{image['newTag']}" == f"localhost/magtape:{version}"
     script = (REPO / "hack" / "image.sh").read_text()
     assert 'IMAGE=${IMAGE:-localhost/magtape:$VERSION}' in script
