@@ -503,7 +503,7 @@ def vet(ast_json: str, filenames: Iterable[str],
 def summary(findings: list[Finding]) -> Iterator[str]:
     """The first finding's message, then how many more there are."""
     if findings:
-        first = findings[0].message
         rest = len(findings) - 1
-        yield first + (f" (and {rest} more: " + "; ".join(
-            f"line {f.line}" for f in findings[1:6]) + ")" if rest else "")
+        lines = ", ".join(str(n) for n in sorted({f.line for f in findings[1:]}))
+        yield findings[0].message + (
+            f" (and {rest} more, on line{'s' if ',' in lines else ''} {lines})" if rest else "")
