@@ -56,6 +56,8 @@ REFUSED = [
     ("print-of-quantity", 'm := json.marshal({"cpu": units.parse("500m")})\n',
      "`json.marshal` prints a number", 5),
     ("print-of-division", 'm := sprintf("%d", [input.n / 3])\n', "`sprintf` prints", 5),
+    ("to-number-arithmetic", "x := to_number(input.a) + to_number(input.b)\n",
+     "`+` on a number", 5),
     ("huge-integer", "x := 12345678901234567890123 + 1\n", "`+` on a number", 5),
     ("parse-bytes", 'x := units.parse_bytes(input.size)\n', "`units.parse_bytes`", 5),
     ("missing-builtin", 'x if crypto.sha256(input.a) == "b"\n', "`crypto.sha256` is not", 5),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -462,12 +463,20 @@ def missing_test_helpers(files: Sequence[Path]) -> list[str]:
 
 def run(dirs: list[str], verbose: bool, out: TextIO,
         timeout: float = DEFAULT_TIMEOUT_SECONDS, *, run_filter: str | None = None,
-        output: str = "text", coverage: bool = False) -> int:
-    """Run the tests below ``dirs``; print the results to ``out``; return the exit code."""
+        output: str = "text", coverage: bool = False, against_opa: str | None = None) -> int:
+    """Run the tests below ``dirs``; print the results to ``out``; return the exit code.
+
+    ``against_opa`` (the ``opa`` binary, or "" for the one on PATH): then also
+    compare the tests and the samples with real OPA (magtape.againstopa) and
+    exit 1 on any difference.
+    """
+    from magtape import againstopa
+
     try:
+        opa = againstopa.find_opa(against_opa or None) if against_opa is not None else None
         files, tests = collect(dirs, run_filter)
         result = run_tests(files, tests, timeout, coverage)
-    except (RuleTestError, OSError, UnicodeDecodeError) as exc:
+    except (RuleTestError, againstopa.AgainstOpaError, OSError, UnicodeDecodeError) as exc:
         out.write(f"error: {exc}\n")
         return EXIT_ERROR
     # Coverage of the files under test, not of the library added to them.
@@ -479,7 +488,17 @@ def run(dirs: list[str], verbose: bool, out: TextIO,
         write_junit(result, out)
     else:
         write_text(result, out, verbose, lines or [])
-    return EXIT_FAILED if any(not r.passed for r in result.results) else EXIT_PASSED
+    failed = any(not r.passed for r in result.results)
+    if opa is not None:
+        try:
+            differences = againstopa.compare(
+                dirs, files, {r.test.rule_path: r.passed for r in result.results}, opa,
+                out if output == "text" else sys.stderr)
+        except (againstopa.AgainstOpaError, OSError, subprocess.TimeoutExpired) as exc:
+            out.write(f"error: {exc}\n")
+            return EXIT_ERROR
+        failed = failed or differences > 0
+    return EXIT_FAILED if failed else EXIT_PASSED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -502,9 +521,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
                         help="seconds one test may run before it fails and the engine is "
                              "restarted (default %(default)g)")
+    parser.add_argument("--against-opa", action="store_true",
+                        help="also run the tests with real OPA (`opa` on PATH) and decide "
+                             "every samples/*.yaml with both engines; print every difference "
+                             "and exit 1 on any")
+    parser.add_argument("--opa", metavar="PATH",
+                        help="the OPA binary for --against-opa (default: opa on PATH)")
     args = parser.parse_args(argv)
+    if args.opa and not args.against_opa:
+        parser.error("--opa is only used with --against-opa")
     return run(args.dirs, args.verbose, sys.stdout, args.timeout, run_filter=args.run_filter,
-               output=args.output, coverage=args.coverage)
+               output=args.output, coverage=args.coverage,
+               against_opa=(args.opa or "") if args.against_opa else None)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ _CLEAN = frozenset({
 # Builtins whose result is a source of marks.
 _SOURCES: dict[str, tuple[int, str]] = {
     "units.parse": (FRACTION | SPELLING, "`units.parse`"),
-    "to_number": (SPELLING, "`to_number`"),
+    "to_number": (FRACTION | SPELLING, "`to_number`"),
     "json.unmarshal": (SPELLING, "`json.unmarshal`"),
     "yaml.unmarshal": (SPELLING, "`yaml.unmarshal`"),
 }
