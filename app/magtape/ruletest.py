@@ -415,9 +415,10 @@ def write_junit(run: Run, out: TextIO) -> None:
 # Entry points
 
 
-def collect(dirs: Sequence[str], run_filter: str | None = None
+def collect(dirs: Sequence[str], run_filter: str | None = None, need_tests: bool = True
             ) -> tuple[list[Path], list[RegoTest]]:
-    """The files to compile (given ones plus the library) and the tests to run."""
+    """The files to compile (given ones plus the library) and the tests to run
+    (none is an error unless not ``need_tests``: --against-opa has samples to compare)."""
     given = find_rego_files(dirs)
     if not given:
         raise RuleTestError("no .rego files found under " + ", ".join(dirs))
@@ -426,7 +427,7 @@ def collect(dirs: Sequence[str], run_filter: str | None = None
         for test in discover_tests(str(f), f.read_text(encoding="utf-8")):
             found.setdefault(test.rule_path, test)
     tests = list(found.values())
-    if not tests:
+    if not tests and need_tests:
         raise RuleTestError("no test_* rules found under " + ", ".join(dirs)
                             + "; name each test rule test_<something>")
     if run_filter is not None:
@@ -474,7 +475,7 @@ def run(dirs: list[str], verbose: bool, out: TextIO,
 
     try:
         opa = againstopa.find_opa(against_opa or None) if against_opa is not None else None
-        files, tests = collect(dirs, run_filter)
+        files, tests = collect(dirs, run_filter, need_tests=opa is None)
         result = run_tests(files, tests, timeout, coverage)
     except (RuleTestError, againstopa.AgainstOpaError, OSError, UnicodeDecodeError) as exc:
         out.write(f"error: {exc}\n")
