@@ -63,6 +63,8 @@ REFUSED = [
     ("missing-builtin", 'x if crypto.sha256(input.a) == "b"\n', "`crypto.sha256` is not", 5),
     ("missing-builtin-in-a-comprehension",
      "x := [h | some s in input.a; h := crypto.md5(s)]\n", "`crypto.md5` is not", 5),
+    ("in-name-only", 'x := http.send({"method": "get", "url": input.url})\n',
+     "exists there in name only (always undefined", 5),
     ("deprecated-builtin", 'x if re_match("a", input.a)\n', "`re_match` is a deprecated", 5),
     ("unknown-function", "x := no_such_function(1)\n", "unknown function `no_such_function`", 5),
     ("fractional-through-a-library",

@@ -111,12 +111,15 @@ class Catalogue:
 
     supported: frozenset[str]
     missing: frozenset[str]
+    # Missing ones the engine has in name only, with why they do not count.
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @functools.cache
 def catalogue() -> Catalogue:
     doc = json.loads(BUILTINS_FILE.read_text(encoding="utf-8"))
-    return Catalogue(frozenset(doc["supported"]), frozenset(doc["missing"]))
+    return Catalogue(frozenset(doc["supported"]), frozenset(doc["missing"]),
+                     dict(doc.get("in_name_only", {})))
 
 
 @dataclass(frozen=True)
@@ -448,10 +451,13 @@ class Analysis:
                 + (f": use {instead}" if instead else "")
                 + (" (`magtape policy convert` rewrites it)" if name in RENAMED else "")))
         elif name in self._catalogue.missing:
+            note = self._catalogue.notes.get(name)
             self._find(m, span, (
-                f"the builtin `{name}` is not available in the embedded engine: the policy "
-                "would fail on every request. Rewrite it without the builtin (the available "
-                "ones are listed in docs/policies.md#builtins), " + SIDECAR))
+                f"the builtin `{name}` is not available in the embedded engine: "
+                + (f"it exists there in name only ({note})" if note else
+                   "the policy would fail on every request")
+                + ". Rewrite it without the builtin (the available ones are listed in "
+                "docs/policies.md#builtins), " + SIDECAR))
         elif name not in ("print", "trace"):
             self._find(m, span, (
                 f"unknown function `{name}`: no module of the policy set defines it and OPA "
