@@ -93,3 +93,15 @@ def test_opa_without_against_opa_is_a_usage_error(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*argv, str(REPO / "policies" / "pdb")])
     assert exc.value.code == 2
+
+
+def test_plain_magtape_test_notes_what_loading_would_refuse(tmp_path: Path) -> None:
+    spec = "\tspec := input.request.object.spec\n"
+    write(tmp_path, "digest", policy("digest", "digest", "MT9102",
+                                     spec + '\tcrypto.sha256(spec.name) == "x"'),
+          test="package test.digest\n\nimport rego.v1\n\ntest_truth if true\n")
+    out = io.StringIO()
+    assert run([str(tmp_path)], False, out) == 0
+    text = out.getvalue()
+    assert "digest/policy.rego:11: MagTape refuses this policy at load: the builtin " \
+           "`crypto.sha256`" in text, text

@@ -213,7 +213,12 @@ class _Runner:
             if errors:
                 return OP_ERRORS, json.dumps(errors).encode()
             self._engine = engine
-            return OP_OK, b""
+            # What loading these policies in MagTape would refuse (magtape.engine.semantics).
+            from magtape.engine import semantics
+
+            refusals = [asdict(f) for f in semantics.vet(engine.get_ast_as_json(),
+                                                         job.get("vet", []))]
+            return OP_OK, json.dumps(refusals).encode()
         if op == OP_TEST:
             try:
                 value = self._engine.eval_rule(payload.decode())
@@ -248,12 +253,15 @@ def _worker_main(memory_mb: int) -> None:
 
 
 class _Session:
-    def __init__(self, files: Sequence[Path], coverage: bool, memory_mb: int) -> None:
+    def __init__(self, files: Sequence[Path], coverage: bool, memory_mb: int,
+                 vet: Sequence[Path] = ()) -> None:
         self._job = json.dumps({"files": [[str(f), f.read_text(encoding="utf-8")]
-                                          for f in files], "coverage": coverage}).encode()
+                                          for f in files], "coverage": coverage,
+                                "vet": [str(f) for f in vet]}).encode()
         self._memory_mb = memory_mb
         self._child: Child | None = None
         self.replaced = 0
+        self.refusals: list[dict[str, Any]] | None = None  # from the first compile
 
     def _start(self) -> Child:
         child = Child("magtape.ruletest", self._memory_mb, ["--worker"])
@@ -266,6 +274,8 @@ class _Session:
             child.kill()
             errors = [str(EngineMessage(**e)) for e in json.loads(frame.payload)]
             raise RuleTestError("a module does not compile:\n  " + "\n  ".join(errors))
+        if self.refusals is None and frame.payload:
+            self.refusals = json.loads(frame.payload)
         return child
 
     def run(self, test: RegoTest, timeout: float) -> TestResult:
@@ -301,17 +311,21 @@ class _Session:
 
 def run_tests(files: Sequence[Path], tests: Sequence[RegoTest],
               timeout: float = DEFAULT_TIMEOUT_SECONDS, coverage: bool = False,
-              memory_mb: int = DEFAULT_MEMORY_MB) -> Run:
-    """Compile ``files`` and run ``tests`` in a child process.
+              memory_mb: int = DEFAULT_MEMORY_MB, vet: Sequence[Path] = ()) -> Run:
+    """Compile ``files`` and run ``tests`` in a child process; ``vet``: the policy
+    files whose refusals at load (docs/policies.md, "Exact numbers") become notes.
 
     Raises :class:`RuleTestError` when a module does not compile (the message
     names each file and line once). A test that times out or takes the
     engine down fails on its own; the next one runs in a new child.
     """
-    session = _Session(files, coverage, memory_mb)
+    session = _Session(files, coverage, memory_mb, vet)
     try:
         results = [session.run(t, timeout) for t in tests]
         run = Run(results)
+        for f in session.refusals or []:
+            run.notes.append(f"{f['filename']}:{f['line']}: MagTape refuses this policy at "
+                             f"load: {f['message']}")
         if coverage:
             run.coverage = session.coverage()
             if session.replaced or run.coverage is None:
@@ -476,7 +490,8 @@ def run(dirs: list[str], verbose: bool, out: TextIO,
     try:
         opa = againstopa.find_opa(against_opa or None) if against_opa is not None else None
         files, tests = collect(dirs, run_filter, need_tests=opa is None)
-        result = run_tests(files, tests, timeout, coverage)
+        policies = [f for f in find_rego_files(dirs) if not f.name.endswith("_test.rego")]
+        result = run_tests(files, tests, timeout, coverage, vet=policies)
     except (RuleTestError, againstopa.AgainstOpaError, OSError, UnicodeDecodeError) as exc:
         out.write(f"error: {exc}\n")
         return EXIT_ERROR
