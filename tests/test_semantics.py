@@ -67,6 +67,10 @@ REFUSED = [
      "exists there in name only (always undefined", 5),
     ("deprecated-builtin", 'x if re_match("a", input.a)\n', "`re_match` is a deprecated", 5),
     ("unknown-function", "x := no_such_function(1)\n", "unknown function `no_such_function`", 5),
+    ("print-through-a-helper", "m(x) := json.marshal(x)\ny := m(2e3)\n",
+     "`json.marshal` prints a number", 5),
+    ("arithmetic-through-a-helper", "add(a, b) := a + b\ny := add(units.parse(input.a), 1)\n",
+     "`+` on a number", 5),
     ("fractional-through-a-library",
      "import data.lib.q\n\nt := q.value(input.a) + 1\n", "`+` on a number", 7),
 ]

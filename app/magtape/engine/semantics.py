@@ -32,7 +32,8 @@ comparisons and string functions end it. ``round(x * 1000)`` over a
 quantity is accepted (the rewrite the messages propose: integer millicores).
 What the analysis cannot see is documented in docs/policies.md ("Exact
 numbers"): numbers that arrive as non-integers in the input or in
-``data``, and function arguments (a function's parameters count as integers).
+``data``, and what other modules pass to a library's functions (a function's
+parameters carry what its own package passes to it).
 
 Pure Python over the syntax tree's JSON: it runs in the vetting worker, which
 has the tree, and is tested without an engine process.
@@ -203,16 +204,19 @@ class Analysis:
         self._modules = modules
         self._catalogue = catalogue
         self._rules: dict[str, Mark] = {}  # data path of a rule -> mark of its value
+        # A function's parameters: the marks of what its own module passes to it
+        # (other modules' calls are not followed; see the module docstring).
+        self._params: dict[tuple[str, int], Mark] = {}
         self._findings: dict[tuple[str, int, str], Finding] = {}
         self._report = False
 
     # ----------------------------------------------------------- driving
     def run(self, report_files: set[str]) -> list[Finding]:
         for _ in range(8):  # rule marks only grow: a fixpoint within a few passes
-            before = dict(self._rules)
+            before = (dict(self._rules), dict(self._params))
             for m in self._modules:
                 self._module(m)
-            if before == self._rules:
+            if before == (self._rules, self._params):
                 break
         self._report = True
         for m in self._modules:
@@ -240,8 +244,8 @@ class Analysis:
         for body in bodies or [None]:
             env: Env = {}
             if hkind == "Func":
-                for arg in head.get("args", []):
-                    self._bind(m, arg, CLEAN, env)
+                for i, arg in enumerate(head.get("args", [])):
+                    self._bind(m, arg, self._params.get((name, i), CLEAN), env)
             if body is not None and body.get("query"):
                 self._query(m, body["query"], env)
             if body is not None and body.get("assign"):
@@ -400,8 +404,11 @@ class Analysis:
         name = ".".join(path) if path else ""
         resolved = self._resolve(m, path) if path else None
         if resolved is not None:  # a function some module defines
-            for p in params:
-                self._expr(m, p, env)
+            local = resolved.startswith(f"data.{m.package}.")
+            for i, p in enumerate(params):
+                mark = self._expr(m, p, env)
+                if local and mark.bits:
+                    self._params[(resolved, i)] = mark | self._params.get((resolved, i))
             return self._rules.get(resolved, CLEAN)
         if name == _ROUND_EXEMPT and len(params) == 1:
             pkind, pbody = _node(params[0])
