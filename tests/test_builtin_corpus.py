@@ -199,8 +199,8 @@ KNOWN: dict[str, str] = {
     "sum": "decimals added in binary floating point (vetting refuses)",
     "product": "decimals multiplied in binary floating point (vetting refuses)",
     "units.parse_bytes": "fractional bytes rounded, OPA truncates (vetting refuses)",
-    "ceil": "OPA 1.9 gives ceil(-0.5) = 1 (rounds negatives away from zero)",
-    "floor": "OPA 1.9 gives floor(-0.5) = 0 (rounds negatives toward zero)",
+    "ceil": "OPA 1.9 gives ceil(-0.5) = 1 (vetting refuses it on non-integers)",
+    "floor": "OPA 1.9 gives floor(-0.5) = 0 (vetting refuses it on non-integers)",
     # A number argument that is not an integer: OPA undefined, regorus truncates.
     "array.slice": "a non-integer or exponent-form index (1.0, 1e3) is accepted",
     "substring": "a non-integer offset is accepted",

@@ -59,6 +59,7 @@ REFUSED = [
     ("to-number-arithmetic", "x := to_number(input.a) + to_number(input.b)\n",
      "`+` on a number", 5),
     ("huge-integer", "x := 12345678901234567890123 + 1\n", "`+` on a number", 5),
+    ("floor-of-a-fraction", "x := floor(units.parse(input.cpu))\n", "`floor` of a number", 5),
     ("parse-bytes", 'x := units.parse_bytes(input.size)\n', "`units.parse_bytes`", 5),
     ("missing-builtin", 'x if crypto.sha256(input.a) == "b"\n', "`crypto.sha256` is not", 5),
     ("missing-builtin-in-a-comprehension",

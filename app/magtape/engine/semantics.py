@@ -431,6 +431,12 @@ class Analysis:
                 "OPA keeps a number's exact decimal form (2e3, 0.5000000000), the embedded "
                 "engine prints a binary float. Print integers with `format_int(n, 10)` or "
                 "`data.magtape.lib.messages.str(n)`, " + SIDECAR + f" ({DOCS})"))
+        if name in ("ceil", "floor") and args.bits & FRACTION:
+            self._find(m, span, (
+                f"`{name}` of a number that may not be an integer ({args.origin}): OPA 1.9 "
+                "rounds negative numbers toward zero here (floor(-0.5) is 0, ceil(-0.5) is 1), "
+                "the embedded engine does not. Use `round`, or compare without rounding, "
+                + SIDECAR + f" ({DOCS})"))
         if name == "units.parse_bytes":
             self._find(m, span, (
                 "`units.parse_bytes` rounds a fractional byte count differently from OPA "
