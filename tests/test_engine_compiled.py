@@ -53,7 +53,7 @@ policy_metadata := {"name": "failing-fixture", "severity": "LOW", "errcode": "MT
 matches if input.request.kind.kind in policy_metadata.targets
 
 deny contains {"name": "failing-fixture", "severity": "LOW", "errcode": "MT0011",
-	"msg": sprintf("%v", [to_number(input.request.object.spec.template.metadata.labels.app)])}
+	"msg": format_int(to_number(input.request.object.spec.template.metadata.labels.app), 10)}
 """)
 
 # A rule added to a built-in library package: it could change what the
