@@ -18,8 +18,8 @@ from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_modules
 from magtape.policy import Evaluation, PolicyModule
 from magtape.review import make_review
-from magtape.server import build_engine
 from magtape.settings import Settings
+from magtape.wiring import build_engine
 
 DEPLOYMENT = load_objects(REPO / "testing/deployments/test-deploy02.yaml")[0]
 BUILTIN_ERRCODES = ["MT1001", "MT1002", "MT1003", "MT1004", "MT2001"]
