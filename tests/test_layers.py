@@ -150,3 +150,10 @@ def test_the_core_holds_no_client_no_thread_and_reads_no_file() -> None:
                     problems.append(f"{module}:{node.lineno} calls {called}()")
     assert problems == []
 
+
+
+def test_regorus_is_imported_only_in_the_engine() -> None:
+    """The engine is swappable in one package: nothing else names regorus."""
+    importers = sorted(module for module, source in package_sources().items()
+                       if any(i.split(".")[0] == "regorus" for i in imports_of(source, module)))
+    assert importers and all(m.startswith("magtape.engine.") for m in importers), importers

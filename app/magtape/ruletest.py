@@ -27,13 +27,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from xml.etree import ElementTree
 
-from magtape.engine.child import Child, ChildDied, ChildSide
+from magtape.engine.child import Child, ChildDied, Op
 from magtape.engine.policyset import package_of
+from magtape.engine.testrunner import EngineMessage
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
@@ -45,13 +46,6 @@ COMPILE_TIMEOUT_SECONDS = 60.0
 FORMATS = ("text", "json", "junit")
 
 _TEST_RULE_RE = re.compile(r"^(test_[A-Za-z0-9_]*)\b", re.MULTILINE)
-# regorus reports a location as "--> file:line:col" and the problem as "error: ...".
-_LOCATION_RE = re.compile(r"-->\s*(.+?):(\d+):\d+")
-_MESSAGE_RE = re.compile(r"^error:\s*(.+)$", re.MULTILINE)
-
-# Child protocol: C(ompile) -> K(ok) | E(rrors); T(est) -> R(esult); V (coverage) -> R.
-OP_COMPILE, OP_TEST, OP_COVERAGE = b"C", b"T", b"V"
-OP_OK, OP_ERRORS, OP_RESULT = b"K", b"E", b"R"
 
 
 class RuleTestError(Exception):
@@ -81,21 +75,6 @@ class RegoTest:
 
 
 @dataclass(frozen=True)
-class EngineMessage:
-    """An error from the engine, reduced to where and what."""
-
-    filename: str | None
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        if self.filename is None:
-            return self.message
-        where = f"{self.filename}:{self.line}" if self.line else self.filename
-        return f"{where}: {self.message}"
-
-
-@dataclass(frozen=True)
 class TestResult:
     test: RegoTest
     passed: bool
@@ -108,16 +87,6 @@ class Run:
     results: list[TestResult]
     coverage: list[dict[str, Any]] | None = None  # per file: path, covered, not_covered
     notes: list[str] = field(default_factory=list)
-
-
-def parse_engine_error(text: str) -> EngineMessage:
-    """File, line and message of a regorus error (its source excerpt left out)."""
-    location = _LOCATION_RE.search(text)
-    message = _MESSAGE_RE.search(text)
-    first = message.group(1).strip() if message else (text.strip().splitlines() or ["?"])[0]
-    if location is None:
-        return EngineMessage(None, None, first)
-    return EngineMessage(location.group(1), int(location.group(2)), first)
 
 
 # --------------------------------------------------------------------------
@@ -190,65 +159,6 @@ def library_files_to_add(given: Sequence[Path]) -> list[Path]:
 
 
 # --------------------------------------------------------------------------
-# The child process: compile once, evaluate one test per request
-
-
-class _Runner:
-    def __init__(self) -> None:
-        self._engine: Any = None
-
-    def handle(self, op: bytes, payload: bytes) -> tuple[bytes, bytes]:
-        import regorus
-
-        if op == OP_COMPILE:
-            job = json.loads(payload)
-            engine = regorus.Engine()
-            engine.set_enable_coverage(bool(job["coverage"]))
-            errors = []
-            for filename, source in job["files"]:
-                try:
-                    engine.add_policy(filename, source)
-                except RuntimeError as exc:
-                    errors.append(asdict(parse_engine_error(str(exc))))
-            if errors:
-                return OP_ERRORS, json.dumps(errors).encode()
-            self._engine = engine
-            # What loading these policies in MagTape would refuse (magtape.engine.semantics).
-            from magtape.engine import semantics
-
-            refusals = [asdict(f) for f in semantics.vet(engine.get_ast_as_json(),
-                                                         job.get("vet", []))]
-            return OP_OK, json.dumps(refusals).encode()
-        if op == OP_TEST:
-            try:
-                value = self._engine.eval_rule(payload.decode())
-            except RuntimeError as exc:
-                error = parse_engine_error(str(exc))
-                return OP_RESULT, json.dumps({"passed": False, "error": asdict(error)}).encode()
-            detail = ("" if value is True else
-                      "undefined (a condition of the test did not hold)" if value is None
-                      else f"evaluated to {json.dumps(value, default=str)}, not true")
-            return OP_RESULT, json.dumps({"passed": value is True, "detail": detail}).encode()
-        if op == OP_COVERAGE:
-            report = json.loads(self._engine.get_coverage_report_as_json())
-            files = [{"path": f["path"], "covered": f["covered"],
-                      "not_covered": f["not_covered"]} for f in report.get("files", [])]
-            return OP_RESULT, json.dumps(files).encode()
-        return OP_ERRORS, json.dumps([{"filename": None, "line": None,
-                                       "message": f"unknown request {op!r}"}]).encode()
-
-
-def _worker_main(memory_mb: int) -> None:
-    side = ChildSide(memory_mb)
-    runner = _Runner()
-    try:
-        while (frame := side.read()) is not None:
-            side.write(*runner.handle(frame.op, frame.payload))
-    except MemoryError:
-        sys.exit(3)  # what magtape.engine.child reads as "memory cap exceeded"
-
-
-# --------------------------------------------------------------------------
 # The parent: one child at a time, replaced when a test kills it
 
 
@@ -264,13 +174,13 @@ class _Session:
         self.refusals: list[dict[str, Any]] | None = None  # from the first compile
 
     def _start(self) -> Child:
-        child = Child("magtape.ruletest", self._memory_mb, ["--worker"])
+        child = Child("magtape.engine.testrunner", self._memory_mb)
         try:
-            frame = child.call(OP_COMPILE, self._job, COMPILE_TIMEOUT_SECONDS)
+            frame = child.call(Op.TEST_COMPILE, self._job, COMPILE_TIMEOUT_SECONDS)
         except ChildDied as exc:
             raise RuleTestError(f"the Rego engine failed while loading the modules: "
                                 f"{exc.detail}") from None
-        if frame.op == OP_ERRORS:
+        if frame.op == Op.ERROR:
             child.kill()
             errors = [str(EngineMessage(**e)) for e in json.loads(frame.payload)]
             raise RuleTestError("a module does not compile:\n  " + "\n  ".join(errors))
@@ -283,7 +193,7 @@ class _Session:
             self._child = self._start()
         started = time.monotonic()
         try:
-            frame = self._child.call(OP_TEST, test.rule_path.encode(), timeout)
+            frame = self._child.call(Op.TEST_RUN, test.rule_path.encode(), timeout)
         except ChildDied as exc:
             self.replaced += 1
             return TestResult(test, False, f"the engine stopped: {exc.detail}",
@@ -298,7 +208,7 @@ class _Session:
         if self._child is None or self._child.dead:
             return None
         try:
-            frame = self._child.call(OP_COVERAGE, b"", COMPILE_TIMEOUT_SECONDS)
+            frame = self._child.call(Op.TEST_COVERAGE, b"", COMPILE_TIMEOUT_SECONDS)
         except ChildDied:
             return None
         files: list[dict[str, Any]] = json.loads(frame.payload)
@@ -552,8 +462,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # magtape.engine.child starts `python -m magtape.ruletest <memory MB> --worker`.
-    if sys.argv[2:3] == ["--worker"]:
-        _worker_main(int(sys.argv[1]))
-        sys.exit(EXIT_PASSED)
     sys.exit(main())

@@ -55,6 +55,22 @@ class Frame:
     payload: bytes
 
 
+class Op:
+    """Every opcode of the children's protocols, in one place.
+
+    Requests to an engine worker (engine/worker.py): P load a policy set, D set
+    the data, I evaluate a review, V vet one policy, L vet the libraries.
+    Answers: A allowed (nothing denied), C a compiled-mode answer, F findings,
+    K done (vetting verdicts, loads), E an error. ``magtape test``'s child
+    (ruletest.py) uses C compile, T run the tests, V coverage, and answers
+    K, E (the errors) or R (the results).
+    """
+
+    LOAD, DATA, EVALUATE, VET_POLICY, VET_LIBRARIES = b"P", b"D", b"I", b"V", b"L"
+    ALLOWED, COMPILED, FINDINGS, OK, ERROR = b"A", b"C", b"F", b"K", b"E"
+    TEST_COMPILE, TEST_RUN, TEST_COVERAGE, TEST_RESULT = b"C", b"T", b"V", b"R"
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child ``python -m magtape...``: this very package
     importable, whether installed or run from a source tree."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from magtape.engine import EngineError
-from magtape.engine.child import Frame
+from magtape.engine.child import Frame, Op
 from magtape.engine.policyset import (
     MetadataError,
     group_modules,
@@ -236,8 +236,8 @@ class EmbeddedEngine:
             del self._sets[old]
         policy_frame = json.dumps({"modules": pairs, "plan": plan, "program": program,
                                    "version": version}).encode()
-        self._pool.broadcast(policy=Frame(b"P", policy_frame),
-                             data=Frame(b"D", json.dumps(data).encode()))
+        self._pool.broadcast(policy=Frame(Op.LOAD, policy_frame),
+                             data=Frame(Op.DATA, json.dumps(data).encode()))
         # Start-up: return once a worker serves the set, so ready follows load.
         if not self._pool.wait_alive(START_TIMEOUT_SECONDS):
             log.error("no engine worker started within %gs; see the errors above",
@@ -247,7 +247,7 @@ class EmbeddedEngine:
         return LoadReport(self._version, tuple(info for _, info in kept), tuple(errors))
 
     def update_data(self, data: Mapping[str, Any]) -> None:
-        self._pool.broadcast(data=Frame(b"D", json.dumps(data).encode()))
+        self._pool.broadcast(data=Frame(Op.DATA, json.dumps(data).encode()))
 
     @property
     def ready(self) -> bool:
@@ -261,23 +261,23 @@ class EmbeddedEngine:
         if review.kind not in active.kinds:  # no policy targets it: no round trip
             return Evaluation((), active.version)
         try:
-            frame = self._pool.call(b"I", review.kind.encode() + b"\n" + review.raw.encode())
+            frame = self._pool.call(Op.EVALUATE, review.kind.encode() + b"\n" + review.raw.encode())
         except PoolUnavailable as exc:
             detail = exc.detail
             if exc.reason == "timeout":
                 detail = f"policy evaluation timed out after {self._timeout:g}s ({detail})"
             raise EngineError(exc.reason, detail) from None
-        if frame.op not in (b"A", b"C", b"F"):
+        if frame.op not in (Op.ALLOWED, Op.COMPILED, Op.FINDINGS):
             raise EngineError("error", frame.payload.decode(errors="replace"))
         version_text, _, body = frame.payload.partition(b"\n")
         policy_set = self._sets.get(int(version_text), active)
         doc = json.loads(body)
-        if frame.op == b"F":
+        if frame.op == Op.FINDINGS:
             deny, failed = doc["deny"], doc["errors"]
         else:
             deny = {name: value[0] for name, value in doc.items() if value}
             failed = {}
-        return self._evaluation(policy_set, deny, failed, frame.op == b"C")
+        return self._evaluation(policy_set, deny, failed, frame.op == Op.COMPILED)
 
     @staticmethod
     def _evaluation(policy_set: _Active, deny: Mapping[str, Any],

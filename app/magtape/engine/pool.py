@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from magtape import background
 from magtape.engine import Reason
-from magtape.engine.child import Child, ChildDied, Frame
+from magtape.engine.child import Child, ChildDied, Frame, Op
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class _Worker:
 class _State:
     policy: Frame | None = None
     policy_version: int = 0
-    data: Frame = field(default_factory=lambda: Frame(b"D", b"{}"))
+    data: Frame = field(default_factory=lambda: Frame(Op.DATA, b"{}"))
     data_version: int = 0
 
 
@@ -225,7 +225,7 @@ class WorkerPool:
 
     @staticmethod
     def _expect_ok(frame: Frame) -> None:
-        if frame.op != b"K":
+        if frame.op != Op.OK:
             raise _SyncRefused(frame.payload.decode(errors="replace"))
 
     def _call(self, worker: _Worker, op: bytes, payload: bytes, deadline: float,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from magtape.engine.child import Child, ChildDied
+from magtape.engine.child import Child, ChildDied, Op
 from magtape.engine.policyset import Grouped, PolicyGroup
 from magtape.engine.sources import source_digest
 from magtape.engine.worker import smoke_input
@@ -212,7 +212,7 @@ class Vetter:
         bad: dict[str, dict[str, Any]] | None = {} if builtins else _libraries.get(lib_key)
         if bad is None:
             try:
-                _, payload = self._call(b"L", _json({"modules": lib_pairs}))
+                _, payload = self._call(Op.VET_LIBRARIES, _json({"modules": lib_pairs}))
                 bad = {e["filename"]: e for e in json.loads(payload)}
             except ChildDied as exc:
                 bad = {m.filename: {"message": _died_message(exc, self._timeout), "line": None}
@@ -248,9 +248,9 @@ class Vetter:
         if cached is not None:
             return cached
         try:
-            op, payload = self._call(b"V", _json({"package": group.package,
+            op, payload = self._call(Op.VET_POLICY, _json({"package": group.package,
                                                   "libraries": lib_pairs, "modules": pairs}))
-            verdict: _Verdict = (json.loads(payload) if op == b"K"
+            verdict: _Verdict = (json.loads(payload) if op == Op.OK
                                  else {"ok": False, "error": payload.decode(errors="replace")})
         except ChildDied as exc:
             verdict = {"ok": False, "error": _died_message(exc, self._timeout)}
@@ -275,18 +275,18 @@ class Vetter:
     def _check_set(self, modules: list[list[str]], plan: dict[str, Any],
                    program: list[int]) -> str | None:
         try:
-            child_op, payload = self._call(b"P", _json({"modules": modules, "plan": plan,
+            child_op, payload = self._call(Op.LOAD, _json({"modules": modules, "plan": plan,
                                                         "program": program, "version": 0}))
-            if child_op != b"K":
+            if child_op != Op.OK:
                 return payload.decode(errors="replace")
             if payload:  # the set loads, but regorus could not compile its built-ins
                 log.warning("%s", payload.decode(errors="replace"))
             for kind in plan:
-                child_op, payload = self._call(b"I", kind.encode() + b"\n"
+                child_op, payload = self._call(Op.EVALUATE, kind.encode() + b"\n"
                                                + smoke_input(kind).encode())
-                if child_op == b"E":
+                if child_op == Op.ERROR:
                     return payload.decode(errors="replace")
-                if child_op == b"F":
+                if child_op == Op.FINDINGS:
                     errors = json.loads(payload.partition(b"\n")[2])["errors"]
                     if errors:
                         return "; ".join(f"policy {k!r}: {v}" for k, v in sorted(errors.items()))

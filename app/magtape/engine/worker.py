@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from typing import Any
+
+from magtape.engine.child import ChildSide, Op
 
 # The JSON plan sent with ``P``: kind -> {"rule": ..., "policies": [[name, package], ...]}.
 Plan = dict[str, dict[str, Any]]
@@ -52,8 +55,13 @@ def smoke_input(kind: str) -> str:
                                                                  "namespace": "default"}}}})
 
 
-def error_location(exc: BaseException) -> tuple[str, int | None, str]:
-    """regorus' error as (file, line, message), without the stack dump."""
+def error_location(exc: BaseException | str) -> tuple[str, int | None, str]:
+    """regorus' error as (file, line, message), without the source excerpt or stack dump.
+
+    regorus reports a location as ``--> file:line:col`` and the problem as
+    ``error: ...``; the one parser of them (the engine workers, vetting,
+    ``magtape test``, ``magtape policy convert``).
+    """
     lines = [ln.strip() for ln in str(exc).split("\nStack backtrace:")[0].splitlines()
              if ln.strip()]
     filename, line = "", None
@@ -62,8 +70,9 @@ def error_location(exc: BaseException) -> tuple[str, int | None, str]:
         parts = where.rsplit(":", 2)
         if len(parts) == 3 and parts[1].isdigit():
             filename, line = parts[0], int(parts[1])
-    message = next((ln[7:] for ln in lines if ln.startswith("error: ")),
-                   lines[0] if lines else type(exc).__name__)
+    fallback = lines[0] if lines else (type(exc).__name__ if isinstance(exc, BaseException)
+                                       else "unknown error")
+    message = next((ln[7:] for ln in lines if ln.startswith("error: ")), fallback)
     # Messages may quote input values ("Got `<value>`"): bounded for logs and warnings.
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "..."
@@ -78,7 +87,7 @@ def error_text(exc: BaseException) -> str:
 
 def _failed(exc: BaseException, prefix: str = "") -> tuple[bytes, bytes]:
     filename, line, message = error_location(exc)
-    return b"K", json.dumps({"ok": False, "error": prefix + message + v0_hint(message),
+    return Op.OK, json.dumps({"ok": False, "error": prefix + message + v0_hint(message),
                              "filename": filename, "line": line}).encode()
 
 
@@ -135,7 +144,7 @@ class Worker:
             engine = self.new_engine(doc["modules"])
             engine.add_data_json(self._data)
         except RuntimeError as exc:
-            return b"E", error_text(exc).encode()
+            return Op.ERROR, error_text(exc).encode()
         self._engine, self._plan = engine, doc["plan"]
         self._version = str(doc["version"]).encode()
         self._vm, note = None, b""
@@ -152,7 +161,7 @@ class Worker:
             except RuntimeError as exc:
                 note = ("the built-in policies run interpreted, regorus could not compile "
                         f"them: {error_text(exc)}").encode()
-        return b"K", note
+        return Op.OK, note
 
     def set_data(self, payload: bytes) -> tuple[bytes, bytes]:
         text = payload.decode()
@@ -163,27 +172,28 @@ class Worker:
             except RuntimeError as exc:
                 self._engine.clear_data()
                 self._engine.add_data_json(self._data)
-                return b"E", error_text(exc).encode()
+                return Op.ERROR, error_text(exc).encode()
         if self._vm is not None:
             self._vm.set_data_json(text)  # valid JSON: the interpreter took it
         self._data = text
-        return b"K", b""
+        return Op.OK, b""
 
     def evaluate(self, payload: bytes) -> tuple[bytes, bytes]:
         kind_bytes, _, review = payload.partition(b"\n")
         plan = self._plan.get(kind_bytes.decode())
         if plan is None or self._engine is None:
-            return b"A", self._version + b"\n{}"
+            return Op.ALLOWED, self._version + b"\n{}"
         engine, text = self._engine, review.decode()
         if self._vm is not None and "compiled" in plan and len(review) <= COMPILED_MAX_BYTES:
             answer = self._compiled(plan, text)
             if answer is not None:
-                return b"C", self._version + b"\n" + answer
+                return Op.COMPILED, self._version + b"\n" + answer
         engine.set_input_json(text)
         try:
             # Fast path: one rule gathering every applicable policy's deny, so
             # library rules shared by the policies are evaluated once.
-            return b"A", self._version + b"\n" + engine.eval_rule_as_json(plan["rule"]).encode()
+            answer = engine.eval_rule_as_json(plan["rule"]).encode()
+            return Op.ALLOWED, self._version + b"\n" + answer
         except RuntimeError:
             pass
         # Some policy failed: ask each on its own, so the error is that policy's alone.
@@ -196,7 +206,7 @@ class Worker:
                 deny[name] = json.loads(engine.eval_rule_as_json(f"data.{package}.deny"))
             except RuntimeError as exc:
                 errors[name] = error_text(exc)
-        return b"F", self._version + b"\n" + json.dumps({"deny": deny,
+        return Op.FINDINGS, self._version + b"\n" + json.dumps({"deny": deny,
                                                           "errors": errors}).encode()
 
     def _compiled(self, plan: dict[str, Any], text: str) -> bytes | None:
@@ -234,7 +244,7 @@ class Worker:
                 doc = json.loads(refused)
                 errors.append({"filename": filename, "line": doc["line"],
                                "message": doc["error"]})
-        return b"K", json.dumps(errors).encode()
+        return Op.OK, json.dumps(errors).encode()
 
     def vet_policy(self, payload: bytes) -> tuple[bytes, bytes]:
         """Compile one policy with the libraries, read its metadata, smoke-run it."""
@@ -246,10 +256,10 @@ class Worker:
             return _failed(exc)
         refused = _semantics(engine, [name for name, _ in doc["modules"]])
         if refused is not None:
-            return b"K", refused
+            return Op.OK, refused
         engine.set_input_json("{}")
         if not _has_rule(engine, f"data.{package}.deny"):
-            return b"K", json.dumps({"ok": False, "error": "the policy defines no `deny` rule: "
+            return Op.OK, json.dumps({"ok": False, "error": "the policy defines no `deny` rule: "
                                      "define deny contains {\"msg\": ...} if {...}"}).encode()
         try:
             metadata = (json.loads(engine.eval_rule_as_json(f"data.{package}.policy_metadata"))
@@ -261,7 +271,7 @@ class Worker:
         # absent `matches` from a false one, so a policy must define it.
         # (Missing metadata is reported first, by the parent.)
         if metadata is not None and not _has_rule(engine, f"data.{package}.matches"):
-            return b"K", json.dumps({"ok": False, "error": (
+            return Op.OK, json.dumps({"ok": False, "error": (
                 "the policy defines no `matches` rule: add `matches if "
                 "input.request.kind.kind in policy_metadata.targets` (a policy applies only "
                 "when `matches` is true, in MagTape and under OPA alike; docs/policies.md)"
@@ -274,7 +284,7 @@ class Worker:
                 engine.eval_rule_as_json(f"data.{package}.deny")
         except RuntimeError as exc:
             return _failed(exc, f"evaluating the policy on a minimal {kind} failed: ")
-        return b"K", json.dumps({"ok": True, "metadata": metadata}).encode()
+        return Op.OK, json.dumps({"ok": True, "metadata": metadata}).encode()
 
 
 def merge_objects(first: str, second: str) -> str:
@@ -300,23 +310,24 @@ def _has_rule(engine: Any, path: str) -> bool:
 
 
 def main(memory_mb: int) -> None:
-    from magtape.engine.child import ChildSide
 
     side = ChildSide(memory_mb)
     worker = Worker()
-    handlers = {b"P": worker.load, b"D": worker.set_data, b"I": worker.evaluate,
-                b"V": worker.vet_policy, b"L": worker.vet_libraries}
+    handlers = {Op.LOAD: worker.load, Op.DATA: worker.set_data, Op.EVALUATE: worker.evaluate,
+                Op.VET_POLICY: worker.vet_policy, Op.VET_LIBRARIES: worker.vet_libraries}
     while (frame := side.read()) is not None:
         handler = handlers.get(frame.op)
         if handler is None:
-            side.write(b"E", b"unknown request " + frame.op)
+            side.write(Op.ERROR, b"unknown request " + frame.op)
             continue
         try:
             op, payload = handler(frame.payload)
         except MemoryError:
             sys.exit(3)  # the parent reports this as the memory cap (see Child)
         except Exception as exc:  # a defect here must not look like a policy verdict
-            op, payload = b"E", f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE].encode()
+            # The traceback goes to this child's stderr (the pod's log); the answer says what.
+            traceback.print_exc(file=sys.stderr)
+            op, payload = Op.ERROR, f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE].encode()
         side.write(op, payload)
 
 
