@@ -30,7 +30,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from xml.etree import ElementTree
 
 from magtape.engine.child import Child, ChildDied, Op
 from magtape.engine.policyset import package_of
@@ -313,26 +312,16 @@ def write_json(run: Run, out: TextIO, coverage: list[dict[str, Any]] | None) -> 
 
 
 def write_junit(run: Run, out: TextIO) -> None:
-    suites = ElementTree.Element("testsuites", name="magtape test")
-    by_package: dict[str, list[TestResult]] = {}
+    """One suite per package, one case per test (magtape.report.junit writes the XML)."""
+    from magtape.report.junit import JUnitCase, junit_xml
+
+    by_package: dict[str, list[JUnitCase]] = {}
     for r in run.results:
-        by_package.setdefault(r.test.package, []).append(r)
-    for package, results in by_package.items():
-        failures = sum(not r.passed for r in results)
-        suite = ElementTree.SubElement(
-            suites, "testsuite", name=package, tests=str(len(results)),
-            failures=str(failures), errors="0",
-            time=f"{sum(r.seconds for r in results):.3f}")
-        for r in results:
-            case = ElementTree.SubElement(suite, "testcase", classname=package,
-                                          name=r.test.name, file=r.test.filename,
-                                          time=f"{r.seconds:.3f}")
-            if r.test.line:
-                case.set("line", str(r.test.line))
-            if not r.passed:
-                ElementTree.SubElement(case, "failure", message=r.detail[:500]).text = r.detail
-    ElementTree.indent(suites)
-    out.write(ElementTree.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+        by_package.setdefault(r.test.package, []).append(JUnitCase(
+            r.test.package, r.test.name, outcome="passed" if r.passed else "failure",
+            message=r.detail[:500], text=r.detail, file=r.test.filename, line=r.test.line,
+            seconds=r.seconds))
+    out.write(junit_xml("magtape test", list(by_package.items())))
 
 
 # --------------------------------------------------------------------------
