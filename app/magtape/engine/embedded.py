@@ -41,15 +41,15 @@ from magtape.policy import (
     PolicyResult,
 )
 from magtape.review import Review
+from magtape.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
 AGGREGATE_PACKAGE = "magtape_engine.aggregate"
 COMPILED_PACKAGE = "magtape_engine.compiled"
 
-DEFAULT_TIMEOUT_SECONDS = 2.0
-DEFAULT_WORKERS = 2
-DEFAULT_MEMORY_MB = 192
+# The engine's defaults are the settings' (one place: magtape.settings.EngineSettings).
+DEFAULTS = EngineSettings()
 KEEP_SETS = 8
 
 
@@ -143,8 +143,8 @@ def _proven(libraries: Sequence[PolicyModule], policies: Sequence[Vetted]
 class EmbeddedEngine:
     """Evaluator and PolicyLoader over regorus worker processes; thread-safe."""
 
-    def __init__(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-                 workers: int = DEFAULT_WORKERS, memory_mb: int = DEFAULT_MEMORY_MB,
+    def __init__(self, timeout_seconds: float = DEFAULTS.timeout_seconds,
+                 workers: int = DEFAULTS.workers, memory_mb: int = DEFAULTS.memory_mb,
                  vet_timeout_seconds: float | None = None, compiled: bool = True,
                  trust_builtins: bool = True) -> None:
         self._timeout = timeout_seconds

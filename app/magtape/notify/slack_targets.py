@@ -90,10 +90,9 @@ class TenantWebhooks:
     def __init__(self, api_client: Any, timeout_seconds: float = 5.0,
                  ttl_seconds: float = SECRET_CACHE_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        from kubernetes.client import CoreV1Api
+        from magtape.kube.rest import RawApi
 
-        self._api = CoreV1Api(api_client)
-        self._timeout = timeout_seconds
+        self._api = RawApi(api_client, timeout_seconds)
         self._cache: TtlCache[str, str | None] = TtlCache(
             ttl_seconds, SECRET_CACHE_MAX_NAMESPACES, clock)
 
@@ -108,23 +107,21 @@ class TenantWebhooks:
         return url
 
     def _read(self, namespace: str) -> str | None:
-        from kubernetes.client.exceptions import ApiException
+        from magtape.kube.rest import SECRETS, KubeError
 
         where = f"Secret {clean(namespace, NAME_MAX)}/{SECRET_NAME}"
         try:
-            secret = self._api.read_namespaced_secret(SECRET_NAME, namespace,
-                                                      _request_timeout=self._timeout)
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("could not read %s (HTTP %s %s); alerting the default webhook only. "
-                            "Check MagTape's RBAC allows get on secrets named %s",
+            secret = self._api.get(SECRETS, SECRET_NAME, namespace)
+        except KubeError as exc:  # HTTP errors, and an unreachable API server (status 0)
+            if exc.status == 0:
+                log.warning("could not read %s (the API server is unreachable: %s); alerting "
+                            "the default webhook only", where, exc.message)
+            elif not exc.not_found:
+                log.warning("could not read %s (HTTP %s %s); alerting the default webhook "
+                            "only. Check MagTape's RBAC allows get on secrets named %s",
                             where, exc.status, exc.reason, SECRET_NAME)
             return None
-        except Exception as exc:
-            log.warning("could not read %s (%s); alerting the default webhook only",
-                        where, type(exc).__name__)
-            return None
-        raw = (secret.data or {}).get(SECRET_KEY)
+        raw = (secret.get("data") or {}).get(SECRET_KEY)
         if not raw:
             log.warning("%s has no key %r; alerting the default webhook only", where, SECRET_KEY)
             return None
