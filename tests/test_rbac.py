@@ -11,8 +11,9 @@ by name, and that each container only sees its own token.
 
 The table comes from the code, by reading it (``ast``), not from a list kept
 by hand: every call of a RawApi verb on a ``ResourceRef`` constant, every
-``Reflector(api, REF, ...)`` (list and watch), and the two typed-client calls
-(``read_namespaced_secret``, ``create_namespaced_event``). Modules named
+shared informer asked for one (``informers.subscribe(REF, ...)``,
+``informers.informer(REF, ...)``: list and watch), and the one typed-client
+call (``create_namespaced_event``). Modules named
 ``kube/init*.py`` run in ``magtape init``; every other module in ``magtape
 serve``. A new API call without its RBAC rule (or the reverse) fails here.
 """
@@ -37,8 +38,8 @@ TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 RAW_VERBS = {"get": "get", "list": "list", "watch": "watch", "create": "create",
              "replace": "update", "patch": "patch", "delete": "delete"}
-TYPED_CALLS = {"read_namespaced_secret": ("", "secrets", "get"),
-               "create_namespaced_event": ("events.k8s.io", "events", "create")}
+TYPED_CALLS = {"create_namespaced_event": ("events.k8s.io", "events", "create")}
+INFORMER_CALLS = ("subscribe", "informer")  # magtape.kube.informers: list and watch
 # Secrets a process may reach, by name only (RBAC resourceNames), per verb;
 # `create` cannot be limited by name (the name is unknown when authorizing).
 SECRET_NAMES = {SERVE_SA: {"get": {"magtape-slack"}},
@@ -101,13 +102,13 @@ def call_sites() -> dict[str, dict[Right, set[str]]]:
             first = node.args[0] if node.args else None
             if isinstance(func, ast.Attribute) and func.attr in TYPED_CALLS:
                 found.append(TYPED_CALLS[func.attr])
+            elif (isinstance(func, ast.Attribute) and func.attr in INFORMER_CALLS
+                  and isinstance(first, ast.Name) and first.id in refs):
+                group, plural = refs[first.id]
+                found += [(group, plural, "list"), (group, plural, "watch")]
             elif (isinstance(func, ast.Attribute) and func.attr in RAW_VERBS
                   and isinstance(first, ast.Name) and first.id in refs):
                 found.append((*refs[first.id], RAW_VERBS[func.attr]))
-            elif (isinstance(func, ast.Name) and func.id == "Reflector" and len(node.args) > 1
-                  and isinstance(node.args[1], ast.Name) and node.args[1].id in refs):
-                group, plural = refs[node.args[1].id]
-                found += [(group, plural, "list"), (group, plural, "watch")]
         for right in found:
             needs.setdefault(right, set()).add(module)
     # The audit lists and watches the kinds of its configuration (default:

@@ -194,7 +194,7 @@ class AuditController:
         """Join the process' shared watches (the informer replays what it has) and start."""
         handlers: list[tuple[ResourceRef, Handler]] = [(NAMESPACES, self._namespaces)]
         handlers += [(ref, _KindHandler(self, kind)) for kind, ref in sorted(self._kinds.items())]
-        self._watching = [(self._informers.watch(ref, handler), handler)
+        self._watching = [(self._informers.subscribe(ref, handler), handler)
                           for ref, handler in handlers]
         self._worker.start()
 

@@ -160,9 +160,9 @@ class Informers:
                 informer.start()
             return informer
 
-    def watch(self, ref: ResourceRef, handler: Handler, *, namespace: str | None = None,
-              label_selector: str | None = None,
-              on_synced: Callable[[], None] | None = None) -> Informer:
+    def subscribe(self, ref: ResourceRef, handler: Handler, *, namespace: str | None = None,
+                  label_selector: str | None = None,
+                  on_synced: Callable[[], None] | None = None) -> Informer:
         """Register ``handler`` on the informer for this selection (created if needed)."""
         informer = self.informer(ref, namespace, label_selector)
         informer.add(handler, on_synced)

@@ -111,7 +111,7 @@ def assemble(settings: Settings, registry: CollectorRegistry | None = None,
         if informers is not None:
             watch_enforcement(settings, informers, state, notifier, stack)
             assert namespaces is not None
-            informers.watch(NAMESPACES, namespaces)
+            informers.subscribe(NAMESPACES, namespaces)
             informers.start()
             stack.callback(informers.stop)
         if audit is not None:

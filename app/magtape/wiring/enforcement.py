@@ -53,9 +53,9 @@ def watch_enforcement(settings: Settings, informers: Informers, state: Enforceme
     """Register the exception and overrides handlers; start the reminders when enabled
     (stopped by ``stack``). Returns the overrides' handler (its ``last_error``)."""
     max_lifetime = timedelta(days=settings.exceptions.max_days)
-    informers.watch(EXCEPTIONS, ExceptionWatch(state, max_lifetime))
+    informers.subscribe(EXCEPTIONS, ExceptionWatch(state, max_lifetime))
     config = ConfigWatch(state, settings.exceptions.enforcement_configmap)
-    informers.watch(CONFIGMAPS, config, namespace=settings.identity.namespace)
+    informers.subscribe(CONFIGMAPS, config, namespace=settings.identity.namespace)
     if settings.exceptions.reminder_hours > 0:
         reminders = ExpiryReminders(state, notifier,
                                     timedelta(hours=settings.exceptions.reminder_hours),
