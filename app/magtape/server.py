@@ -167,6 +167,10 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     audit = prepare_audit(settings, engine, api_client)
     runtime = start_runtime(settings, audit.loader if audit else engine, api_client, metrics)
     enforcer, enforcement = start_enforcement(settings, runtime.store, api_client, notifier)
+    # Exceptions in force, for the MagTapeExceptionExpiring alert (hack/alerts.py).
+    metrics.watch_exceptions(lambda: [
+        (e.namespace, e.name, e.expires_at.timestamp())
+        for e in enforcer.state.all_exceptions() if e.active(enforcer.now())])
     hook = Webhook(settings, engine, metrics, notifier,
                    _stoppers=[runtime.stop, enforcement.stop])
     if audit is not None:
