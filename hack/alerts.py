@@ -69,12 +69,14 @@ class Timing:
     """Windows and ``for:`` durations; production's, or short ones for the e2e suite."""
 
     window: str = "5m"  # rate()/increase() windows
+    down: str = "1m"    # ``for:`` of a target down (a rollout replaces pods in seconds)
     short: str = "2m"   # ``for:`` of what needs attention now
     long: str = "15m"   # ``for:`` of what can wait for working hours
 
 
 PRODUCTION = Timing()
-FAST = Timing(window="20s", short="2s", long="2s")
+# The e2e suite's: Prometheus scrapes and evaluates every second there.
+FAST = Timing(window="20s", down="2s", short="2s", long="2s")
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def reachability(t: Timing) -> list[Alert]:
               "does not answer Prometheus' scrapes.",
               "The metrics port of a MagTape replica is unreachable: the process is gone, "
               "hung or not ready. Under failurePolicy Fail the API server's calls to it fail "
-              "too; under Ignore requests pass unchecked.", for_="1m"),
+              "too; under Ignore requests pass unchecked.", for_=t.down),
         Alert("MagTapeAbsent", "critical", f"absent({up} == 1)",
               "No MagTape replica is up: no scrape target of job magtape/magtape-svc answers.",
               "Every replica is down, or the Deployment or Service is gone, while the "
