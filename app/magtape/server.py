@@ -190,14 +190,27 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     def ready() -> bool:
         return own_ready() and (helpers is None or helpers.ready())
 
+    def own_reasons() -> list[str]:
+        out = runtime.not_ready_reasons()
+        if namespace_watch is not None and not namespace_watch.synced.is_set():
+            out.append("API data not synced: waiting for the first list of Namespaces")
+        return out
+
+    def reasons() -> list[str]:
+        out = own_reasons()
+        if helpers is not None and not helpers.ready():
+            out.append("helper processes not ready: another MAGTAPE_PROCESSES process is "
+                       "still starting")
+        return out
+
     service = AdmissionService(settings, engine, notifier, metrics, enforcer=enforcer)
     exposed = (MergedRegistry(metrics.registry, helpers.expositions)
                if helpers is not None else None)
     # The admission port's /readyz is this process' own: with several
     # processes a probe there reaches any of them (the kubelet's go to the
     # metrics port, the primary's).
-    hook.serve_apps(create_app(service, own_ready, settings, metrics, process),
-                    create_metrics_app(ready, settings, metrics, exposed, process))
+    hook.serve_apps(create_app(service, own_ready, settings, metrics, process, own_reasons),
+                    create_metrics_app(ready, settings, metrics, exposed, process, reasons))
     return hook
 
 
