@@ -247,6 +247,10 @@ def serve(settings: Settings, argv: Sequence[str] = ("serve",)) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     index = helper_index()
+    if not index:  # once per pod, not once per helper process
+        log.info("effective configuration: %s", settings.summary())
+        for warning in settings.config_warnings:
+            log.warning("configuration: %s", warning)
     helpers = None
     if settings.http.processes > 1 and settings.http.listen.port == 0:
         raise ConfigError(f"MAGTAPE_PROCESSES={settings.http.processes} needs a fixed admission "
