@@ -33,6 +33,7 @@ from e2e.cluster import Cluster, service_account_token
 from e2e.support import REPO, MagTape, apply
 from e2e.test_webhook import manifest, namespace, wait_denied, warnings
 from promsupport import Prometheus
+from test_prometheus import MAY_BE_EMPTY, panel_queries, substitute
 
 HOOK = "magtape.webhook.k8s.t-mobile.com"
 JOB = "magtape"  # a hand-written scrape job's name, as docs/runbooks/README.md says
@@ -189,3 +190,15 @@ def test_fail_open_still_alerts_on_magtape_down(prometheus: Prometheus, magtape:
     wait_denied(cluster, manifest("test-deploy02", ns), "(MT2001)")
     prometheus.wait_for(lambda: not prometheus.firing("MagTapeDown"), DEADLINE,
                         "MagTapeDown to resolve")
+
+
+def test_the_api_server_panels_show_magtape(prometheus: Prometheus) -> None:
+    """The Cluster dashboard's "API server's view" against a real API server: latency and
+    rejections have data; fail-open (1.24+) must still evaluate."""
+    panels = [q for q in panel_queries() if q.dashboard == "magtape-cluster.json"
+              and q.panel in MAY_BE_EMPTY]
+    assert {q.panel for q in panels} == MAY_BE_EMPTY
+    for query in panels:
+        result = prometheus.query(substitute(query.expr))
+        if "fail-open" not in query.panel:
+            assert result, f"{query.panel}: no data for {query.expr}"
