@@ -243,8 +243,9 @@ class Settings:
     # reading the configuration found worth a warning: logged once at start-up
     # (:meth:`summary`), because a deny level set by the wrong variable is the
     # first thing an operator gets wrong.
-    deny_level_source: str = "default"
-    config_warnings: tuple[str, ...] = ()
+    # Not compared: two settings with the same values are equal whatever set them.
+    deny_level_source: str = field(default="default", compare=False)
+    config_warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def summary(self) -> str:
         """The effective configuration in one line (no secrets), for the start-up log."""
