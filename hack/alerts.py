@@ -15,7 +15,7 @@ generated files and ``make check-generated`` fails until they are
 regenerated. tests/test_alerts.py checks every series a rule reads is one
 MagTape exports or a known kube-apiserver series, that every alert has a
 runbook (docs/runbooks/<alert>.md), and runs ``promtool check rules`` and
-``promtool test rules`` (tests/promtool/*.yml). The e2e suite generates the
+``promtool test rules`` (a firing and a silent case per alert). The e2e suite generates the
 same rules with short windows (:data:`FAST`) and loads them into a real
 Prometheus (tests/e2e/test_alerts_e2e.py).
 
