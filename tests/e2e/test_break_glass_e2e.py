@@ -87,6 +87,7 @@ def test_break_glass_works_as_written_with_magtape_gone(magtape: MagTape, cluste
         apply(cluster, [{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                          "metadata": {"name": "magtape-audit", "namespace": system},
                          "spec": {"holderIdentity": "e2e", "leaseDurationSeconds": 15}}])
+        cluster.kubectl("-n", system, "delete", "lease/magtape-audit")  # leave no holder
         # A new pod's start: `magtape init` (Secret, caBundle) needs no MagTape either.
         result = magtape.run_init()
         assert result.returncode == 0, result.stderr
