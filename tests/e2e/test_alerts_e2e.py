@@ -12,7 +12,9 @@ through Prometheus' HTTP API (/api/v1/alerts), polled with a deadline:
   and MagTapeWebhookUnreachable (the API server's calling errors) and
   MagTapeDown fire; restarting MagTape resolves both;
 - quickstart's ``Ignore``: requests pass unchecked, and MagTape's own target
-  going down still raises MagTapeDown.
+  going down still raises MagTapeDown;
+- a MagTapeException that expires within 7 days raises MagTapeExceptionExpiring
+  naming it (MagTape's exception expiry gauge, read from its watch).
 
 The API server is 1.20, which has no ``apiserver_admission_webhook_fail_open_count``
 (1.24+): MagTapeFailingOpen is proven by its promtool cases only.
@@ -24,6 +26,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ import pytest
 
 from e2e.cluster import Cluster, service_account_token
 from e2e.support import REPO, MagTape, apply
+from e2e.test_exceptions_e2e import exception
 from e2e.test_webhook import manifest, namespace, wait_denied, warnings
 from promsupport import Prometheus
 from test_prometheus import MAY_BE_EMPTY, panel_queries, substitute
@@ -202,3 +206,20 @@ def test_the_api_server_panels_show_magtape(prometheus: Prometheus) -> None:
         result = prometheus.query(substitute(query.expr))
         if "fail-open" not in query.panel:
             assert result, f"{query.panel}: no data for {query.expr}"
+
+
+def test_an_exception_expiring_within_7_days_is_announced(prometheus: Prometheus,
+                                                          magtape: MagTape,
+                                                          cluster: Cluster) -> None:
+    ns = namespace(cluster, "e2e-alert-exception")
+    now = datetime.now(UTC)
+    apply(cluster, [exception("soon", ns, now + timedelta(days=5)),
+                    exception("later", ns, now + timedelta(days=30))])
+    prometheus.wait_for(lambda: prometheus.firing("MagTapeExceptionExpiring",
+                                                  exception_namespace=ns), DEADLINE,
+                        "MagTapeExceptionExpiring for the exception that expires in 5 days")
+    (alert,) = prometheus.firing("MagTapeExceptionExpiring", exception_namespace=ns)
+    assert alert["labels"]["exception_name"] == "soon"
+    assert alert["labels"]["severity"] == "info"
+    assert alert["annotations"]["summary"].startswith(f"MagTapeException {ns}/soon expires in 4d")
+    cluster.kubectl("delete", "magtapeexceptions", "-n", ns, "--all")
