@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install install-runtime lock run test unit lint typecheck opa-test bench policies dashboards check-generated clean image image-test
+.PHONY: install install-runtime lock run test unit lint typecheck opa-test bench policies dashboards alerts check-generated clean image image-test
 
 install:            ## virtualenv from hack/lock/ (exact, hashed) + system test deps
 	hack/setup.sh
@@ -49,11 +49,15 @@ policies:            ## render base/policies/ from policies/*/ (jinja2), record 
 dashboards:          ## regenerate dashboards/*.json from hack/dashboards.py
 	$(PY) hack/dashboards.py
 
+alerts:              ## regenerate the alerting rules (dashboards/magtape-alerts.yml, components/prometheusrule)
+	$(PY) hack/alerts.py
+
 check-generated:     ## fail when committed generated files are stale
 	$(PY) hack/render_policies.py --check
 	$(PY) hack/vet_builtins.py --check
 	$(PY) hack/rego_builtins.py --check
 	$(PY) hack/dashboards.py --check
+	$(PY) hack/alerts.py --check
 
 image:               ## build the image with buildah (hack/image.sh; docs/install.md)
 	hack/image.sh build

@@ -40,6 +40,8 @@ from grafana_foundation_sdk.models.common import (
     VizOrientation,
 )
 
+from alerts import hooks  # hack/alerts.py: MagTape's webhook names, from base/webhook.yaml
+
 OUT_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 TAG = "magtape"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -60,6 +62,12 @@ NOT_2XX = 'code!~"2.."'
 REQUESTS = "magtape_admission_requests_total"
 EVALUATIONS = "magtape_policy_evaluations_total"
 DURATION = "magtape_admission_duration_seconds_bucket"
+# The API server's series about MagTape's webhooks (scraped from its /metrics,
+# in whatever job; not narrowed by $job).
+HOOKS = hooks()
+APISERVER_DURATION = "apiserver_admission_webhook_admission_duration_seconds_bucket"
+APISERVER_REJECTIONS = "apiserver_admission_webhook_rejection_count"
+APISERVER_FAIL_OPEN = "apiserver_admission_webhook_fail_open_count"
 
 Panel = Builder[model.Panel]
 
@@ -205,6 +213,26 @@ def cluster() -> dashboard.Dashboard:
              "Requests the engine could not evaluate; answered per "
              "MAGTAPE_ENGINE_FAILURE_POLICY.",
              [(rate("magtape_policy_engine_errors_total", JOB), "errors")], "reqps")))
+    d = (d.with_row(dashboard.Row("The API server's view"))
+         .with_panel(series_panel(
+             "Webhook latency (API server)",
+             "How long the API server waits for MagTape's webhooks: MagTape's answer plus "
+             "network and TLS. At the webhook's timeoutSeconds (3 s) the call fails.",
+             [(f"histogram_quantile({q}, sum by (name, le) (rate({APISERVER_DURATION}"
+               f"{{{HOOKS}}}[$__rate_interval])))", f"p{round(q * 100)} {{{{name}}}}")
+              for q in (0.5, 0.99)], "s", width=8))
+         .with_panel(series_panel(
+             "Webhook rejections by error type",
+             "Requests the API server refused because of MagTape's webhooks: no_error is a "
+             "policy denial; calling_webhook_error means MagTape could not be called "
+             "(MagTapeWebhookUnreachable).",
+             [(rate(APISERVER_REJECTIONS, HOOKS, "name, error_type"),
+               "{{name}} {{error_type}}")], "reqps", width=8))
+         .with_panel(series_panel(
+             "Admitted unchecked (fail-open)",
+             "Requests the API server let through without MagTape because the webhook did not "
+             "answer under failurePolicy Ignore (Kubernetes 1.24+; MagTapeFailingOpen).",
+             [(rate(APISERVER_FAIL_OPEN, HOOKS, "name"), "{{name}}")], "reqps", width=8)))
     d = (d.with_row(dashboard.Row("Policies and notifications"))
          .with_panel(series_panel("Policy failures per second", "Failed checks by policy.",
                                   [(rate(EVALUATIONS, f"{JOB}, {FAILED}", "policy"),

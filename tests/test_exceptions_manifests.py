@@ -47,7 +47,11 @@ def test_the_exceptions_webhook_covers_only_magtapeexceptions_and_fails_closed(
     assert hook["rules"] == [{"apiGroups": [API_GROUP], "apiVersions": [API_VERSION],
                               "resources": [PLURAL], "operations": ["CREATE", "UPDATE"],
                               "scope": "Namespaced"}]
-    assert "namespaceSelector" not in hook  # an exception in any namespace is checked
+    # An exception in any namespace is checked, but the protected ones (where
+    # no policy applies) that MagTape never stands in the way of.
+    assert hook["namespaceSelector"] == {"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+        "values": ["kube-system", "kube-node-lease", "kube-public", "magtape-system"]}]}
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -58,7 +58,7 @@ K8S_VERSIONS = [kubernetes_validate.latest_version(), "1.30.0"]
 CRD_GROUPS = {"cert-manager.io", "monitoring.coreos.com"}
 
 OPT_IN_LABEL = "k8s.t-mobile.com/magtape"
-PROTECTED_NAMESPACES = {"kube-system", "magtape-system"}
+PROTECTED_NAMESPACES = {"kube-system", "kube-node-lease", "kube-public", "magtape-system"}
 WEBHOOK_RESOURCES = {
     "": {"pods", "replicationcontrollers", "services"},
     "apps": {"deployments", "statefulsets", "daemonsets", "replicasets"},
@@ -189,7 +189,7 @@ def test_webhook_guardrails(target: str) -> None:
     assert hook["name"] == "magtape.webhook.k8s.t-mobile.com"
     assert hook["admissionReviewVersions"] == ["v1"]
     assert hook["sideEffects"] == "None"
-    assert 1 <= hook["timeoutSeconds"] <= 5
+    assert 1 <= hook["timeoutSeconds"] <= 3
     assert hook["clientConfig"]["service"] == {
         "name": "magtape-svc", "namespace": "magtape-system", "path": "/", "port": 443}
     assert "caBundle" not in hook["clientConfig"], "the caBundle is written at runtime"

@@ -239,3 +239,18 @@ def test_servicemonitor_component_selects_the_metrics_port(tmp_path: Path) -> No
     ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
     assert ports[endpoint["port"]] == 9090 and endpoint["port"] == "metrics"
     assert endpoint["path"] == "/metrics"
+
+
+def test_exception_expiry_exports_the_soonest_exceptions_bounded() -> None:
+    from magtape.metrics import EXCEPTION_EXPIRY_SERIES
+
+    registry = CollectorRegistry()
+    in_force = [("team-a", f"ex-{i}", 1_000_000.0 + i) for i in range(EXCEPTION_EXPIRY_SERIES + 50)]
+    Metrics(registry).watch_exceptions(lambda: reversed(in_force))
+    samples = [s for f in registry.collect() for s in f.samples
+               if s.name == "magtape_exception_expiry_timestamp_seconds"]
+    assert len(samples) == EXCEPTION_EXPIRY_SERIES
+    assert {s.labels["exception_name"] for s in samples} == {
+        f"ex-{i}" for i in range(EXCEPTION_EXPIRY_SERIES)}  # the soonest to expire
+    assert samples[0].labels == {"exception_namespace": "team-a", "exception_name": "ex-0"}
+    assert samples[0].value == 1_000_000.0

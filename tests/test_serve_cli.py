@@ -169,3 +169,19 @@ def test_bad_configuration_stops_startup_naming_the_variable() -> None:
     assert out.stderr.strip().splitlines() == [
         "magtape: configuration error: MAGTAPE_ENGINE_FAILURE_POLICY='Sometimes' is invalid: "
         "accepted Fail, Ignore"]
+
+
+def test_start_up_logs_the_effective_configuration_once_and_a_deny_level_conflict() -> None:
+    # The production overlay's MAGTAPE_DENY_LEVEL=HIGH beside the original's
+    # MAGTAPE_DENY_VOLUME=OFF: HIGH wins, and the log says so.
+    server = start_server(env={"MAGTAPE_DENY_LEVEL": "HIGH", "MAGTAPE_DENY_VOLUME": "OFF"})
+    try:
+        server.wait_for("admission listener on")
+        summary = [line for line in server.lines if "effective configuration:" in line]
+        assert len(summary) == 1, server.lines
+        assert "deny level HIGH (from MAGTAPE_DENY_LEVEL)" in summary[0]
+        conflict = [line for line in server.lines if "both set and differ" in line]
+        assert len(conflict) == 1 and "WARNING" in conflict[0], server.lines
+        assert "MAGTAPE_DENY_LEVEL wins, so the deny level is HIGH" in conflict[0]
+    finally:
+        server.stop()

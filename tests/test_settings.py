@@ -155,3 +155,30 @@ def test_the_first_bad_variable_in_reading_order_is_reported() -> None:
     del env["MAGTAPE_LOG_LEVEL"]
     with pytest.raises(ConfigError, match="MAGTAPE_K8S_EVENTS_ENABLED"):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("environ, level, source, warned", [
+    ({}, "LOW", "default", False),
+    ({"MAGTAPE_DENY_VOLUME": "MED"}, "MED", "MAGTAPE_DENY_VOLUME", False),
+    ({"MAGTAPE_DENY_LEVEL": "high", "MAGTAPE_DENY_VOLUME": "HIGH"}, "HIGH",
+     "MAGTAPE_DENY_LEVEL", False),
+    ({"MAGTAPE_DENY_LEVEL": "HIGH", "MAGTAPE_DENY_VOLUME": "OFF"}, "HIGH",
+     "MAGTAPE_DENY_LEVEL", True),
+])
+def test_the_deny_level_says_where_it_came_from(environ: dict[str, str], level: str,
+                                                source: str, warned: bool) -> None:
+    settings = Settings.from_env(environ)
+    assert settings.deny_level.value == level and settings.deny_level_source == source
+    assert settings.summary().startswith(f"deny level {level} (from {source}); ")
+    assert bool(settings.config_warnings) is warned
+    if warned:
+        (warning,) = settings.config_warnings
+        assert "MAGTAPE_DENY_LEVEL=HIGH and MAGTAPE_DENY_VOLUME=OFF" in warning
+
+
+def test_the_summary_names_no_secret() -> None:
+    url = "https://hooks.slack.com/services/T000/B000/secretsecret"
+    settings = Settings.from_env({"MAGTAPE_SLACK_ENABLED": "TRUE",
+                                  "MAGTAPE_SLACK_WEBHOOK_URL_DEFAULT": url})
+    assert "Slack on, default URL set" in settings.summary()
+    assert "secretsecret" not in settings.summary() and "hooks.slack" not in settings.summary()

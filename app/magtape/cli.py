@@ -131,10 +131,12 @@ def _apply_flags(settings: Settings, args: argparse.Namespace) -> Settings:
         http["threads"] = args.threads
     if getattr(args, "deny_level", None):
         changes["deny_level"] = DenyLevel(args.deny_level)
+        changes["deny_level_source"] = "--deny-level"
     if getattr(args, "docs_url", None):
         changes["docs_url"] = _url("--docs-url", args.docs_url)
     if getattr(args, "fail_on", None):
         changes["deny_level"] = FAIL_ON[args.fail_on]
+        changes["deny_level_source"] = "--fail-on"
     return settings.with_overrides(http=http, engine=engine, **changes)
 
 

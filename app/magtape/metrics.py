@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -36,6 +36,29 @@ NOTIFY_OUTCOMES: tuple[NotifyOutcome, ...] = get_args(NotifyOutcome)
 # magtape_policy_engine_errors_total{reason}: magtape.engine.Reason (not
 # imported: metrics sit below the engine).
 ENGINE_ERROR_REASONS = ("timeout", "crash", "memory", "unavailable", "error")
+# Reasons after which the pool killed the worker and started a replacement
+# (magtape.engine.pool); the other two leave the workers as they were.
+WORKER_REPLACED_REASONS = ("timeout", "crash", "memory")
+
+# Exported names that the generated alerting rules (hack/alerts.py) and
+# dashboards query: one spelling, so a rename breaks the generators' --check,
+# not a silent alert. Counters are named without ``_total`` (the client adds it).
+ADMISSION_REQUESTS = "magtape_admission_requests"
+ADMISSION_DURATION = "magtape_admission_duration_seconds"
+ENGINE_ERRORS = "magtape_policy_engine_errors"
+NOTIFICATIONS = "magtape_notifications"
+POLICIES_LOADED = "magtape_policies_loaded"
+POLICY_LOAD_ERRORS = "magtape_policy_load_errors"
+CERTIFICATE_EXPIRY = "magtape_certificate_expiry_timestamp_seconds"
+BUILD_INFO = "magtape_build"
+AUDIT_LAST_COMPLETED = "magtape_audit_last_completed_timestamp_seconds"
+AUDIT_LEADER = "magtape_audit_leader"
+AUDIT_LEADING_SINCE = "magtape_audit_leading_since_timestamp_seconds"
+AUDIT_INTERVAL = "magtape_audit_interval_seconds"
+EXCEPTION_EXPIRY = "magtape_exception_expiry_timestamp_seconds"
+# At most this many exceptions get an expiry series (the soonest to expire):
+# who may create MagTapeExceptions decides their number, not MagTape.
+EXCEPTION_EXPIRY_SERIES = 200
 
 
 class Metrics:
@@ -50,7 +73,7 @@ class Metrics:
         self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}  # see count()
         r = self.registry
         self.requests = Counter(
-            "magtape_admission_requests", "Admission requests answered, by decision.",
+            ADMISSION_REQUESTS, "Admission requests answered, by decision.",
             ["namespace", "decision", "alert_sent"], registry=r)
         self.policy_evaluations = Counter(
             "magtape_policy_evaluations", "Policy evaluations, by policy and result.",
@@ -60,32 +83,32 @@ class Metrics:
             "future denyFrom date let through that the deny level would have denied, by policy.",
             ["policy"], registry=r)
         self.duration = Histogram(
-            "magtape_admission_duration_seconds",
+            ADMISSION_DURATION,
             "Time to answer an admission request, from body read to response.",
             buckets=DURATION_BUCKETS, registry=r)
         self.engine_errors = Counter(
-            "magtape_policy_engine_errors", "Requests the policy engine could not evaluate, "
+            ENGINE_ERRORS, "Requests the policy engine could not evaluate, "
             "by reason (timeout, crash, memory, unavailable, error).", ["reason"], registry=r)
         for reason in ENGINE_ERROR_REASONS:
             self.engine_errors.labels(reason)
         self.notifications = Counter(
-            "magtape_notifications", "Notifications by channel and outcome.",
+            NOTIFICATIONS, "Notifications by channel and outcome.",
             ["channel", "outcome"], registry=r)
         for channel in NOTIFY_CHANNELS:
             for outcome in NOTIFY_OUTCOMES:
                 self.notifications.labels(channel, outcome)
         self.policies_loaded = Gauge(
-            "magtape_policies_loaded", "Policies in the active policy set.", registry=r)
+            POLICIES_LOADED, "Policies in the active policy set.", registry=r)
         self.policy_load_errors = Gauge(
-            "magtape_policy_load_errors", "Policies left out of the active set by errors.",
+            POLICY_LOAD_ERRORS, "Policies left out of the active set by errors.",
             registry=r)
         self.http_responses = Counter(
             "magtape_http_responses", "HTTP responses of the admission listener, by status code.",
             ["code"], registry=r)
         self.certificate_expiry = Gauge(
-            "magtape_certificate_expiry_timestamp_seconds",
+            CERTIFICATE_EXPIRY,
             "Expiry of the serving certificate (Unix time).", registry=r)
-        Info("magtape_build", "MagTape build information.", registry=r).info(
+        Info(BUILD_INFO, "MagTape build information.", registry=r).info(
             {"version": __version__})
         # CPU, memory and file descriptors of this process (process_*), on
         # this registry so an app built in a test exports them too.
@@ -128,6 +151,31 @@ class Metrics:
         self.policies_loaded.set(len(report.policies))
         self.policy_load_errors.set(len({e.policy or e.origin for e in report.errors}))
 
+    def watch_exceptions(self, source: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        """Export ``magtape_exception_expiry_timestamp_seconds`` at scrape time from
+        ``source``: ``(namespace, name, expires_at_unix)`` of the exceptions in force."""
+        self.registry.register(_ExceptionExpiry(source))
+
+
+class _ExceptionExpiry(Collector):
+    """One series per MagTapeException in force, the soonest EXCEPTION_EXPIRY_SERIES.
+
+    The labels are ``exception_namespace``/``exception_name``, not ``namespace``:
+    Prometheus' target label ``namespace`` (MagTape's own) would rename it.
+    """
+
+    def __init__(self, source: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(EXCEPTION_EXPIRY, "When each MagTapeException in force "
+                                   "expires (Unix time; the soonest 200).",
+                                   labels=["exception_namespace", "exception_name"])
+        soonest = sorted(self._source(), key=lambda e: (e[2], e[0], e[1]))
+        for namespace, name, expires in soonest[:EXCEPTION_EXPIRY_SERIES]:
+            family.add_metric([namespace, name], expires)
+        yield family
+
 
 class AuditMetrics:
     """The background audit's series (magtape.audit; docs/audit.md), on the same registry.
@@ -141,12 +189,19 @@ class AuditMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.duration = Gauge("magtape_audit_duration_seconds",
                               "Time the last completed full audit pass took.", registry=registry)
-        self.last_completed = Gauge("magtape_audit_last_completed_timestamp_seconds",
+        self.last_completed = Gauge(AUDIT_LAST_COMPLETED,
                                     "When the last full audit pass completed (Unix time).",
                                     registry=registry)
-        self.leader = Gauge("magtape_audit_leader",
+        self.leader = Gauge(AUDIT_LEADER,
                             "1 while this replica holds the audit Lease and writes reports.",
                             registry=registry)
+        # With the two below, "no completed pass within 3 intervals" can be
+        # told from "just became leader" (the MagTapeAuditStale alert).
+        self.leading_since = Gauge(AUDIT_LEADING_SINCE,
+                                   "When this replica last took the audit Lease (Unix time; "
+                                   "0 while it does not hold it).", registry=registry)
+        self.interval = Gauge(AUDIT_INTERVAL, "MAGTAPE_AUDIT_INTERVAL_SECONDS: how often a full "
+                              "audit pass is due.", registry=registry)
         self.queue = Gauge("magtape_audit_queue_depth", "Objects waiting to be audited.",
                            registry=registry)
         self._lock = threading.Lock()

@@ -55,6 +55,25 @@ class Runtime:
         return (self.engine.ready and target is not None
                 and self.store.loaded_generation >= target)
 
+    def not_ready_reasons(self) -> list[str]:
+        """Why :attr:`ready` is false, one sentence each; empty when ready (for /readyz)."""
+        reasons: list[str] = []
+        if not self.engine.ready:
+            explain = getattr(self.engine, "not_ready_reasons", None)
+            reasons += (explain() if explain is not None else [])
+            if not reasons:
+                reasons.append("the policy engine does not answer its health check")
+        if self.store is None:
+            return reasons
+        waiting = [i.description for i in self.informers if not i.synced.is_set()]
+        if waiting:
+            reasons.append("API data not synced: waiting for the first list of "
+                           + ", ".join(waiting))
+        elif not self.ready and not reasons:
+            reasons.append("API data synced, not loaded yet: the engine is loading the "
+                           "first sync")
+        return reasons
+
     def _informer_synced(self) -> None:
         with self._lock:
             if (self.store is not None and self._sync_generation is None

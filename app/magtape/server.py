@@ -150,6 +150,13 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     def ready() -> bool:
         return assembly.ready() and (helpers is None or helpers.ready())
 
+    def reasons() -> list[str]:
+        out = assembly.not_ready_reasons()
+        if helpers is not None and not helpers.ready():
+            out.append("helper processes not ready: another MAGTAPE_PROCESSES process is "
+                       "still starting")
+        return out
+
     exposed = (MergedRegistry(assembly.metrics.registry, helpers.expositions)
                if helpers is not None else None)
     # The admission port's /readyz is this process' own: with several
@@ -157,8 +164,9 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     # metrics port, the primary's).
     try:
         hook.serve_apps(create_app(assembly.service, assembly.ready, settings, assembly.metrics,
-                                   process),
-                        create_metrics_app(ready, settings, assembly.metrics, exposed, process))
+                                   process, assembly.not_ready_reasons),
+                        create_metrics_app(ready, settings, assembly.metrics, exposed, process,
+                                           reasons))
     except BaseException:
         assembly.close()
         raise
@@ -188,6 +196,10 @@ def serve(settings: Settings, argv: Sequence[str] = ("serve",)) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     index = helper_index()
+    if not index:  # once per pod, not once per helper process
+        log.info("effective configuration: %s", settings.summary())
+        for warning in settings.config_warnings:
+            log.warning("configuration: %s", warning)
     helpers = None
     if settings.http.processes > 1 and settings.http.listen.port == 0:
         raise ConfigError(f"MAGTAPE_PROCESSES={settings.http.processes} needs a fixed admission "

@@ -102,7 +102,7 @@ class EngineSettings:
 
     kind: EngineKind = EngineKind.EMBEDDED
     failure_policy: FailurePolicy = FailurePolicy.FAIL
-    # Hard deadline per evaluation, well under the webhook's 5 s timeoutSeconds.
+    # Hard deadline per evaluation, well under the webhook's 3 s timeoutSeconds.
     timeout_seconds: float = 2.0
     workers: int = 2  # regorus worker processes (embedded engine)
     memory_mb: int = 192  # address-space cap per worker process (RLIMIT_AS)
@@ -239,6 +239,27 @@ class Settings:
     cluster: ClusterSettings = ClusterSettings()
     exceptions: ExceptionSettings = ExceptionSettings()
     audit: AuditSettings = AuditSettings()
+    # Where deny_level came from (a variable, a flag or "default"), and what
+    # reading the configuration found worth a warning: logged once at start-up
+    # (:meth:`summary`), because a deny level set by the wrong variable is the
+    # first thing an operator gets wrong.
+    # Not compared: two settings with the same values are equal whatever set them.
+    deny_level_source: str = field(default="default", compare=False)
+    config_warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def summary(self) -> str:
+        """The effective configuration in one line (no secrets), for the start-up log."""
+        e, s = self.engine, self.slack
+        engine = (f"embedded ({e.workers} workers, {e.timeout_seconds:g}s timeout, "
+                  f"{e.memory_mb} MB each)" if e.kind is EngineKind.EMBEDDED
+                  else f"opa at {e.opa_url}")
+        slack = ("on" + (", passive" if s.passive else "") + (", default URL set"
+                 if s.default_url else ", no default URL")) if s.enabled else "off"
+        return (f"deny level {self.deny_level.value} (from {self.deny_level_source}); "
+                f"engine {engine}, on engine failure {e.failure_policy.value}; "
+                f"policy discovery {'on' if self.cluster.policy_discovery else 'off'}; "
+                f"Events {'on' if self.notify.events_enabled else 'off'}; Slack {slack}; "
+                f"audit {self.audit.mode.value}; log level {self.log_level.value}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -334,9 +355,20 @@ class Settings:
                                           minimum=4096, integer=True)),
             lease_seconds=e.number("MAGTAPE_AUDIT_LEASE_SECONDS", da.lease_seconds, minimum=2),
         )
+        warnings = []
+        if "MAGTAPE_DENY_LEVEL" in environ and "MAGTAPE_DENY_VOLUME" in environ:
+            alias = e.enum("MAGTAPE_DENY_VOLUME", DenyLevel, d.deny_level)
+            if alias is not deny_level:
+                warnings.append(
+                    f"MAGTAPE_DENY_LEVEL={deny_level.value} and MAGTAPE_DENY_VOLUME="
+                    f"{alias.value} are both set and differ: MAGTAPE_DENY_LEVEL wins, so the "
+                    f"deny level is {deny_level.value}; remove MAGTAPE_DENY_VOLUME (the "
+                    "original's name) or set both alike")
         return cls(deny_level=deny_level, log_level=log_level, docs_url=docs_url,
                    engine=engine, identity=identity, http=http, notify=notify, slack=slack,
-                   cluster=cluster, exceptions=exceptions, audit=audit)
+                   cluster=cluster, exceptions=exceptions, audit=audit,
+                   deny_level_source=deny_var if deny_var in environ else "default",
+                   config_warnings=tuple(warnings))
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with command-line flags (or a test's changes) applied.

@@ -31,18 +31,22 @@ from magtape.settings import Settings
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], bool]
+# Why not ready, one sentence each, for /readyz's "reasons" (the operator's
+# first question when a pod stays out of the Service).
+NotReadyReasons = Callable[[], list[str]]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
-               metrics: Metrics, process: int = 0) -> Flask:
+               metrics: Metrics, process: int = 0,
+               reasons: NotReadyReasons | None = None) -> Flask:
     """The admission app around ``service``. The factory only wires: the caller
     (``server.start``, or a test) builds the service and says what "ready" means."""
     app = Flask("magtape.admission")
     app.config["MAX_CONTENT_LENGTH"] = settings.http.max_body_bytes
 
-    _add_health(app, settings, ready, process)
+    _add_health(app, settings, ready, process, reasons)
     _add_error_handlers(app)
 
     @app.after_request
@@ -107,7 +111,8 @@ def _admit(environ: dict[str, Any], service: AdmissionService,
 
 
 def create_metrics_app(ready: ReadyCheck, settings: Settings, metrics: Metrics,
-                       registry: Any = None, process: int = 0) -> Flask:
+                       registry: Any = None, process: int = 0,
+                       reasons: NotReadyReasons | None = None) -> Flask:
     """The kubelet's and Prometheus' app: /metrics, /healthz and /readyz.
 
     ``registry``: what /metrics exposes when not ``metrics.registry`` alone (the
@@ -120,12 +125,13 @@ def create_metrics_app(ready: ReadyCheck, settings: Settings, metrics: Metrics,
     def scrape() -> Response:
         return Response(generate_latest(exposed), mimetype=CONTENT_TYPE_LATEST)
 
-    _add_health(app, settings, ready, process)
+    _add_health(app, settings, ready, process, reasons)
     _add_error_handlers(app)
     return app
 
 
-def _add_health(app: Flask, settings: Settings, is_ready: ReadyCheck, process: int) -> None:
+def _add_health(app: Flask, settings: Settings, is_ready: ReadyCheck, process: int,
+                reasons: NotReadyReasons | None = None) -> None:
     @app.get("/healthz")
     def healthz() -> Response:
         return _json({"pod_name": settings.identity.pod,
@@ -134,8 +140,10 @@ def _add_health(app: Flask, settings: Settings, is_ready: ReadyCheck, process: i
 
     @app.get("/readyz")
     def readyz() -> Response:
-        ok = is_ready()
-        return _json({"ready": ok}, 200 if ok else 503)
+        if is_ready():
+            return _json({"ready": True}, 200)
+        why = (reasons() if reasons is not None else []) or ["not ready yet: see the log"]
+        return _json({"ready": False, "reasons": why}, 503)
 
 
 def _add_error_handlers(app: Flask) -> None:

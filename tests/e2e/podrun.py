@@ -225,9 +225,13 @@ class LocalPod:
 
     def localize(self, container: Obj, text: str) -> str:
         """Replace the container's mount paths in ``text`` by their local directories."""
-        for mount_path, local in self.mounts(container):
-            text = re.sub(re.escape(mount_path) + r"(?=/|\b|$)", str(local), text)
-        return text
+        # One pass over all mounts (longest first): replacing them one after the
+        # other would map a local directory under /tmp again through a /tmp mount.
+        mounts = dict(self.mounts(container))
+        if not mounts:
+            return text
+        pattern = "|".join(re.escape(m) for m in mounts) + r"(?=/|\b|$)"
+        return re.sub(f"(?:{pattern})", lambda found: str(mounts[found.group(0)]), text)
 
     def environment(self, container: Obj) -> dict[str, str]:
         """The container's variables as the kubelet sets them (envFrom, env, downward API)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,7 @@ class AuditService:
 
         self._enforcer, self._admission_ready = enforcer, admission_ready
         self._metrics = AuditMetrics(metrics.registry)
+        self._metrics.interval.set(self.settings.audit.interval_seconds)
         lease = self.settings.audit.lease_seconds
         self._elector = LeaderElector(self._api, self.settings.identity.namespace, LEASE_NAME,
                                       self.identity, on_start=self._lead, on_stop=self._follow,
@@ -95,6 +97,7 @@ class AuditService:
         with self._lock:
             self.controller = controller
         self._metrics.leader.set(1)
+        self._metrics.leading_since.set(time.time())
         log.info("audit: watching %s", ", ".join(map(str, kinds)))
         controller.start()
 
@@ -110,6 +113,7 @@ class AuditService:
             own.close()
         if self._metrics is not None:
             self._metrics.leader.set(0)
+            self._metrics.leading_since.set(0)
             self._metrics.clear()
 
     def stop(self) -> None:

@@ -253,6 +253,16 @@ class EmbeddedEngine:
     def ready(self) -> bool:
         return self._active is not None and self._pool.alive > 0
 
+    def not_ready_reasons(self) -> list[str]:
+        """Why :attr:`ready` is false, one sentence each (for /readyz)."""
+        reasons = []
+        if self._active is None:
+            reasons.append("no policies loaded: the engine has no active policy set yet")
+        if self._pool.alive == 0:
+            reasons.append("no engine worker: every policy engine worker process is down or "
+                           "still starting (see the log)")
+        return reasons
+
     # ---------------------------------------------------------- evaluation
     def evaluate(self, review: Review) -> Evaluation:
         active = self._active

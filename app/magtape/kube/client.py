@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 def api_client() -> ApiClient | None:
     """An ApiClient for the in-cluster config, else the kubeconfig, else None."""
     configuration = Configuration()
+    configuration.retries = False  # see magtape.kube.rest.no_retries
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         log.info("Kubernetes API: in-cluster service account, %s", configuration.host)

@@ -47,8 +47,7 @@ def run_init(settings: Settings, api_client: ApiClient | None, *,
         log.error("%s", exc)
         return 1
     except KubeError as exc:
-        log.error("magtape init failed: %s (check the RBAC in docs/runtime.md if this is 403)",
-                  exc)
+        log.error("magtape init failed: %s", explain_failure(exc))
         return 1
     except (CertificateError, OSError) as exc:
         log.error("magtape init failed: %s", exc)
@@ -58,6 +57,21 @@ def run_init(settings: Settings, api_client: ApiClient | None, *,
              ", ".join(sorted(certs.dns_names(cert))), cert.not_valid_after_utc.isoformat(),
              " (external)" if result.external else "")
     return 0
+
+
+def explain_failure(exc: KubeError) -> str:
+    """The error and what to do about it: unreachable, unauthenticated and forbidden
+    have different fixes."""
+    if exc.status == 0:
+        return (f"{exc}; check the API server address and the network between this pod and "
+                "it (NetworkPolicy, proxy variables), then let the pod restart")
+    if exc.status == 401:
+        return (f"{exc}; the API server did not accept this pod's ServiceAccount token "
+                "(is automountServiceAccountToken set, or the token expired?)")
+    if exc.status == 403:
+        return (f"{exc}; the ServiceAccount magtape-init lacks a permission: compare its "
+                "Role and ClusterRole with base/rbac-init.yaml (docs/runtime.md)")
+    return str(exc)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

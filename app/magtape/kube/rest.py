@@ -121,6 +121,7 @@ class RawApi:
     def __init__(self, client: ApiClient, timeout_seconds: float = 15.0) -> None:
         self._client = client
         self._timeout = timeout_seconds
+        no_retries(client)
 
     # ---------------------------------------------------------------- verbs
     def get(self, ref: ResourceRef, name: str, namespace: str | None = None) -> Obj:
@@ -198,9 +199,46 @@ class RawApi:
         except ApiException as exc:  # TLS failures surface here with status 0
             raise KubeError(0, "Unreachable", f"{method} {path}: {exc.reason}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(0, "Unreachable", f"{method} {path}: {exc}") from None
+            raise KubeError(0, "Unreachable", f"the API server {self._client.configuration.host} "
+                            f"is unreachable ({unreachable_cause(exc)}): {method} {path}"
+                            ) from None
         response: urllib3.HTTPResponse = rest.response
         return response
+
+
+def no_retries(client: ApiClient) -> None:
+    """Make ``client`` try each request once.
+
+    urllib3 retries a refused connection three times by default and logs a
+    ``Retrying (Retry(total=2, ...))`` warning for each: with the API server
+    down that was most of MagTape's log. Every caller here has a back-off of
+    its own (the reflectors, leader election, the notifier) and logs once per
+    step of it, saying why (:func:`unreachable_cause`).
+    """
+    client.configuration.retries = False
+    pool = getattr(getattr(client, "rest_client", None), "pool_manager", None)
+    if pool is not None:  # the pool manager was built from the configuration already
+        pool.connection_pool_kw["retries"] = False
+        pool.clear()  # pools made before this one keep their own retries otherwise
+
+
+def unreachable_cause(exc: BaseException) -> str:
+    """Why a request got no HTTP answer, in the words an operator searches for."""
+    reason = getattr(exc, "reason", None)  # MaxRetryError wraps the cause
+    if isinstance(reason, BaseException):
+        exc = reason
+    text = str(exc).lower()
+    if isinstance(exc, urllib3.exceptions.SSLError) or "certificate" in text:
+        return f"TLS error: {exc}"
+    if "refused" in text:
+        return "connection refused"
+    if isinstance(exc, urllib3.exceptions.NameResolutionError) or "name or service" in text:
+        return "host name not resolved"
+    if isinstance(exc, urllib3.exceptions.TimeoutError) or "timed out" in text:
+        return "timed out"
+    if "remote end closed" in text or "connection reset" in text:
+        return "the connection was closed without an answer"
+    return str(exc)
 
 
 def _error(status: int, reason: str, data: bytes | None) -> KubeError:

@@ -67,6 +67,7 @@ class Assembly:
     notifier: Notifier
     service: AdmissionService
     ready: Callable[[], bool]  # this process enforces the cluster's policies and data
+    not_ready_reasons: Callable[[], list[str]]  # why not, one sentence each (/readyz)
     informers: Informers | None
     _stack: ExitStack
     flush_seconds: float = FLUSH_SECONDS
@@ -100,7 +101,7 @@ def assemble(settings: Settings, registry: CollectorRegistry | None = None,
             stack.callback(close_engine)
         notifier = build_notifier(settings, api_client, metrics, namespaces=namespaces)
         assembly = Assembly(settings, engine, metrics, notifier, None,  # type: ignore[arg-type]
-                            lambda: False, informers, stack)
+                            lambda: False, list, informers, stack)
         # Closed after everything that may still queue a notification.
         stack.callback(lambda: notifier.close(assembly.flush_seconds))
         # The audit (MAGTAPE_AUDIT=on) may mirror the policy store's loads into its engine.
@@ -108,6 +109,10 @@ def assemble(settings: Settings, registry: CollectorRegistry | None = None,
         runtime = start_runtime(settings, audit.loader if audit else engine, informers, metrics)
         stack.callback(runtime.stop)
         enforcer, state = build_enforcer(settings, runtime.store)
+        # Exceptions in force, for the MagTapeExceptionExpiring alert (hack/alerts.py).
+        metrics.watch_exceptions(lambda: [
+            (e.namespace, e.name, e.expires_at.timestamp())
+            for e in enforcer.state.all_exceptions() if e.active(enforcer.now())])
         if informers is not None:
             watch_enforcement(settings, informers, state, notifier, stack)
             assert namespaces is not None
@@ -124,8 +129,16 @@ def assemble(settings: Settings, registry: CollectorRegistry | None = None,
         def ready() -> bool:
             return runtime.ready and (namespace_synced is None or namespace_synced.is_set())
 
+        def not_ready_reasons() -> list[str]:
+            out = runtime.not_ready_reasons()
+            if (namespace_synced is not None and not namespace_synced.is_set()
+                    and not any("Namespaces" in r or "namespaces" in r for r in out)):
+                out.append("API data not synced: waiting for the first list of Namespaces")
+            return out
+
         assembly.service = AdmissionService(settings, engine, notifier, metrics,
                                             enforcer=enforcer)
         assembly.ready = ready
+        assembly.not_ready_reasons = not_ready_reasons
         assembly._stack = stack.pop_all()  # started: the caller owns the stops now
         return assembly
