@@ -138,7 +138,8 @@ def _check_options(args: argparse.Namespace) -> Any:
                         jobs=args.jobs, ignore=tuple(args.ignore or ()),
                         allow_empty=args.allow_empty,
                         exceptions=tuple(args.exceptions or ()),
-                        enforcement=args.enforcement or "", old=args.old or "")
+                        enforcement=args.enforcement or "", old=args.old or "",
+                        username=args.as_user or "magtape-check")
 
 
 def _review(paths: Sequence[str], namespace: str) -> int:
@@ -329,6 +330,12 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
     check.add_argument("--old", metavar="FILE",
                        help="the objects as they are now: an input object with the same kind, "
                             "namespace and name is checked as an UPDATE from it")
+    check.add_argument("--as", dest="as_user", metavar="USER",
+                       help="the user the requests come from (default magtape-check); a "
+                            "controller identity (MAGTAPE_CONTROLLER_IDENTITIES, e.g. "
+                            "system:serviceaccount:kube-system:replicaset-controller) lets an "
+                            "object whose controller ownerReference names an --old object "
+                            "inherit its owner's failures, as in the webhook")
     _docs_flag(check)
     _policy_flags(check)
 

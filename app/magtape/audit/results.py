@@ -36,7 +36,7 @@ SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "": 3}
 # How each verdict of the Enforcer is reported: "fail" is what admission would
 # deny now; a scheduled denial (denyFrom ahead) still lets it through.
 RESULT_OF = {Verdict.DENY: FAIL, Verdict.WARN: WARN, Verdict.SCHEDULED: WARN,
-             Verdict.EXEMPTED: SKIP, Verdict.EXISTING: WARN}
+             Verdict.EXEMPTED: SKIP, Verdict.EXISTING: WARN, Verdict.INHERITED: WARN}
 ENGINE_POLICY = "magtape-engine"  # the "policy" of a result no policy could give
 
 
@@ -65,7 +65,8 @@ class AuditResult:
     severity: str  # "high", "medium", "low" ("" when unknown)
     result: str  # fail, error, warn, skip
     message: str
-    verdict: str  # the Enforcer's verdict: deny, warn, scheduled, exempted, existing, error
+    # the Enforcer's verdict: deny, warn, scheduled, exempted, existing, inherited, error
+    verdict: str
     note: str = ""  # why it did not deny (an exception, a denyFrom date), if anything did
     url: str = ""  # the check's README
 

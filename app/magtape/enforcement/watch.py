@@ -1,7 +1,8 @@
-"""Keeps the enforcement state current in a cluster: two reflectors and the reminders.
+"""Keeps the enforcement state current in a cluster: reflectors and the reminders.
 
 MagTapeException objects are listed and watched in every namespace; the
-overrides ConfigMap in MagTape's own namespace. Neither gates readiness:
+overrides ConfigMap in MagTape's own namespace; the owners controllers
+derive objects from (magtape.kube.owners) in every namespace. None gates readiness:
 until the first list completes, no exception applies and the defaults hold,
 which errs on the side of enforcing. The reflector keeps the last known state
 while the API server is unreachable.
@@ -18,9 +19,11 @@ from typing import Any
 from magtape.background import Backoff
 from magtape.enforcement.evaluator import Enforcer, NamespaceLabels, labels_from_data, no_labels
 from magtape.enforcement.exceptions import API_GROUP, API_VERSION, PLURAL
+from magtape.enforcement.inheritance import Inheritance
 from magtape.enforcement.reminders import ExpiryReminders
 from magtape.enforcement.state import ConfigWatch, EnforcementState, ExceptionWatch
 from magtape.engine.store import PolicyStore
+from magtape.kube.owners import OwnerCache
 from magtape.kube.reflector import Reflector
 from magtape.kube.rest import CONFIGMAPS, RawApi, ResourceRef
 from magtape.notify import Notifier
@@ -37,10 +40,13 @@ class EnforcementWatch:
     reflectors: list[Reflector] = field(default_factory=list)
     reminders: ExpiryReminders | None = None
     config: ConfigWatch | None = None
+    owners: OwnerCache | None = None
 
     def stop(self) -> None:
         for r in self.reflectors:
             r.stop()
+        if self.owners is not None:
+            self.owners.stop()
         if self.reminders is not None:
             self.reminders.stop()
 
@@ -63,10 +69,17 @@ def start_enforcement(settings: Settings, store: PolicyStore | None, api_client:
             return labels_from_data(store.data(), namespace)
 
         labels = labels_in_store
-    enforcer = Enforcer(state, settings.deny_level, namespace_labels=labels)
+    controllers = frozenset(settings.exceptions.controller_identities)
     if api_client is None:
-        return enforcer, EnforcementWatch()
-    return enforcer, start_watching(settings, api_client, state, notifier)
+        return Enforcer(state, settings.deny_level, namespace_labels=labels), EnforcementWatch()
+    watch = start_watching(settings, api_client, state, notifier)
+    if controllers:
+        watch.owners = OwnerCache(RawApi(api_client), settings.exceptions.controller_owner_kinds,
+                                  probe_namespace=settings.identity.namespace)
+        watch.owners.start()
+    inheritance = Inheritance(controllers, watch.owners) if watch.owners else None
+    return Enforcer(state, settings.deny_level, namespace_labels=labels,
+                    inheritance=inheritance), watch
 
 
 def start_watching(settings: Settings, api_client: Any, state: EnforcementState,
