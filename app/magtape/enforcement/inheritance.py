@@ -93,6 +93,8 @@ class Inheritance:
     def owner_of(self, username: str, namespace: str, obj: Mapping[str, Any]) -> Obj | None:
         """The owner ``obj`` may inherit from, when the request may inherit at all."""
         if username not in self.controllers:
+            log.debug("%s/%s: %r is not a controller identity; no inheritance", namespace,
+                      _name(obj), username)
             return None
         ref = controller_reference(obj)
         if ref is None:
@@ -103,7 +105,11 @@ class Inheritance:
             log.exception("looking up the owner of %s/%s failed; judging it on its own",
                           namespace, _name(obj))
             return None
-        return owner if owner is not None and matches(owner, namespace, ref) else None
+        if owner is None or not matches(owner, namespace, ref):
+            log.debug("%s/%s: its controller %s %s (uid %s) is not known; no inheritance",
+                      namespace, _name(obj), ref.get("kind"), ref.get("name"), ref.get("uid"))
+            return None
+        return owner
 
 
 def controller_reference(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:

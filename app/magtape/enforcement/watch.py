@@ -77,7 +77,8 @@ def start_enforcement(settings: Settings, store: PolicyStore | None, api_client:
         watch.owners = OwnerCache(RawApi(api_client), settings.exceptions.controller_owner_kinds,
                                   probe_namespace=settings.identity.namespace)
         watch.owners.start()
-    inheritance = Inheritance(controllers, watch.owners) if watch.owners else None
+    inheritance = (Inheritance(controllers, watch.owners) if watch.owners is not None
+                   else None)
     return Enforcer(state, settings.deny_level, namespace_labels=labels,
                     inheritance=inheritance), watch
 
