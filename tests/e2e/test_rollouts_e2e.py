@@ -14,8 +14,9 @@ ownerReference are still denied.
 
 No kubelet runs: Pods are created and stored, never started. A DaemonSet
 needs a Node to make Pods for, so one Node object is registered (and removed
-at the end), which the DaemonSet tolerates being not ready; a StatefulSet uses ``podManagementPolicy: Parallel``, as its
-OrderedReady rollout would wait for Pods to become ready. A CronJob's Job
+at the end), which the DaemonSet tolerates being not ready; a StatefulSet
+uses ``podManagementPolicy: Parallel``, as its OrderedReady rollout would
+wait for Pods to become ready. A CronJob's Job
 appears when a schedule time is due: the CronJob starts suspended, and is
 resumed with a ``lastScheduleTime`` in the past, so the 1.20 controller (which
 looks every 10 s) starts the missed run at once instead of at the next minute.
