@@ -319,3 +319,40 @@ def test_judging_in_the_audit_and_check_uses_one_evaluator(builtin_engine: Embed
                                   builtin_engine.evaluate)
     assert decision.allowed
     assert [f.verdict.value for f in decision.findings] == ["inherited"]
+
+
+# ------------------------------------------------------------------ how it was allowed
+
+
+def _event_note(engine: EmbeddedEngine, obj: dict[str, Any], user: str,
+                owners: list[dict[str, Any]], exceptions: tuple[dict[str, Any], ...] = ()
+                ) -> tuple[bool, str]:
+    from datetime import timedelta
+
+    from magtape.decision import Outcome
+    from magtape.notify.events import build_event
+
+    state = EnforcementState(exceptions=[parse_exception(e, max_lifetime=timedelta(days=90))
+                                         for e in exceptions])
+    enforcer = Enforcer(state, DenyLevel.LOW, clock=Clock(),
+                        inheritance=Inheritance(frozenset(DEFAULT_CONTROLLER_IDENTITIES),
+                                                OwnersFrom(owners)))
+    review = make_review(obj, NS, username=user)
+    evaluation, decision = enforcer.decide(review, engine.evaluate)
+    event = build_event(Outcome(review, decision, DenyLevel.LOW, evaluation), "magtape-0")
+    return decision.allowed, str(event.note)
+
+
+def test_events_say_how_a_failure_was_allowed(builtin_engine: EmbeddedEngine) -> None:
+    deploy = web_deployment()
+    legacy = exception("legacy-priv", namespace=NS, kinds=["Deployment"],
+                       names=["test-deploy02"])
+    allowed, note = _event_note(builtin_engine, deploy, "alice", [], (legacy,))
+    assert allowed and note.startswith(
+        PRIV.format("app") + " [exempted by MagTapeException legacy/legacy-priv until "
+        "2026-12-01T12:00:00Z] | How to fix: MT2001: "), note
+    allowed, note = _event_note(builtin_engine, replicaset_of(deploy), DEPLOY_CONTROLLER,
+                                [deploy])
+    assert allowed and note.startswith(
+        PRIV.format("app") + " [inherited from Deployment legacy/test-deploy02: already "
+        "failing] | How to fix: MT2001: "), note

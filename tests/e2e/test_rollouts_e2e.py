@@ -183,6 +183,13 @@ def test_deployment_rolls_out_and_its_pods_come_back(legacy: dict[str, dict[str,
     new_rs = next(rs for rs in owned_by(cluster, "replicasets", deploy)
                   if image_of(rs) == "nginx:1.28")
     assert all(image_of(p) == "nginx:1.28" for p in owned_by(cluster, "pods", new_rs))
+    # Reported, not hidden: the new ReplicaSet's Event says where its failure comes from.
+    inherited = (f"{PRIV.format('legacy-deploy')} [inherited from Deployment "
+                 f"{NS}/legacy-deploy: already failing]")
+    eventually(lambda: any(e["involvedObject"]["name"] == new_rs["metadata"]["name"]
+                           and str(e.get("message", "")).startswith(inherited)
+                           for e in items(cluster, "events")),
+               "an Event saying the new ReplicaSet inherited its failure", cluster)
     recreated(cluster, new_rs)
     assert_denied(cluster, new_like("Deployment"),
                   "legacy-deploy")
