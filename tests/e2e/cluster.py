@@ -455,7 +455,10 @@ def _wait_controller_manager(cluster: Cluster) -> None:
 
     def minted() -> bool:
         cluster.check_alive()
-        status, body = cluster.request("/api/v1/namespaces/default/secrets")
+        try:  # a busy machine can time a request out: poll again, as _api_ready does
+            status, body = cluster.request("/api/v1/namespaces/default/secrets")
+        except OSError:
+            return False
         if status != 200:
             return False
         return any(s.get("type") == "kubernetes.io/service-account-token"
