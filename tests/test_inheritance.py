@@ -280,6 +280,8 @@ def test_magtape_check_as_a_controller_with_old_owners_decides_as_the_webhook(
 def test_owner_cache_follows_the_api_and_keeps_owners_while_it_fails(
         fake_kube: FakeKube) -> None:
     deploy = web_deployment()
+    deploy["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(deploy), "team": "a"}
     created = fake_kube.seed(deploy)[0]
     cache = OwnerCache(RawApi(fake_kube.api_client()),
                        [KindRef("apps/v1", "deployments"), KindRef("apps/v1", "replicasets")],
@@ -293,6 +295,7 @@ def test_owner_cache_follows_the_api_and_keeps_owners_while_it_fails(
         found = cache.owner(NS, ref)
         assert found is not None and found["metadata"]["uid"] == created["metadata"]["uid"]
         assert "status" not in found and "managedFields" not in found["metadata"]
+        assert found["metadata"]["annotations"] == {"team": "a"}  # kubectl's copy dropped
         assert cache.owner("other", ref) is None
         # apps/v1 replicasets are not served by the fake: left out, no reflector for them
         assert [str(r.ref) for r in cache.reflectors] == ["apps/v1/deployments"]
