@@ -310,18 +310,29 @@ def test_owner_cache_follows_the_api_and_keeps_owners_while_it_fails(
         cache.stop()
 
 
-def test_judging_in_the_audit_and_check_uses_one_evaluator(builtin_engine: EmbeddedEngine) -> None:
-    """The Enforcer is the one place: the decision of a ReplicaSet is the same through
-    ``decide`` (check, audit) as through the admission app above."""
+def test_the_webhook_check_and_audit_judge_a_derived_object_alike(
+        builtin_engine: EmbeddedEngine) -> None:
+    """One Enforcer: the audit (which reviews a controller-owned object as its controller's
+    request) and ``decide`` (magtape check) give the admission app's verdict above."""
+    from magtape.audit.results import Auditor
+    from magtape.remediation import default_catalogue
+
     deploy = web_deployment()
+    rs = replicaset_of(deploy)
     enforcer = Enforcer(EnforcementState(), DenyLevel.LOW, clock=Clock(NOW),
                         inheritance=Inheritance(frozenset(DEFAULT_CONTROLLER_IDENTITIES),
                                                 OwnersFrom([deploy])))
-    _, decision = enforcer.decide(make_review(replicaset_of(deploy), NS,
-                                              username=DEPLOY_CONTROLLER),
+    _, decision = enforcer.decide(make_review(rs, NS, username=DEPLOY_CONTROLLER),
                                   builtin_engine.evaluate)
     assert decision.allowed
     assert [f.verdict.value for f in decision.findings] == ["inherited"]
+    audited = Auditor(enforcer, builtin_engine.evaluate, default_catalogue()).audit(rs)
+    assert [(r.result, r.verdict, r.note) for r in audited.results] == [
+        ("warn", "inherited", "[inherited from Deployment legacy/test-deploy02: already failing]")]
+    # its owner, audited, would be denied anew; its controllers' objects inherit
+    [owner_result] = Auditor(enforcer, builtin_engine.evaluate,
+                             default_catalogue()).audit(deploy).results
+    assert (owner_result.result, owner_result.running) == ("fail", "inherited")
 
 
 # ------------------------------------------------------------------ how it was allowed
