@@ -140,6 +140,20 @@ def test_an_exempted_owner_passes_on_its_exception_and_expiry(
                                 "legacy/legacy-priv until 2026-12-01T12:00:00Z]"]
 
 
+def test_a_pod_names_where_its_failure_started(builtin_engine: EmbeddedEngine) -> None:
+    """Pod -> ReplicaSet -> exempted Deployment: the note names the exception."""
+    deploy = web_deployment()
+    rs = replicaset_of(deploy)
+    legacy = exception("legacy-priv", namespace=NS, kinds=["Deployment"],
+                       names=["test-deploy02"])
+    resp = admit(builtin_engine, pod_of(rs), RS_CONTROLLER, [deploy, rs], exceptions=(legacy,))
+    assert resp["allowed"] is True
+    assert resp["warnings"] == [PRIV.format("app") + " [inherited from Deployment "
+                                "legacy/test-deploy02 via ReplicaSet "
+                                "legacy/test-deploy02-6d4cf56db6: exempted by MagTapeException "
+                                "legacy/legacy-priv until 2026-12-01T12:00:00Z]"]
+
+
 def test_inherited_failures_are_counted_as_inherited(builtin_engine: EmbeddedEngine) -> None:
     metrics = Metrics(CollectorRegistry())
     deploy = web_deployment()

@@ -41,6 +41,9 @@ EvaluateFn = Callable[[Review], Evaluation]
 NamespaceLabels = Callable[[str], Mapping[str, str] | None]
 
 NOTE_EXISTING = "[already failing before this update: allowed]"
+# Owners consulted for a note: a Pod's ReplicaSet and its Deployment, a Job's Pod's Job
+# and its CronJob. The verdict needs only the first; the second names where it started.
+MAX_OWNER_DEPTH = 2
 _NO_RULE = CheckRule()
 
 
@@ -106,7 +109,7 @@ class Enforcer:
         return evaluation, self.judge(review, evaluation, evaluate)
 
     def judge(self, review: Review, evaluation: Evaluation, evaluate: EvaluateFn, *,
-              inherit_from_owner: bool = True) -> Decision:
+              owner_depth: int = MAX_OWNER_DEPTH) -> Decision:
         now = self._clock()
         config = self.state.config  # one snapshot for the whole decision
         level = self.deny_level_for(review.namespace, config)
@@ -143,23 +146,23 @@ class Enforcer:
         if any(f.verdict is Verdict.DENY for f in findings) and is_update(review):
             findings = self._keep_existing(review, findings, evaluate,
                                            config.allow_existing_violations)
-        if inherit_from_owner and any(f.verdict is Verdict.DENY for f in findings):
-            findings = self._inherit(review, findings, evaluate)
+        if owner_depth > 0 and any(f.verdict is Verdict.DENY for f in findings):
+            findings = self._inherit(review, findings, evaluate, owner_depth)
         return from_findings(findings, level, would_deny)
 
-    def _inherit(self, review: Review, findings: list[Finding], evaluate: EvaluateFn
-                 ) -> list[Finding]:
+    def _inherit(self, review: Review, findings: list[Finding], evaluate: EvaluateFn,
+                 depth: int) -> list[Finding]:
         """Allow the denials a controller's object shares with its existing owner.
 
-        The owner is judged now, as a new object, by this same enforcer (its
-        exceptions and overrides included, its own owner not): that verdict
-        is what the note passes on. Failing to evaluate it leaves the object
-        judged on its own.
+        The owner is judged now by this same enforcer, as its controller's
+        request (its exceptions and overrides included, and its own owner up
+        to ``depth`` levels, for the note only): that verdict is what the note
+        passes on. Failing to evaluate it leaves the object judged on its own.
         """
         owner = self.inheritance.owner_of(review.username, review.namespace, review.object)
         if owner is None:
             return findings
-        owner_review = make_review(owner, review.namespace, username="magtape")
+        owner_review = make_review(owner, review.namespace, username=review.username)
         try:
             owner_evaluation = evaluate(owner_review)
         except Exception as exc:  # EngineError included: the object's own verdict stands
@@ -167,7 +170,7 @@ class Enforcer:
                         review.kind, review.namespace, review.name, exc)
             return findings
         owner_decision = self.judge(owner_review, owner_evaluation, evaluate,
-                                    inherit_from_owner=False)
+                                    owner_depth=depth - 1)
         return inherit(findings, owner, owner_decision.findings)
 
     @staticmethod

@@ -145,9 +145,12 @@ def owner_label(owner: Mapping[str, Any]) -> str:
     return f"{owner.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
 
 
+INHERITED_FROM = "[inherited from "
+
+
 def how_allowed(finding: Finding) -> str:
     """How the owner's own failure stands, in a few words for the derived object's note."""
-    if finding.verdict is Verdict.EXEMPTED or finding.verdict is Verdict.SCHEDULED:
+    if finding.verdict in (Verdict.EXEMPTED, Verdict.SCHEDULED, Verdict.INHERITED):
         return finding.note.strip("[]")
     if finding.verdict is Verdict.WARN:
         return "a warning only"
@@ -165,10 +168,21 @@ def inherit(findings: list[Finding], owner: Mapping[str, Any],
     for f in findings:
         same = theirs.get((f.violation.errcode, f.violation.msg))
         if f.verdict is Verdict.DENY and same is not None:
-            f = Finding(f.violation, Verdict.INHERITED,
-                        f"[inherited from {label}: {how_allowed(same)}]")
+            f = Finding(f.violation, Verdict.INHERITED, _note(label, same))
         out.append(f)
     return out
+
+
+def _note(label: str, owners_finding: Finding) -> str:
+    """``[inherited from Deployment ns/web: already failing]``; when the owner itself
+    inherited it, from where it started: ``[inherited from Deployment ns/web via
+    ReplicaSet ns/web-6d4: exempted by ...]`` (kinds and names hold no ": ")."""
+    if owners_finding.verdict is Verdict.INHERITED and owners_finding.note.startswith(
+            INHERITED_FROM):
+        origin, sep, how = owners_finding.note[len(INHERITED_FROM):-1].partition(": ")
+        if sep:
+            return f"{INHERITED_FROM}{origin} via {label}: {how}]"
+    return f"{INHERITED_FROM}{label}: {how_allowed(owners_finding)}]"
 
 
 def _name(obj: Mapping[str, Any]) -> str:
