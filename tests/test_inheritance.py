@@ -384,3 +384,30 @@ def test_events_say_how_a_failure_was_allowed(builtin_engine: EmbeddedEngine) ->
     assert allowed and note.startswith(
         PRIV.format("app") + " [inherited from Deployment legacy/test-deploy02: already "
         "failing] | How to fix: MT2001: "), note
+
+
+def test_an_unreachable_api_server_leaves_objects_judged_on_their_own(
+        fake_kube: FakeKube, builtin_engine: EmbeddedEngine) -> None:
+    """Until the owners are listed, no owner is found: a controller's object is judged on
+    its own (denied here), and admission never waits for the API server."""
+    deploy = web_deployment()
+    fake_kube.seed(deploy)
+    fake_kube.fail(500)
+    cache = OwnerCache(RawApi(fake_kube.api_client()), [KindRef("apps/v1", "deployments")],
+                       probe_namespace="magtape-system", watch_timeout_seconds=5,
+                       backoff_max_seconds=0.2)
+    cache.start()
+    try:
+        fake_kube.wait_for(lambda: fake_kube.requests_matching("GET"), timeout=10)
+        assert not cache.synced
+        enforcer = Enforcer(EnforcementState(), DenyLevel.LOW, clock=Clock(),
+                            inheritance=Inheritance(frozenset(DEFAULT_CONTROLLER_IDENTITIES),
+                                                    cache))
+        _, decision = enforcer.decide(make_review(replicaset_of(deploy), NS,
+                                                  username=DEPLOY_CONTROLLER),
+                                      builtin_engine.evaluate)
+        assert not decision.allowed
+        fake_kube.clear_faults()  # once the API answers, the owner is found
+        fake_kube.wait_for(lambda: cache.synced, timeout=10)
+    finally:
+        cache.stop()
