@@ -4,13 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install install-runtime run test unit lint typecheck opa-test bench policies dashboards check-generated clean image image-test
+.PHONY: install install-runtime lock run test unit lint typecheck opa-test bench policies dashboards check-generated clean image image-test
 
-install:            ## virtualenv + editable install + dev tools + system test deps
+install:            ## virtualenv from hack/lock/ (exact, hashed) + system test deps
 	hack/setup.sh
 
 install-runtime:
 	hack/setup.sh --runtime-only
+
+lock:               ## the only step that moves Python dependency versions (hack/lock/*.txt)
+	hack/lock.sh $(ARGS)
 
 run: install-runtime ## run the webhook locally: http://127.0.0.1:5000, metrics on :9090
 	$(VENV)/bin/magtape serve $(ARGS)

@@ -3,7 +3,7 @@
 Requests are the AdmissionReviews the API server sends when a controller
 creates a ReplicaSet or a Pod, answered by the admission app over the
 built-in policies; owners are found by the same lookup ``magtape check
---old`` uses (OwnersFrom), the watch-fed one (OwnerCache) is tested at the
+--old`` uses (OwnersFrom), the watch-fed one (OwnerIndex) is tested at the
 end against the fake API server for what only it does (listing, watching,
 keeping the last state while the API server fails). Every way to claim an
 owner's verdict without being its controller must still be denied.
@@ -25,8 +25,9 @@ from magtape.enforcement import EnforcementState, Enforcer
 from magtape.enforcement.exceptions import parse_exception
 from magtape.enforcement.inheritance import Inheritance, OwnersFrom
 from magtape.engine.embedded import EmbeddedEngine
-from magtape.kube.owners import OwnerCache
-from magtape.kube.rest import RawApi
+from magtape.kube.informers import Informers, WatchTimings
+from magtape.kube.owners import OwnerIndex
+from magtape.kube.rest import RawApi, ResourceRef
 from magtape.metrics import Metrics
 from magtape.policy import DenyLevel
 from magtape.review import make_review
@@ -294,13 +295,13 @@ def test_magtape_check_as_a_controller_with_old_owners_decides_as_the_webhook(
 def test_owner_cache_follows_the_api_and_keeps_owners_while_it_fails(
         fake_kube: FakeKube) -> None:
     deploy = web_deployment()
-    deploy["metadata"]["annotations"] = {
-        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(deploy), "team": "a"}
     created = fake_kube.seed(deploy)[0]
-    cache = OwnerCache(RawApi(fake_kube.api_client()),
+    informers = Informers(RawApi(fake_kube.api_client()),
+                          WatchTimings(watch_timeout_seconds=5, backoff_max_seconds=0.2))
+    informers.start()
+    cache = OwnerIndex(informers,
                        [KindRef("apps/v1", "deployments"), KindRef("apps/v1", "replicasets")],
-                       probe_namespace="magtape-system", watch_timeout_seconds=5,
-                       backoff_max_seconds=0.2)
+                       probe_namespace="magtape-system")
     cache.start()
     try:
         fake_kube.wait_for(lambda: cache.synced, timeout=10)
@@ -309,10 +310,12 @@ def test_owner_cache_follows_the_api_and_keeps_owners_while_it_fails(
         found = cache.owner(NS, ref)
         assert found is not None and found["metadata"]["uid"] == created["metadata"]["uid"]
         assert "status" not in found and "managedFields" not in found["metadata"]
-        assert found["metadata"]["annotations"] == {"team": "a"}  # kubectl's copy dropped
+        # the process' informer holds it once, for every part that follows Deployments
+        assert informers.informer(ResourceRef("apps/v1", "deployments")).get(
+            NS, "test-deploy02") is not None
         assert cache.owner("other", ref) is None
         # apps/v1 replicasets are not served by the fake: left out, no reflector for them
-        assert [str(r.ref) for r in cache.reflectors] == ["apps/v1/deployments"]
+        assert cache.resources == ["apps/v1/deployments"]
         # the API server fails: the last known owners stay, a lookup never waits
         fake_kube.fail(500)
         fake_kube.end_watches()
@@ -322,6 +325,7 @@ def test_owner_cache_follows_the_api_and_keeps_owners_while_it_fails(
         fake_kube.wait_for(lambda: cache.owner(NS, ref) is None, timeout=10)
     finally:
         cache.stop()
+        informers.stop()
 
 
 def test_the_webhook_check_and_audit_judge_a_derived_object_alike(
@@ -393,9 +397,11 @@ def test_an_unreachable_api_server_leaves_objects_judged_on_their_own(
     deploy = web_deployment()
     fake_kube.seed(deploy)
     fake_kube.fail(500)
-    cache = OwnerCache(RawApi(fake_kube.api_client()), [KindRef("apps/v1", "deployments")],
-                       probe_namespace="magtape-system", watch_timeout_seconds=5,
-                       backoff_max_seconds=0.2)
+    informers = Informers(RawApi(fake_kube.api_client()),
+                          WatchTimings(watch_timeout_seconds=5, backoff_max_seconds=0.2))
+    informers.start()
+    cache = OwnerIndex(informers, [KindRef("apps/v1", "deployments")],
+                       probe_namespace="magtape-system")
     cache.start()
     try:
         fake_kube.wait_for(lambda: fake_kube.requests_matching("GET"), timeout=10)
@@ -411,3 +417,4 @@ def test_an_unreachable_api_server_leaves_objects_judged_on_their_own(
         fake_kube.wait_for(lambda: cache.synced, timeout=10)
     finally:
         cache.stop()
+        informers.stop()

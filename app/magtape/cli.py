@@ -30,6 +30,8 @@ EXIT_INTERRUPTED = 130
 # --fail-on SEVERITY: "fail on a failure of at least this severity", the
 # CI-friendly spelling of the deny level, whose scale runs the other way.
 FAIL_ON = {"LOW": DenyLevel.HIGH, "MED": DenyLevel.MED, "HIGH": DenyLevel.LOW}
+# check --from-cluster: check's output formats that `magtape audit` prints, as its names.
+CLUSTER_OUTPUTS = {"text": "table", "json": "json"}
 
 
 
@@ -80,6 +82,11 @@ def _main(argv: Sequence[str] | None) -> int:
         except (ConfigError, OSError, ValueError) as exc:
             print(f"magtape: cannot start: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.command == "check" and args.from_cluster:
+        return _check_cluster(settings, args)
+    if args.command == "check" and args.all_namespaces:
+        print("magtape check: --all-namespaces applies to --from-cluster only", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "check":
         from magtape.check import run_check
 
@@ -140,6 +147,34 @@ def _check_options(args: argparse.Namespace) -> Any:
                         exceptions=tuple(args.exceptions or ()),
                         enforcement=args.enforcement or "", old=args.old or "",
                         username=args.as_user or "magtape-check")
+
+
+def _check_cluster(settings: Settings, args: argparse.Namespace) -> int:
+    """``check --from-cluster``: the live objects, by ``magtape audit``'s engine.
+
+    One engine for "what is in the cluster": the audit's (its kinds, scope,
+    cluster data, exceptions and overrides as the cluster holds them). The
+    flags that describe offline input have no meaning here and are refused.
+    """
+    from magtape.audit.command import AuditCommandOptions, run_audit
+
+    refused = [flag for flag, given in (
+        ("PATH", args.paths), ("--exceptions", args.exceptions),
+        ("--enforcement", args.enforcement), ("--old", args.old),
+        ("--ignore", args.ignore)) if given]
+    if refused:
+        print(f"magtape check: --from-cluster reads the cluster; {', '.join(refused)} "
+              "cannot be used with it (the cluster's exceptions and overrides apply)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.output not in CLUSTER_OUTPUTS:
+        print(f"magtape check: --from-cluster prints {' or '.join(CLUSTER_OUTPUTS)} "
+              f"(as `magtape audit`), not {args.output}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_audit(settings, AuditCommandOptions(
+        output=CLUSTER_OUTPUTS[args.output],
+        namespaces=(args.namespace,) if args.namespace else (),
+        all_namespaces=args.all_namespaces, jobs=args.jobs), out=sys.stdout, err=sys.stderr)
 
 
 def _review(paths: Sequence[str], namespace: str) -> int:
@@ -270,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
                        help="evaluate N objects in parallel (default 1)")
     _docs_flag(audit)
-    _policy_flags(audit)
+    _policy_flags(audit, "the cluster's policy ConfigMaps, as the webhook loads them")
 
     review = sub.add_parser("review", help="print the AdmissionReview the API server would "
                                            "send for each object (one JSON per line)")
@@ -336,6 +371,13 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
                             "system:serviceaccount:kube-system:replicaset-controller) lets an "
                             "object whose controller ownerReference names an --old object "
                             "inherit its owner's failures, as in the webhook")
+    # The cluster instead of files: the audit's engine (docs/audit.md).
+    check.add_argument("--from-cluster", action="store_true",
+                       help="check the live objects of the kubeconfig's current context, "
+                            "as `magtape audit` does (its scope: opted-in namespaces; -n NS "
+                            "or -A to choose); -o text or json")
+    check.add_argument("--all-namespaces", "-A", action="store_true",
+                       help="with --from-cluster: every namespace, opted in or not")
     _docs_flag(check)
     _policy_flags(check)
 
@@ -355,9 +397,9 @@ def _docs_flag(p: argparse.ArgumentParser) -> None:
                         f"README.md (MAGTAPE_DOCS_URL, default {DEFAULT_DOCS_URL})")
 
 
-def _policy_flags(p: argparse.ArgumentParser) -> None:
+def _policy_flags(p: argparse.ArgumentParser, default: str = "the built-in policies") -> None:
     p.add_argument("--policies", action="append", metavar="DIR",
-                   help="policy directory, repeatable (default: the built-in policies)")
+                   help=f"policy directory, repeatable (default: {default})")
     p.add_argument("--data", action="append", metavar="FILE",
                    help="JSON/YAML file merged into `data`, repeatable")
 
