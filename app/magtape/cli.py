@@ -160,7 +160,7 @@ def _check_cluster(settings: Settings, args: argparse.Namespace) -> int:
 
     refused = [flag for flag, given in (
         ("PATH", args.paths), ("--exceptions", args.exceptions),
-        ("--enforcement", args.enforcement), ("--old", args.old),
+        ("--enforcement", args.enforcement), ("--old", args.old), ("--as", args.as_user),
         ("--ignore", args.ignore)) if given]
     if refused:
         print(f"magtape check: --from-cluster reads the cluster; {', '.join(refused)} "
