@@ -8,7 +8,8 @@ ReplicaSet was denied: the rollout stalled, and a deleted Pod never came
 back. Here, against the real API server and controller manager (which sends
 each controller's requests as its own ServiceAccount, as kubeadm clusters
 do), workloads that failed MT2001 are created in a namespace before it is
-labelled; afterwards their rollouts and re-creations go through, while a new
+labelled; ``magtape audit`` previews the opt-in (denied if created anew,
+inherited by what runs); afterwards their rollouts and re-creations go through, while a new
 privileged workload and a user's privileged Pod or Job with a forged
 ownerReference are still denied.
 
@@ -28,13 +29,15 @@ reviewed here, its Jobs are.
 from __future__ import annotations
 
 import datetime
+import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from e2e.cluster import Cluster, wait_for
-from e2e.support import OPT_IN, MagTape, apply, container
+from e2e.support import MAGTAPE, OPT_IN, MagTape, apply, container
 
 NS = "e2e-optin"
 NODE = "e2e-optin-node"
@@ -145,6 +148,21 @@ def new_like(kind: str) -> dict[str, Any]:
     return {**obj, "metadata": {"name": "new-privileged", "namespace": NS}}
 
 
+def preview_opt_in(cluster: Cluster) -> None:
+    """docs/install.md's first step: ``magtape audit -n NS`` before the label says that the
+    workloads would be denied as new objects but keep rolling out (their controllers'
+    objects inherit), from the real API server's objects."""
+    env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    run = subprocess.run([MAGTAPE, "audit", "-n", NS, "-o", "json"], env=env,
+                         capture_output=True, text=True, timeout=180, check=False)
+    assert run.returncode == 1, run.stderr  # they would be denied if created anew
+    [preview] = json.loads(run.stdout)["optIn"]
+    assert preview["namespace"] == NS and preview["optedIn"] is False
+    inherited = sorted(r["kind"] for r in preview["inheritedByRunning"])
+    assert inherited == ["DaemonSet", "Deployment", "StatefulSet"], preview  # 1.20: no CronJob
+    assert preview["deniedIfRecreated"] == [], preview
+
+
 @pytest.fixture(scope="module")
 def legacy(magtape: MagTape, cluster: Cluster) -> Iterator[dict[str, dict[str, Any]]]:
     """Privileged workloads created, and running their Pods, before the opt-in label."""
@@ -159,6 +177,7 @@ def legacy(magtape: MagTape, cluster: Cluster) -> Iterator[dict[str, dict[str, A
               found["DaemonSet"]]
     eventually(lambda: all(owned_by(cluster, "pods", o) for o in owners),
                "the workloads' Pods before the opt-in", cluster)
+    preview_opt_in(cluster)
     cluster.kubectl("label", "namespace", NS, *(f"{k}={v}" for k, v in OPT_IN.items()))
     try:
         yield found
