@@ -44,6 +44,7 @@ bench:               ## throughput and latency figures, printed side by side
 policies:            ## render base/policies/ from policies/*/ (jinja2), record the built-ins' vetting
 	$(PY) hack/render_policies.py
 	$(PY) hack/vet_builtins.py
+	$(PY) hack/rego_builtins.py
 
 dashboards:          ## regenerate dashboards/*.json from hack/dashboards.py
 	$(PY) hack/dashboards.py
@@ -51,6 +52,7 @@ dashboards:          ## regenerate dashboards/*.json from hack/dashboards.py
 check-generated:     ## fail when committed generated files are stale
 	$(PY) hack/render_policies.py --check
 	$(PY) hack/vet_builtins.py --check
+	$(PY) hack/rego_builtins.py --check
 	$(PY) hack/dashboards.py --check
 
 image:               ## build the image with buildah (hack/image.sh; docs/install.md)

@@ -20,7 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "app" / "magtape"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry", ("magtape.__main__", "magtape.cli", "magtape.server", "magtape.wiring",
                "magtape.check", "magtape.ruletest", "magtape.runtime", "magtape.report",
-               "magtape.audit", "magtape.listeners", "magtape.processes")),
+               "magtape.audit", "magtape.listeners", "magtape.processes", "magtape.policytool",
+               "magtape.againstopa")),
     ("web", ("magtape.web", "magtape.listeners")),
     ("core", ("magtape.admission", "magtape.enforcement")),
     ("adapters", ("magtape.engine", "magtape.kube", "magtape.notify")),

@@ -103,6 +103,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from magtape.ruletest import main as test_main
 
         return test_main(rest)
+    if args.command == "policy":
+        from magtape.policytool import main as policy_main
+
+        return policy_main(args)
     if args.command == "init":
         from magtape.kube.init import main as init_main
 
@@ -322,6 +326,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("test", add_help=False,
                    help="run the Rego unit tests (test_* rules) of policies with MagTape's "
                         "engine, as `opa test` does (magtape test --help)")
+
+    policy = sub.add_parser("policy", help="work on policy files (magtape policy convert)")
+    actions = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    conv = actions.add_parser(
+        "convert", help="convert Rego v0 policies (the original MagTape's) to Rego v1",
+        description="Convert Rego v0 policies (the original MagTape's format) to Rego v1: "
+                    "`import rego.v1`, `if` and `contains`, re_match -> regex.match. Takes "
+                    ".rego files, directories and ConfigMap manifests (docs/upgrading.md). "
+                    "Exit 0: converted; 2: an input could not be read or converted.")
+    conv.add_argument("paths", nargs="+", metavar="PATH",
+                      help=".rego file, directory of them, ConfigMap YAML, or - for stdin")
+    conv.add_argument("--write", "-w", action="store_true",
+                      help="rewrite the files in place (default: print the one result)")
 
     # Flags parsed by _init_parser when init runs; --help is handled there too.
     sub.add_parser("init", add_help=False,
