@@ -101,3 +101,32 @@ def test_without_a_cluster_it_says_what_to_do(monkeypatch: pytest.MonkeyPatch,
     out, err = io.StringIO(), io.StringIO()
     assert run_audit(Settings(), AuditCommandOptions(), out, err) == 2
     assert "set KUBECONFIG" in err.getvalue()
+
+
+def test_a_namespace_not_opted_in_is_previewed(kube: FakeKube) -> None:
+    """What labelling it would deny when created anew, and what running workloads inherit."""
+    bare = pod("bare", container("a", privileged=True), namespace="quiet")
+    del bare["metadata"]["ownerReferences"]
+    kube.seed(deployment("legacy-web", container("a", privileged=True), namespace="quiet"), bare)
+    code, out, _ = audit(kube, "table", ("quiet",))
+    assert code == 1
+    preview = out[out.index("quiet is not opted in"):].splitlines()
+    assert preview == [
+        "quiet is not opted in. Once labelled k8s.t-mobile.com/magtape=enabled:",
+        "  denied if created anew: 3 (Deployment/legacy-web, Pod/bare, Pod/other)",
+        "  keep rolling out, their ReplicaSets, Pods and Jobs inherit these failures: "
+        "Deployment/legacy-web",
+        "  run on, but denied if deleted or evicted and created again: Pod/bare",
+        "  updates keep these failures: Pod/other"]
+    code, out, _ = audit(kube, "json", ("quiet",))
+    [preview_doc] = json.loads(out)["optIn"]
+    assert preview_doc["namespace"] == "quiet" and preview_doc["optedIn"] is False
+    assert [r["name"] for r in preview_doc["inheritedByRunning"]] == ["legacy-web"]
+    assert [r["name"] for r in preview_doc["deniedIfRecreated"]] == ["bare"]
+    [report_doc] = json.loads(out)["reports"]
+    running = {r["resources"][0]["name"]: r["properties"].get("running")
+               for r in report_doc["results"] if r["result"] == "fail"}
+    assert running == {"legacy-web": "inherited", "bare": "recreate-denied", "other": "kept"}
+    # An opted-in namespace gets no preview.
+    _, out, _ = audit(kube, "table", ("team-a",))
+    assert "not opted in" not in out

@@ -21,10 +21,11 @@ from magtape.engine.embedded import EmbeddedEngine
 from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.notify.dispatcher import Dispatcher
-from magtape.notify.events import NOTE_MAX_BYTES, EventRecorder, generate_name, truncate_utf8
+from magtape.notify.events import NOTE_MAX_BYTES, EventRecorder, generate_name
 from magtape.notify.factory import build_notifier
 from magtape.policy import DenyLevel
 from magtape.settings import IdentitySettings, NotifySettings, Settings, SlackSettings
+from magtape.text import cut_at_word
 from notifysupport import deployment, label_policies, outcome
 
 EVENTS = ("events.k8s.io/v1", "events")
@@ -141,15 +142,26 @@ def test_the_note_is_cut_to_the_api_limit(fake_kube: FakeKube) -> None:
     EventRecorder(fake_kube.api_client(), "magtape-0", metrics).deliver(
         outcome("web", messages=messages))
     (event,) = fake_kube.list(*EVENTS, namespace="test1")
-    assert len(event["note"].encode()) <= NOTE_MAX_BYTES
-    assert event["note"].startswith(messages[0]) and event["note"].endswith("...")
+    note = event["note"]
+    assert len(note.encode()) <= NOTE_MAX_BYTES
+    # Cut between whole messages, never mid-word, saying how much was left out.
+    shown, _, rest = note.rpartition(" (+")
+    kept = shown.split(", ")
+    assert kept == sorted(messages)[:len(kept)] and len(kept) >= 6
+    assert rest == f"{20 - len(kept)} failures, 1 fix left out)", note
+
+
+def test_a_message_too_long_alone_is_cut_after_a_word() -> None:
+    words = " ".join(["privileged"] * 200)  # 2,199 bytes
+    cut = cut_at_word(words, 1024)
+    assert len(cut.encode()) <= 1024 and cut.endswith("privileged...")
+    assert cut_at_word("short", 1024) == "short"
 
 
 def test_truncation_never_splits_a_character() -> None:
-    text = "é" * 600  # 1200 bytes
-    cut = truncate_utf8(text, 1024)
+    text = "é" * 600  # 1200 bytes, no space
+    cut = cut_at_word(text, 1024)
     assert len(cut.encode()) <= 1024 and cut.endswith("...") and "\ufffd" not in cut
-    assert truncate_utf8("short", 1024) == "short"
 
 
 def test_generate_name_is_a_valid_prefix() -> None:

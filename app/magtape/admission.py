@@ -81,7 +81,8 @@ class AdmissionService:
                                   self._status_message(outcome))
         self._metrics.observe_admission(review.namespace, outcome.allowed, alert_sent,
                                         outcome.evaluation, self._clock() - started,
-                                        exempted=outcome.decision.exempted_policies)
+                                        exempted=outcome.decision.exempted_policies,
+                                        inherited=outcome.decision.inherited_policies)
         for policy in outcome.decision.would_deny:
             self._metrics.count(self._metrics.would_deny, policy)
         return 200, dict(response)

@@ -151,7 +151,8 @@ def _check_options(args: argparse.Namespace) -> Any:
                         jobs=args.jobs, ignore=tuple(args.ignore or ()),
                         allow_empty=args.allow_empty,
                         exceptions=tuple(args.exceptions or ()),
-                        enforcement=args.enforcement or "", old=args.old or "")
+                        enforcement=args.enforcement or "", old=args.old or "",
+                        username=args.as_user or "magtape-check")
 
 
 def _check_cluster(settings: Settings, args: argparse.Namespace) -> int:
@@ -165,7 +166,7 @@ def _check_cluster(settings: Settings, args: argparse.Namespace) -> int:
 
     refused = [flag for flag, given in (
         ("PATH", args.paths), ("--exceptions", args.exceptions),
-        ("--enforcement", args.enforcement), ("--old", args.old),
+        ("--enforcement", args.enforcement), ("--old", args.old), ("--as", args.as_user),
         ("--ignore", args.ignore)) if given]
     if refused:
         print(f"magtape check: --from-cluster reads the cluster; {', '.join(refused)} "
@@ -383,6 +384,12 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
     check.add_argument("--old", metavar="FILE",
                        help="the objects as they are now: an input object with the same kind, "
                             "namespace and name is checked as an UPDATE from it")
+    check.add_argument("--as", dest="as_user", metavar="USER",
+                       help="the user the requests come from (default magtape-check); a "
+                            "controller identity (MAGTAPE_CONTROLLER_IDENTITIES, e.g. "
+                            "system:serviceaccount:kube-system:replicaset-controller) lets an "
+                            "object whose controller ownerReference names an --old object "
+                            "inherit its owner's failures, as in the webhook")
     # The cluster instead of files: the audit's engine (docs/audit.md).
     check.add_argument("--from-cluster", action="store_true",
                        help="check the live objects of the kubeconfig's current context, "

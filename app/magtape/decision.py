@@ -4,7 +4,7 @@ Pure functions of typed values: a request is denied when any violation's
 verdict is "deny". With no exception, override or UPDATE to consider
 (:func:`decide`), that is when a violation's severity is in the deny level's
 set; :mod:`magtape.enforcement` builds richer decisions (exempted, scheduled,
-pre-existing failures) from the same :class:`Finding` vocabulary. Messages are
+pre-existing and inherited failures) from the same :class:`Finding` vocabulary. Messages are
 sorted and joined with ", " exactly as the original MagTape did, so existing
 alert parsers keep working; warnings add a short note after a message only
 when something other than the deny level decided it.
@@ -27,6 +27,7 @@ class Verdict(enum.Enum):
     EXEMPTED = "exempted"  # a MagTapeException matched it
     SCHEDULED = "scheduled"  # would deny, but the check's denyFrom date is still ahead
     EXISTING = "existing"  # an UPDATE kept a failure the old object already had
+    INHERITED = "inherited"  # a controller derived it from an owner that has the same failure
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,20 @@ class Decision:
             exempt = f.verdict is Verdict.EXEMPTED
             by_policy[f.violation.policy] = by_policy.get(f.violation.policy, True) and exempt
         return frozenset(p for p, all_exempt in by_policy.items() if all_exempt)
+
+    @property
+    def inherited_policies(self) -> frozenset[str]:
+        """Policies whose failures were all inherited or exempted, one at least inherited
+        (metrics: "inherited"): a rollout went through on its owner's verdict."""
+        allowed = (Verdict.INHERITED, Verdict.EXEMPTED)
+        by_policy: dict[str, bool] = {}
+        some: set[str] = set()
+        for f in self.findings:
+            policy = f.violation.policy
+            by_policy[policy] = by_policy.get(policy, True) and f.verdict in allowed
+            if f.verdict is Verdict.INHERITED:
+                some.add(policy)
+        return frozenset(p for p in some if by_policy[p])
 
 
 def decide(evaluation: Evaluation, deny_level: DenyLevel) -> Decision:

@@ -117,15 +117,18 @@ class Metrics:
 
     def observe_admission(self, namespace: str, allowed: bool, alert_sent: bool,
                           evaluation: Evaluation | None, seconds: float,
-                          exempted: Collection[str] = ()) -> None:
-        """Count one answer; a policy whose failures were all exempted counts "exempted"."""
+                          exempted: Collection[str] = (),
+                          inherited: Collection[str] = ()) -> None:
+        """Count one answer; a policy whose failures were all exempted counts "exempted",
+        one whose failures its owner also has (a controller's object) "inherited"."""
         namespace = self.namespaces.metric_label(namespace)  # bounded: see __init__
         self.count(self.requests, namespace, "allowed" if allowed else "denied",
                    "true" if alert_sent else "false")
         if evaluation is not None:
             for result in evaluation.results:
                 outcome = ("pass" if result.passed
-                           else "exempted" if result.policy in exempted else "fail")
+                           else "exempted" if result.policy in exempted
+                           else "inherited" if result.policy in inherited else "fail")
                 self.count(self.policy_evaluations, result.policy, namespace, outcome)
         self.duration.observe(seconds)
 

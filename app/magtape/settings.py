@@ -96,6 +96,21 @@ class KindRef:
         return f"{self.group_version}/{self.plural}"
 
 
+# kube-controller-manager's controllers that create objects on behalf of an
+# owner, as they authenticate with --use-service-account-credentials (kubeadm
+# and most distributions), and the controller manager's own user without it.
+DEFAULT_CONTROLLER_IDENTITIES = (
+    *(f"system:serviceaccount:kube-system:{name}-controller"
+      for name in ("deployment", "replicaset", "statefulset", "daemon-set", "job", "cronjob",
+                   "replication")),
+    "system:kube-controller-manager")
+# Their owners' kinds. CronJob is batch/v1 from Kubernetes 1.21; 1.20 serves
+# it as batch/v1beta1 only (the owner cache uses whichever is served).
+DEFAULT_CONTROLLER_OWNER_KINDS = tuple(KindRef.parse(text) for text in (
+    "apps/v1/deployments", "apps/v1/replicasets", "apps/v1/statefulsets",
+    "apps/v1/daemonsets", "batch/v1/jobs", "batch/v1/cronjobs", "v1/replicationcontrollers"))
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """What evaluates the policies, and which policies and data it loads."""
@@ -198,6 +213,11 @@ class ExceptionSettings:
     max_days: float = 90.0
     reminder_hours: float = 72.0  # 0: no expiry reminders
     enforcement_configmap: str = "magtape-enforcement"
+    # Derived objects follow their owner's verdict only when these identities
+    # create them (docs/exceptions.md, "Rollouts and re-created Pods"); empty: never.
+    controller_identities: tuple[str, ...] = DEFAULT_CONTROLLER_IDENTITIES
+    # The owners they may inherit from (listed and watched; magtape.kube.owners).
+    controller_owner_kinds: tuple[KindRef, ...] = DEFAULT_CONTROLLER_OWNER_KINDS
 
 
 @dataclass(frozen=True)
@@ -339,6 +359,10 @@ class Settings:
                                     minimum=0),
             enforcement_configmap=e.text("MAGTAPE_ENFORCEMENT_CONFIGMAP",
                                          dx.enforcement_configmap),
+            controller_identities=e.identities("MAGTAPE_CONTROLLER_IDENTITIES",
+                                               dx.controller_identities),
+            controller_owner_kinds=e.kinds("MAGTAPE_CONTROLLER_OWNER_KINDS",
+                                           dx.controller_owner_kinds),
         )
         docs_url = e.url("MAGTAPE_DOCS_URL", d.docs_url)
         audit = AuditSettings(
@@ -449,6 +473,20 @@ class _Env:
             return tuple(p.strip() for p in raw.split(",") if p.strip())
 
         return self._parse(name, default, parse, "a comma-separated list")
+
+    def identities(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Kubernetes user names (comma-separated); ``none`` for no identity at all."""
+        def parse(raw: str) -> tuple[str, ...]:
+            if raw.lower() == "none":
+                return ()
+            names = tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+            if not names or any(" " in n for n in names):
+                raise ValueError(raw)
+            return names
+
+        return self._parse(name, default, parse,
+                           "a comma-separated list of user names such as "
+                           "system:serviceaccount:argo-rollouts:argo-rollouts, or none")
 
     def url(self, name: str, default: str, secret: bool = False) -> str:
         def parse(raw: str) -> str:

@@ -52,6 +52,59 @@ def truncate(text: str, limit: int) -> str:
     return f"{text[:keep]}...(+{len(text) - keep} chars)"
 
 
+def cut_at_word(text: str, max_bytes: int, marker: str = "...") -> str:
+    """``text`` within ``max_bytes`` UTF-8 bytes (marker included), cut after a whole word.
+
+    Never mid-character, and mid-word only when the first word alone is too long.
+    """
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    room = max(0, max_bytes - len(marker.encode("utf-8")))
+    kept = data[:room].decode("utf-8", errors="ignore")
+    next_char = data[room:].decode("utf-8", errors="ignore")[:1]
+    if next_char and not next_char.isspace() and " " in kept:
+        kept = kept.rsplit(" ", 1)[0]
+    return kept.rstrip() + marker
+
+
+def fit_parts(parts: list[tuple[str, str, str]], max_bytes: int) -> str:
+    """Whole parts, in order, within ``max_bytes`` UTF-8 bytes, then a count of the rest.
+
+    ``parts`` are (separator before it, text, what it is: "failure", "fix", ...).
+    Parts are never cut, except a first one that does not fit alone (cut after a
+    word); what is left out is counted by what it is: `` (+2 more failures, 1 fix
+    left out)``.
+    """
+    def size(text: str) -> int:
+        return len(text.encode("utf-8"))
+
+    whole = "".join(sep + text for sep, text, _ in parts)
+    if size(whole) <= max_bytes:
+        return whole
+    out = ""
+    kept = 0
+    for sep, text, _ in parts:
+        if size(out + sep + text + _left_out(parts[kept + 1:])) > max_bytes:
+            break
+        out, kept = out + sep + text, kept + 1
+    if kept == 0 and parts:  # the first part alone is too long: cut it after a word
+        marker = _left_out(parts[1:])
+        return cut_at_word(parts[0][1], max_bytes - size(marker)) + marker
+    return out + _left_out(parts[kept:])
+
+
+def _left_out(parts: list[tuple[str, str, str]]) -> str:
+    if not parts:
+        return ""
+    counts: dict[str, int] = {}
+    for _, _, what in parts:
+        counts[what] = counts.get(what, 0) + 1
+    said = [f"{n} {what}{'' if n == 1 else 'es' if what.endswith(('x', 's')) else 's'}"
+            for what, n in counts.items()]
+    return f" (+{', '.join(said)} left out)"
+
+
 def clean(text: object, limit: int = MESSAGE_MAX) -> str:
     """Escaped, then bounded: the form in which client text may be written anywhere."""
     return truncate(escape(str(text)), limit)

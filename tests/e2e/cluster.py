@@ -13,7 +13,12 @@ What runs, all on 127.0.0.1 with free ports, all state in one work directory:
   ``system:masters``), a ServiceAccount token signer, and an egress selector
   whose "cluster" traffic goes through :class:`ServiceProxy`;
 - kube-controller-manager, so Deployments make ReplicaSets and Pods with real
-  ownerReferences, and ServiceAccount token Secrets get their tokens.
+  ownerReferences, and ServiceAccount token Secrets get their tokens. It runs
+  as kubeadm runs it: as user ``system:kube-controller-manager`` with
+  ``--use-service-account-credentials``, so each controller sends its requests
+  as its own ServiceAccount (``system:serviceaccount:kube-system:
+  replicaset-controller``, ...) under the API server's bootstrap RBAC, and a
+  webhook sees the identities it sees in a real cluster.
 
 There is no kubelet and no kube-proxy. The API server calls a webhook Service
 the way it always does (it resolves the Service's ClusterIP and verifies the
@@ -363,8 +368,10 @@ def start(workdir: Path | None = None) -> Cluster:
     etcd, apiserver, controller_manager = (binary("etcd"), binary("kube-apiserver"),
                                            binary("kube-controller-manager"))
     _write_pki(root)
-    token = secrets.token_hex(24)
-    (root / "tokens.csv").write_text(f"{token},admin,admin-uid,system:masters\n")
+    token, kcm_token = secrets.token_hex(24), secrets.token_hex(24)
+    (root / "tokens.csv").write_text(
+        f"{token},admin,admin-uid,system:masters\n"
+        f"{kcm_token},system:kube-controller-manager,kcm-uid\n")
     (root / "tokens.csv").chmod(0o600)
     proxy = ServiceProxy(root / "egress.sock")
     (root / "egress.yaml").write_text(json.dumps({
@@ -376,6 +383,8 @@ def start(workdir: Path | None = None) -> Cluster:
     server = f"https://127.0.0.1:{api_port}"
     cluster = Cluster(root, server, token, root / "ca.crt", root / "admin.kubeconfig", proxy)
     cluster.write_kubeconfig(cluster.kubeconfig, token, "admin")
+    kcm_kubeconfig = cluster.write_kubeconfig(root / "controller-manager.kubeconfig", kcm_token,
+                                              "system:kube-controller-manager")
     try:
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         cluster.processes.append(_spawn(root, "etcd", [
@@ -407,9 +416,10 @@ def start(workdir: Path | None = None) -> Cluster:
             "--profiling=false", "-v=1"]))
         wait_for(lambda: _api_ready(cluster), START_TIMEOUT, "kube-apiserver /readyz")
         cluster.processes.append(_spawn(root, "kube-controller-manager", [
-            controller_manager, f"--kubeconfig={cluster.kubeconfig}",
-            f"--authentication-kubeconfig={cluster.kubeconfig}",
-            f"--authorization-kubeconfig={cluster.kubeconfig}",
+            controller_manager, f"--kubeconfig={kcm_kubeconfig}",
+            f"--authentication-kubeconfig={kcm_kubeconfig}",
+            f"--authorization-kubeconfig={kcm_kubeconfig}",
+            "--use-service-account-credentials=true",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--port=0",
             "--leader-elect=false",
             f"--service-account-private-key-file={root / 'sa.key'}",
@@ -446,7 +456,10 @@ def _wait_controller_manager(cluster: Cluster) -> None:
 
     def minted() -> bool:
         cluster.check_alive()
-        status, body = cluster.request("/api/v1/namespaces/default/secrets")
+        try:  # a busy machine can time a request out: poll again, as _api_ready does
+            status, body = cluster.request("/api/v1/namespaces/default/secrets")
+        except OSError:
+            return False
         if status != 200:
             return False
         return any(s.get("type") == "kubernetes.io/service-account-token"

@@ -20,18 +20,27 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
-from magtape.audit.kinds import KIND_OF, audit_kinds, owned_by_audited, served
+from magtape.audit.kinds import KIND_OF, audit_kinds, owned_by_audited, owner_kinds, served
 from magtape.audit.report import build_report
-from magtape.audit.results import ObjectAudit, ref_of
+from magtape.audit.results import (
+    FAIL,
+    RUNNING_INHERITED,
+    RUNNING_KEPT,
+    RUNNING_RECREATE_DENIED,
+    ObjectAudit,
+    ObjectRef,
+    ref_of,
+)
 from magtape.audit.service import options_for
 from magtape.enforcement import EnforcementState, Enforcer, labels_from_data
+from magtape.enforcement.inheritance import Inheritance, OwnersFrom
 from magtape.enforcement.state import ConfigWatch, ExceptionWatch
 from magtape.engine.sources import SourceError, load_data_files, policy_modules
 from magtape.kube.discovery import format_errors, modules_of
 from magtape.kube.objects import Obj, with_kind
 from magtape.kube.replication import layout, replicated_kinds
 from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi
-from magtape.namespaces import NamespaceDirectory
+from magtape.namespaces import OPT_IN_LABEL, NamespaceDirectory
 from magtape.policy import DenyLevel, PolicyModule
 from magtape.remediation import catalogue_for
 from magtape.settings import ConfigError, Settings
@@ -66,7 +75,7 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
               "~/.kube/config points at the cluster", file=err)
         return EXIT_INPUT
     try:
-        audits, level = _audit(settings, options, RawApi(api_client), err)
+        audits, level, outside = _audit(settings, options, RawApi(api_client), err)
     except (ClusterReadError, ConfigError, SourceError) as exc:
         print(f"magtape audit: {exc}", file=err)
         return EXIT_INPUT
@@ -78,10 +87,15 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
         limits = options_for(settings).limits
         doc = {"denyLevel": level.value,
                "wouldDeny": [r.as_resource() for r in denied],
-               "reports": [build_report(ns, found, limits) for ns, found in sorted(by_ns.items())]}
+               "reports": [build_report(ns, found, limits) for ns, found in sorted(by_ns.items())],
+               "optIn": [{"namespace": ns, "optedIn": False,
+                          **{key: [r.as_resource() for r in refs]
+                             for key, refs in preview.items()}}
+                         for ns, preview in _opt_in_preview(audits, outside).items()]}
         out.write(json.dumps(doc, indent=2) + "\n")
     else:
         out.write(_table(audits, level))
+        out.write(_preview_text(_opt_in_preview(audits, outside)))
     return EXIT_DENIED if denied else EXIT_OK
 
 
@@ -102,6 +116,50 @@ def _table(audits: list[ObjectAudit], level: DenyLevel) -> str:
     lines.append(f"{len(audits)} objects audited, {results} results; {denied} would be denied "
                  f"at deny level {level.value}")
     return "\n".join(lines) + "\n"
+
+
+# The opting-in preview (docs/audit.md, "Opting a namespace in"): for a namespace not
+# opted in yet, which objects would be denied if created anew, and what that does to
+# those already running.
+PREVIEW_KEYS = {RUNNING_INHERITED: "inheritedByRunning",
+                RUNNING_RECREATE_DENIED: "deniedIfRecreated", RUNNING_KEPT: "keptByUpdates"}
+
+
+def _opt_in_preview(audits: list[ObjectAudit], outside: frozenset[str]
+                    ) -> dict[str, dict[str, list[ObjectRef]]]:
+    out: dict[str, dict[str, list[ObjectRef]]] = {}
+    for a in sorted(audits, key=lambda a: a.ref):
+        failing = [r for r in a.results if r.result == FAIL]
+        if a.ref.namespace not in outside or not failing:
+            continue
+        preview = out.setdefault(a.ref.namespace, {k: [] for k in (
+            "deniedIfNew", "inheritedByRunning", "deniedIfRecreated", "keptByUpdates")})
+        preview["deniedIfNew"].append(a.ref)
+        key = PREVIEW_KEYS.get(failing[0].running or RUNNING_KEPT, "keptByUpdates")
+        preview[key].append(a.ref)
+    return out
+
+
+def _preview_text(previews: dict[str, dict[str, list[ObjectRef]]]) -> str:
+    def names(refs: list[ObjectRef]) -> str:
+        shown = ", ".join(f"{r.kind}/{r.name}" for r in refs[:5])
+        return shown + (f" and {len(refs) - 5} more" if len(refs) > 5 else "")
+
+    lines = []
+    for ns, p in sorted(previews.items()):
+        lines.append("")
+        lines.append(f"{ns} is not opted in. Once labelled {'='.join(OPT_IN_LABEL)}:")
+        lines.append(f"  denied if created anew: {len(p['deniedIfNew'])} "
+                     f"({names(p['deniedIfNew'])})")
+        if p["inheritedByRunning"]:
+            lines.append(f"  keep rolling out, their ReplicaSets, Pods and Jobs inherit these "
+                         f"failures: {names(p['inheritedByRunning'])}")
+        if p["deniedIfRecreated"]:
+            lines.append(f"  run on, but denied if deleted or evicted and created again: "
+                         f"{names(p['deniedIfRecreated'])}")
+        if p["keptByUpdates"]:
+            lines.append(f"  updates keep these failures: {names(p['keptByUpdates'])}")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _list(api: RawApi, ref: Any, namespace: str | None = None,
@@ -140,7 +198,7 @@ def _modules(settings: Settings, api: RawApi) -> list[PolicyModule]:
 
 
 def _enforcer(settings: Settings, api: RawApi, data: Mapping[str, Any],
-              level: DenyLevel) -> Enforcer:
+              level: DenyLevel, inheritance: Inheritance) -> Enforcer:
     state = EnforcementState()
     ExceptionWatch(state, timedelta(days=settings.exceptions.max_days)).replace(
         _list(api, EXCEPTIONS, missing_ok=True))
@@ -150,11 +208,12 @@ def _enforcer(settings: Settings, api: RawApi, data: Mapping[str, Any],
     def labels(namespace: str) -> Mapping[str, str] | None:
         return labels_from_data(data, namespace)
 
-    return Enforcer(state, level, namespace_labels=labels)
+    return Enforcer(state, level, namespace_labels=labels, inheritance=inheritance)
 
 
 def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi, err: TextIO
-           ) -> tuple[list[ObjectAudit], DenyLevel]:
+           ) -> tuple[list[ObjectAudit], DenyLevel, frozenset[str]]:
+    """The audits, the deny level, and the audited namespaces that are not opted in."""
     from magtape.audit.results import Auditor
     from magtape.engine.embedded import EmbeddedEngine
 
@@ -179,23 +238,29 @@ def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi, err: T
         for error in report.errors:
             print(f"magtape audit: warning: skipping a policy that failed to load, as the "
                   f"webhook does: {format_errors((error,))}", file=err)
-        auditor = Auditor(_enforcer(settings, api, data, level), engine.evaluate,
-                          catalogue_for(settings.engine.policy_dirs, settings.docs_url))
         names = {ref.plural: ref for ref in served(api, kinds, settings.identity.namespace)}
         audited = frozenset(KIND_OF.get(p, p) for p in names)
+        listed = [obj for ref in names.values() for obj in _list(api, ref)]
+        # Owners are found among what was listed, as the webhook finds them in its cache.
+        enforcer = _enforcer(settings, api, data, level, Inheritance(
+            frozenset(settings.exceptions.controller_identities), OwnersFrom(listed)))
+        auditor = Auditor(enforcer, engine.evaluate,
+                          catalogue_for(settings.engine.policy_dirs, settings.docs_url),
+                          owner_kinds(settings.exceptions.controller_owner_kinds))
         objects = []
-        for ref in names.values():
-            for obj in _list(api, ref):
-                ns = ref_of(obj).namespace
-                if not ns or owned_by_audited(obj, audited):
-                    continue
-                if options.namespaces and ns not in options.namespaces:
-                    continue
-                if not (scope.all_namespaces or options.all_namespaces or options.namespaces
-                        or directory.opted_in(ns)):
-                    continue
-                objects.append(obj)
+        for obj in listed:
+            ns = ref_of(obj).namespace
+            if not ns or owned_by_audited(obj, audited):
+                continue
+            if options.namespaces and ns not in options.namespaces:
+                continue
+            if not (scope.all_namespaces or options.all_namespaces or options.namespaces
+                    or directory.opted_in(ns)):
+                continue
+            objects.append(obj)
+        outside = frozenset(ns for obj in objects
+                            if not directory.opted_in(ns := ref_of(obj).namespace))
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="audit") as pool:
-            return list(pool.map(auditor.audit, objects)), level
+            return list(pool.map(auditor.audit, objects)), level, outside
     finally:
         engine.close()

@@ -36,6 +36,17 @@ KIND_OF = {"pods": "Pod", "services": "Service", "replicationcontrollers": "Repl
 NOT_SERVED = "the server could not find the requested resource"
 
 
+def owner_kinds(configured: Iterable[KindRef]) -> frozenset[str]:
+    """The kinds of ``MAGTAPE_CONTROLLER_OWNER_KINDS`` (a plural not in KIND_OF, such as
+    Argo Rollouts' ``rollouts``, by its singular: ``Rollout``)."""
+    def kind(plural: str) -> str:
+        if plural in KIND_OF:
+            return KIND_OF[plural]
+        return (plural[:-1] if plural.endswith("s") else plural).capitalize()
+
+    return frozenset(kind(k.plural) for k in configured)
+
+
 def audit_kinds(configured: Iterable[KindRef]) -> list[ResourceRef]:
     """The resources to audit (``MAGTAPE_AUDIT_KINDS``, else the default)."""
     kinds = list(configured) or [KindRef.parse(text) for text in DEFAULT_KINDS]

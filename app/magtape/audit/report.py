@@ -43,6 +43,8 @@ def result_item(audit: ObjectAudit, r: AuditResult) -> Obj:
     properties = {"checkId": r.check_id, "verdict": r.verdict}
     if r.note:
         properties["note"] = r.note
+    if r.running:
+        properties["running"] = r.running
     if r.url:
         properties["readme"] = r.url
     item: Obj = {"policy": r.policy, "rule": r.check_id or r.policy, "result": r.result,

@@ -20,6 +20,7 @@ from typing import Any
 from magtape.decision import Decision, Verdict
 from magtape.enforcement import Enforcer
 from magtape.enforcement.evaluator import EvaluateFn
+from magtape.enforcement.inheritance import controller_reference
 from magtape.engine import EngineError
 from magtape.policy import DenyLevel, Severity
 from magtape.remediation import Catalogue
@@ -36,8 +37,17 @@ SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "": 3}
 # How each verdict of the Enforcer is reported: "fail" is what admission would
 # deny now; a scheduled denial (denyFrom ahead) still lets it through.
 RESULT_OF = {Verdict.DENY: FAIL, Verdict.WARN: WARN, Verdict.SCHEDULED: WARN,
-             Verdict.EXEMPTED: SKIP, Verdict.EXISTING: WARN}
+             Verdict.EXEMPTED: SKIP, Verdict.EXISTING: WARN, Verdict.INHERITED: WARN}
 ENGINE_POLICY = "magtape-engine"  # the "policy" of a result no policy could give
+# What a failure that denies new objects does to what already runs (docs/audit.md,
+# "Opting a namespace in"), the ``running`` of a "fail" result:
+# its controllers' objects inherit it: rollouts and re-created Pods go on
+RUNNING_INHERITED = "inherited"
+RUNNING_RECREATE_DENIED = "recreate-denied"  # no controller re-creates it: deleted, it stays gone
+RUNNING_KEPT = "kept"  # UPDATEs keep it (allowExistingViolations); only new objects are denied
+# The kinds controllers derive objects from (ReplicaSets, Pods, Jobs) by default.
+OWNER_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job",
+                         "CronJob", "ReplicationController"})
 
 
 @dataclass(frozen=True, order=True)
@@ -65,9 +75,11 @@ class AuditResult:
     severity: str  # "high", "medium", "low" ("" when unknown)
     result: str  # fail, error, warn, skip
     message: str
-    verdict: str  # the Enforcer's verdict: deny, warn, scheduled, exempted, existing, error
+    # the Enforcer's verdict: deny, warn, scheduled, exempted, existing, inherited, error
+    verdict: str
     note: str = ""  # why it did not deny (an exception, a denyFrom date), if anything did
     url: str = ""  # the check's README
+    running: str = ""  # for "fail": what it does to what already runs (RUNNING_*)
 
     @property
     def rank(self) -> tuple[int, int]:
@@ -113,10 +125,12 @@ def trimmed(obj: Mapping[str, Any]) -> Obj:
 class Auditor:
     """Decides objects as admission would; thread-safe (the enforcer is)."""
 
-    def __init__(self, enforcer: Enforcer, evaluate: EvaluateFn, catalogue: Catalogue) -> None:
+    def __init__(self, enforcer: Enforcer, evaluate: EvaluateFn, catalogue: Catalogue,
+                 owner_kinds: frozenset[str] = OWNER_KINDS) -> None:
         self.enforcer = enforcer
         self._evaluate = evaluate
         self._catalogue = catalogue
+        self._owner_kinds = owner_kinds
         # What-if enforcers share the state (exceptions, overrides, namespace
         # labels) and differ only in the default deny level: "if MAGTAPE_DENY_LEVEL
         # were raised to L". Namespaces with a level of their own keep it.
@@ -128,14 +142,20 @@ class Auditor:
 
     def audit(self, obj: Mapping[str, Any]) -> ObjectAudit:
         ref = ref_of(obj)
-        review = make_review(dict(obj), ref.namespace)
+        # An object a controller derives from an owner is re-created by that controller:
+        # judged as its request would be (the owner's verdict passes on to it).
+        controller = self.enforcer.inheritance.identity
+        review = (make_review(dict(obj), ref.namespace, username=controller)
+                  if controller and controller_reference(obj) is not None
+                  else make_review(dict(obj), ref.namespace))
         try:
             evaluation, decision = self.enforcer.decide(review, self._evaluate)
         except EngineError as exc:
             error = AuditResult(ENGINE_POLICY, "", "", ERROR,
                                 f"MagTape could not evaluate this object: {exc}", "error")
             return ObjectAudit(ref, (error,), 0, frozenset())
-        results = [self._result(decision, i) for i in range(len(decision.findings))]
+        running = self._running(obj)
+        results = [self._result(decision, i, running) for i in range(len(decision.findings))]
         for err in evaluation.policy_errors:
             results.append(AuditResult(err.policy, err.errcode, SEVERITY[err.severity], ERROR,
                                        f"policy could not be evaluated: {err.message[:300]}",
@@ -149,11 +169,22 @@ class Auditor:
         ordered = sorted(results, key=lambda r: (r.rank, r.policy, r.message))
         return ObjectAudit(ref, tuple(ordered), passed, denied_at)
 
-    def _result(self, decision: Decision, index: int) -> AuditResult:
+    def _running(self, obj: Mapping[str, Any]) -> str:
+        """What a failure that denies a new ``obj`` does to ``obj`` as it runs now."""
+        if obj.get("kind") in self._owner_kinds:
+            return RUNNING_INHERITED if self.enforcer.inheritance.controllers \
+                else RUNNING_RECREATE_DENIED
+        if obj.get("kind") == "Pod" and controller_reference(obj) is None:
+            return RUNNING_RECREATE_DENIED
+        return RUNNING_KEPT
+
+    def _result(self, decision: Decision, index: int, running: str) -> AuditResult:
         f = decision.findings[index]
         v = f.violation
-        return AuditResult(v.policy, v.errcode, SEVERITY[v.severity], RESULT_OF[f.verdict],
-                           v.msg, f.verdict.value, f.note, self._url(v.errcode, v.policy))
+        result = RESULT_OF[f.verdict]
+        return AuditResult(v.policy, v.errcode, SEVERITY[v.severity], result,
+                           v.msg, f.verdict.value, f.note, self._url(v.errcode, v.policy),
+                           running if result == FAIL else "")
 
     def _url(self, check_id: str, policy: str) -> str:
         remedy = self._catalogue.get(check_id) or self._catalogue.get(policy)

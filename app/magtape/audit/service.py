@@ -18,7 +18,7 @@ from typing import Any
 
 from magtape.audit.capacity import AuditEngine, Gated, Mirror, SharedSource, is_loader
 from magtape.audit.controller import AuditController, AuditOptions
-from magtape.audit.kinds import audit_kinds, served
+from magtape.audit.kinds import audit_kinds, owner_kinds, served
 from magtape.audit.report import ReportLimits
 from magtape.audit.results import Auditor
 from magtape.enforcement import Enforcer
@@ -91,7 +91,8 @@ class AuditService:
             self._mirror.attach(self._own)
         source = Gated(raw, self._admission_ready)
         auditor = Auditor(self._enforcer, source.evaluate,
-                          catalogue_for(s.engine.policy_dirs, s.docs_url))
+                          catalogue_for(s.engine.policy_dirs, s.docs_url),
+                          owner_kinds(s.exceptions.controller_owner_kinds))
         controller = AuditController(self._informers, kinds, auditor, source, self._metrics,
                                      options_for(s))
         with self._lock:

@@ -42,6 +42,7 @@ from magtape.check.model import CheckRun, Finding, ObjectResult, Verdict
 from magtape.check.offline import ObjectKey
 from magtape.decision import Verdict as DecisionVerdict
 from magtape.enforcement import Enforcer
+from magtape.enforcement.inheritance import Inheritance, OwnersFrom
 from magtape.enforcement.overrides import EnforcementConfig
 from magtape.engine import EngineError
 from magtape.engine.sources import SourceError, deep_merge, load_data_files, policy_modules
@@ -69,6 +70,9 @@ class CheckOptions:
     exceptions: tuple[str, ...] = ()  # --exceptions FILE|DIR
     enforcement: str = ""  # --enforcement FILE (overrides)
     old: str = ""  # --old FILE: objects as they are now; matching inputs are UPDATEs
+    # --as USER: who sends the requests; a controller identity lets an object with a
+    # controller ownerReference to an --old object inherit its verdict, as in the webhook
+    username: str = "magtape-check"
 
 
 class NothingChecked(ValueError):
@@ -269,9 +273,12 @@ def _enforcement(settings: Settings, options: CheckOptions, policies: Sequence[P
         max_lifetime=timedelta(days=settings.exceptions.max_days),
         known_checks={p.errcode for p in policies}) if options.exceptions else []
     config = offline.load_config(options.enforcement) if options.enforcement else None
-    enforcer = offline.offline_enforcer(settings.deny_level, config=config or EnforcementConfig(),
-                                        exceptions=exceptions, data=data)
     old = offline.load_old_objects(options.old, options.namespace) if options.old else {}
+    inheritance = Inheritance(frozenset(settings.exceptions.controller_identities),
+                              OwnersFrom(old.values(), options.namespace or "default"))
+    enforcer = offline.offline_enforcer(settings.deny_level, config=config or EnforcementConfig(),
+                                        exceptions=exceptions, data=data,
+                                        inheritance=inheritance)
     return enforcer, old
 
 
@@ -284,8 +291,8 @@ def _check_one(engine: Any, m: Manifest, options: CheckOptions, enforcer: Enforc
     try:
         # The webhook's own decision: exceptions, overrides, UPDATE rules.
         evaluation: Evaluation
-        evaluation, decision = enforcer.decide(offline.review_for(m.obj, ns, old_objects),
-                                               engine.evaluate)
+        evaluation, decision = enforcer.decide(
+            offline.review_for(m.obj, ns, old_objects, options.username), engine.evaluate)
     except EngineError as exc:
         return ObjectResult(m, ns, Verdict.ERROR, checks, errors=(str(exc),))
     errors = tuple(f"policy {e.policy} ({e.errcode}) failed: {e.message}"
@@ -293,7 +300,8 @@ def _check_one(engine: Any, m: Manifest, options: CheckOptions, enforcer: Enforc
     findings = tuple(
         Finding(f.violation, f.verdict is DecisionVerdict.DENY,
                 catalogue.for_violation(f.violation),
-                f.note if f.verdict is DecisionVerdict.EXEMPTED else "")
+                f.note if f.verdict is DecisionVerdict.EXEMPTED else "",
+                f.note if f.verdict is not DecisionVerdict.EXEMPTED else "")
         for f in decision.findings)
     active = [f for f in findings if not f.exemption]
     verdict = (Verdict.ERROR if errors

@@ -35,6 +35,9 @@ class Finding:
     denies: bool
     remedy: Remedy | None
     exemption: str = ""  # why it is exempted; "" when it is not
+    # why a failure that would deny did not: existing before the UPDATE, inherited from
+    # its owner, scheduled (the webhook's note); "" otherwise
+    note: str = ""
 
 
 @dataclass(frozen=True)

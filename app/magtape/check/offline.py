@@ -3,11 +3,12 @@
 ``--exceptions FILE|DIR`` (MagTapeException objects, as applied to a cluster),
 ``--enforcement FILE`` (the overrides ConfigMap, or its ``enforcement.yaml``
 document) and ``--old FILE`` (the objects as they are now, to simulate
-UPDATEs) become the same :class:`~magtape.enforcement.Enforcer` the webhook
-uses, so an offline run decides exactly as the webhook would. An exception
-file is held to the webhook's admission rules (expiry, maximum lifetime
-counted from its creationTimestamp or, without one, from now, known check
-IDs): what the cluster would refuse is an input error here.
+UPDATEs, and the owners a controller's object inherits from) become the
+same :class:`~magtape.enforcement.Enforcer` the webhook uses, so an offline
+run decides exactly as the webhook would. An exception file is held to the
+webhook's admission rules (expiry, maximum lifetime counted from its
+creationTimestamp or, without one, from now, known check IDs): what the
+cluster would refuse is an input error here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from magtape.enforcement.exceptions import (
     parse_exception,
     parse_time,
 )
+from magtape.enforcement.inheritance import Inheritance
 from magtape.enforcement.overrides import (
     CONFIG_KEY,
     ConfigInvalid,
@@ -120,18 +122,23 @@ def key_of(obj: Mapping[str, Any], namespace: str) -> ObjectKey:
 
 
 def review_for(obj: dict[str, Any], namespace: str,
-               old_objects: Mapping[ObjectKey, dict[str, Any]]) -> Review:
-    """CREATE, or UPDATE from the old object with the same kind, namespace and name."""
+               old_objects: Mapping[ObjectKey, dict[str, Any]],
+               username: str = "magtape-check") -> Review:
+    """CREATE, or UPDATE from the old object with the same kind, namespace and name,
+    as sent by ``username``."""
     old = old_objects.get(key_of(obj, namespace))
-    return update_review(old, obj, namespace) if old is not None else make_review(obj, namespace)
+    return (update_review(old, obj, namespace, username) if old is not None
+            else make_review(obj, namespace, username=username))
 
 
 def offline_enforcer(default_level: DenyLevel, *, config: EnforcementConfig,
                      exceptions: Collection[PolicyException], data: Mapping[str, Any],
-                     clock: Clock = utc_now) -> Enforcer:
-    """The webhook's Enforcer over file-based state; namespace labels from ``data``."""
+                     clock: Clock = utc_now, inheritance: Inheritance | None = None
+                     ) -> Enforcer:
+    """The webhook's Enforcer over file-based state; namespace labels from ``data``;
+    owners (``inheritance``) from the ``--old`` objects."""
     def labels(namespace: str) -> Mapping[str, str] | None:
         return labels_from_data(data, namespace)
 
     return Enforcer(EnforcementState(config, exceptions), default_level,
-                    namespace_labels=labels, clock=clock)
+                    namespace_labels=labels, clock=clock, inheritance=inheritance)

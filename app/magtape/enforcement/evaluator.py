@@ -12,29 +12,38 @@ The webhook, ``magtape check`` and the background audit all call
 4. blocking, but the check's ``denyFrom`` date is ahead: a warning "MTxxxx
    will block from <date>" (counted as would-deny);
 5. blocking: denies, unless it is an UPDATE that kept a failure the old
-   object already had (see :mod:`magtape.enforcement.updates`).
+   object already had (see :mod:`magtape.enforcement.updates`), or a
+   controller derived the object from an owner that has the same failure
+   (see :mod:`magtape.enforcement.inheritance`).
 
 Time comes from an injected clock (UTC), read once per decision.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from magtape.decision import Decision, Finding, Verdict, from_findings
+from magtape.enforcement.inheritance import Inheritance, inherit
 from magtape.enforcement.overrides import CheckRule, Enforce, EnforcementConfig
 from magtape.enforcement.state import EnforcementState
 from magtape.enforcement.updates import is_update, metadata_only, old_object, old_review
 from magtape.policy import DenyLevel, Evaluation
-from magtape.review import Review
+from magtape.review import Review, make_review
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 EvaluateFn = Callable[[Review], Evaluation]
 NamespaceLabels = Callable[[str], Mapping[str, str] | None]
 
 NOTE_EXISTING = "[already failing before this update: allowed]"
+# Owners consulted for a note: a Pod's ReplicaSet and its Deployment, a Job's Pod's Job
+# and its CronJob. The verdict needs only the first; the second names where it started.
+MAX_OWNER_DEPTH = 2
 _NO_RULE = CheckRule()
 
 
@@ -67,14 +76,16 @@ def labels_from_data(data: Mapping[str, Any], namespace: str) -> Mapping[str, st
 
 
 class Enforcer:
-    """Decides admission from policy failures, exceptions, overrides and UPDATE rules."""
+    """Decides admission from policy failures, exceptions, overrides, UPDATE rules and owners."""
 
     def __init__(self, state: EnforcementState, default_level: DenyLevel, *,
-                 namespace_labels: NamespaceLabels = no_labels, clock: Clock = utc_now) -> None:
+                 namespace_labels: NamespaceLabels = no_labels, clock: Clock = utc_now,
+                 inheritance: Inheritance | None = None) -> None:
         self.state = state
         self.default_level = default_level
         self._namespace_labels = namespace_labels
         self._clock = clock
+        self.inheritance = inheritance or Inheritance()
 
     def now(self) -> datetime:
         return self._clock()
@@ -97,7 +108,8 @@ class Enforcer:
         evaluation = evaluate(review)
         return evaluation, self.judge(review, evaluation, evaluate)
 
-    def judge(self, review: Review, evaluation: Evaluation, evaluate: EvaluateFn) -> Decision:
+    def judge(self, review: Review, evaluation: Evaluation, evaluate: EvaluateFn, *,
+              owner_depth: int = MAX_OWNER_DEPTH) -> Decision:
         now = self._clock()
         config = self.state.config  # one snapshot for the whole decision
         level = self.deny_level_for(review.namespace, config)
@@ -134,7 +146,32 @@ class Enforcer:
         if any(f.verdict is Verdict.DENY for f in findings) and is_update(review):
             findings = self._keep_existing(review, findings, evaluate,
                                            config.allow_existing_violations)
+        if owner_depth > 0 and any(f.verdict is Verdict.DENY for f in findings):
+            findings = self._inherit(review, findings, evaluate, owner_depth)
         return from_findings(findings, level, would_deny)
+
+    def _inherit(self, review: Review, findings: list[Finding], evaluate: EvaluateFn,
+                 depth: int) -> list[Finding]:
+        """Allow the denials a controller's object shares with its existing owner.
+
+        The owner is judged now by this same enforcer, as its controller's
+        request (its exceptions and overrides included, and its own owner up
+        to ``depth`` levels, for the note only): that verdict is what the note
+        passes on. Failing to evaluate it leaves the object judged on its own.
+        """
+        owner = self.inheritance.owner_of(review.username, review.namespace, review.object)
+        if owner is None:
+            return findings
+        owner_review = make_review(owner, review.namespace, username=review.username)
+        try:
+            owner_evaluation = evaluate(owner_review)
+        except Exception as exc:  # EngineError included: the object's own verdict stands
+            log.warning("could not evaluate the owner of %s %s/%s (%s); judging it on its own",
+                        review.kind, review.namespace, review.name, exc)
+            return findings
+        owner_decision = self.judge(owner_review, owner_evaluation, evaluate,
+                                    owner_depth=depth - 1)
+        return inherit(findings, owner, owner_decision.findings)
 
     @staticmethod
     def _keep_existing(review: Review, findings: list[Finding], evaluate: EvaluateFn,

@@ -21,6 +21,10 @@ def api_client() -> ApiClient | None:
     """An ApiClient for the in-cluster config, else the kubeconfig, else None."""
     configuration = Configuration()
     configuration.retries = False  # see magtape.kube.rest.no_retries
+    # One connection per open watch (namespaces, policies, exceptions, overrides, the
+    # controller owners' kinds, the audit's kinds) besides the requests: the default
+    # (5 per CPU) would keep opening and discarding connections on a small pod.
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, 48)
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         log.info("Kubernetes API: in-cluster service account, %s", configuration.host)

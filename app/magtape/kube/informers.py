@@ -72,6 +72,12 @@ class Informer:
         self.description = self._reflector.description
         self.started = False
 
+    def get(self, namespace: str, name: str) -> Obj | None:
+        """The current object (without managedFields), or None. Never waits: a read of
+        the dict the reflector's thread replaces whole or changes one key at a time
+        (each a single, atomic dict operation), so no lock is taken on admission's path."""
+        return self._objects.get((namespace, name))
+
     # ------------------------------------------------------------ handlers
     def add(self, handler: Handler, on_synced: Callable[[], None] | None = None) -> None:
         """Register ``handler``; once synced it first gets the current objects (replace)."""

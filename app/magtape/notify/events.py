@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
-from magtape.remediation import DEFAULT_DOCS_URL, with_remedies
-from magtape.text import NAME_MAX, clean, escape
+from magtape.remediation import DEFAULT_DOCS_URL, default_catalogue, remedy_lines
+from magtape.text import NAME_MAX, clean, escape, fit_parts
 
 if TYPE_CHECKING:
     from magtape.decision import Outcome
@@ -39,15 +39,6 @@ GENERATE_NAME_MAX = 58
 CLUSTER_SCOPED_EVENT_NAMESPACE = "default"
 
 _NOT_NAME_CHARS = re.compile(r"[^a-z0-9.-]+")
-
-
-def truncate_utf8(text: str, max_bytes: int, marker: str = "...") -> str:
-    """``text`` cut to ``max_bytes`` UTF-8 bytes (marker included), never mid-character."""
-    data = text.encode("utf-8")
-    if len(data) <= max_bytes:
-        return text
-    keep = max_bytes - len(marker.encode("utf-8"))
-    return data[:keep].decode("utf-8", errors="ignore") + marker
 
 
 def generate_name(object_name: str, kind: str) -> str:
@@ -92,12 +83,24 @@ def build_event(outcome: Outcome, reporting_instance: str,
         type="Warning",
         reason=REASON,
         action=action[:ACTION_MAX_CHARS],
-        note=truncate_utf8(escape(with_remedies(outcome.decision.message, outcome.violations,
-                                                docs_url)), NOTE_MAX_BYTES),
+        note=event_note(outcome, docs_url),
         regarding=regarding,
         reporting_controller=REPORTING_CONTROLLER,
         reporting_instance=reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
     )
+
+
+def event_note(outcome: Outcome, docs_url: str = DEFAULT_DOCS_URL) -> str:
+    """Each failure as the admission warning says it (with how it was allowed: exempted
+    by which exception until when, existing, scheduled, inherited), then how to fix
+    each check; within the API's limit, cut between whole messages with a count of
+    what was left out."""
+    failures = [("" if i == 0 else ", ", escape(m), "failure")
+                for i, m in enumerate(outcome.decision.messages)]
+    fixes = [(" | How to fix: " if i == 0 else " | ", escape(line), "fix")
+             for i, line in enumerate(remedy_lines(outcome.violations,
+                                                   default_catalogue(docs_url)))]
+    return fit_parts(failures + fixes, NOTE_MAX_BYTES)
 
 
 def event_namespace(outcome: Outcome) -> str:

@@ -52,4 +52,6 @@ def _finding(f: Finding) -> dict[str, Any]:
     }
     if f.exemption:
         out["exempted"] = f.exemption
+    if f.note:
+        out["note"] = f.note
     return out

@@ -41,7 +41,9 @@ def _details(o: ObjectResult) -> list[str]:
         lines.append(f"         {mark}: {f.violation.msg}")
         if f.exemption:
             lines.append(f"                 ({f.exemption})")
-        elif f.remedy:
+        elif f.note:
+            lines.append(f"                 {f.note}")
+        if not f.exemption and f.remedy:
             remedies.setdefault(f.remedy.id, f.remedy)
     for r in remedies.values():
         link = f"  {r.url}" if r.url else ""

@@ -36,7 +36,7 @@ from magtape.notify import Notifier
 from magtape.notify.factory import build_notifier
 from magtape.runtime import start as start_runtime
 from magtape.settings import EngineKind, Settings
-from magtape.wiring.enforcement import build_enforcer, watch_enforcement
+from magtape.wiring.enforcement import build_enforcer, inherit_from_owners, watch_enforcement
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def assemble(settings: Settings, registry: CollectorRegistry | None = None,
             for e in enforcer.state.all_exceptions() if e.active(enforcer.now())])
         if informers is not None:
             watch_enforcement(settings, informers, state, notifier, stack)
+            inherit_from_owners(settings, informers, enforcer, stack)
             assert namespaces is not None
             informers.subscribe(NAMESPACES, namespaces)
             informers.start()

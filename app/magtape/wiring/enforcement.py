@@ -1,7 +1,8 @@
-"""Feeds the enforcement state in a cluster: two watches and the reminders.
+"""Feeds the enforcement state in a cluster: watches, the owners, and the reminders.
 
 MagTapeException objects are followed in every namespace; the overrides
-ConfigMap in MagTape's own namespace. Neither gates readiness: until the
+ConfigMap in MagTape's own namespace; the owners controllers derive objects
+from (magtape.kube.owners) in every namespace. None gates readiness: until the
 first list completes, no exception applies and the defaults hold, which errs
 on the side of enforcing. The informers keep the last known state while the
 API server is unreachable. The enforcement package itself (core) holds no
@@ -16,9 +17,11 @@ from datetime import timedelta
 
 from magtape.enforcement.evaluator import Enforcer, NamespaceLabels, labels_from_data, no_labels
 from magtape.enforcement.exceptions import API_GROUP, API_VERSION, PLURAL
+from magtape.enforcement.inheritance import Inheritance
 from magtape.enforcement.state import ConfigWatch, EnforcementState, ExceptionWatch
 from magtape.engine.store import PolicyStore
 from magtape.kube.informers import Informers
+from magtape.kube.owners import OwnerIndex
 from magtape.kube.rest import CONFIGMAPS, ResourceRef
 from magtape.notify import Notifier
 from magtape.policy import LoadReport
@@ -63,3 +66,19 @@ def watch_enforcement(settings: Settings, informers: Informers, state: Enforceme
         reminders.start()
         stack.callback(reminders.stop)
     return config
+
+
+def inherit_from_owners(settings: Settings, informers: Informers, enforcer: Enforcer,
+                        stack: ExitStack) -> OwnerIndex | None:
+    """Let controllers' objects inherit their owners' verdict (docs/exceptions.md):
+    follow the owner kinds and give the enforcer the controller identities. None when
+    ``MAGTAPE_CONTROLLER_IDENTITIES`` is ``none``."""
+    controllers = frozenset(settings.exceptions.controller_identities)
+    if not controllers:
+        return None
+    owners = OwnerIndex(informers, settings.exceptions.controller_owner_kinds,
+                        probe_namespace=settings.identity.namespace)
+    owners.start()
+    stack.callback(owners.stop)
+    enforcer.inheritance = Inheritance(controllers, owners)
+    return owners
