@@ -26,7 +26,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("adapters", ("magtape.engine", "magtape.kube", "magtape.notify")),
     ("shared", ("magtape.__init__", "magtape.policy", "magtape.decision", "magtape.review",
                 "magtape.settings", "magtape.metrics", "magtape.text", "magtape.remediation",
-                "magtape.namespaces", "magtape.ttlcache", "magtape.background")),
+                "magtape.namespaces", "magtape.ttlcache", "magtape.background",
+                "magtape.podsecurity")),
 )
 RANK = {name: rank for rank, (name, _) in enumerate(reversed(LAYERS))}
 

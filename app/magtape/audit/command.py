@@ -27,7 +27,7 @@ from magtape.audit.service import options_for
 from magtape.enforcement import EnforcementState, Enforcer, labels_from_data
 from magtape.enforcement.state import ConfigWatch, ExceptionWatch
 from magtape.enforcement.watch import EXCEPTIONS
-from magtape.engine.sources import SourceError, load_data_files, policy_modules
+from magtape.engine.sources import SourceError, base_data, policy_modules
 from magtape.kube.discovery import modules_of
 from magtape.kube.replication import replicated_kinds
 from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi
@@ -130,7 +130,7 @@ def _without_managed_fields(obj: Obj) -> Obj:
 
 def _data(settings: Settings, api: RawApi, namespaces: list[Obj]) -> dict[str, Any]:
     """``data`` as the webhook's replication lays it out (kube-mgmt's layout)."""
-    data = load_data_files(settings.engine.data_files)
+    data = base_data(settings)
     kubernetes: dict[str, Any] = dict(data.get("kubernetes") or {})
     for ref in replicated_kinds(settings.cluster.replicate_kinds):
         items = namespaces if ref == NAMESPACES else _list(api, ref)

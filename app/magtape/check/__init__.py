@@ -43,7 +43,7 @@ from magtape.enforcement import Enforcer, offline
 from magtape.enforcement.offline import ObjectKey
 from magtape.enforcement.overrides import EnforcementConfig
 from magtape.engine import EngineError
-from magtape.engine.sources import SourceError, deep_merge, load_data_files, policy_modules
+from magtape.engine.sources import SourceError, base_data, deep_merge, policy_modules
 from magtape.policy import Evaluation, LoadReport, PolicyInfo, PolicyModule
 from magtape.remediation import Catalogue, RemediationError, catalogue_for
 from magtape.settings import Settings
@@ -174,7 +174,7 @@ class PolicySources:
 
     @classmethod
     def read(cls, settings: Settings) -> PolicySources:
-        data = load_data_files(settings.engine.data_files)
+        data = base_data(settings)
         return cls(tuple(policy_modules(settings.engine.policy_dirs)), data)
 
 
