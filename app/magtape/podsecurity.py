@@ -138,3 +138,13 @@ def posture(labels: Mapping[str, Any] | None) -> NamespacePosture:
         return NamespacePosture(PodSecurity.parse(text), psa)
     except ValueError:
         return NamespacePosture(None, psa, invalid=text)
+
+
+# The conformance tooling selects PSS failures by this range: keep it.
+PSS_FIRST, PSS_LAST = 3001, 3099
+
+
+def is_pss_check(errcode: str) -> bool:
+    """One of the Pod Security Standards checks (MT3001-MT3099)."""
+    return (len(errcode) == 6 and errcode.startswith("MT") and errcode[2:].isdigit()
+            and PSS_FIRST <= int(errcode[2:]) <= PSS_LAST)

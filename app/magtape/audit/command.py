@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
+from magtape.audit import podsecurity as pod_security
 from magtape.audit.kinds import KIND_OF, audit_kinds, owned_by_audited, served
 from magtape.audit.report import build_report
 from magtape.audit.results import ObjectAudit, ref_of
@@ -67,7 +68,7 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
               "~/.kube/config points at the cluster", file=err)
         return EXIT_INPUT
     try:
-        audits, level = _audit(settings, options, RawApi(api_client))
+        audits, level, in_scope = _audit(settings, options, RawApi(api_client))
     except (ClusterReadError, ConfigError, SourceError) as exc:
         print(f"magtape audit: {exc}", file=err)
         return EXIT_INPUT
@@ -75,14 +76,22 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
     for a in audits:
         by_ns.setdefault(a.ref.namespace, []).append(a)
     denied = sorted(a.ref for a in audits if level in a.denied_at)
+    views = pod_security.summarize(in_scope, audits)
+    ps = settings.pod_security
     if options.output == "json":
         limits = options_for(settings).limits
         doc = {"denyLevel": level.value,
                "wouldDeny": [r.as_resource() for r in denied],
-               "reports": [build_report(ns, found, limits) for ns, found in sorted(by_ns.items())]}
+               "reports": [build_report(ns, found, limits) for ns, found in sorted(by_ns.items())],
+               "podSecurity": {
+                   "override": ps.override.document() if ps.override else None,
+                   "default": ps.default.document() if ps.default else None,
+                   "namespaces": [v.as_json() for v in views]}}
         out.write(json.dumps(doc, indent=2) + "\n")
     else:
         out.write(_table(audits, level))
+        if ps.override or ps.default or any(v.level or v.psa or v.controls for v in views):
+            out.write("\n" + pod_security.table(views, ps.override, ps.default))
     return EXIT_DENIED if denied else EXIT_OK
 
 
@@ -173,7 +182,8 @@ def _enforcer(settings: Settings, api: RawApi, data: Mapping[str, Any],
 
 
 def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi
-           ) -> tuple[list[ObjectAudit], DenyLevel]:
+           ) -> tuple[list[ObjectAudit], DenyLevel, list[Obj]]:
+    """The audits, the deny level, and the Namespace objects in the audit's scope."""
     from magtape.audit.results import Auditor
     from magtape.engine.embedded import EmbeddedEngine
 
@@ -198,19 +208,22 @@ def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi
                           catalogue_for(settings.engine.policy_dirs, settings.docs_url))
         names = {ref.plural: ref for ref in served(api, kinds, settings.identity.namespace)}
         audited = frozenset(KIND_OF.get(p, p) for p in names)
+        def in_scope(ns: str) -> bool:
+            if options.namespaces:
+                return ns in options.namespaces
+            return scope.all_namespaces or options.all_namespaces or directory.opted_in(ns)
+
         objects = []
         for ref in names.values():
             for obj in _list(api, ref):
                 ns = ref_of(obj).namespace
                 if not ns or owned_by_audited(obj, audited):
                     continue
-                if options.namespaces and ns not in options.namespaces:
-                    continue
-                if not (scope.all_namespaces or options.all_namespaces or options.namespaces
-                        or directory.opted_in(ns)):
+                if not in_scope(ns):
                     continue
                 objects.append(obj)
+        scoped = [n for n in namespaces if in_scope(str((n.get("metadata") or {}).get("name")))]
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="audit") as pool:
-            return list(pool.map(auditor.audit, objects)), level
+            return list(pool.map(auditor.audit, objects)), level, scoped
     finally:
         engine.close()
