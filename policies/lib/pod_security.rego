@@ -12,7 +12,7 @@
 #      k8s.t-mobile.com/pod-security-version, read from
 #      data.kubernetes.namespaces[<ns>].metadata.labels (kube-mgmt layout);
 #   3. data.magtape.pod_security.default  (the cluster-wide setting).
-# Level "privileged" or none: no PSS check applies. Version "latest", none, or
+# Level "privileged", "off" or none: no PSS check applies. Version "latest", none, or
 # one newer than `latest_minor`: the newest rules. A level that is not one of
 # the three is read as "restricted" (as Pod Security Admission does: a typo
 # must not switch the checks off); a malformed version as "latest". Both are
@@ -81,7 +81,7 @@ level := "privileged" if {
 	l in known_levels
 } else := "privileged" if {
 	is_string(raw_level)
-	trim_space(raw_level) == ""
+	lower(trim_space(raw_level)) in {"", "off"}
 } else := "restricted"
 
 # The version's minor number (v1.N -> N), capped at latest_minor.
@@ -116,14 +116,14 @@ level_is_known if raw_level == ""
 
 level_is_known if {
 	is_string(raw_level)
-	lower(trim_space(raw_level)) in (known_levels | {""})
+	lower(trim_space(raw_level)) in (known_levels | {"", "off"})
 }
 
 version_is_known if parsed_minor
 
 version_is_known if {
 	is_string(raw_version)
-	trim_space(raw_version) in {"", "latest"}
+	lower(trim_space(raw_version)) in {"", "latest"}
 }
 
 # The baseline controls apply (level baseline or restricted).
