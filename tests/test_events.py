@@ -142,7 +142,7 @@ def test_the_note_is_cut_to_the_api_limit(fake_kube: FakeKube) -> None:
         outcome("web", messages=messages))
     (event,) = fake_kube.list(*EVENTS, namespace="test1")
     assert len(event["note"].encode()) <= NOTE_MAX_BYTES
-    assert event["note"].startswith(messages[0]) and event["note"].endswith("...")
+    assert event["note"].startswith(messages[0]) and event["note"].endswith("left out)")
 
 
 def test_truncation_never_splits_a_character() -> None:

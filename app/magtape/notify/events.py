@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
-from magtape.remediation import DEFAULT_DOCS_URL, with_remedies
+from magtape.remediation import DEFAULT_DOCS_URL, default_catalogue, remedy_lines
 from magtape.text import NAME_MAX, clean, escape
 
 if TYPE_CHECKING:
@@ -48,6 +48,54 @@ def truncate_utf8(text: str, max_bytes: int, marker: str = "...") -> str:
         return text
     keep = max_bytes - len(marker.encode("utf-8"))
     return data[:keep].decode("utf-8", errors="ignore") + marker
+
+
+def fit_note(messages: list[str], remedies: list[str],
+             max_bytes: int = NOTE_MAX_BYTES) -> str:
+    """The note: the failures joined by ``, ``, then `` | How to fix: `` and the remedies,
+    escaped, within ``max_bytes``.
+
+    Cut only between two failures or two remedies (failures are kept first:
+    they are what the note is about), with what was left out counted at the
+    end, so no failure is ever shown half and a reader knows more exist
+    (``kubectl`` shows the admission warnings, ``magtape audit`` the rest).
+    Only a first failure longer than the whole note is cut inside itself.
+    """
+    messages, remedies = [escape(m) for m in messages], [escape(r) for r in remedies]
+
+    def note(kept_messages: int, kept_remedies: int) -> str:
+        text = ", ".join(messages[:kept_messages])
+        if kept_remedies:
+            text += " | How to fix: " + " | ".join(remedies[:kept_remedies])
+        left = (len(messages) - kept_messages, len(remedies) - kept_remedies)
+        if any(left):
+            parts = [f"{n} more {what}" for n, what in zip(left, ("failures", "fixes"),
+                                                          strict=True) if n]
+            text += f" (+{' and '.join(parts)} left out)"
+        return text
+
+    def fits(text: str) -> bool:
+        return len(text.encode("utf-8")) <= max_bytes
+
+    full = note(len(messages), len(remedies))
+    if fits(full):
+        return full
+    best = ""
+    for kept in range(1, len(messages) + 1):  # failures first, then their remedies
+        if not fits(candidate := note(kept, 0)):
+            break
+        best = candidate
+    else:
+        for kept in range(1, len(remedies) + 1):
+            if not fits(candidate := note(len(messages), kept)):
+                break
+            best = candidate
+    if best:
+        return best
+    # Not even the first failure fits: cut it, still saying how many others exist.
+    marker = f"... (+{len(messages) - 1} more failures left out)" if len(messages) > 1 \
+        else "..."
+    return truncate_utf8(messages[0] if messages else "", max_bytes, marker)
 
 
 def generate_name(object_name: str, kind: str) -> str:
@@ -92,8 +140,8 @@ def build_event(outcome: Outcome, reporting_instance: str,
         type="Warning",
         reason=REASON,
         action=action[:ACTION_MAX_CHARS],
-        note=truncate_utf8(escape(with_remedies(outcome.decision.message, outcome.violations,
-                                                docs_url)), NOTE_MAX_BYTES),
+        note=fit_note(sorted(v.msg for v in outcome.violations),
+                      remedy_lines(outcome.violations, default_catalogue(docs_url))),
         regarding=regarding,
         reporting_controller=REPORTING_CONTROLLER,
         reporting_instance=reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
