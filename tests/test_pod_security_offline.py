@@ -174,3 +174,38 @@ def test_audit_what_would_break_at_restricted_per_namespace_and_control(
     _, table = audit(kube, "restricted", output="table")
     assert "Pod Security (as if every namespace were restricted:latest):" in table
     assert "(candidate)" in table and "psa-only" in table
+
+
+# ----------------------------------------------------- overlap with the original checks
+OVERLAP_POD = {
+    "apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "p", "namespace": "team-a", "ownerReferences": [
+        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u1",
+         "controller": True}]},
+    "spec": {"containers": [{**container("app"), "securityContext": {"privileged": True},
+                             "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+             "volumes": [{"name": "h", "hostPath": {"path": "/var/log"}}]},
+}
+# Each field, the original check that reports it and the PSS controls that may instead.
+OVERLAPS = {
+    "privileged": ("MT2001", {"MT3003"}),
+    "hostPort": ("MT1008", {"MT3006"}),
+    "hostPath": ("MT1010", {"MT3005", "MT3013"}),
+}
+
+
+@pytest.mark.parametrize("flag", ["", "privileged", "baseline", "restricted"])
+def test_an_overlapping_field_is_reported_once(capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path, flag: str) -> None:
+    """privileged, hostPort, hostPath: the original check or the PSS control, never both."""
+    _, report = check_json(capsys, tmp_path, [OVERLAP_POD],
+                           *(("--pod-security", flag) if flag else ()))
+    (obj,) = report["objects"]
+    found = {v["errcode"] for v in obj["violations"]}
+    for field, (original, controls) in OVERLAPS.items():
+        pss = found & controls
+        assert not (original in found and pss), (field, found)
+        if flag in ("baseline", "restricted"):
+            assert pss, (field, found)  # the PSS control reports it at these levels
+        elif field != "hostPath":  # MT1010 only reports some paths; privileged keeps it
+            assert original in found, (field, found)
