@@ -110,8 +110,16 @@ def test_namespace_posture_reads_magtape_and_psa_labels() -> None:
                    "pod-security.kubernetes.io/warn": "restricted"})
     assert psa.magtape is None and psa.candidate
     assert psa.psa == {"enforce": "baseline", "warn": "restricted"}
-    bad = posture({"k8s.t-mobile.com/pod-security": "strict"})
-    assert bad.magtape is None and bad.invalid == "strict" and not bad.candidate
+    # As the checks read it: a typo is restricted, a bad version latest.
+    bad = posture({"k8s.t-mobile.com/pod-security": "strict",
+                   "k8s.t-mobile.com/pod-security-version": "1.29"})
+    assert bad.magtape == PodSecurity(Level.RESTRICTED, "latest") and not bad.candidate
+    assert bad.invalid == ("k8s.t-mobile.com/pod-security=strict, "
+                           "k8s.t-mobile.com/pod-security-version=1.29")
+    # No version label: the cluster default's version.
+    assert posture({"k8s.t-mobile.com/pod-security": "baseline"},
+                   PodSecurity(Level.RESTRICTED, "v1.25")).magtape == \
+        PodSecurity(Level.BASELINE, "v1.25")
 
 
 # ------------------------------------------------------------------ both engines

@@ -108,14 +108,15 @@ def with_pod_security(data: Mapping[str, Any], default: PodSecurity | None = Non
 class NamespacePosture:
     """What one namespace's labels say about Pod Security.
 
-    ``magtape``: the level its MagTape labels choose (None: none, or an
-    unreadable value, which the checks ignore); ``psa``: the standard PSA
-    labels it carries, by mode (``{"enforce": "restricted"}``).
+    ``magtape``: the level its MagTape labels choose, as the checks read it
+    (None: no level label, the cluster default applies); ``psa``: the standard
+    PSA labels it carries, by mode (``{"enforce": "restricted"}``);
+    ``invalid``: a label value that is not accepted, as written.
     """
 
     magtape: PodSecurity | None
     psa: Mapping[str, str]
-    invalid: str = ""  # a MagTape label value that is not accepted, as written
+    invalid: str = ""
 
     @property
     def candidate(self) -> bool:
@@ -123,21 +124,34 @@ class NamespacePosture:
         return self.magtape is None and bool(self.psa)
 
 
-def posture(labels: Mapping[str, Any] | None) -> NamespacePosture:
-    """Read a namespace's labels (``metadata.labels``)."""
+def posture(labels: Mapping[str, Any] | None,
+            default: PodSecurity | None = None) -> NamespacePosture:
+    """Read a namespace's labels (``metadata.labels``) as the PSS checks do
+    (policies/lib/pod_security.rego): a level that is not one of the three is
+    read as restricted (a typo must not switch the checks off), a malformed
+    version as latest, and a namespace without a version label takes the
+    cluster default's version."""
     labels = labels or {}
     psa = {mode: str(labels[PSA_PREFIX + mode]) for mode in PSA_MODES
            if isinstance(labels.get(PSA_PREFIX + mode), str)}
     raw_level = labels.get(LEVEL_LABEL)
-    if not isinstance(raw_level, str) or not raw_level.strip():
+    if not isinstance(raw_level, str):
         return NamespacePosture(None, psa)
+    invalid: list[str] = []
+    level = {lv.value: lv for lv in (*CHOSEN_LEVELS, Level.OFF)}.get(raw_level.strip().lower())
+    if level is None:
+        invalid.append(f"{LEVEL_LABEL}={raw_level}")
+        level = Level.RESTRICTED
     raw_version = labels.get(VERSION_LABEL)
-    text = raw_level if not isinstance(raw_version, str) or not raw_version.strip() \
-        else f"{raw_level}:{raw_version}"
-    try:
-        return NamespacePosture(PodSecurity.parse(text), psa)
-    except ValueError:
-        return NamespacePosture(None, psa, invalid=text)
+    if isinstance(raw_version, str):
+        try:
+            version = parse_version(raw_version)
+        except ValueError:
+            invalid.append(f"{VERSION_LABEL}={raw_version}")
+            version = LATEST
+    else:
+        version = default.version if default is not None else LATEST
+    return NamespacePosture(PodSecurity(level, version), psa, ", ".join(invalid))
 
 
 # The conformance tooling selects PSS failures by this range: keep it.

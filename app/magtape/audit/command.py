@@ -76,8 +76,8 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
     for a in audits:
         by_ns.setdefault(a.ref.namespace, []).append(a)
     denied = sorted(a.ref for a in audits if level in a.denied_at)
-    views = pod_security.summarize(in_scope, audits)
     ps = settings.pod_security
+    views = pod_security.summarize(in_scope, audits, ps.default)
     if options.output == "json":
         limits = options_for(settings).limits
         doc = {"denyLevel": level.value,

@@ -30,7 +30,7 @@ class ControlCount:
 @dataclass
 class NamespaceView:
     namespace: str
-    level: PodSecurity | None  # the MagTape label's (None: the default applies)
+    level: PodSecurity | None  # as the checks read the MagTape labels (None: the default)
     psa: Mapping[str, str]
     candidate: bool
     invalid: str = ""
@@ -45,14 +45,14 @@ class NamespaceView:
                              for c, n in sorted(self.controls.items())}}
 
 
-def summarize(namespaces: Iterable[Mapping[str, Any]], audits: Iterable[ObjectAudit]
-              ) -> list[NamespaceView]:
+def summarize(namespaces: Iterable[Mapping[str, Any]], audits: Iterable[ObjectAudit],
+              default: PodSecurity | None = None) -> list[NamespaceView]:
     """One view per namespace object given (the audit's scope), in name order."""
     views: dict[str, NamespaceView] = {}
     for ns in namespaces:
         meta = ns.get("metadata") or {}
         name = str(meta.get("name") or "")
-        p = posture(meta.get("labels"))
+        p = posture(meta.get("labels"), default)
         views[name] = NamespaceView(name, p.magtape, p.psa, p.candidate, p.invalid)
     for a in audits:
         view = views.get(a.ref.namespace)
@@ -81,8 +81,9 @@ def table(views: list[NamespaceView], override: PodSecurity | None,
     lines = [f"Pod Security ({as_if}):"]
     rows = [("NAMESPACE", "LEVEL", "PSA LABELS", "CONTROL", "DENIED", "WARNED")]
     for v in views:
-        level = str(v.level) if v.level else (f"invalid label {v.invalid!r}" if v.invalid
-                                              else "-")
+        level = str(v.level) if v.level else "-"
+        if v.invalid:
+            level += f" (invalid label {v.invalid})"
         psa = ",".join(f"{m}={lv}" for m, lv in v.psa.items()) or "-"
         if v.candidate:
             psa += " (candidate)"
