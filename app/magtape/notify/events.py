@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
-from magtape.remediation import DEFAULT_DOCS_URL, default_catalogue, remedy_lines
+from magtape.remediation import (
+    DEFAULT_DOCS_URL,
+    default_catalogue,
+    remedy_lines,
+    with_remedies,
+)
 from magtape.text import NAME_MAX, clean, escape
 
 if TYPE_CHECKING:
@@ -98,6 +103,16 @@ def fit_note(messages: list[str], remedies: list[str],
     return truncate_utf8(messages[0] if messages else "", max_bytes, marker)
 
 
+def event_note(outcome: Outcome, docs_url: str = DEFAULT_DOCS_URL) -> str:
+    """The message and how to fix each check (:func:`with_remedies`), escaped; when that
+    is over the API's limit, :func:`fit_note` cuts it between whole failures."""
+    note = escape(with_remedies(outcome.decision.message, outcome.violations, docs_url))
+    if len(note.encode("utf-8")) <= NOTE_MAX_BYTES:
+        return note
+    return fit_note(sorted(v.msg for v in outcome.violations),
+                    remedy_lines(outcome.violations, default_catalogue(docs_url)))
+
+
 def generate_name(object_name: str, kind: str) -> str:
     """A valid generateName prefix ending in "-" (so names read ``<object>-<random>``).
 
@@ -140,8 +155,7 @@ def build_event(outcome: Outcome, reporting_instance: str,
         type="Warning",
         reason=REASON,
         action=action[:ACTION_MAX_CHARS],
-        note=fit_note(sorted(v.msg for v in outcome.violations),
-                      remedy_lines(outcome.violations, default_catalogue(docs_url))),
+        note=event_note(outcome, docs_url),
         regarding=regarding,
         reporting_controller=REPORTING_CONTROLLER,
         reporting_instance=reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
