@@ -22,7 +22,7 @@ from typing import Any
 from e2e.cluster import Cluster, ClusterError, wait_for
 from e2e.support import OPT_IN, MagTape, apply, container
 from e2e.test_exceptions_e2e import EXISTING, fail_warnings, stamp
-from e2e.test_webhook import wait_denied
+from e2e.test_webhook import events, wait_denied, wait_event
 
 LEVEL_LABEL = "k8s.t-mobile.com/pod-security"
 SIDECAR_IMAGE = "vendor.example/agent:2.1"
@@ -75,6 +75,12 @@ def test_restricted_namespace_refuses_then_exempts_a_sidecar_image_until_expiry(
     assert 'container "agent"' in refused.stderr and 'container "app"' not in refused.stderr
     assert cluster.kubectl("get", "deployment", "web", "-n", ns, check=False).returncode != 0
     controls = sorted(set(re.findall(r"\((MT30\d\d)\)", refused.stderr)))
+    # Its Event reached the API (the note within the 1 KiB events.k8s.io/v1 accepts,
+    # cut between whole failures with a count when the failures and fixes say more).
+    wait_event(cluster, ns, "Deployment", "web")
+    (event,) = [e for e in events(cluster, ns) if e["involvedObject"]["name"] == "web"][:1]
+    note = event["message"]
+    assert len(note.encode()) <= 1024 and f"({controls[0]})" in note, note
 
     # An exception for the sidecar's image only: the Deployment is admitted.
     apply(cluster, [sidecar_exception(ns, datetime.now(UTC) + timedelta(days=30), controls)])
