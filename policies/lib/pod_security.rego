@@ -104,12 +104,12 @@ version_text := concat("", ["v1.", format_int(version, 10)])
 # What was wrong with the setting (shown by the audit and `magtape check`).
 problems contains msg if {
 	not level_is_known
-	msg := concat("", ["unknown Pod Security level ", data.magtape.lib.messages.quoted(raw_level), " (from the ", source, "): read as restricted; use privileged, baseline or restricted"])
+	msg := concat("", ["unknown Pod Security level ", quoted(raw_level), " (from the ", source, "): read as restricted; use privileged, baseline or restricted"])
 }
 
 problems contains msg if {
 	not version_is_known
-	msg := concat("", ["malformed Pod Security version ", data.magtape.lib.messages.quoted(raw_version), ": read as latest; use latest or v1.N"])
+	msg := concat("", ["malformed Pod Security version ", quoted(raw_version), ": read as latest; use latest or v1.N"])
 }
 
 level_is_known if raw_level == ""
@@ -186,26 +186,44 @@ user_namespace if pod_spec.hostUsers == false
 # read: name, image, where it is ("containers[0]") and its security context.
 containers := [c |
 	some list_name in ["initContainers", "containers", "ephemeralContainers"]
-	some i, container in data.magtape.lib.workloads.list(pod_spec, list_name)
+	some i, container in list_of(pod_spec, list_name)
 	is_object(container)
 	c := {
-		"name": data.magtape.lib.messages.str(object.get(container, "name", "")),
-		"image": data.magtape.lib.messages.str(object.get(container, "image", "")),
+		"name": str(object.get(container, "name", "")),
+		"image": str(object.get(container, "image", "")),
 		"path": concat("", [list_name, "[", format_int(i, 10), "]"]),
 		"sc": security_context_of(container),
 		"container": container,
 	}
 ]
 
+# This module calls no function of another library module: OPA compiles
+# each module as it arrives (kube-mgmt pushes a ConfigMap's keys in no set
+# order), and a call to a function not yet loaded is an error there. Rules
+# of other modules (data.magtape.lib.workloads.pod_spec) are fine.
+
+# list_of(obj, key): obj[key] when it is an array, else [].
+list_of(obj, key) := obj[key] if {
+	is_array(obj[key])
+} else := []
+
+# str(x): x as text; integers in digits, other values as JSON.
+str(x) := x if {
+	is_string(x)
+} else := format_int(x, 10) if {
+	is_number(x)
+	abs(x) < 1000000000000000
+	x == floor(x)
+} else := json.marshal(x)
+
 security_context_of(container) := container.securityContext if {
 	is_object(container.securityContext)
 } else := {}
 
 # The image of the container named `name` ("" when there is none).
-image_of(name) := image if {
-	some c in containers
-	c.name == name
-	image := c.image
+image_of(name) := images[0] if {
+	images := [c.image | some c in containers; c.name == name]
+	count(images) > 0
 } else := ""
 
 # --- failures ----------------------------------------------------------
@@ -213,7 +231,7 @@ image_of(name) := image if {
 # text(x): a value for a message, on one line and at most 120 characters:
 # control characters become spaces (a message is one line, never escapes).
 text(x) := s if {
-	raw := regex.replace(data.magtape.lib.messages.str(x), `[\x00-\x1f\x7f]`, " ")
+	raw := regex.replace(str(x), `[\x00-\x1f\x7f]`, " ")
 	s := shorten(raw)
 }
 

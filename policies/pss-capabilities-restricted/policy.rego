@@ -38,10 +38,16 @@ unrestricted := [[c, problems] |
 	count(problems) > 0
 ]
 
+# (The test is its own rule: regorus' compiled mode skips the `else` of a
+# function whose first body iterates and fails.)
 drop_problem(caps) := [] if {
+	drops_all(caps)
+} else := ["does not drop ALL in securityContext.capabilities.drop"]
+
+drops_all(caps) if {
 	some d in data.magtape.lib.workloads.list(caps, "drop")
 	d == "ALL"
-} else := ["does not drop ALL in securityContext.capabilities.drop"]
+}
 
 add_problem(added) := [] if {
 	count(added) == 0

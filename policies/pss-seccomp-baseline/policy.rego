@@ -52,7 +52,10 @@ field_text := "securityContext.seccompProfile.type RuntimeDefault or Localhost o
 deny contains info if {
 	matches
 	data.magtape.lib.pod_security.before(19)
-	value := data.magtape.lib.pod_security.annotations[pod_annotation]
+	# (object.get, not annotations[key]: regorus' compiled mode takes
+	# `not valid_annotation(x)` as true for an undefined x.)
+	value := object.get(data.magtape.lib.pod_security.annotations, pod_annotation, null)
+	value != null
 	not valid_annotation(value)
 	info := data.magtape.lib.pod_security.failure(
 		"pss-seccomp-baseline", "MT3010", "baseline", "pod",
@@ -65,7 +68,8 @@ deny contains info if {
 bad_container_annotations := [[c, key, value] |
 	some c in data.magtape.lib.pod_security.containers
 	key := concat("", [container_annotation_prefix, c.name])
-	value := data.magtape.lib.pod_security.annotations[key]
+	value := object.get(data.magtape.lib.pod_security.annotations, key, null)
+	value != null
 	not valid_annotation(value)
 ]
 
