@@ -186,3 +186,22 @@ def test_a_digest_reference_is_accepted() -> None:
     digest = "vendor.example/agent@sha256:" + "a" * 64
     parsed = parse_exception(sidecar_exception(["MT3014"], images=[digest]), max_lifetime=MAX)
     assert parsed.images == (digest,)
+
+
+def test_an_update_swapping_the_exempted_image_keeps_existing_failures_unless_told_not_to(
+        engine: EmbeddedEngine, sidecar_failures: list[str]) -> None:
+    """The UPDATE rule is by container and field: documented in docs/exceptions.md."""
+    from magtape.enforcement.overrides import parse_config
+    from magtape.enforcement.updates import update_review
+
+    swapped = deployment("web", app(), sidecar("busybox:1.36"))
+    review = update_review(WEB, swapped, "team-a")
+    ex = [parse_exception(sidecar_exception(sidecar_failures), max_lifetime=MAX)]
+    for allow, allowed in (("true", True), ("false", False)):
+        config = parse_config(f"allowExistingViolations: {allow}")
+        enforcer = Enforcer(EnforcementState(config, exceptions=ex), DenyLevel.LOW,
+                            clock=Clock())
+        decision = enforcer.decide(review, engine.evaluate)[1]
+        assert decision.allowed is allowed, allow
+        expected = Verdict.EXISTING if allowed else Verdict.DENY
+        assert pss_verdicts(decision) == {(c, expected) for c in sidecar_failures}
