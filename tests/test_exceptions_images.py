@@ -22,6 +22,8 @@ from enforcementsupport import NOW, Clock, container, deployment, exception
 from magtape.decision import Verdict
 from magtape.enforcement import EnforcementState, Enforcer
 from magtape.enforcement.exceptions import InvalidException, parse_exception
+from magtape.enforcement.overrides import parse_config
+from magtape.enforcement.updates import update_review
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_modules
 from magtape.podsecurity import is_pss_check
@@ -191,9 +193,6 @@ def test_a_digest_reference_is_accepted() -> None:
 def test_an_update_swapping_the_exempted_image_keeps_existing_failures_unless_told_not_to(
         engine: EmbeddedEngine, sidecar_failures: list[str]) -> None:
     """The UPDATE rule is by container and field: documented in docs/exceptions.md."""
-    from magtape.enforcement.overrides import parse_config
-    from magtape.enforcement.updates import update_review
-
     swapped = deployment("web", app(), sidecar("busybox:1.36"))
     review = update_review(WEB, swapped, "team-a")
     ex = [parse_exception(sidecar_exception(sidecar_failures), max_lifetime=MAX)]
