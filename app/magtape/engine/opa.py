@@ -19,6 +19,7 @@ them at every health check, so both engines evaluate against the same data.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from magtape.engine import EngineError, Reason
 from magtape.engine.policyset import MetadataError, parse_metadata, read_deny
 from magtape.policy import Evaluation, PolicyError, PolicyResult
 from magtape.review import Review
+
+log = logging.getLogger(__name__)
 
 DECISIONS_PATH = "/v1/data/magtape/main/decisions"
 # How long one contact with OPA vouches for readiness.
@@ -138,7 +141,8 @@ class OpaEngine:
         if ok and self._documents:
             try:
                 self._write_documents(only_changed=True)
-            except EngineError:
+            except EngineError as exc:
+                log.warning("not ready: %s", exc)
                 ok = False
         self._mark(ok)
         return ok
