@@ -15,12 +15,14 @@ namespace's level reaches the policies through the replicated Namespace.
 from __future__ import annotations
 
 import copy
+import json
 import re
+import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from e2e.cluster import Cluster, ClusterError, wait_for
-from e2e.support import OPT_IN, MagTape, apply, container
+from e2e.support import MAGTAPE, OPT_IN, MagTape, apply, container
 from e2e.test_exceptions_e2e import EXISTING, fail_warnings, stamp
 from e2e.test_webhook import events, wait_denied, wait_event
 
@@ -122,3 +124,30 @@ def test_restricted_namespace_refuses_then_exempts_a_sidecar_image_until_expiry(
         updated.stderr
     new = apply(cluster, [web(ns, "web-two")], check=False)
     assert new.returncode != 0 and "(MT3014)" in new.stderr, new.stderr
+
+
+def test_audit_lists_psa_namespaces_as_candidates_and_what_restricted_would_break(
+        magtape: MagTape, cluster: Cluster) -> None:
+    ns = "e2e-pss-psa-only"
+    apply(cluster, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": ns, "labels": {**OPT_IN, "pod-security.kubernetes.io/enforce": "baseline",
+                               "pod-security.kubernetes.io/warn": "restricted"}}}])
+    created = apply(cluster, [web(ns)])  # PSA labels alone: MagTape enforces no level
+    assert not [w for w in fail_warnings(created.stderr) if "(MT30" in w], created.stderr
+    env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+
+    def audit(*flags: str) -> dict[str, Any]:
+        run = subprocess.run([MAGTAPE, "audit", "-n", ns, "-o", "json", *flags], env=env,
+                             capture_output=True, text=True, timeout=180, check=False)
+        assert run.returncode in (0, 1), run.stderr
+        (view,) = json.loads(run.stdout)["podSecurity"]["namespaces"]
+        return dict(view)
+
+    now = audit()
+    assert now["candidate"] is True and now["level"] is None
+    assert now["psaLabels"] == {"enforce": "baseline", "warn": "restricted"}
+    assert now["controls"] == {}
+    moved = audit("--pod-security", "restricted")
+    assert set(SIDECAR_CONTROLS) <= set(moved["controls"]), moved
+    # The Deployment, once: the audit leaves its ReplicaSet and Pods to their owner.
+    assert all(n == {"denied": 1, "warned": 0} for n in moved["controls"].values()), moved
