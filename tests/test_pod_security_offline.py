@@ -209,3 +209,20 @@ def test_an_overlapping_field_is_reported_once(capsys: pytest.CaptureFixture[str
             assert pss, (field, found)  # the PSS control reports it at these levels
         elif field != "hostPath":  # MT1010 only reports some paths; privileged keeps it
             assert original in found, (field, found)
+
+
+def test_pss_checks_are_listed_as_applied_only_where_a_level_applies(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A hardened Deployment without a level has not "passed" restricted: the reports
+    (JSON checks, JUnit cases) list the checks that applied, not all targeting the kind."""
+    for flags, expected in (((), False), (("--pod-security", "restricted"), True)):
+        _, report = check_json(capsys, tmp_path, [HARDENED], *flags)
+        (obj,) = report["objects"]
+        assert any(is_pss_check(c) for c in obj["checks"]) is expected, flags
+        assert obj["verdict"] == "PASS"
+    for jobs in ("1", "2"):  # the shards' reports carry the same list
+        path = tmp_path / "many.yaml"
+        path.write_text(yaml.safe_dump_all([HARDENED] * 30))
+        assert main(["check", "-o", "json", "-j", jobs, str(path)]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert not any(is_pss_check(c) for o in doc["objects"] for c in o["checks"])

@@ -289,6 +289,11 @@ def _check_one(engine: Any, m: Manifest, options: CheckOptions, enforcer: Enforc
         return ObjectResult(m, ns, Verdict.ERROR, checks, errors=(str(exc),))
     errors = tuple(f"policy {e.policy} ({e.errcode}) failed: {e.message}"
                    for e in evaluation.policy_errors)
+    # The checks that applied (their `matches` held), not all that target the kind: a
+    # Pod Security check in a namespace without a level is not a passed check.
+    applied = ({r.policy for r in evaluation.results}
+               | {e.policy for e in evaluation.policy_errors})
+    checks = tuple(p for p in checks if p.name in applied)
     findings = tuple(
         Finding(f.violation, f.verdict is DecisionVerdict.DENY,
                 catalogue.for_violation(f.violation),
