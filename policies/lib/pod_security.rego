@@ -207,13 +207,16 @@ list_of(obj, key) := obj[key] if {
 	is_array(obj[key])
 } else := []
 
-# str(x): x as text; integers in digits, other values as JSON.
+# str(x): x as text; integers below 10^15 in digits, other numbers as
+# "(a number)" (the engines print them differently), anything else as JSON.
 str(x) := x if {
 	is_string(x)
 } else := format_int(x, 10) if {
 	is_number(x)
 	abs(x) < 1000000000000000
 	x == floor(x)
+} else := "(a number)" if {
+	is_number(x)
 } else := json.marshal(x)
 
 security_context_of(container) := container.securityContext if {
@@ -229,13 +232,19 @@ image_of(name) := images[0] if {
 # --- failures ----------------------------------------------------------
 
 # text(x): a value for a message, on one line and at most 120 characters:
-# control characters become spaces (a message is one line, never escapes).
-# (Most values need nothing: JSON writes them without an escape, which is
-# cheaper to ask than the regular expression.)
+# control characters and line separators (U+0085, U+2028, U+2029) become
+# spaces (a message is one line, and never needs an escape to be read).
+# (Most values need nothing: JSON writes them without an escape and they
+# hold none of the separators, which is cheaper to ask than the regular
+# expression. Both paths give the same text in every engine.)
 text(x) := shorten(s) if {
 	s := str(x)
 	json.marshal(s) == concat("", ["\"", s, "\""])
-} else := shorten(regex.replace(str(x), `[\x00-\x1f\x7f]`, " "))
+	not contains(s, "\u007f")
+	not contains(s, "\u0085")
+	not contains(s, "\u2028")
+	not contains(s, "\u2029")
+} else := shorten(regex.replace(str(x), `[\x00-\x1f\x7f\x{85}\x{2028}\x{2029}]`, " "))
 
 shorten(s) := concat("", [substring(s, 0, 117), "..."]) if {
 	count(s) > 120

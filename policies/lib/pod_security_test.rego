@@ -89,5 +89,9 @@ test_spec_and_metadata_paths_follow_the_kind if {
 
 test_message_values_stay_on_one_line_and_short if {
 	pss.text("a\nb\tc") == "a b c"
+	pss.text("a\u2028b\u007f") == "a b "
+	pss.text("zoë <a>") == "zoë <a>"
+	pss.text(8080) == "8080"
+	pss.text(0.5) == "(a number)"
 	count(pss.text(concat("", [x | some _ in numbers.range(1, 200); x := "x"]))) == 120
 }
