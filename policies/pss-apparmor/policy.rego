@@ -64,20 +64,35 @@ deny contains info if {
 	)
 }
 
+# One failure per container: a container whose field is wrong has its
+# annotation (if that is wrong too) named in the same failure.
 deny contains info if {
 	matches
 	some c in bad_containers
+	field_text := concat("", ["sets securityContext.appArmorProfile.type=", data.magtape.lib.pod_security.text(object.get(c.sc.appArmorProfile, "type", ""))])
 	info := data.magtape.lib.pod_security.container_failure(
 		"pss-apparmor", "MT3007", "baseline", c, "securityContext.appArmorProfile.type",
-		concat("", ["sets securityContext.appArmorProfile.type=", data.magtape.lib.pod_security.text(object.get(c.sc.appArmorProfile, "type", ""))]),
+		concat("", [field_text, annotation_problem(c.name)]),
 		allowed_text,
 	)
 }
+
+bad_field_names := {c.name | some c in bad_containers}
+
+# " and has AppArmor annotation <key>=<value>" when the container's annotation
+# is not allowed, else "".
+annotation_problem(name) := concat("", [" and has AppArmor annotation ", data.magtape.lib.pod_security.text(key), "=", data.magtape.lib.pod_security.quoted(value)]) if {
+	key := concat("", [annotation_prefix, name])
+	value := object.get(data.magtape.lib.pod_security.annotations, key, null)
+	value != null
+	not allowed_annotation(value)
+} else := ""
 
 deny contains info if {
 	matches
 	some [key, value] in bad_annotations
 	container := substring(key, count(annotation_prefix), -1)
+	not container in bad_field_names
 	info := data.magtape.lib.pod_security.failure(
 		"pss-apparmor", "MT3007", "baseline",
 		concat("", ["container ", data.magtape.lib.pod_security.quoted(container)]),

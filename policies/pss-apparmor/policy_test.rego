@@ -53,3 +53,8 @@ test_runtime_default_and_localhost_pass if {
 	spec := {"securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}}, "containers": [pss.container("app", {"appArmorProfile": {"type": "Localhost", "localhostProfile": "p"}})]}
 	count(denies(pss.pod(spec), "restricted", "latest")) == 0
 }
+
+test_one_failure_per_container_for_field_and_annotation if {
+	spec := {"containers": [pss.container("app", {"appArmorProfile": {"type": "Unconfined"}})]}
+	msgs(pss.request("Pod", {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"}, spec), "baseline", "latest") == {"[FAIL] HIGH - container \"app\" sets securityContext.appArmorProfile.type=Unconfined and has AppArmor annotation container.apparmor.security.beta.kubernetes.io/app=\"unconfined\"; baseline requires appArmorProfile.type RuntimeDefault or Localhost (annotations: runtime/default or localhost/<profile>) (MT3007)"}
+}
