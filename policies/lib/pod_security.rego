@@ -101,7 +101,8 @@ parsed_minor := to_number(trim_prefix(v, "v1.")) if {
 
 version_text := concat("", ["v1.", format_int(version, 10)])
 
-# What was wrong with the setting (shown by the audit and `magtape check`).
+# What was wrong with the setting, for tools and custom policies (MagTape's
+# audit reads the labels the same way: app/magtape/podsecurity.py).
 problems contains msg if {
 	not level_is_known
 	msg := concat("", ["unknown Pod Security level ", quoted(raw_level), " (from the ", source, "): read as restricted; use privileged, baseline or restricted"])
