@@ -13,13 +13,15 @@ concurrent keep-alive connections:
   service     the same server, a Service
   deployment/2  the Deployment again, with MAGTAPE_PROCESSES=2 and one
               engine worker each: two HTTP processes behind one port
+  deployment/pss  the Deployment again, with MAGTAPE_POD_SECURITY=restricted:
+              the Pod Security Standards checks (MT30xx) on top of the others
 
 Rounds are interleaved (floor, floor xP, deployment, service, ...) so drift
 on a shared machine hits every target alike; the figures are medians over
 rounds. Besides requests/s and latency, each run reads the CPU time of the
 server's whole process tree (engine workers included) from /proc and prints
-CPU per request. Then floor and deployment are run at 2 connections for
-their p99. Other modes: --scale (hack/bench_scale.py), --check
+CPU per request. Then floor and the Deployment targets are run at 2
+connections for their p99. Other modes: --scale (hack/bench_scale.py), --check
 (hack/bench_check.py), --audit (hack/bench_audit.py), --engine-only.
 """
 
@@ -256,7 +258,7 @@ def http_bench(args: argparse.Namespace) -> int:
         bodies[name] = tmp / f"{name}.json"
         bodies[name].write_text(make_review(obj, "test1").raw)
     bodies["floor"] = bodies["floor xP"] = bodies["floor xQ"] = bodies["deployment/2"] = \
-        bodies["deployment"]
+        bodies["deployment/pss"] = bodies["deployment"]
 
     processes = 1 + args.workers
     # deployment/2: two HTTP processes with one engine worker each (MAGTAPE_PROCESSES=2).
@@ -264,6 +266,7 @@ def http_bench(args: argparse.Namespace) -> int:
     floor_port, floors_port, floors2_port = free_port(), free_port(), free_port()
     hook_port, metrics_port = free_port(), free_port()
     hook2_port, metrics2_port = free_port(), free_port()
+    pss_port, pss_metrics_port = free_port(), free_port()
     env = {**os.environ, "MAGTAPE_LOG_LEVEL": "ERROR", "MAGTAPE_DENY_LEVEL": "LOW",
            "MAGTAPE_THREADS": str(args.threads), "MAGTAPE_ENGINE_WORKERS": str(args.workers),
            "PYTHONPATH": str(REPO / "app") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -288,10 +291,12 @@ def http_bench(args: argparse.Namespace) -> int:
     hook = magtape(hook_port, metrics_port, {})
     hook2 = magtape(hook2_port, metrics2_port,
                     {"MAGTAPE_PROCESSES": "2", "MAGTAPE_ENGINE_WORKERS": "1"})
-    procs = [*floor_procs, *floors_procs, *floors2_procs, hook, hook2]
+    hook_pss = magtape(pss_port, pss_metrics_port, {"MAGTAPE_POD_SECURITY": "restricted"})
+    procs = [*floor_procs, *floors_procs, *floors2_procs, hook, hook2, hook_pss]
     try:
         wait_ready(f"http://127.0.0.1:{metrics_port}/readyz")
         wait_ready(f"http://127.0.0.1:{metrics2_port}/readyz")  # both of its processes
+        wait_ready(f"http://127.0.0.1:{pss_metrics_port}/readyz")
         for port in (floor_port, floors_port, floors2_port):
             wait_for_port(port)
         hook_url, hook2_url = f"http://127.0.0.1:{hook_port}/", f"http://127.0.0.1:{hook2_port}/"
@@ -301,21 +306,27 @@ def http_bench(args: argparse.Namespace) -> int:
             assert dep["allowed"] is False and len(dep["warnings"]) == 5, dep
         svc = post(hook_url, bodies["service"].read_bytes())["response"]
         assert svc["allowed"] is True, svc
+        pss_url = f"http://127.0.0.1:{pss_port}/"
+        pss = post(pss_url, bodies["deployment"].read_bytes())["response"]
+        pss_failures = sum("(MT30" in w for w in pss.get("warnings", []))
+        assert pss["allowed"] is False and pss_failures, pss
         urls = {"floor": f"http://127.0.0.1:{floor_port}/",
                 "floor xP": f"http://127.0.0.1:{floors_port}/",
                 "floor xQ": f"http://127.0.0.1:{floors2_port}/",
-                "deployment": hook_url, "service": hook_url, "deployment/2": hook2_url}
+                "deployment": hook_url, "service": hook_url, "deployment/2": hook2_url,
+                "deployment/pss": pss_url}
         # "server" CPU is that of the HTTP processes: deployment/2's primary and helper.
         http2 = [hook2.pid, *(c for c in child_pids(hook2.pid)
                               if b"serve" in Path(f"/proc/{c}/cmdline").read_bytes())]
         pids = {"floor": [p.pid for p in floor_procs], "floor xP": [p.pid for p in floors_procs],
                 "floor xQ": [p.pid for p in floors2_procs], "deployment": [hook.pid],
-                "service": [hook.pid], "deployment/2": http2}
+                "service": [hook.pid], "deployment/2": http2,
+                "deployment/pss": [hook_pss.pid]}
         for name in urls:  # warm-up
             run_wrk(urls[name], str(bodies[name]), 1, args.connections, str(script))
         runs: dict[str, list[dict[str, float]]] = {n: [] for n in urls}
         pairs: dict[str, list[dict[str, float]]] = {"floor": [], "deployment": [],
-                                                    "deployment/2": []}
+                                                    "deployment/2": [], "deployment/pss": []}
         for _ in range(args.rounds):
             for name in urls:
                 runs[name].append(run_wrk(urls[name], str(bodies[name]), args.seconds,
@@ -341,21 +352,22 @@ def http_bench(args: argparse.Namespace) -> int:
     print(f"\nMagTape admission benchmark: {args.connections} connections, {args.rounds} rounds "
           f"x {args.seconds:g}s, {os.cpu_count()} CPUs, {args.threads} server threads, "
           f"{args.workers} engine workers (medians over rounds)\n")
-    print(f"{'target':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}"
+    print(f"{'target':<15}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/req':>12}"
           f"{'server':>8}{'workers':>9}{'errors':>8}")
     for name, m in med.items():
         label = name.replace("xP", f"x{processes}").replace("xQ", f"x{processes2}")
-        print(f"{label:<12}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}"
+        print(f"{label:<15}{m['rps']:>10.0f}{m['p50_ms']:>10.2f}{m['p99_ms']:>10.2f}"
               f"{m['cpu_us']:>12.0f}{m['server_cpu_us']:>8.0f}"
               f"{m['cpu_us'] - m['server_cpu_us']:>9.0f}{m['errors']:>8.0f}")
     print(f"\nCPU per request is the server's whole process tree (MagTape: the server and its "
           f"{args.workers} engine workers), split into the server process and its workers; "
           "deployment/2 is MAGTAPE_PROCESSES=2 with one engine worker each (its server "
-          "column: both HTTP processes).\n")
-    for name in ("deployment", "service"):
+          "column: both HTTP processes); deployment/pss is deployment with "
+          f"MAGTAPE_POD_SECURITY=restricted ({pss_failures} MT30xx failures on top).\n")
+    for name in ("deployment", "service", "deployment/pss"):
         cpu_ratio = med["floor"]["cpu_us"] / med[name]["cpu_us"]
         tput = med[name]["rps"] / med["floor xP"]["rps"]
-        print(f"{name:<11} CPU/request floor/MagTape {cpu_ratio:.2f} (target >= 0.5)   "
+        print(f"{name:<14} CPU/request floor/MagTape {cpu_ratio:.2f} (target >= 0.5)   "
               f"throughput vs floor x{processes} {tput:.2f} (target >= 0.5; "
               f"vs floor x1, as many HTTP processes: {med[name]['rps'] / med['floor']['rps']:.2f})")
     tput2 = med["deployment/2"]["rps"] / med["floor xQ"]["rps"]
@@ -367,7 +379,7 @@ def http_bench(args: argparse.Namespace) -> int:
     print(f"one-process ceiling: floor / floor x{processes} throughput "
           f"{med['floor']['rps'] / med['floor xP']['rps']:.2f} (a server with one HTTP process "
           "cannot exceed this, whatever it does per request)")
-    for name in ("deployment", "deployment/2"):
+    for name in ("deployment", "deployment/2", "deployment/pss"):
         print(f"p99 at 2 connections: {name} {p99_2[name]:.2f} ms, floor "
               f"{p99_2['floor']:.2f} ms, ratio {p99_2[name] / p99_2['floor']:.2f} (target <= 3)")
     return 0

@@ -199,3 +199,10 @@ def test_without_a_cluster_events_are_off_with_one_log_line(
     assert isinstance(notifier, NullNotifier)
     lines = [r.getMessage() for r in caplog.records if r.name == "magtape.notify.factory"]
     assert len(lines) == 1 and "Kubernetes Events are off" in lines[0]
+
+
+def test_control_characters_in_a_note_are_escaped_never_raw() -> None:
+    from magtape.notify.events import event_note
+
+    note = event_note(outcome("web", messages=['[FAIL] HIGH - value "a\nb\\c" (MT3001)']))
+    assert "\n" not in note and "\\x0a" in note

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import pytest
 
-from magtape.enforcement.exceptions import API_GROUP, API_VERSION, KIND, PLURAL
+from magtape.enforcement.exceptions import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    MATCH_FIELDS,
+    MAX_IMAGE_LENGTH,
+    MAX_IMAGES,
+    PLURAL,
+)
 from magtape.enforcement.overrides import CONFIG_KEY, EnforcementConfig, parse_config
 from magtape.settings import Settings
 from test_kustomize import OVERLAYS, objects, one
@@ -30,6 +38,10 @@ def test_the_crd_is_what_the_code_reads(target: str) -> None:
     schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert set(schema["required"]) == {"checks", "match", "expiresAt", "reason"}
     assert schema["properties"]["expiresAt"]["format"] == "date-time"
+    match = schema["properties"]["match"]["properties"]
+    assert set(match) == set(MATCH_FIELDS)
+    assert match["images"]["maxItems"] == MAX_IMAGES
+    assert match["images"]["items"]["maxLength"] == MAX_IMAGE_LENGTH
     # The built-in admin/edit roles must not pick this kind up.
     assert not any(k.startswith("rbac.authorization.k8s.io/aggregate")
                    for k in crd["metadata"].get("labels", {}))

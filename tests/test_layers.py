@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shared", ("magtape.__init__", "magtape.policy", "magtape.decision", "magtape.review",
                 "magtape.settings", "magtape.metrics", "magtape.text", "magtape.remediation",
                 "magtape.namespaces", "magtape.ttlcache", "magtape.background",
-                "magtape.kube.objects", "magtape.project")),
+                "magtape.kube.objects", "magtape.project", "magtape.podsecurity")),
 )
 RANK = {name: rank for rank, (name, _) in enumerate(reversed(LAYERS))}
 

@@ -137,7 +137,9 @@ def _apply_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     if getattr(args, "fail_on", None):
         changes["deny_level"] = FAIL_ON[args.fail_on]
         changes["deny_level_source"] = "--fail-on"
-    return settings.with_overrides(http=http, engine=engine, **changes)
+    pod_security = {"override": getattr(args, "pod_security", None)}
+    return settings.with_overrides(http=http, engine=engine, pod_security=pod_security,
+                                   **changes)
 
 
 def _check_options(args: argparse.Namespace) -> Any:
@@ -263,6 +265,23 @@ DENY_LEVEL_HELP = ("OFF, LOW, MED or HIGH: how strict to be. LOW denies only HIG
                    "failures, MED denies MED and HIGH, HIGH denies every failure, OFF none")
 
 
+def _pod_security(raw: str) -> Any:
+    from magtape.podsecurity import CHOSEN_LEVELS, VERSION_ACCEPTED, PodSecurity
+
+    try:
+        return PodSecurity.parse(raw)
+    except ValueError:
+        levels = ", ".join(lv.value for lv in CHOSEN_LEVELS)
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not LEVEL[:VERSION]: LEVEL {levels}; VERSION {VERSION_ACCEPTED}"
+        ) from None
+
+
+POD_SECURITY_HELP = ("evaluate the Pod Security Standards checks as if every namespace carried "
+                     "this level: privileged, baseline or restricted, optionally :VERSION "
+                     "(v1.N or latest, the default), e.g. restricted or baseline:v1.25")
+
+
 def _positive(raw: str) -> int:
     try:
         n = int(raw)
@@ -308,6 +327,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="only this namespace, repeatable (default: the opted-in ones)")
     audit.add_argument("--all-namespaces", "-A", action="store_true",
                        help="every namespace, opted in or not")
+    audit.add_argument("--pod-security", type=_pod_security, metavar="LEVEL[:VERSION]",
+                       help=POD_SECURITY_HELP + ": what would fail per namespace and control")
     audit.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
                        help="evaluate N objects in parallel (default 1)")
     _docs_flag(audit)
@@ -361,6 +382,8 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
                        help="LOW, MED or HIGH: exit 1 when a failure of at least this severity "
                             "is found (--fail-on HIGH is --deny-level LOW, --fail-on LOW is "
                             "--deny-level HIGH)")
+    check.add_argument("--pod-security", type=_pod_security, metavar="LEVEL[:VERSION]",
+                       help=POD_SECURITY_HELP)
     check.add_argument("--output", "-o", choices=OUTPUT_FORMATS, default="text",
                        help="text (default), json, junit, sarif (code scanning) or github "
                             "(workflow annotations)")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from magtape.background import Backoff
 from magtape.engine import Evaluator, PolicyLoader
-from magtape.engine.sources import load_data_files, policy_modules
+from magtape.engine.sources import base_data, policy_modules
 from magtape.engine.store import PolicyStore
 from magtape.kube.discovery import PolicyDiscovery
 from magtape.kube.informers import Informer, Informers
@@ -105,8 +105,7 @@ def start(settings: Settings, engine: Evaluator, informers: Informers | None,
             log.warning("MAGTAPE_POLICY_DISCOVERY is ignored with the opa engine: kube-mgmt "
                         "loads the policy ConfigMaps into OPA")
         return Runtime(engine, None)
-    store = PolicyStore(engine, metrics, local_modules(settings),
-                        load_data_files(settings.engine.data_files))
+    store = PolicyStore(engine, metrics, local_modules(settings), base_data(settings))
     report = store.load_now()
     if report is not None and not report.policies and not settings.cluster.policy_discovery:
         log.warning("no policy loaded: every request will be allowed without checks")

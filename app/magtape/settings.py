@@ -13,6 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from magtape.podsecurity import (
+    LATEST,
+    SETTING_LEVELS,
+    VERSION_ACCEPTED,
+    Level,
+    PodSecurity,
+    parse_version,
+)
 from magtape.policy import DenyLevel
 from magtape.remediation import DEFAULT_DOCS_URL
 
@@ -235,8 +243,28 @@ class AuditSettings:
     lease_seconds: float = 15.0
 
 
+@dataclass(frozen=True)
+class PodSecuritySettings:
+    """Pod Security Standards checks (docs/pod-security.md).
+
+    ``level``/``version``: the cluster-wide default for namespaces without
+    MagTape's pod-security labels (``data.magtape.pod_security.default``).
+    ``override``: every object at this level, whatever its namespace says
+    (``magtape check --pod-security``; never from the environment).
+    """
+
+    level: Level = Level.OFF
+    version: str = LATEST
+    override: PodSecurity | None = None
+
+    @property
+    def default(self) -> PodSecurity | None:
+        return None if self.level is Level.OFF else PodSecurity(self.level, self.version)
+
+
 # The groups, by their field name in Settings: with_overrides merges a mapping into these.
-_GROUPS = ("engine", "identity", "http", "notify", "slack", "cluster", "exceptions", "audit")
+_GROUPS = ("engine", "identity", "http", "notify", "slack", "cluster", "exceptions", "audit",
+           "pod_security")
 
 
 @dataclass(frozen=True)
@@ -259,6 +287,7 @@ class Settings:
     cluster: ClusterSettings = ClusterSettings()
     exceptions: ExceptionSettings = ExceptionSettings()
     audit: AuditSettings = AuditSettings()
+    pod_security: PodSecuritySettings = PodSecuritySettings()
     # Where deny_level came from (a variable, a flag or "default"), and what
     # reading the configuration found worth a warning: logged once at start-up
     # (:meth:`summary`), because a deny level set by the wrong variable is the
@@ -379,6 +408,10 @@ class Settings:
                                           minimum=4096, integer=True)),
             lease_seconds=e.number("MAGTAPE_AUDIT_LEASE_SECONDS", da.lease_seconds, minimum=2),
         )
+        pod_security = PodSecuritySettings(
+            level=e.pss_level("MAGTAPE_POD_SECURITY", d.pod_security.level),
+            version=e.pss_version("MAGTAPE_POD_SECURITY_VERSION", d.pod_security.version),
+        )
         warnings = []
         if "MAGTAPE_DENY_LEVEL" in environ and "MAGTAPE_DENY_VOLUME" in environ:
             alias = e.enum("MAGTAPE_DENY_VOLUME", DenyLevel, d.deny_level)
@@ -391,6 +424,7 @@ class Settings:
         return cls(deny_level=deny_level, log_level=log_level, docs_url=docs_url,
                    engine=engine, identity=identity, http=http, notify=notify, slack=slack,
                    cluster=cluster, exceptions=exceptions, audit=audit,
+                   pod_security=pod_security,
                    deny_level_source=deny_var if deny_var in environ else "default",
                    config_warnings=tuple(warnings))
 
@@ -533,6 +567,14 @@ class _Env:
             return ports
 
         return self._parse(name, default, parse, "a comma-separated list of ports 1-65535")
+
+    def pss_level(self, name: str, default: Level) -> Level:
+        by_value = {lv.value: lv for lv in SETTING_LEVELS}
+        return self._parse(name, default, lambda raw: by_value[raw.lower()],
+                           ", ".join(by_value))
+
+    def pss_version(self, name: str, default: str) -> str:
+        return self._parse(name, default, parse_version, VERSION_ACCEPTED)
 
     def address(self, name: str, default: Address) -> Address:
         return self._parse(name, default, parse_address, "HOST:PORT with PORT 0-65535")

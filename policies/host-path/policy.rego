@@ -25,6 +25,10 @@ host_paths := [[object.get(volume, "name", ""), volume.hostPath] |
 
 deny contains info if {
 	matches
+
+	# Under a Pod Security Standards level MT3005/MT3013 reports this field instead
+	# (docs/pod-security.md, "Overlaps"): one failure per field, never two.
+	not data.magtape.lib.pod_security.baseline_applies
 	some [name, host_path] in host_paths
 	text := concat("", ["hostPath is configured for volume ", data.magtape.lib.messages.quoted(name)])
 	info := data.magtape.lib.messages.failure("host-path", "MED", "MT1010", text, {"volume": name, "path": data.magtape.lib.workloads.get(host_path, "path", "")})

@@ -31,6 +31,10 @@ host_port_users := [[object.get(container, "name", ""), host_ports] |
 
 deny contains info if {
 	matches
+
+	# Under a Pod Security Standards level MT3006 reports this field instead
+	# (docs/pod-security.md, "Overlaps"): one failure per field, never two.
+	not data.magtape.lib.pod_security.baseline_applies
 	some [name, host_ports] in host_port_users
 	text := concat("", ["hostPort is configured for container ", data.magtape.lib.messages.quoted(name)])
 	info := data.magtape.lib.messages.failure("host-port", "HIGH", "MT1008", text, {"container": name, "hostPorts": host_ports})

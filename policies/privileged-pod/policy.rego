@@ -26,6 +26,10 @@ privileged := [object.get(container, "name", "") |
 
 deny contains info if {
 	matches
+
+	# Under a Pod Security Standards level MT3003 reports this field instead
+	# (docs/pod-security.md, "Overlaps"): one failure per field, never two.
+	not data.magtape.lib.pod_security.baseline_applies
 	some name in privileged
 
 	# Built inline rather than with data.magtape.lib.messages.failure: this runs once per failing

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
+from magtape.audit import podsecurity as pod_security
 from magtape.audit.kinds import KIND_OF, audit_kinds, owned_by_audited, owner_kinds, served
 from magtape.audit.report import build_report
 from magtape.audit.results import (
@@ -35,7 +36,7 @@ from magtape.audit.service import options_for
 from magtape.enforcement import EnforcementState, Enforcer, labels_from_data
 from magtape.enforcement.inheritance import Inheritance, OwnersFrom
 from magtape.enforcement.state import ConfigWatch, ExceptionWatch
-from magtape.engine.sources import SourceError, load_data_files, policy_modules
+from magtape.engine.sources import SourceError, base_data, policy_modules
 from magtape.kube.discovery import format_errors, modules_of
 from magtape.kube.objects import Obj, with_kind
 from magtape.kube.replication import layout, replicated_kinds
@@ -75,7 +76,7 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
               "~/.kube/config points at the cluster", file=err)
         return EXIT_INPUT
     try:
-        audits, level, outside = _audit(settings, options, RawApi(api_client), err)
+        audits, level, outside, in_scope = _audit(settings, options, RawApi(api_client), err)
     except (ClusterReadError, ConfigError, SourceError) as exc:
         print(f"magtape audit: {exc}", file=err)
         return EXIT_INPUT
@@ -83,6 +84,8 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
     for a in audits:
         by_ns.setdefault(a.ref.namespace, []).append(a)
     denied = sorted(a.ref for a in audits if level in a.denied_at)
+    ps = settings.pod_security
+    views = pod_security.summarize(in_scope, audits, ps.default)
     if options.output == "json":
         limits = options_for(settings).limits
         doc = {"denyLevel": level.value,
@@ -91,11 +94,17 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
                "optIn": [{"namespace": ns, "optedIn": False,
                           **{key: [r.as_resource() for r in refs]
                              for key, refs in preview.items()}}
-                         for ns, preview in _opt_in_preview(audits, outside).items()]}
+                         for ns, preview in _opt_in_preview(audits, outside).items()],
+               "podSecurity": {
+                   "override": ps.override.document() if ps.override else None,
+                   "default": ps.default.document() if ps.default else None,
+                   "namespaces": [v.as_json() for v in views]}}
         out.write(json.dumps(doc, indent=2) + "\n")
     else:
         out.write(_table(audits, level))
         out.write(_preview_text(_opt_in_preview(audits, outside)))
+        if ps.override or ps.default or any(v.level or v.psa or v.controls for v in views):
+            out.write("\n" + pod_security.table(views, ps.override, ps.default))
     return EXIT_DENIED if denied else EXIT_OK
 
 
@@ -178,7 +187,7 @@ def _list(api: RawApi, ref: Any, namespace: str | None = None,
 
 def _data(settings: Settings, api: RawApi, namespaces: list[Obj]) -> dict[str, Any]:
     """``data`` as the webhook's replication lays it out (kube-mgmt's layout)."""
-    data = load_data_files(settings.engine.data_files)
+    data = base_data(settings)
     kubernetes: dict[str, Any] = dict(data.get("kubernetes") or {})
     for ref in replicated_kinds(settings.cluster.replicate_kinds):
         kubernetes[ref.plural] = layout(namespaces if ref == NAMESPACES else _list(api, ref))
@@ -212,8 +221,9 @@ def _enforcer(settings: Settings, api: RawApi, data: Mapping[str, Any],
 
 
 def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi, err: TextIO
-           ) -> tuple[list[ObjectAudit], DenyLevel, frozenset[str]]:
-    """The audits, the deny level, and the audited namespaces that are not opted in."""
+           ) -> tuple[list[ObjectAudit], DenyLevel, frozenset[str], list[Obj]]:
+    """The audits, the deny level, the audited namespaces that are not opted in, and the
+    Namespace objects in the audit's scope."""
     from magtape.audit.results import Auditor
     from magtape.engine.embedded import EmbeddedEngine
 
@@ -247,20 +257,19 @@ def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi, err: T
         auditor = Auditor(enforcer, engine.evaluate,
                           catalogue_for(settings.engine.policy_dirs, settings.docs_url),
                           owner_kinds(settings.exceptions.controller_owner_kinds))
-        objects = []
-        for obj in listed:
-            ns = ref_of(obj).namespace
-            if not ns or owned_by_audited(obj, audited):
-                continue
-            if options.namespaces and ns not in options.namespaces:
-                continue
-            if not (scope.all_namespaces or options.all_namespaces or options.namespaces
-                    or directory.opted_in(ns)):
-                continue
-            objects.append(obj)
+
+        def in_scope(ns: str) -> bool:
+            if options.namespaces:
+                return ns in options.namespaces
+            return scope.all_namespaces or options.all_namespaces or directory.opted_in(ns)
+
+        objects = [obj for obj in listed
+                   if (ns := ref_of(obj).namespace) and not owned_by_audited(obj, audited)
+                   and in_scope(ns)]
         outside = frozenset(ns for obj in objects
                             if not directory.opted_in(ns := ref_of(obj).namespace))
+        scoped = [n for n in namespaces if in_scope(str((n.get("metadata") or {}).get("name")))]
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="audit") as pool:
-            return list(pool.map(auditor.audit, objects)), level, outside
+            return list(pool.map(auditor.audit, objects)), level, outside, scoped
     finally:
         engine.close()

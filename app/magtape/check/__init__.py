@@ -45,7 +45,7 @@ from magtape.enforcement import Enforcer
 from magtape.enforcement.inheritance import Inheritance, OwnersFrom
 from magtape.enforcement.overrides import EnforcementConfig
 from magtape.engine import EngineError
-from magtape.engine.sources import SourceError, deep_merge, load_data_files, policy_modules
+from magtape.engine.sources import SourceError, base_data, deep_merge, policy_modules
 from magtape.policy import Evaluation, LoadReport, PolicyInfo, PolicyModule
 from magtape.remediation import Catalogue, RemediationError, catalogue_for
 from magtape.settings import Settings
@@ -179,7 +179,7 @@ class PolicySources:
 
     @classmethod
     def read(cls, settings: Settings) -> PolicySources:
-        data = load_data_files(settings.engine.data_files)
+        data = base_data(settings)
         return cls(tuple(policy_modules(settings.engine.policy_dirs)), data)
 
 
@@ -297,6 +297,11 @@ def _check_one(engine: Any, m: Manifest, options: CheckOptions, enforcer: Enforc
         return ObjectResult(m, ns, Verdict.ERROR, checks, errors=(str(exc),))
     errors = tuple(f"policy {e.policy} ({e.errcode}) failed: {e.message}"
                    for e in evaluation.policy_errors)
+    # The checks that applied (their `matches` held), not all that target the kind: a
+    # Pod Security check in a namespace without a level is not a passed check.
+    applied = ({r.policy for r in evaluation.results}
+               | {e.policy for e in evaluation.policy_errors})
+    checks = tuple(p for p in checks if p.name in applied)
     findings = tuple(
         Finding(f.violation, f.verdict is DecisionVerdict.DENY,
                 catalogue.for_violation(f.violation),

@@ -50,7 +50,6 @@ from magtape.check import (
     NothingChecked,
     PolicySources,
     _Engine,
-    checks_by_kind,
     evaluate,
 )
 from magtape.check.manifests import Input, InputError, Manifest, parse_document_text
@@ -235,7 +234,7 @@ def run_sharded(settings: Settings, options: CheckOptions, policy: PolicySources
             report = _combined(progress, progress_counts)
             run = evaluate(settings, own, replace(options, jobs=1), report, engine,
                            namespaces=namespaces)
-        by_kind = checks_by_kind(run.policies)
+        by_name = {p.name: p for p in run.policies}
         results = list(run.objects)
         parts = render_parts(options.output, run)
         for child, conn in children:
@@ -245,7 +244,7 @@ def run_sharded(settings: Settings, options: CheckOptions, policy: PolicySources
             # 0.02 s for 1,500 objects).
             gc.disable()
             try:
-                results.extend(_unpack(r, run.catalogue, by_kind) for r in reply[1])
+                results.extend(_unpack(r, run.catalogue, by_name) for r in reply[1])
             finally:
                 gc.enable()
             if parts is not None:
@@ -348,7 +347,7 @@ def _pack(o: ObjectResult) -> tuple[Any, ...]:
             tuple((f.violation.msg, f.violation.policy, f.violation.severity.value,
                    f.violation.errcode, f.violation.details, f.denies, f.exemption)
                   for f in o.findings),
-            o.errors, o.failed_policies)
+            o.errors, o.failed_policies, tuple(p.name for p in o.checks))
 
 
 def _identity(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -361,13 +360,13 @@ def _identity(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _unpack(r: tuple[Any, ...], catalogue: Catalogue,
-            by_kind: Mapping[str, tuple[PolicyInfo, ...]]) -> ObjectResult:
-    path, index, line, obj, item, namespace, verdict, findings, errors, failed = r
+            by_name: Mapping[str, PolicyInfo]) -> ObjectResult:
+    path, index, line, obj, item, namespace, verdict, findings, errors, failed, checks = r
     manifest = Manifest(path, index, line, obj, item)
     out = []
     for msg, policy, severity, errcode, details, denies, exemption in findings:
         violation = Violation(msg, policy, Severity(severity), errcode, details)
         out.append(Finding(violation, denies, catalogue.for_violation(violation), exemption))
-    return ObjectResult(manifest, namespace, Verdict(verdict), by_kind.get(manifest.kind, ()),
-                        tuple(out), errors, failed)
+    return ObjectResult(manifest, namespace, Verdict(verdict),
+                        tuple(by_name[name] for name in checks), tuple(out), errors, failed)
 

@@ -5,7 +5,11 @@ watcher that loads them and ``magtape check --exceptions``, so an exception is
 valid in the same way everywhere. An exception covers a failure only when the
 failure's check ID is listed, the object is in the exception's namespace and
 matches every given criterion (kind, name or ``*``/``?`` pattern, label
-selector, container names), and the decision time is before ``expiresAt``.
+selector, container names, image patterns), and the decision time is before
+``expiresAt``. Container and image criteria are about the failure, not the
+object: only a failure whose ``details`` name a matching container (and
+image) is exempted, so a vendor sidecar can be exempted from one check
+without exempting the pod it runs in.
 Expiry is compared with the decision's clock, never cached, so an exception
 stops applying at its expiry without any restart or event.
 """
@@ -33,8 +37,14 @@ MAX_CHECKS = 32
 MAX_KINDS = 16
 MAX_NAMES = 64
 MAX_CONTAINERS = 32
+MAX_IMAGES = 32
+# spec.match's fields (the CRD's schema lists the same ones).
+MATCH_FIELDS = ("kinds", "names", "selector", "containers", "images")
+MAX_IMAGE_LENGTH = 512  # a registry/path:tag@sha256:digest reference fits
 MAX_TEXT = 1024
 _NAME_PATTERN = re.compile(r"^[a-z0-9*?]([-a-z0-9.*?]{0,251}[a-z0-9*?])?$")
+# Image reference characters, with * and ? (matched as written in the pod spec).
+_IMAGE_PATTERN = re.compile(r"^[A-Za-z0-9*?][-A-Za-z0-9._/:@*?]*$")
 _CHECK_ID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,63}$")
 
 
@@ -59,6 +69,7 @@ class PolicyException:
     names: tuple[str, ...] = ()  # exact names or patterns; empty: any name
     selector: LabelSelector | None = None  # None: any labels
     containers: frozenset[str] = frozenset()  # empty: the failure may concern any container
+    images: tuple[str, ...] = ()  # image patterns; empty: the failure may concern any image
     reason: str = ""
     owner: str = ""
     ticket: str = ""
@@ -85,6 +96,13 @@ class PolicyException:
             return None
         return re.compile("|".join(f"(?:{translate(n)})" for n in self.names))
 
+    @cached_property
+    def _images(self) -> re.Pattern[str] | None:
+        """All of ``images`` as one pattern; ``*`` also crosses ``/`` and ``:``."""
+        if not self.images:
+            return None
+        return re.compile("|".join(f"(?:{translate(i)})" for i in self.images))
+
     def matches_object(self, namespace: str, kind: str, name: str,
                        labels: Mapping[str, str] | None) -> bool:
         """True when the object is one this exception is about (checks and expiry aside)."""
@@ -98,11 +116,19 @@ class PolicyException:
         """True when ``violation`` (of an object :meth:`matches_object`) is exempted."""
         if violation.errcode not in self.checks:
             return False
+        details = violation.details or {}
         if self.containers:
             # Only failures that say which container they are about can match:
             # a pod-level failure is not exempted by a container exception.
-            container = (violation.details or {}).get("container")
-            return isinstance(container, str) and container in self.containers
+            container = details.get("container")
+            if not (isinstance(container, str) and container in self.containers):
+                return False
+        if self._images is not None:
+            # Likewise only failures that name the image: a failure without
+            # one (pod level, or a policy that does not say) is never covered.
+            image = details.get("image")
+            if not (isinstance(image, str) and self._images.match(image)):
+                return False
         return True
 
 
@@ -153,18 +179,26 @@ def parse_exception(obj: Any, *, max_lifetime: timedelta, lifetime_start: dateti
     kinds: list[str] = []
     names: list[str] = []
     containers: list[str] = []
+    images: list[str] = []
     selector: LabelSelector | None = None
     if not isinstance(match, dict):
         problems.append("spec.match is missing: say which objects (names and/or selector)")
     else:
-        unknown_fields = set(match) - {"kinds", "names", "selector", "containers"}
+        unknown_fields = set(match) - set(MATCH_FIELDS)
         if unknown_fields:
             problems.append(f"spec.match has unknown field(s) {', '.join(sorted(unknown_fields))}"
-                            "; accepted kinds, names, selector, containers")
+                            f"; accepted {', '.join(MATCH_FIELDS)}")
         kinds = _strings(match, "kinds", MAX_KINDS, problems, prefix="spec.match.")
         names = _strings(match, "names", MAX_NAMES, problems, prefix="spec.match.")
         containers = _strings(match, "containers", MAX_CONTAINERS, problems,
                               prefix="spec.match.")
+        images = _strings(match, "images", MAX_IMAGES, problems, prefix="spec.match.",
+                          max_length=MAX_IMAGE_LENGTH)
+        for pattern in images:
+            if not _IMAGE_PATTERN.match(pattern) or pattern.strip("*?") == "":
+                problems.append(f"spec.match.images entry {pattern!r} is not an image reference "
+                                "or a pattern of one with * and ? (a pattern of only wildcards "
+                                "would match every image: leave images out instead)")
         for pattern in names:
             if not _NAME_PATTERN.match(pattern):
                 problems.append(f"spec.match.names entry {pattern!r} is not an object name or a "
@@ -204,6 +238,7 @@ def parse_exception(obj: Any, *, max_lifetime: timedelta, lifetime_start: dateti
     return PolicyException(namespace=namespace, name=name, checks=frozenset(checks),
                            expires_at=expires_at, kinds=frozenset(kinds), names=tuple(names),
                            selector=selector, containers=frozenset(containers),
+                           images=tuple(images),
                            reason=reason, owner=owner, ticket=ticket)
 
 
@@ -213,7 +248,8 @@ def _days(span: timedelta) -> str:
 
 
 def _strings(doc: dict[str, Any], key: str, limit: int, problems: list[str], *,
-             prefix: str = "spec.", required: bool = False) -> list[str]:
+             prefix: str = "spec.", required: bool = False,
+             max_length: int = 253) -> list[str]:
     value = doc.get(key)
     if value is None:
         if required:
@@ -226,8 +262,8 @@ def _strings(doc: dict[str, Any], key: str, limit: int, problems: list[str], *,
         problems.append(f"{prefix}{key} is empty: list at least one")
     if len(value) > limit:
         problems.append(f"{prefix}{key} has {len(value)} entries; at most {limit}")
-    if any(len(v) > 253 for v in value):
-        problems.append(f"{prefix}{key} has an entry longer than 253 characters")
+    if any(len(v) > max_length for v in value):
+        problems.append(f"{prefix}{key} has an entry longer than {max_length} characters")
     return list(value)
 
 

@@ -8,12 +8,22 @@ so this engine is only an :class:`~magtape.engine.Evaluator` and the server
 builds no policy store for it. ``ready`` reflects the last contact with OPA
 (a request or a health check at most every few seconds), so readiness probes
 cost no network call each.
+
+The documents MagTape's own settings put into ``data`` (the cluster-wide Pod
+Security default, ``data.magtape.pod_security``) are not kube-mgmt's to load:
+this engine writes them with the Data API before its first evaluation, again
+after any failed contact (OPA may have restarted and lost them), and checks
+them at every health check, so both engines evaluate against the same data.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import requests
 
@@ -22,6 +32,8 @@ from magtape.engine.policyset import MetadataError, parse_metadata, read_deny
 from magtape.policy import Evaluation, PolicyError, PolicyResult
 from magtape.review import Review
 
+log = logging.getLogger(__name__)
+
 DECISIONS_PATH = "/v1/data/magtape/main/decisions"
 # How long one contact with OPA vouches for readiness.
 HEALTH_TTL_SECONDS = 5.0
@@ -29,9 +41,14 @@ HEALTH_TTL_SECONDS = 5.0
 
 class OpaEngine:
     def __init__(self, base_url: str, timeout_seconds: float,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None,
+                 documents: Mapping[str, Any] | None = None) -> None:
+        """``documents``: Data API paths (``magtape/pod_security``) and the value each must hold."""
         self._url = base_url.rstrip("/") + DECISIONS_PATH
         self._health = base_url.rstrip("/") + "/health"
+        self._data_url = base_url.rstrip("/") + "/v1/data/"
+        self._documents = {path.strip("/"): value for path, value in (documents or {}).items()}
+        self._written = not self._documents  # written since the last failed contact
         self._timeout = timeout_seconds
         self._session = session or requests.Session()
         self._healthy_until = 0.0
@@ -39,6 +56,8 @@ class OpaEngine:
         self._health_lock = threading.Lock()
 
     def evaluate(self, review: Review) -> Evaluation:
+        if not self._written:
+            self._write_documents()
         body = '{"input":' + review.raw + "}"
         try:
             resp = self._session.post(self._url, data=body, timeout=self._timeout,
@@ -83,6 +102,29 @@ class OpaEngine:
         with self._health_lock:
             self._healthy = healthy
             self._healthy_until = time.monotonic() + HEALTH_TTL_SECONDS
+            if not healthy:
+                self._written = not self._documents
+
+    def _write_documents(self, *, only_changed: bool = False) -> None:
+        """PUT every document (``only_changed``: those OPA does not hold as they are)."""
+        for path, value in self._documents.items():
+            url = self._data_url + path
+            try:
+                if only_changed:
+                    held = self._session.get(url, timeout=self._timeout)
+                    if held.status_code == 200 and held.json().get("result") == value:
+                        continue
+                resp = self._session.put(url, data=json.dumps(value), timeout=self._timeout,
+                                         headers={"Content-Type": "application/json"})
+            except (requests.RequestException, ValueError) as exc:
+                self._mark(False)
+                raise EngineError("unavailable", f"cannot write data/{path} to OPA at "
+                                  f"{self._data_url}: {type(exc).__name__}") from None
+            if resp.status_code not in (200, 204):
+                raise EngineError("error", f"OPA refused data/{path} (HTTP {resp.status_code}: "
+                                  f"{_opa_error(resp)}); does a loaded policy use that "
+                                  "package?")
+        self._written = True
 
     @property
     def ready(self) -> bool:
@@ -96,6 +138,12 @@ class OpaEngine:
             ok = self._session.get(self._health, timeout=self._timeout).status_code == 200
         except requests.RequestException:
             ok = False
+        if ok and self._documents:
+            try:
+                self._write_documents(only_changed=True)
+            except EngineError as exc:
+                log.warning("not ready: %s", exc)
+                ok = False
         self._mark(ok)
         return ok
 

@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 
+from magtape.podsecurity import DATA_PATH, with_pod_security
 from magtape.policy import PolicyModule
 from magtape.remediation import builtin_policies_root
+from magtape.settings import Settings
 
 
 class SourceError(ValueError):
@@ -128,6 +130,23 @@ def load_data_files(paths: Iterable[str | Path]) -> dict[str, Any]:
             raise SourceError(f"data file {str(path)!r} must hold an object at the top level")
         deep_merge(data, doc)
     return data
+
+
+def base_data(settings: Settings) -> dict[str, Any]:
+    """``data`` before any replication: the data files, then what settings put there
+    (``magtape.pod_security``: the cluster-wide Pod Security default and the
+    offline ``--pod-security`` override). Every engine and command starts from this."""
+    return with_pod_security(load_data_files(settings.engine.data_files),
+                             settings.pod_security.default, settings.pod_security.override)
+
+
+def opa_documents(settings: Settings) -> dict[str, Any]:
+    """What the ``opa`` engine writes into OPA's ``data`` (kube-mgmt loads the rest):
+    ``magtape/pod_security``, empty when the default is off, so that OPA and the
+    embedded engine see the same document."""
+    section = with_pod_security({}, settings.pod_security.default,
+                                settings.pod_security.override)
+    return {"/".join(DATA_PATH): section.get(DATA_PATH[0], {}).get(DATA_PATH[1], {})}
 
 
 def deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,8 +48,10 @@ def build_engine(settings: Settings) -> Evaluator:
     """The configured engine; the embedded one also loads policies (PolicyLoader)."""
     if settings.engine.kind is EngineKind.OPA:
         from magtape.engine.opa import OpaEngine
+        from magtape.engine.sources import opa_documents
 
-        return OpaEngine(settings.engine.opa_url, settings.engine.timeout_seconds)
+        return OpaEngine(settings.engine.opa_url, settings.engine.timeout_seconds,
+                         documents=opa_documents(settings))
     from magtape.engine.embedded import EmbeddedEngine
 
     return EmbeddedEngine(settings.engine.timeout_seconds, workers=settings.engine.workers,
