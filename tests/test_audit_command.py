@@ -101,3 +101,13 @@ def test_without_a_cluster_it_says_what_to_do(monkeypatch: pytest.MonkeyPatch,
     out, err = io.StringIO(), io.StringIO()
     assert run_audit(Settings(), AuditCommandOptions(), out, err) == 2
     assert "set KUBECONFIG" in err.getvalue()
+
+
+def test_html_shows_the_denial_the_exemption_and_the_warning(kube: FakeKube) -> None:
+    code, out, _ = audit(kube, "html")
+    assert code == 1
+    assert out.startswith("<!DOCTYPE html>") and "<script" not in out
+    assert 'data-object="Pod team-a/agent"><td>Pod team-a/agent</td>' in out  # denied
+    assert "exempted by MagTapeException team-a/" in out  # legacy-agent's note
+    assert 'data-check="MT1003" data-object="Deployment team-a/web"' in out
+    assert "quiet" not in out

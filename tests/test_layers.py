@@ -20,13 +20,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "app" / "magtape"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry", ("magtape.__main__", "magtape.cli", "magtape.server", "magtape.check",
                "magtape.ruletest", "magtape.runtime", "magtape.report", "magtape.audit",
-               "magtape.listeners", "magtape.processes")),
-    ("web", ("magtape.web", "magtape.listeners")),
-    ("core", ("magtape.admission", "magtape.enforcement")),
+               "magtape.listeners", "magtape.processes", "magtape.ui.command")),
+    ("web", ("magtape.web", "magtape.listeners", "magtape.ui.web")),
+    ("core", ("magtape.admission", "magtape.enforcement", "magtape.ui.model",
+              "magtape.ui.history")),
     ("adapters", ("magtape.engine", "magtape.kube", "magtape.notify")),
     ("shared", ("magtape.__init__", "magtape.policy", "magtape.decision", "magtape.review",
                 "magtape.settings", "magtape.metrics", "magtape.text", "magtape.remediation",
-                "magtape.namespaces", "magtape.ttlcache", "magtape.background")),
+                "magtape.namespaces", "magtape.ttlcache", "magtape.background",
+                "magtape.ui", "magtape.ui.rows", "magtape.ui.templates")),
 )
 RANK = {name: rank for rank, (name, _) in enumerate(reversed(LAYERS))}
 

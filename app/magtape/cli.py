@@ -258,8 +258,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Evaluate the objects in the cluster as admission would now and print the "
                     "findings (docs/audit.md). Exit 0: nothing would be denied at the deny "
                     "level; 1: something would; 2: the cluster or the policies cannot be read.")
-    audit.add_argument("--output", "-o", choices=("table", "json"), default="table",
-                       help="table (default) or json (the PolicyReports the audit writes)")
+    audit.add_argument("--output", "-o", choices=("table", "json", "html"), default="table",
+                       help="table (default), json (the PolicyReports the audit writes) or "
+                            "html (one self-contained page)")
     audit.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
                        help=DENY_LEVEL_HELP + " (default MAGTAPE_DENY_LEVEL or LOW)")
     audit.add_argument("--namespace", "-n", action="append", metavar="NS",
@@ -307,8 +308,8 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
                             "is found (--fail-on HIGH is --deny-level LOW, --fail-on LOW is "
                             "--deny-level HIGH)")
     check.add_argument("--output", "-o", choices=OUTPUT_FORMATS, default="text",
-                       help="text (default), json, junit, sarif (code scanning) or github "
-                            "(workflow annotations)")
+                       help="text (default), json, junit, sarif (code scanning), github "
+                            "(workflow annotations) or html (one self-contained page)")
     check.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
                        help="check in N processes: the input is split into N parts, each "
                             "parsed and evaluated by its own process and engine worker; the "

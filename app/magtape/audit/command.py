@@ -46,7 +46,7 @@ Obj = dict[str, Any]
 
 @dataclass(frozen=True)
 class AuditCommandOptions:
-    output: str = "table"  # table or json
+    output: str = "table"  # table, json or html
     namespaces: tuple[str, ...] = ()  # only these (default: the audit's scope)
     all_namespaces: bool = False  # every namespace, opted in or not
     jobs: int = 1
@@ -81,6 +81,11 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
                "wouldDeny": [r.as_resource() for r in denied],
                "reports": [build_report(ns, found, limits) for ns, found in sorted(by_ns.items())]}
         out.write(json.dumps(doc, indent=2) + "\n")
+    elif options.output == "html":
+        from magtape.report.html import render_audit
+
+        out.write(render_audit(audits, level, catalogue_for(settings.engine.policy_dirs,
+                                                            settings.docs_url)))
     else:
         out.write(_table(audits, level))
     return EXIT_DENIED if denied else EXIT_OK
