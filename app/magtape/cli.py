@@ -1,4 +1,4 @@
-"""Command line: ``magtape serve | check | audit | review | explain | test | init``.
+"""Command line: ``magtape serve | check | audit | ui | review | explain | test | init``.
 
 Flags override the environment (``MAGTAPE_*``); both are parsed into one
 :class:`~magtape.settings.Settings`. Every flag is declared here; each
@@ -90,6 +90,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return run_audit(settings, AuditCommandOptions(
             output=args.output, namespaces=tuple(args.namespace or ()),
             all_namespaces=args.all_namespaces, jobs=args.jobs), out=sys.stdout, err=sys.stderr)
+    if args.command == "ui":
+        from magtape.ui.command import UiOptions, run_ui
+
+        address = parse_address(args.ui_listen)
+        return run_ui(settings, UiOptions(host=address.host, port=address.port,
+                                          history=args.event_history), err=sys.stderr)
     if args.command == "review":
         return _review(args.paths, args.namespace)
     if args.command == "test":
@@ -221,6 +227,14 @@ DENY_LEVEL_HELP = ("OFF, LOW, MED or HIGH: how strict to be. LOW denies only HIG
                    "failures, MED denies MED and HIGH, HIGH denies every failure, OFF none")
 
 
+def _listen(raw: str) -> str:
+    try:
+        parse_address(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {raw!r}") from None
+    return raw
+
+
 def _positive(raw: str) -> int:
     try:
         n = int(raw)
@@ -271,6 +285,21 @@ def _parser() -> argparse.ArgumentParser:
                        help="evaluate N objects in parallel (default 1)")
     _docs_flag(audit)
     _policy_flags(audit)
+
+    ui = sub.add_parser(
+        "ui", help="serve the read-only compliance page (docs/ui.md)",
+        description="Serve the read-only compliance page: namespaces, checks, blocked and "
+                    "warned admissions, exceptions, read through watches with the kubeconfig's "
+                    "or the pod's identity (docs/ui.md).")
+    ui.add_argument("--listen", dest="ui_listen", metavar="HOST:PORT", default="127.0.0.1:8080",
+                    type=_listen, help="where to serve (default 127.0.0.1:8080: loopback, "
+                                       "reached with kubectl port-forward)")
+    ui.add_argument("--event-history", type=_positive, default=5000, metavar="N",
+                    help="admission Events kept after the API server deletes them (default "
+                         "5000)")
+    ui.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
+                    help=DENY_LEVEL_HELP + " (the webhook's MAGTAPE_DENY_LEVEL; default LOW)")
+    _docs_flag(ui)
 
     review = sub.add_parser("review", help="print the AdmissionReview the API server would "
                                            "send for each object (one JSON per line)")

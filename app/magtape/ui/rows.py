@@ -73,6 +73,13 @@ class CheckInfo:
     hint: str = ""
     url: str = ""
 
+    @property
+    def heading(self) -> str:
+        """``MT2001 · privileged-pod · HIGH`` (a README title names its ID already)."""
+        if self.title.startswith(self.check_id):
+            return self.title
+        return f"{self.check_id} {self.title or self.policy}".strip()
+
 
 @dataclass
 class Group:

@@ -1,0 +1,163 @@
+"""``magtape ui``: the read-only compliance page, wired: five watches, one model, waitress.
+
+One :class:`~magtape.kube.reflector.Reflector` per resource (PolicyReports,
+Namespaces, MagTapeExceptions, the enforcement ConfigMap, MagTape's Events)
+fills the :class:`~magtape.ui.model.Model`; the Flask app reads only that.
+Every list and watch call is observed so the page can say when its data went
+stale; the reflectors keep the last known state and reconnect on their own.
+Listens on 127.0.0.1 by default: reach it with ``kubectl port-forward``
+(docs/ui.md). Read-only: the identity needs only get/list/watch.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, TextIO
+
+from magtape.background import Backoff
+from magtape.enforcement.watch import EXCEPTIONS
+from magtape.kube.reflector import Handler, Reflector
+from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi, ResourceRef, WatchStream
+from magtape.listeners import ListenerLimits, create_bounded_server
+from magtape.remediation import catalogue_for
+from magtape.settings import Settings
+from magtape.ui.model import Health, Model
+
+log = logging.getLogger(__name__)
+
+POLICY_REPORTS = ResourceRef("wgpolicyk8s.io/v1alpha2", "policyreports")
+EVENTS = ResourceRef("events.k8s.io/v1", "events")
+REPORT_SELECTOR = "app.kubernetes.io/managed-by=magtape"  # audit.report.MANAGED_BY
+EVENT_SELECTOR = "magtape-event=policy-failure"  # notify.events.EVENT_LABELS
+DEFAULT_LISTEN = ("127.0.0.1", 8080)
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class UiOptions:
+    host: str = DEFAULT_LISTEN[0]
+    port: int = DEFAULT_LISTEN[1]
+    history: int = 5000  # Events kept after the API server deletes them
+    threads: int = 4
+    watch_timeout_seconds: int = 300
+    backoff_max_seconds: float = 10.0
+
+
+class ObservedApi(RawApi):
+    """The RawApi whose list and watch calls report success or failure to :class:`Health`."""
+
+    def __init__(self, client: Any, health: Health, timeout_seconds: float = 15.0) -> None:
+        super().__init__(client, timeout_seconds)
+        self._health = health
+
+    def list(self, ref: ResourceRef, namespace: str | None = None,
+             label_selector: str | None = None) -> dict[str, Any]:
+        try:
+            doc = super().list(ref, namespace, label_selector)
+        except KubeError:
+            self._health.failed(str(ref))
+            raise
+        self._health.succeeded(str(ref))
+        return doc
+
+    def watch(self, ref: ResourceRef, namespace: str | None, resource_version: str,
+              label_selector: str | None = None, timeout_seconds: int = 300) -> WatchStream:
+        try:
+            stream = super().watch(ref, namespace, resource_version, label_selector,
+                                   timeout_seconds)
+        except KubeError:
+            self._health.failed(str(ref))
+            raise
+        return _ObservedStream(stream, self._health, str(ref))
+
+
+class _ObservedStream(WatchStream):
+    """A watch that marks its resource stale when it breaks (not when it is closed)."""
+
+    def __init__(self, inner: WatchStream, health: Health, resource: str) -> None:
+        self._inner, self._health, self._resource = inner, health, resource
+
+    def __iter__(self) -> Any:
+        try:
+            yield from self._inner
+        except KubeError:
+            self._health.failed(self._resource)
+            raise
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def reflectors(settings: Settings, api: RawApi, model: Model, options: UiOptions
+               ) -> list[Reflector]:
+    def one(ref: ResourceRef, handler: Handler, namespace: str | None = None,
+            selector: str | None = None) -> Reflector:
+        model.health.expect(str(ref))
+        return Reflector(api, ref, handler, namespace=namespace, label_selector=selector,
+                         watch_timeout_seconds=options.watch_timeout_seconds,
+                         backoff=Backoff(0.5, options.backoff_max_seconds))
+
+    return [one(POLICY_REPORTS, model.reports, selector=REPORT_SELECTOR),
+            one(NAMESPACES, model.namespaces),
+            one(EXCEPTIONS, model.exception_watch),
+            one(CONFIGMAPS, model.config_watch, namespace=settings.identity.namespace),
+            one(EVENTS, model.history, selector=EVENT_SELECTOR)]
+
+
+def build_model(settings: Settings, options: UiOptions) -> Model:
+    return Model(settings.deny_level, catalogue_for(settings.engine.policy_dirs,
+                                                    settings.docs_url),
+                 settings.exceptions.enforcement_configmap, options.history)
+
+
+# A person's browser behind kubectl port-forward: small GETs, few connections.
+UI_LIMITS = ListenerLimits(threads=4, connection_limit=256, idle_seconds=30.0,
+                           request_read_seconds=10.0, max_header_bytes=16 * 1024,
+                           max_body_bytes=1024, backlog=128)
+
+
+def run_ui(settings: Settings, options: UiOptions, err: TextIO, api_client: Any = None) -> int:
+    """Serve until SIGTERM/SIGINT."""
+    from magtape.server import stop_waitress
+    from magtape.ui.web import create_app
+
+    if api_client is None:
+        from magtape.kube import client as kube_client
+
+        api_client = kube_client.api_client()
+    if api_client is None:
+        print("magtape ui: no cluster found; run it in the cluster (components/ui) or set "
+              "KUBECONFIG", file=err)
+        return EXIT_USAGE
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    model = build_model(settings, options)
+    watches = reflectors(settings, ObservedApi(api_client, model.health), model, options)
+    try:
+        server = create_bounded_server(create_app(model), options.host, options.port,
+                                       replace(UI_LIMITS, threads=options.threads),
+                                       "magtape-ui")
+    except OSError as exc:
+        print(f"magtape ui: cannot listen on {options.host}:{options.port} (--listen): "
+              f"{exc.strerror or exc}", file=err)
+        return EXIT_USAGE
+    for r in watches:
+        r.start()
+    thread = threading.Thread(target=server.run, name="waitress-ui", daemon=True)
+    thread.start()
+    log.info("magtape ui listening on http://%s:%d/ (read-only)", options.host,
+             server.effective_port)
+    stop.wait()
+    stop_waitress(server, thread, 5.0)
+    for r in watches:
+        r.stop()
+    return 0
