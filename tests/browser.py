@@ -9,6 +9,7 @@ keeps what axe rates serious or critical.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -64,9 +65,8 @@ def serious_violations(driver: webdriver.Chrome) -> list[dict[str, Any]]:
 
 
 def full_page_screenshot(driver: webdriver.Chrome, path: Path) -> None:
-    """The whole page (up to 4,000 px tall), not just the window."""
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(WIDTH, min(max(height, 400), 4000))
+    """The whole page, not just the window (Chrome DevTools' capture beyond the viewport)."""
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot",
+                                  {"format": "png", "captureBeyondViewport": True})
     path.parent.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(path))
-    driver.set_window_size(WIDTH, HEIGHT)
+    path.write_bytes(base64.b64decode(shot["data"]))
