@@ -19,6 +19,7 @@ from magtape.ui.model import PER_PAGE, Model
 from magtape.ui.web import create_app
 from test_html_report import Page
 from uisupport import NOW, event, filled_model, namespace, report, result
+from waiting import eventually
 
 
 @pytest.fixture
@@ -178,3 +179,15 @@ def test_the_history_keeps_expired_events_and_is_bounded() -> None:
                                      NOW + timedelta(minutes=i)))
     assert [a.name for a in history.newest_first()] == ["app-4", "app-3", "app-2"]
     assert history.dropped == 2
+
+
+def test_a_report_change_is_shown_once_the_index_caught_up(model: Model,
+                                                          client: FlaskClient) -> None:
+    assert len(rows(page(client, "/checks?namespace=team-c"), "result")) == 0
+    model.reports.apply("MODIFIED", report("team-c", {"api": [result("MT2001", "fail")]}))
+    # Views keep answering meanwhile (from the previous index); the new result appears.
+    eventually(lambda: len(rows(page(client, "/checks?namespace=team-c"), "result")) == 1, 10,
+               "the changed report on the page")
+    assert model.reports.settled()
+    assert rows(page(client, "/namespaces?namespace=team-c"), "ns")[0].startswith(
+        "team-c 1 (high 1)")

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from magtape.enforcement.exceptions import PolicyException
+from magtape.enforcement.overrides import EnforcementConfig
 from magtape.enforcement.state import ConfigWatch, EnforcementState, ExceptionWatch
 from magtape.policy import DenyLevel
 from magtape.remediation import Catalogue
@@ -45,6 +46,7 @@ T = TypeVar("T")
 PSS_LABEL = "k8s.t-mobile.com/pod-security"
 OMITTED = "magtape.k8s.t-mobile.com/omitted-results"  # audit.report.OMITTED
 PER_PAGE = 50
+MEMO_SIZE = 64  # sorted namespace lists kept, one per distinct query
 _EXEMPTED_BY = re.compile(r"exempted by MagTapeException ([^\s/]+)/([^\s\]]+)")
 NAMESPACE_SORTS = ("name", "failing", "warned", "exempted", "deny", "pss")
 
@@ -129,6 +131,7 @@ class NamespaceLabels:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._labels: dict[str, dict[str, str]] = {}
+        self._version = 0
 
     def replace(self, objects: list[Obj]) -> None:
         labels = {}
@@ -138,6 +141,7 @@ class NamespaceLabels:
                 labels[meta["name"]] = dict(meta.get("labels") or {})
         with self._lock:
             self._labels = labels
+            self._version += 1
 
     def apply(self, event_type: str, obj: Obj) -> None:
         meta = obj.get("metadata") or {}
@@ -149,10 +153,11 @@ class NamespaceLabels:
                 self._labels.pop(name, None)
             else:
                 self._labels[name] = dict(meta.get("labels") or {})
+            self._version += 1
 
-    def snapshot(self) -> dict[str, dict[str, str]]:
+    def versioned(self) -> tuple[int, dict[str, dict[str, str]]]:
         with self._lock:
-            return dict(self._labels)
+            return self._version, dict(self._labels)
 
 
 # ---------------------------------------------------------------------- the reports
@@ -192,8 +197,8 @@ class ReportStore:
         self._lock = threading.Lock()
         self._by_ns: dict[str, _NamespaceReport] = {}
         self._version = 0
-        self._flat: tuple[Row, ...] = ()
-        self._flat_version = -1
+        self._index: ResultIndex | None = None
+        self._rebuilding = False
         self.urls: dict[str, str] = {}  # check ID -> README link the reports give
 
     def replace(self, objects: list[Obj]) -> None:
@@ -233,14 +238,87 @@ class ReportStore:
         with self._lock:
             return dict(self._by_ns)
 
-    def all_rows(self) -> tuple[Row, ...]:
-        """Every result, in display order (rebuilt only after a change)."""
+    def index(self) -> ResultIndex:
+        """Every result, sorted and indexed. Built on the first view; after a change it is
+        rebuilt on a background thread while views keep answering from the previous
+        one (a rebuild of 50,000 results takes longer than a page view may), so a
+        view is at most one rebuild behind the watches."""
         with self._lock:
-            if self._flat_version != self._version:
-                self._flat = tuple(sorted((r for rep in self._by_ns.values() for r in rep.rows),
-                                          key=row_order))
-                self._flat_version = self._version
-            return self._flat
+            current, version = self._index, self._version
+            if current is not None:
+                if current.version != version and not self._rebuilding:
+                    self._rebuilding = True
+                    threading.Thread(target=self._rebuild, name="magtape-ui-index",
+                                     daemon=True).start()
+                return current
+            by_ns = dict(self._by_ns)
+        built = ResultIndex(version, by_ns)
+        with self._lock:
+            if self._index is None or self._index.version < built.version:
+                self._index = built
+            return self._index
+
+    def _rebuild(self) -> None:
+        while True:
+            with self._lock:
+                version, by_ns = self._version, dict(self._by_ns)
+            built = ResultIndex(version, by_ns)
+            with self._lock:
+                self._index = built
+                if self._version == version:
+                    self._rebuilding = False
+                    return
+
+    def settled(self) -> bool:
+        """No change is waiting for the index (tests and the benchmark wait on it)."""
+        with self._lock:
+            return self._index is not None and self._index.version == self._version
+
+    def all_rows(self) -> tuple[Row, ...]:
+        return self.index().rows
+
+
+class ResultIndex:
+    """One version of every result: in display order, by namespace and by check, with
+    each check's totals, so a page view never scans 50,000 results to answer."""
+
+    def __init__(self, version: int, by_ns: Mapping[str, _NamespaceReport]) -> None:
+        self.version = version
+        self.rows = tuple(sorted((r for rep in by_ns.values() for r in rep.rows),
+                                 key=row_order))
+        by_ns_rows: dict[str, list[Row]] = {}
+        by_check: dict[str, list[Row]] = {}
+        self.meta: dict[str, tuple[str, str]] = {}  # check -> (severity, policy)
+        self.totals: dict[str, list[int]] = {}  # check -> [failing, warned, exempted]
+        # namespace -> (check, result, severity) -> count
+        self.ns_counts: dict[str, dict[tuple[str, str, str], int]] = {}
+        for r in self.rows:
+            by_ns_rows.setdefault(r.namespace, []).append(r)
+            by_check.setdefault(r.check_id, []).append(r)
+            self.meta.setdefault(r.check_id, (r.severity, r.policy))
+            self.totals.setdefault(r.check_id, [0, 0, 0])[_column(r.result)] += 1
+            counts = self.ns_counts.setdefault(r.namespace, {})
+            key = (r.check_id, r.result, r.severity)
+            counts[key] = counts.get(key, 0) + 1
+        self.by_ns = {ns: tuple(rows) for ns, rows in by_ns_rows.items()}
+        self.by_check = {c: tuple(rows) for c, rows in by_check.items()}
+        self.check_ids = tuple(sorted(c for c in by_check if c))
+
+    def matching(self, q: Query) -> list[Row] | tuple[Row, ...]:
+        """The rows ``q`` selects, in display order, from the narrowest index."""
+        if q.namespace:
+            base = self.by_ns.get(q.namespace, ())
+        elif q.check:
+            base = self.by_check.get(q.check, ())
+        else:
+            base = self.rows
+        if (q.check and q.namespace) or q.severity:
+            return [r for r in base if _matches(r, q)]
+        return base
+
+
+def _column(result: str) -> int:
+    return 0 if result in ("fail", "error") else 1 if result == "warn" else 2
 
 
 # ------------------------------------------------------------------------ the views
@@ -297,6 +375,9 @@ class Model:
         self.config_watch = ConfigWatch(self.enforcement, enforcement_configmap)
         self.history = AdmissionHistory(history_capacity, self.clock)
         self.health = Health(self.clock)
+        self._memo_lock = threading.Lock()
+        self._memo: dict[tuple[int, int, Query], list[NamespaceRow]] = {}
+        self._memo_config: EnforcementConfig | None = None
 
     # -- shared ------------------------------------------------------------------
     def info(self, check_id: str, policy: str = "", severity: str = "") -> CheckInfo:
@@ -307,9 +388,7 @@ class Model:
                          remedy.url or self.reports.urls.get(check_id, ""))
 
     def check_ids(self) -> list[str]:
-        seen = {r.check_id for r in self.reports.all_rows() if r.check_id}
-        seen.update(r.id for r in self.catalogue)
-        return sorted(seen)
+        return sorted({*self.reports.index().check_ids, *(r.id for r in self.catalogue)})
 
     def deny_level(self, namespace: str, labels: Mapping[str, str] | None) -> DenyLevel:
         found = dict(labels or {})
@@ -318,7 +397,29 @@ class Model:
 
     # -- views -------------------------------------------------------------------
     def namespace_rows(self, q: Query) -> Page[NamespaceRow]:
-        labels = self.namespaces.snapshot()
+        """One row per namespace, sorted; the sorted list is kept per query until the
+        reports, the namespaces or the enforcement ConfigMap change, so paging and
+        re-reading cost nothing more."""
+        index = self.reports.index()
+        labels_version, labels = self.namespaces.versioned()
+        config = self.enforcement.config
+        key = (index.version, labels_version, replace(q, page=1))
+        with self._memo_lock:
+            if self._memo_config is not config or any(k[:2] != key[:2] for k in self._memo):
+                self._memo.clear()  # kept only for the current state
+                self._memo_config = config
+            rows = self._memo.get(key)
+        if rows is None:
+            rows = self._namespace_rows(q, index, labels)
+            with self._memo_lock:
+                if len(self._memo) >= MEMO_SIZE:
+                    self._memo.clear()
+                if self._memo_config is config:
+                    self._memo[key] = rows
+        return paginate(rows, q.page)
+
+    def _namespace_rows(self, q: Query, index: ResultIndex,
+                        labels: Mapping[str, Mapping[str, str]]) -> list[NamespaceRow]:
         reports = self.reports.namespaces()
         names = set(labels) | set(reports)
         if q.namespace:
@@ -328,7 +429,11 @@ class Model:
             rep = reports.get(name)
             counts: Mapping[tuple[str, str], int] = rep.counts if rep else {}
             if rep and (q.check or q.severity):
-                counts = _counts(r for r in rep.rows if _matches(r, q))
+                counts = {}
+                for (check, result, severity), n in index.ns_counts.get(name, {}).items():
+                    if (not q.check or check == q.check) and (
+                            not q.severity or severity == q.severity):
+                        counts[(result, severity)] = counts.get((result, severity), 0) + n
             ns_labels = labels.get(name)
             rows.append(NamespaceRow(name, self.deny_level(name, ns_labels).value,
                                      (ns_labels or {}).get(PSS_LABEL, ""), counts,
@@ -337,28 +442,27 @@ class Model:
         key = _NAMESPACE_KEYS.get(q.sort, _NAMESPACE_KEYS["failing"])
         rows.sort(key=lambda r: r.name)  # ties read in name order
         rows.sort(key=key, reverse=q.descending)
-        return paginate(rows, q.page)
+        return rows
 
     def check_summaries(self, q: Query) -> list[CheckSummary]:
-        totals: dict[str, list[int]] = {}
-        severity: dict[str, str] = {}
-        policy: dict[str, str] = {}
-        for r in self.reports.all_rows():
-            if not _matches(r, Query(q.namespace, "", q.severity)):
-                continue
-            t = totals.setdefault(r.check_id, [0, 0, 0])
-            t[0 if r.result in ("fail", "error") else 1 if r.result == "warn" else 2] += 1
-            severity.setdefault(r.check_id, r.severity)
-            policy.setdefault(r.check_id, r.policy)
-        return [CheckSummary(self.info(c, policy[c], severity[c]), *totals[c])
-                for c in sorted(totals, key=lambda c: (SEVERITIES.index(severity[c])
-                                                       if severity[c] in SEVERITIES else 3, c))]
+        index = self.reports.index()
+        if q.namespace:
+            totals: dict[str, list[int]] = {}
+            for r in index.by_ns.get(q.namespace, ()):
+                totals.setdefault(r.check_id, [0, 0, 0])[_column(r.result)] += 1
+        else:
+            totals = index.totals
+        found = [c for c in totals
+                 if not q.severity or index.meta[c][0] == q.severity]
+        found.sort(key=lambda c: (SEVERITIES.index(index.meta[c][0])
+                                  if index.meta[c][0] in SEVERITIES else 3, c))
+        return [CheckSummary(self.info(c, index.meta[c][1], index.meta[c][0]), *totals[c])
+                for c in found]
 
     def check_groups(self, q: Query) -> tuple[list[Group], Page[Row]]:
         """The results matching ``q``, one page of them, grouped by check; an exempted
         result carries the exception that covers it (owner, ticket, expiry)."""
-        rows = [r for r in self.reports.all_rows() if _matches(r, q)]
-        page = paginate(rows, q.page)
+        page = paginate(self.reports.index().matching(q), q.page)
         exceptions = {(e.namespace, e.name): e for e in self.enforcement.all_exceptions()}
         shown = [_with_exception(r, exceptions) for r in page.items]
         return group_rows(shown, lambda r: self.info(r.check_id, r.policy, r.severity)), page
@@ -394,13 +498,6 @@ def _matches(r: Row, q: Query) -> bool:
     return ((not q.namespace or r.namespace == q.namespace)
             and (not q.check or r.check_id == q.check)
             and (not q.severity or r.severity == q.severity))
-
-
-def _counts(rows: Iterable[Row]) -> dict[tuple[str, str], int]:
-    counts: dict[tuple[str, str], int] = {}
-    for r in rows:
-        counts[(r.result, r.severity)] = counts.get((r.result, r.severity), 0) + 1
-    return counts
 
 
 def _with_exception(row: Row, exceptions: Mapping[tuple[str, str], PolicyException]) -> Row:
