@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 
+from magtape.cli import main
 from magtape.ui.history import AdmissionHistory
 from magtape.ui.model import PER_PAGE, Model
 from magtape.ui.web import create_app
@@ -191,3 +193,15 @@ def test_a_report_change_is_shown_once_the_index_caught_up(model: Model,
     assert model.reports.settled()
     assert rows(page(client, "/namespaces?namespace=team-c"), "ns")[0].startswith(
         "team-c 1 (high 1)")
+
+
+def test_the_command_line_refuses_a_bad_address_and_says_what_to_do_without_a_cluster(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["ui", "--listen", "nowhere"])
+    assert exited.value.code == 2 and "expected HOST:PORT" in capsys.readouterr().err
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["ui"]) == 2
+    assert "no cluster found" in capsys.readouterr().err
