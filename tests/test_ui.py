@@ -205,3 +205,12 @@ def test_the_command_line_refuses_a_bad_address_and_says_what_to_do_without_a_cl
     monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["ui"]) == 2
     assert "no cluster found" in capsys.readouterr().err
+
+
+def test_before_the_first_list_the_page_says_its_data_is_incomplete(
+        model: Model, client: FlaskClient) -> None:
+    model.health.expect("events.k8s.io/v1/events")
+    model.health.failed("events.k8s.io/v1/events")
+    html = client.get("/admissions").get_data(as_text=True)
+    assert "Data is incomplete." in html and "Data is stale." not in html
+    assert "Waiting for the first list of events.k8s.io/v1/events" in html

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from magtape.background import Backoff
 from magtape.enforcement.watch import EXCEPTIONS
-from magtape.kube.reflector import Handler, Reflector
+from magtape.kube.reflector import Reflector
 from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi, ResourceRef, WatchStream
 from magtape.listeners import ListenerLimits, create_bounded_server
 from magtape.remediation import catalogue_for
@@ -93,18 +93,28 @@ class _ObservedStream(WatchStream):
 
 def reflectors(settings: Settings, api: RawApi, model: Model, options: UiOptions
                ) -> list[Reflector]:
-    def one(ref: ResourceRef, handler: Handler, namespace: str | None = None,
-            selector: str | None = None) -> Reflector:
-        model.health.expect(str(ref))
-        return Reflector(api, ref, handler, namespace=namespace, label_selector=selector,
-                         watch_timeout_seconds=options.watch_timeout_seconds,
-                         backoff=Backoff(0.5, options.backoff_max_seconds))
+    """One reflector per resource. Each names its ResourceRef constant here, where
+    tests/test_rbac.py reads the calls magtape-ui's RBAC must grant."""
+    timeout = options.watch_timeout_seconds
+    found = [
+        Reflector(api, POLICY_REPORTS, model.reports, label_selector=REPORT_SELECTOR,
+                  backoff=_backoff(options), watch_timeout_seconds=timeout),
+        Reflector(api, NAMESPACES, model.namespaces,
+                  backoff=_backoff(options), watch_timeout_seconds=timeout),
+        Reflector(api, EXCEPTIONS, model.exception_watch,
+                  backoff=_backoff(options), watch_timeout_seconds=timeout),
+        Reflector(api, CONFIGMAPS, model.config_watch, namespace=settings.identity.namespace,
+                  backoff=_backoff(options), watch_timeout_seconds=timeout),
+        Reflector(api, EVENTS, model.history, label_selector=EVENT_SELECTOR,
+                  backoff=_backoff(options), watch_timeout_seconds=timeout),
+    ]
+    for r in found:
+        model.health.expect(str(r.ref))
+    return found
 
-    return [one(POLICY_REPORTS, model.reports, selector=REPORT_SELECTOR),
-            one(NAMESPACES, model.namespaces),
-            one(EXCEPTIONS, model.exception_watch),
-            one(CONFIGMAPS, model.config_watch, namespace=settings.identity.namespace),
-            one(EVENTS, model.history, selector=EVENT_SELECTOR)]
+
+def _backoff(options: UiOptions) -> Backoff:
+    return Backoff(0.5, options.backoff_max_seconds)
 
 
 def build_model(settings: Settings, options: UiOptions) -> Model:

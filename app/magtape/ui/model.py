@@ -85,7 +85,6 @@ class Health:
         self._lock = threading.Lock()
         self._ok: dict[str, bool] = {}
         self._synced: set[str] = set()
-        self._last_ok: datetime | None = None
         self._since_failure: datetime | None = None
 
     def expect(self, resource: str) -> None:
@@ -96,7 +95,6 @@ class Health:
         with self._lock:
             self._ok[resource] = True
             self._synced.add(resource)
-            self._last_ok = self._clock()
             if all(self._ok.values()):
                 self._since_failure = None
 
@@ -113,7 +111,7 @@ class Health:
             if not down:
                 return None
             never = sorted(r for r in down if r not in self._synced)
-            return Stale(tuple(down), tuple(never), self._since_failure, self._last_ok)
+            return Stale(tuple(down), tuple(never), self._since_failure)
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,6 @@ class Stale:
     disconnected: tuple[str, ...]
     never_synced: tuple[str, ...]
     since: datetime | None  # first failure
-    last_contact: datetime | None
 
 
 # ----------------------------------------------------------------------- namespaces
