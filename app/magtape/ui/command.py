@@ -75,7 +75,11 @@ class ObservedApi(RawApi):
 
 
 class _ObservedStream(WatchStream):
-    """A watch that marks its resource stale when it breaks (not when it is closed)."""
+    """A watch that marks its resource stale when it breaks (not when it is closed).
+
+    Wraps the open stream rather than reopening one: the base class's state
+    (the response) belongs to ``inner``, which does the work.
+    """
 
     def __init__(self, inner: WatchStream, health: Health, resource: str) -> None:
         self._inner, self._health, self._resource = inner, health, resource
