@@ -2,8 +2,9 @@
 filters, sorting, pagination, the stale banner, the Events history, and that it is read-only.
 
 The model's parts are the reflector handlers themselves, fed the documents the
-cluster holds (tests/uisupport.py). The page against the real API server, in
-Chromium, is tests/e2e/test_ui_e2e.py.
+cluster holds (tests/uisupport.py); API failures are injected with the fake
+API server. The page against the real API server, in Chromium, is
+tests/e2e/test_ui_e2e.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
+from fakekube import FakeKube, Resource
 from magtape.cli import main
+from magtape.policy import DenyLevel
+from magtape.remediation import default_catalogue
+from magtape.settings import Settings
+from magtape.ui.command import ObservedApi, UiOptions, reflectors
 from magtape.ui.history import AdmissionHistory
 from magtape.ui.model import PER_PAGE, Model
 from magtape.ui.web import create_app
@@ -214,3 +220,33 @@ def test_before_the_first_list_the_page_says_its_data_is_incomplete(
     html = client.get("/admissions").get_data(as_text=True)
     assert "Data is incomplete." in html and "Data is stale." not in html
     assert "Waiting for the first list of events.k8s.io/v1/events" in html
+
+
+def test_the_watches_mark_the_page_stale_on_api_failures_and_recover(
+        fake_kube: FakeKube) -> None:
+    """Fault injection (the fake API server): 500s on every call while the watches are
+    open, then healthy again; the model keeps its state throughout."""
+    fake_kube.register(Resource("wgpolicyk8s.io/v1alpha2", "policyreports", "PolicyReport",
+                                True))
+    fake_kube.register(Resource("magtape.k8s.t-mobile.com/v1alpha1", "magtapeexceptions",
+                                "MagTapeException", True))
+    fake_kube.seed(namespace("team-a"), report("team-a", {"priv": [result("MT2001", "fail")]}))
+    model = Model(DenyLevel.LOW, default_catalogue())
+    options = UiOptions(backoff_max_seconds=0.2)
+    watches = reflectors(Settings(), ObservedApi(fake_kube.api_client(), model.health), model,
+                         options)
+    for r in watches:
+        r.start()
+    try:
+        eventually(lambda: model.health.status() is None, 10, "every watch to sync")
+        assert [r.name for r in model.reports.all_rows()] == ["priv"]
+        fake_kube.fail(500)
+        fake_kube.end_watches()
+        stale = eventually(model.health.status, 10, "the page to know it is stale")
+        assert stale.since is not None and not stale.never_synced
+        assert [r.name for r in model.reports.all_rows()] == ["priv"]  # last known state
+        fake_kube.clear_faults()
+        eventually(lambda: model.health.status() is None, 10, "the watches to recover")
+    finally:
+        for r in watches:
+            r.stop()
