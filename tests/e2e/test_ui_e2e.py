@@ -32,7 +32,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from browser import chromium, full_page_screenshot, serious_violations
 from e2e.cluster import Cluster, free_port, wait_for
 from e2e.podrun import LocalPod, Manifests, PodNetwork
-from e2e.support import MAGTAPE, REPO, MagTape, Proc, apply, kubeconfig_for
+from e2e.support import MAGTAPE, REPO, MagTape, Proc, apply, kubeconfig_for, wait_enforcing
 from e2e.test_audit_e2e import Replica, crd, deployment, results  # noqa: F401 (crd: fixture)
 from e2e.test_exceptions_e2e import exception
 from e2e.test_webhook import namespace
@@ -210,7 +210,7 @@ def test_every_view_shows_the_cluster_and_links_work(ui: str, browser: WebDriver
 
 
 def test_the_page_says_stale_while_the_api_server_is_away_and_recovers(
-        ui: str, browser: WebDriver, cluster: Cluster) -> None:
+        ui: str, browser: WebDriver, cluster: Cluster, magtape: MagTape) -> None:
     url = f"{ui}/namespaces?namespace={NS}"
     eventually_shows(browser, url, f'tr.ns[data-namespace="{NS}"]', "the namespace's row")
     assert not browser.find_elements(By.ID, "stale")
@@ -230,3 +230,7 @@ def test_the_page_says_stale_while_the_api_server_is_away_and_recovers(
         return not browser.find_elements(By.ID, "stale")
     wait_for(fresh, 90, "the stale banner to go after the API server is back", interval=0.5)
     assert browser.find_elements(By.CSS_SELECTOR, f'tr.ns[data-namespace="{NS}"]')
+    # The tests after this one find MagTape enforcing again.
+    wait_for(lambda: magtape.http_get(magtape.metrics_port, "/readyz")[0] == 200, 60,
+             "magtape serve /readyz after the API server's restart")
+    wait_enforcing(cluster)
