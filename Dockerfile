@@ -3,11 +3,12 @@
 # The MagTape image: one image for `magtape serve` (the webhook), `magtape init`
 # (the certificate init container) and `magtape check` (CI).
 #
-# - Build stage: builds the wheel (hatchling; the built-in policies are inside
-#   it as magtape/builtin_policies), installs exactly the dependency set pinned
-#   with hashes in hack/image-requirements.txt (hack/image_lock.py writes it)
-#   and then the wheel into a virtualenv at /opt/magtape, and removes pip
-#   from it.
+# - Build stage: builds the wheel with the locked build backend
+#   (hack/lock/build.txt; the built-in policies are inside it as
+#   magtape/builtin_policies), installs exactly the runtime set pinned with
+#   hashes in hack/lock/runtime.txt (`make lock` writes both, from the same
+#   resolution the development virtualenv is installed from) and then the wheel
+#   into a virtualenv at /opt/magtape, and removes pip from it.
 # - Final stage: the same Python base (which has every native library the
 #   wheels need; the smoke test checks), that virtualenv and the smoke test;
 #   no compiler, no pip, no sources. The venv is copied to the same path over the
@@ -33,17 +34,19 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Only what the wheel is built from (see .dockerignore).
-COPY hack/image-requirements.txt ./hack/
+COPY hack/lock/runtime.txt hack/lock/build.txt ./hack/lock/
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY policies ./policies
 # The wheel is built in a throw-away venv (Debian's python3 has no pip of its
 # own); only the runtime venv /opt/magtape goes to the final stage.
 RUN python3 -m venv /opt/build \
- && /opt/build/bin/pip wheel --no-deps --wheel-dir /wheels . \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: \
+      -r hack/lock/build.txt \
+ && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
  && python3 -m venv /opt/magtape \
  && /opt/magtape/bin/pip install --require-hashes --no-deps --only-binary=:all: \
-      -r hack/image-requirements.txt \
+      -r hack/lock/runtime.txt \
  && /opt/magtape/bin/pip install --no-deps /wheels/magtape-*.whl \
  && /opt/magtape/bin/pip check \
  && /opt/magtape/bin/python -m pip uninstall --yes --quiet pip setuptools \

@@ -4,13 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install install-runtime run test unit lint typecheck opa-test bench policies dashboards check-generated clean image image-test
+.PHONY: install install-runtime lock run test unit lint typecheck opa-test bench policies dashboards check-generated clean image image-test
 
-install:            ## virtualenv + editable install + dev tools + system test deps
+install:            ## virtualenv from hack/lock/ (exact, hashed) + system test deps
 	hack/setup.sh
 
 install-runtime:
 	hack/setup.sh --runtime-only
+
+lock:               ## the only step that moves Python dependency versions (hack/lock/*.txt)
+	hack/lock.sh $(ARGS)
 
 run: install-runtime ## run the webhook locally: http://127.0.0.1:5000, metrics on :9090
 	$(VENV)/bin/magtape serve $(ARGS)
@@ -41,6 +44,7 @@ bench:               ## throughput and latency figures, printed side by side
 policies:            ## render base/policies/ from policies/*/ (jinja2), record the built-ins' vetting
 	$(PY) hack/render_policies.py
 	$(PY) hack/vet_builtins.py
+	$(PY) hack/rego_builtins.py
 
 dashboards:          ## regenerate dashboards/*.json from hack/dashboards.py
 	$(PY) hack/dashboards.py
@@ -48,6 +52,7 @@ dashboards:          ## regenerate dashboards/*.json from hack/dashboards.py
 check-generated:     ## fail when committed generated files are stale
 	$(PY) hack/render_policies.py --check
 	$(PY) hack/vet_builtins.py --check
+	$(PY) hack/rego_builtins.py --check
 	$(PY) hack/dashboards.py --check
 
 image:               ## build the image with buildah (hack/image.sh; docs/install.md)

@@ -35,6 +35,7 @@ from magtape.listeners import ListenerLimits, create_bounded_server  # noqa: E40
 from magtape.policy import DenyLevel  # noqa: E402
 from magtape.remediation import default_catalogue  # noqa: E402
 from magtape.server import stop_waitress  # noqa: E402
+from magtape.ui.command import in_background  # noqa: E402
 from magtape.ui.model import Model  # noqa: E402
 from magtape.ui.web import create_app  # noqa: E402
 
@@ -112,7 +113,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="requests per query (default 5)")
     args = ap.parse_args()
     now = datetime.now(UTC)
-    model = Model(DenyLevel.LOW, default_catalogue())
+    model = Model(DenyLevel.LOW, default_catalogue(), spawn=in_background)
     started = time.perf_counter()
     fill(model, args.namespaces, args.results, now)
     print(f"model: {args.namespaces} namespaces, {len(model.reports.all_rows())} results, "

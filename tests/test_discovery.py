@@ -19,18 +19,18 @@ from kubernetes import client
 from prometheus_client import CollectorRegistry
 
 from fakekube import FakeKube
+from informersupport import informers_for, running_runtime
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_policy_dir, is_test_module
 from magtape.kube.discovery import STATUS_ANNOTATION
+from magtape.kube.informers import Informers
 from magtape.metrics import Metrics
 from magtape.review import make_review
-from magtape.runtime import Runtime, RuntimeOptions, start
+from magtape.runtime import Runtime, start
 from magtape.settings import ClusterSettings, EngineKind, EngineSettings, IdentitySettings, Settings
 from waiting import eventually
 
 NS = "magtape-system"
-FAST = RuntimeOptions(watch_timeout_seconds=5, backoff_initial_seconds=0.05,
-                      backoff_max_seconds=0.2)
 SETTINGS = Settings(identity=IdentitySettings(namespace=NS),
                     cluster=ClusterSettings(policy_discovery=True))
 
@@ -107,17 +107,19 @@ RuntimeFactory = Callable[..., tuple[Runtime, EmbeddedEngine]]
 
 @pytest.fixture
 def make_runtime(fake_kube: FakeKube) -> Iterator[RuntimeFactory]:
-    started: list[tuple[Runtime, EmbeddedEngine]] = []
+    started: list[tuple[Runtime, EmbeddedEngine, Informers]] = []
 
     def factory(settings: Settings = SETTINGS) -> tuple[Runtime, EmbeddedEngine]:
         engine = EmbeddedEngine(timeout_seconds=10, workers=2)
-        runtime = start(settings, engine, fake_kube.api_client(),
-                        Metrics(CollectorRegistry()), options=FAST)
-        started.append((runtime, engine))
+        informers = informers_for(fake_kube)
+        runtime = start(settings, engine, informers, Metrics(CollectorRegistry()))
+        informers.start()
+        started.append((runtime, engine, informers))
         return runtime, engine
 
     yield factory
-    for runtime, engine in started:
+    for runtime, engine, informers in started:
+        informers.stop()
         runtime.stop()
         engine.close()
 
@@ -298,19 +300,23 @@ def test_opa_engine_leaves_discovery_and_data_to_kube_mgmt(kube: FakeKube) -> No
     from magtape.engine.opa import OpaEngine
 
     unreachable = OpaEngine("http://127.0.0.1:9", timeout_seconds=0.5)
+    informers = informers_for(kube)
     runtime = start(replace(SETTINGS, engine=EngineSettings(kind=EngineKind.OPA)),
-                    unreachable, kube.api_client(), Metrics(CollectorRegistry()), options=FAST)
+                    unreachable, informers, Metrics(CollectorRegistry()))
+    informers.start()
     try:
-        assert runtime.store is None and runtime.reflectors == [] and runtime.discovery is None
+        assert runtime.store is None and runtime.informers == [] and runtime.discovery is None
+        assert informers.selections == []
         assert not runtime.ready  # OPA's own health decides
         assert kube.requests == []
     finally:
+        informers.stop()
         runtime.stop()
 
 
 def test_no_cluster_serves_the_builtins() -> None:
     engine = EmbeddedEngine(timeout_seconds=10, workers=2)
-    runtime = start(SETTINGS, engine, None, Metrics(CollectorRegistry()), options=FAST)
+    runtime = start(SETTINGS, engine, None, Metrics(CollectorRegistry()))
     try:
         assert runtime.ready
         assert errcodes(engine, PRIVILEGED) == {"MT2001"}
@@ -333,18 +339,16 @@ deny contains {"msg": sprintf("%d", [n])} if {
 def test_a_slow_policy_configmap_is_reported_and_the_rest_becomes_ready(kube: FakeKube) -> None:
     kube.seed(policy_configmap("slow", {"policy.rego": SLOW_POLICY}))
     engine = EmbeddedEngine(timeout_seconds=1, vet_timeout_seconds=2)
-    runtime = start(SETTINGS, engine, kube.api_client(), Metrics(CollectorRegistry()),
-                    options=FAST)
     try:
-        wait_ready(runtime, 30)
-        assert errcodes(engine, PRIVILEGED) == {"MT2001"}  # the others enforce
-        status = kube.wait_for(lambda: status_of(kube, "slow"), what="a status on the slow one")
-        assert status["status"] == "error"
-        assert "did not finish within 2s" in json.dumps(status)
-        # A later change reloads at once: the slow verdict is remembered.
-        kube.seed(policy_configmap("no-latest", {"policy.rego": NO_LATEST}))
-        kube.wait_for(lambda: status_of(kube, "no-latest") == {"status": "ok"}, timeout=10,
-                      what="the next ConfigMap to load")
+        with running_runtime(SETTINGS, engine, kube) as runtime:
+            wait_ready(runtime, 30)
+            assert errcodes(engine, PRIVILEGED) == {"MT2001"}  # the others enforce
+            status = kube.wait_for(lambda: status_of(kube, "slow"), what="a status on the slow one")
+            assert status["status"] == "error"
+            assert "did not finish within 2s" in json.dumps(status)
+            # A later change reloads at once: the slow verdict is remembered.
+            kube.seed(policy_configmap("no-latest", {"policy.rego": NO_LATEST}))
+            kube.wait_for(lambda: status_of(kube, "no-latest") == {"status": "ok"}, timeout=10,
+                          what="the next ConfigMap to load")
     finally:
-        runtime.stop()
         engine.close()

@@ -18,8 +18,8 @@ from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_modules
 from magtape.policy import Evaluation, PolicyModule
 from magtape.review import make_review
-from magtape.server import build_engine
 from magtape.settings import Settings
+from magtape.wiring import build_engine
 
 DEPLOYMENT = load_objects(REPO / "testing/deployments/test-deploy02.yaml")[0]
 BUILTIN_ERRCODES = ["MT1001", "MT1002", "MT1003", "MT1004", "MT2001"]
@@ -53,7 +53,7 @@ policy_metadata := {"name": "failing-fixture", "severity": "LOW", "errcode": "MT
 matches if input.request.kind.kind in policy_metadata.targets
 
 deny contains {"name": "failing-fixture", "severity": "LOW", "errcode": "MT0011",
-	"msg": sprintf("%v", [to_number(input.request.object.spec.template.metadata.labels.app)])}
+	"msg": format_int(to_number(input.request.object.spec.template.metadata.labels.app), 10)}
 """)
 
 # A rule added to a built-in library package: it could change what the

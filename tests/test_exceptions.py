@@ -9,6 +9,7 @@ a real Slack-compatible receiver through the ordinary notifier.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -17,11 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from enforcementsupport import NOW, Clock, client_for, container, exception, pod
 from fakekube import FakeKube, Resource
+from informersupport import informers_for
 from magtape.enforcement import EnforcementState, Enforcer, utc_now
 from magtape.enforcement.exceptions import InvalidException, parse_exception
 from magtape.enforcement.overrides import parse_config
-from magtape.enforcement.reminders import ExpiryReminders
-from magtape.enforcement.watch import start_enforcement, start_watching
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.sources import builtin_modules
 from magtape.engine.store import PolicyStore
@@ -39,6 +39,9 @@ from magtape.settings import (
     Settings,
     SlackSettings,
 )
+from magtape.wiring.enforcement import EXCEPTIONS as EXCEPTIONS_REF
+from magtape.wiring.enforcement import build_enforcer, watch_enforcement
+from magtape.wiring.reminders import ExpiryReminders
 from notifysupport import receiver
 
 MAX = timedelta(days=90)
@@ -204,9 +207,11 @@ def test_exceptions_and_overrides_are_watched_and_apply_without_a_restart(
     settings = Settings(identity=IdentitySettings(namespace="magtape-system"),
                         exceptions=ExceptionSettings(reminder_hours=0))
     state = EnforcementState()
-    watch = start_watching(settings, fake_kube.api_client(), state, NullNotifier(),
-                           watch_timeout_seconds=30)
-    try:
+    informers = informers_for(fake_kube)
+    with ExitStack() as stack:
+        config = watch_enforcement(settings, informers, state, NullNotifier(), stack)
+        informers.start()
+        stack.callback(informers.stop)
         client = client_for(builtin_engine, Enforcer(state, DenyLevel.LOW))
         doc = json.loads(make_review(pod("legacy-1", PRIV), "team-a").raw)
 
@@ -232,16 +237,13 @@ def test_exceptions_and_overrides_are_watched_and_apply_without_a_restart(
         assert allowed()
         broken = {**configmap, "data": {"enforcement.yaml": "checks: {MT2001: {enforce: block}}"}}
         fake_kube.seed(broken)
-        assert watch.config is not None
-        fake_kube.wait_for(lambda: watch.config and watch.config.last_error, what="the refusal")
+        fake_kube.wait_for(lambda: config.last_error, what="the refusal")
         assert "checks.MT2001.enforce='block' is invalid: accepted deny, warn, off" in str(
-            watch.config.last_error)
+            config.last_error)
         assert allowed()  # "block" is not accepted: the last good document stays in force
         fake_kube.delete("v1", "configmaps", "magtape-enforcement", "magtape-system")
         fake_kube.wait_for(lambda: not state.config.checks, what="the defaults")
         assert not allowed()
-    finally:
-        watch.stop()
 
 
 def test_an_exception_created_past_the_webhook_is_ignored_when_invalid(
@@ -251,14 +253,15 @@ def test_an_exception_created_past_the_webhook_is_ignored_when_invalid(
     good = exception("good", expires=utc_now() + timedelta(days=10), created=None)
     fake_kube.seed(bad, good)
     state = EnforcementState()
-    watch = start_watching(Settings(exceptions=ExceptionSettings(reminder_hours=0)),
-                           fake_kube.api_client(), state,
-                           NullNotifier(), watch_timeout_seconds=30)
-    try:
-        fake_kube.wait_for(lambda: watch.reflectors[0].synced.is_set(), what="the first list")
+    informers = informers_for(fake_kube)
+    with ExitStack() as stack:
+        watch_enforcement(Settings(exceptions=ExceptionSettings(reminder_hours=0)), informers,
+                          state, NullNotifier(), stack)
+        informers.start()
+        stack.callback(informers.stop)
+        fake_kube.wait_for(lambda: informers.informer(EXCEPTIONS_REF).synced.is_set(),
+                           what="the first list")
         assert [e.name for e in state.all_exceptions()] == ["good"]
-    finally:
-        watch.stop()
 
 
 # -- reminders --------------------------------------------------------------------
@@ -295,8 +298,7 @@ def test_the_server_wiring_takes_check_ids_and_namespace_labels_from_the_policy_
     try:
         store = PolicyStore(engine, None, builtin_modules())
         store.load_now()
-        enforcer, watch = start_enforcement(Settings(), store, None, NullNotifier())
-        assert watch.reflectors == [] and watch.reminders is None  # no cluster
+        enforcer, _ = build_enforcer(Settings(), store)
         assert enforcer.state.known_checks is not None
         assert {"MT1003", "MT2001"} <= enforcer.state.known_checks
         enforcer.state.set_config(parse_config(

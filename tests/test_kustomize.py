@@ -477,7 +477,8 @@ def test_airgapped_is_production_with_private_images_and_slack_base_override() -
     assert kustomization["components"][-1].endswith("components/private-registry")
     mapping = yaml.safe_load((REPO / "components/private-registry/kustomization.yaml")
                              .read_text())
-    used = {c["image"].rsplit(":", 1)[0] for t in ("overlays/production",
+    # The image's name: without its digest (name:tag@sha256:...), then its tag.
+    used = {c["image"].split("@")[0].rsplit(":", 1)[0] for t in ("overlays/production",
                                                    *(f"overlays/production+{c}"
                                                      for c in COMPONENTS
                                                      if c not in IN_PRODUCTION))

@@ -18,9 +18,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "app" / "magtape"
 
 # Highest first. A module's layer is the entry of its longest matching prefix.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("entry", ("magtape.__main__", "magtape.cli", "magtape.server", "magtape.check",
-               "magtape.ruletest", "magtape.runtime", "magtape.report", "magtape.audit",
-               "magtape.listeners", "magtape.processes", "magtape.ui.command")),
+    ("entry", ("magtape.__main__", "magtape.cli", "magtape.server", "magtape.wiring",
+               "magtape.check", "magtape.ruletest", "magtape.runtime", "magtape.report",
+               "magtape.audit", "magtape.listeners", "magtape.processes", "magtape.policytool",
+               "magtape.againstopa", "magtape.ui.command")),
     ("web", ("magtape.web", "magtape.listeners", "magtape.ui.web")),
     ("core", ("magtape.admission", "magtape.enforcement", "magtape.ui.model",
               "magtape.ui.history")),
@@ -28,6 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shared", ("magtape.__init__", "magtape.policy", "magtape.decision", "magtape.review",
                 "magtape.settings", "magtape.metrics", "magtape.text", "magtape.remediation",
                 "magtape.namespaces", "magtape.ttlcache", "magtape.background",
+                "magtape.kube.objects", "magtape.project",
                 "magtape.ui", "magtape.ui.rows", "magtape.ui.templates")),
 )
 RANK = {name: rank for rank, (name, _) in enumerate(reversed(LAYERS))}
@@ -124,3 +126,29 @@ def test_downward_and_sibling_imports_pass() -> None:
         "magtape.kube.discovery": "from magtape.engine.sources import x\n",
         "magtape.admission": "from magtape.decision import decide\nimport logging\n",
     }) == []
+
+
+# What the core may not hold (docs/architecture.md): no Kubernetes client or watch,
+# no thread of its own, no file reading. Those live in magtape.wiring, the adapters
+# and magtape.check, which feed the core what it decides on.
+CORE_FORBIDDEN_IMPORTS = ("magtape.kube.rest", "magtape.kube.reflector", "magtape.kube.informers",
+                          "magtape.kube.client", "magtape.background")
+CORE_FORBIDDEN_CALLS = ("Thread", "read_text", "read_bytes", "open", "Worker")
+
+
+def test_the_core_holds_no_client_no_thread_and_reads_no_file() -> None:
+    problems = []
+    for module, source in sorted(package_sources().items()):
+        if layer_of(module) != "core":
+            continue
+        for imported in imports_of(source, module):
+            if imported.startswith(CORE_FORBIDDEN_IMPORTS):
+                problems.append(f"{module} imports {imported}")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called in CORE_FORBIDDEN_CALLS:
+                    problems.append(f"{module}:{node.lineno} calls {called}()")
+    assert problems == []
+

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -181,11 +182,23 @@ def _substitute(conf: str, cert_dir: Path, run_dir: Path, tls_port: int,
         CONF_LISTEN: f"listen 127.0.0.1:{tls_port}",
         CONF_UPSTREAM: f"127.0.0.1:{upstream_port}",
     }
-    for literal, value in replacements.items():
+    for literal in replacements:
         assert literal in conf, (f"base/nginx.conf no longer contains {literal!r}; update the "
                                  "documented substitutions there and in this test together")
-        conf = conf.replace(literal, value)
-    return conf
+    # One pass over the original text: replacing one literal after another would
+    # rescan values already put in (a listen port 50001 contains "127.0.0.1:5000",
+    # which the upstream substitution then rewrote into a port above 65535).
+    pattern = re.compile("|".join(re.escape(literal) for literal in replacements))
+    return pattern.sub(lambda m: replacements[m.group(0)], conf)
+
+
+@pytest.mark.parametrize("tls_port", [50001, 5000, 8443, 65535])
+def test_substitution_never_rewrites_a_value_it_put_in(tls_port: int) -> None:
+    """A listen port that starts with the upstream's port (50001 holds "127.0.0.1:5000")
+    must come out as given, not as a port above 65535."""
+    conf = _substitute(NGINX_CONF.read_text(), Path("/c"), Path("/r"), tls_port, 36879)
+    assert re.findall(r"listen 127\.0\.0\.1:(\d+) ssl;", conf) == [str(tls_port)]
+    assert "server 127.0.0.1:36879;" in conf
 
 
 # --------------------------------------------------------------------------- fixtures

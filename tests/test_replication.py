@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from conftest import admission_app
 from fakekube import FakeKube
+from informersupport import running_runtime
 from magtape.background import Backoff
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.kube.replication import replicated_kinds
@@ -20,12 +21,10 @@ from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.policy import DenyLevel
 from magtape.review import make_review
-from magtape.runtime import Runtime, RuntimeOptions, start
+from magtape.runtime import Runtime
 from magtape.settings import ConfigError, EngineSettings, Settings
 from waiting import eventually
 
-FAST = RuntimeOptions(watch_timeout_seconds=5, backoff_initial_seconds=0.05,
-                      backoff_max_seconds=0.2)
 RANGE = "k8s.t-mobile.com/nodeportRange"
 
 
@@ -50,12 +49,12 @@ def mt2002(engine: EmbeddedEngine, port: int) -> bool:
 def running(fake_kube: FakeKube) -> Iterator[tuple[Runtime, EmbeddedEngine]]:
     fake_kube.seed(namespace("test1", {RANGE: "30100,30105"}), namespace("kube-system"))
     engine = EmbeddedEngine(timeout_seconds=10, workers=2)
-    runtime = start(Settings(), engine, fake_kube.api_client(), Metrics(CollectorRegistry()),
-                    options=FAST)
-    assert eventually(lambda: runtime.ready, 20), "runtime never became ready"
-    yield runtime, engine
-    runtime.stop()
-    engine.close()
+    try:
+        with running_runtime(Settings(), engine, fake_kube) as runtime:
+            assert eventually(lambda: runtime.ready, 20), "runtime never became ready"
+            yield runtime, engine
+    finally:
+        engine.close()
 
 
 def test_namespaces_are_replicated_in_kube_mgmt_layout(running: tuple[Runtime, Any]) -> None:
@@ -140,20 +139,18 @@ def test_other_kinds_are_replicated_by_namespace(fake_kube: FakeKube) -> None:
                     "spec": {}})
     engine = EmbeddedEngine(timeout_seconds=10, workers=2)
     settings = Settings.from_env({"MAGTAPE_REPLICATE": "v1/services,apps/v1/deployments"})
-    runtime = start(settings, engine, fake_kube.api_client(), Metrics(CollectorRegistry()),
-                    options=FAST)
     try:
-        assert eventually(lambda: runtime.ready, 20)
-        data = runtime.store.data()["kubernetes"]
-        assert data["services"]["test1"]["web"]["spec"]["type"] == "NodePort"
-        deployment = data["deployments"]["team-a"]["d"]
-        assert deployment["kind"] == "Deployment"
-        assert "managedFields" not in deployment["metadata"]
-        client.CoreV1Api(fake_kube.api_client()).delete_namespaced_service("web", "test1")
-        assert eventually(
-            lambda: runtime.store.data()["kubernetes"]["services"] == {}, 10)
+        with running_runtime(settings, engine, fake_kube) as runtime:
+            assert eventually(lambda: runtime.ready, 20)
+            data = runtime.store.data()["kubernetes"]
+            assert data["services"]["test1"]["web"]["spec"]["type"] == "NodePort"
+            deployment = data["deployments"]["team-a"]["d"]
+            assert deployment["kind"] == "Deployment"
+            assert "managedFields" not in deployment["metadata"]
+            client.CoreV1Api(fake_kube.api_client()).delete_namespaced_service("web", "test1")
+            assert eventually(
+                lambda: runtime.store.data()["kubernetes"]["services"] == {}, 10)
     finally:
-        runtime.stop()
         engine.close()
 
 
@@ -164,16 +161,14 @@ def test_replicated_data_replaces_the_data_files_section(fake_kube: FakeKube,
         "test1": {"metadata": {"annotations": {RANGE: "na"}}}}}, "other": {"x": 1}}))
     fake_kube.seed(namespace("test1", {RANGE: "30100"}))
     engine = EmbeddedEngine(timeout_seconds=10, workers=2)
-    runtime = start(Settings(engine=EngineSettings(data_files=(str(data_file),))), engine,
-                    fake_kube.api_client(),
-                    Metrics(CollectorRegistry()), options=FAST)
+    settings = Settings(engine=EngineSettings(data_files=(str(data_file),)))
     try:
-        # Before the first sync the data file answers; afterwards the cluster does.
-        assert eventually(lambda: runtime.ready, 20)
-        assert mt2002(engine, 30106)
-        assert runtime.store.data()["other"] == {"x": 1}
+        with running_runtime(settings, engine, fake_kube) as runtime:
+            # Before the first sync the data file answers; afterwards the cluster does.
+            assert eventually(lambda: runtime.ready, 20)
+            assert mt2002(engine, 30106)
+            assert runtime.store.data()["other"] == {"x": 1}
     finally:
-        runtime.stop()
         engine.close()
 
 

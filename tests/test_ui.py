@@ -21,7 +21,7 @@ from magtape.cli import main
 from magtape.policy import DenyLevel
 from magtape.remediation import default_catalogue
 from magtape.settings import Settings
-from magtape.ui.command import ObservedApi, UiOptions, reflectors
+from magtape.ui.command import ObservedApi, UiOptions, in_background, reflectors
 from magtape.ui.history import AdmissionHistory
 from magtape.ui.model import PER_PAGE, Model
 from magtape.ui.web import create_app
@@ -189,8 +189,10 @@ def test_the_history_keeps_expired_events_and_is_bounded() -> None:
     assert history.dropped == 2
 
 
-def test_a_report_change_is_shown_once_the_index_caught_up(model: Model,
-                                                          client: FlaskClient) -> None:
+def test_a_report_change_is_shown_once_the_index_caught_up() -> None:
+    """As ``magtape ui`` runs it: the index is rebuilt on a background thread."""
+    model = filled_model(spawn=in_background)
+    client = create_app(model).test_client()
     assert len(rows(page(client, "/checks?namespace=team-c"), "result")) == 0
     model.reports.apply("MODIFIED", report("team-c", {"api": [result("MT2001", "fail")]}))
     # Views keep answering meanwhile (from the previous index); the new result appears.

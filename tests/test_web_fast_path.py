@@ -1,11 +1,12 @@
-"""``POST /`` answers the same through the fast path as through Flask.
+"""``POST /``, the one admission path, answers alike however its body arrives.
 
-Why it exists: the admission app answers the common request (``POST /`` with a
-Content-Length within the limit) without Flask's per-request machinery
-(magtape.web, docs/performance.md) and leaves everything else to Flask. The
-same bodies are sent both ways (with a Content-Length; without one, as a
-chunked request arrives, which Flask reads) and must get the same status,
-headers that matter, JSON and ``magtape_http_responses_total`` count.
+Why it exists: the admission endpoint is a plain WSGI function in front of
+Flask (magtape.web, docs/performance.md). The same bodies are sent with a
+Content-Length and without one (input marked terminated, as a server that
+does not count the body presents it) and must get the same status, headers
+that matter, JSON and ``magtape_http_responses_total`` count; a request that
+gives neither has an empty body (a 400), a body over the limit is 413, any
+other method 405.
 """
 
 from __future__ import annotations
@@ -43,16 +44,18 @@ class ExplodingMetrics(Metrics):
 
 
 def both_ways(client: Any, body: bytes) -> list[tuple[int, str | None, Any]]:
-    fast = client.post("/", data=body, content_type="application/json")
-    # No usable Content-Length, the body terminated (as a chunked request comes): Flask's.
-    flask = client.post("/", input_stream=io.BytesIO(body), content_type="application/json",
-                        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
-    assert not flask.request.environ.get("CONTENT_LENGTH")
-    return [(r.status_code, r.headers.get("Content-Type"), r.get_json()) for r in (fast, flask)]
+    counted = client.post("/", data=body, content_type="application/json")
+    # No usable Content-Length, the body terminated instead.
+    terminated = client.post("/", input_stream=io.BytesIO(body), content_type="application/json",
+                             environ_overrides={"wsgi.input_terminated": True,
+                                                "CONTENT_LENGTH": ""})
+    assert not terminated.request.environ.get("CONTENT_LENGTH")
+    return [(r.status_code, r.headers.get("Content-Type"), r.get_json())
+            for r in (counted, terminated)]
 
 
 @pytest.mark.parametrize("name", BODIES)
-def test_fast_path_and_flask_answer_alike(make_client: AppFactory, name: str) -> None:
+def test_a_body_is_answered_alike_however_it_arrives(make_client: AppFactory, name: str) -> None:
     metrics = Metrics(CollectorRegistry())
     fast, flask = both_ways(make_client(metrics=metrics), BODIES[name])
     assert fast == flask
@@ -69,3 +72,24 @@ def test_a_defect_is_a_500_with_json_both_ways(make_client: AppFactory) -> None:
                              {"error": "internal error; see the MagTape logs"})
     assert metrics.registry.get_sample_value(
         "magtape_http_responses_total", {"code": "500"}) == 2
+
+
+def test_without_a_length_or_a_terminated_input_the_body_is_empty(make_client: AppFactory
+                                                                  ) -> None:
+    client = make_client()
+    resp = client.post("/", input_stream=io.BytesIO(BODIES["allowed"]),
+                       environ_overrides={"CONTENT_LENGTH": ""})
+    assert resp.status_code == 400 and "error" in resp.get_json()
+
+
+def test_a_terminated_body_over_the_limit_is_413(make_client: AppFactory) -> None:
+    client = make_client()
+    resp = client.post("/", input_stream=io.BytesIO(b"x" * (4 * 1024 * 1024)),
+                       environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+    assert (resp.status_code, resp.get_json()) == (413, {"error": "request body too large"})
+
+
+def test_other_methods_on_the_admission_path_are_405_with_allow(make_client: AppFactory) -> None:
+    resp = make_client().get("/")
+    assert resp.status_code == 405 and resp.headers["Allow"] == "POST"
+    assert resp.get_json() == {"error": "method not allowed"}

@@ -12,7 +12,7 @@ from magtape.audit.results import AuditResult, ObjectAudit, ObjectRef
 from magtape.enforcement.exceptions import API_GROUP, API_VERSION, KIND
 from magtape.policy import DenyLevel
 from magtape.remediation import default_catalogue
-from magtape.ui.model import Model
+from magtape.ui.model import Model, Spawn
 
 Obj = dict[str, Any]
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -68,9 +68,9 @@ def event(ns: str, name: str, denied: bool, checks: list[str], at: datetime,
             "note": note, "regarding": {"kind": "Deployment", "namespace": ns, "name": name}}
 
 
-def filled_model(now: datetime = NOW) -> Model:
+def filled_model(now: datetime = NOW, spawn: Spawn | None = None) -> Model:
     """Three namespaces: a failing one with an exemption, a warned one, a clean one."""
-    model = Model(DenyLevel.LOW, default_catalogue(), clock=lambda: now)
+    model = Model(DenyLevel.LOW, default_catalogue(), clock=lambda: now, spawn=spawn)
     model.namespaces.replace([namespace("team-a", **{"k8s.t-mobile.com/pod-security":
                                                      "restricted"}),
                               namespace("team-b"), namespace("team-c")])

@@ -30,6 +30,8 @@ EXIT_INTERRUPTED = 130
 # --fail-on SEVERITY: "fail on a failure of at least this severity", the
 # CI-friendly spelling of the deny level, whose scale runs the other way.
 FAIL_ON = {"LOW": DenyLevel.HIGH, "MED": DenyLevel.MED, "HIGH": DenyLevel.LOW}
+# check --from-cluster: check's output formats that `magtape audit` prints, as its names.
+CLUSTER_OUTPUTS = {"text": "table", "json": "json"}
 
 
 
@@ -80,6 +82,11 @@ def _main(argv: Sequence[str] | None) -> int:
         except (ConfigError, OSError, ValueError) as exc:
             print(f"magtape: cannot start: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.command == "check" and args.from_cluster:
+        return _check_cluster(settings, args)
+    if args.command == "check" and args.all_namespaces:
+        print("magtape check: --all-namespaces applies to --from-cluster only", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "check":
         from magtape.check import run_check
 
@@ -102,6 +109,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from magtape.ruletest import main as test_main
 
         return test_main(rest)
+    if args.command == "policy":
+        from magtape.policytool import main as policy_main
+
+        return policy_main(args)
     if args.command == "init":
         from magtape.kube.init import main as init_main
 
@@ -145,6 +156,34 @@ def _check_options(args: argparse.Namespace) -> Any:
                         allow_empty=args.allow_empty,
                         exceptions=tuple(args.exceptions or ()),
                         enforcement=args.enforcement or "", old=args.old or "")
+
+
+def _check_cluster(settings: Settings, args: argparse.Namespace) -> int:
+    """``check --from-cluster``: the live objects, by ``magtape audit``'s engine.
+
+    One engine for "what is in the cluster": the audit's (its kinds, scope,
+    cluster data, exceptions and overrides as the cluster holds them). The
+    flags that describe offline input have no meaning here and are refused.
+    """
+    from magtape.audit.command import AuditCommandOptions, run_audit
+
+    refused = [flag for flag, given in (
+        ("PATH", args.paths), ("--exceptions", args.exceptions),
+        ("--enforcement", args.enforcement), ("--old", args.old),
+        ("--ignore", args.ignore)) if given]
+    if refused:
+        print(f"magtape check: --from-cluster reads the cluster; {', '.join(refused)} "
+              "cannot be used with it (the cluster's exceptions and overrides apply)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.output not in CLUSTER_OUTPUTS:
+        print(f"magtape check: --from-cluster prints {' or '.join(CLUSTER_OUTPUTS)} "
+              f"(as `magtape audit`), not {args.output}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_audit(settings, AuditCommandOptions(
+        output=CLUSTER_OUTPUTS[args.output],
+        namespaces=(args.namespace,) if args.namespace else (),
+        all_namespaces=args.all_namespaces, jobs=args.jobs), out=sys.stdout, err=sys.stderr)
 
 
 def _review(paths: Sequence[str], namespace: str) -> int:
@@ -284,7 +323,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
                        help="evaluate N objects in parallel (default 1)")
     _docs_flag(audit)
-    _policy_flags(audit)
+    _policy_flags(audit, "the cluster's policy ConfigMaps, as the webhook loads them")
 
     ui = sub.add_parser(
         "ui", help="serve the read-only compliance page (docs/ui.md)",
@@ -316,6 +355,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("test", add_help=False,
                    help="run the Rego unit tests (test_* rules) of policies with MagTape's "
                         "engine, as `opa test` does (magtape test --help)")
+
+    policy = sub.add_parser("policy", help="work on policy files (magtape policy convert)")
+    actions = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    conv = actions.add_parser(
+        "convert", help="convert Rego v0 policies (the original MagTape's) to Rego v1",
+        description="Convert Rego v0 policies (the original MagTape's format) to Rego v1: "
+                    "`import rego.v1`, `if` and `contains`, re_match -> regex.match. Takes "
+                    ".rego files, directories and ConfigMap manifests (docs/upgrading.md). "
+                    "Exit 0: converted; 2: an input could not be read or converted.")
+    conv.add_argument("paths", nargs="+", metavar="PATH",
+                      help=".rego file, directory of them, ConfigMap YAML, or - for stdin")
+    conv.add_argument("--write", "-w", action="store_true",
+                      help="rewrite the files in place (default: print the one result)")
 
     # Flags parsed by _init_parser when init runs; --help is handled there too.
     sub.add_parser("init", add_help=False,
@@ -359,6 +411,13 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
     check.add_argument("--old", metavar="FILE",
                        help="the objects as they are now: an input object with the same kind, "
                             "namespace and name is checked as an UPDATE from it")
+    # The cluster instead of files: the audit's engine (docs/audit.md).
+    check.add_argument("--from-cluster", action="store_true",
+                       help="check the live objects of the kubeconfig's current context, "
+                            "as `magtape audit` does (its scope: opted-in namespaces; -n NS "
+                            "or -A to choose); -o text or json")
+    check.add_argument("--all-namespaces", "-A", action="store_true",
+                       help="with --from-cluster: every namespace, opted in or not")
     _docs_flag(check)
     _policy_flags(check)
 
@@ -378,9 +437,9 @@ def _docs_flag(p: argparse.ArgumentParser) -> None:
                         f"README.md (MAGTAPE_DOCS_URL, default {DEFAULT_DOCS_URL})")
 
 
-def _policy_flags(p: argparse.ArgumentParser) -> None:
+def _policy_flags(p: argparse.ArgumentParser, default: str = "the built-in policies") -> None:
     p.add_argument("--policies", action="append", metavar="DIR",
-                   help="policy directory, repeatable (default: the built-in policies)")
+                   help=f"policy directory, repeatable (default: {default})")
     p.add_argument("--data", action="append", metavar="FILE",
                    help="JSON/YAML file merged into `data`, repeatable")
 

@@ -5,7 +5,8 @@ folder (``policies/<name>/``) holds a ``remediation.yaml`` with the check's
 ``id`` and a one-line ``hint`` (and optionally a ``url``), beside the README
 that explains the check in full. The documentation link is
 ``<docs base>/<name>/README.md``; the base is configurable (``--docs-url``,
-``MAGTAPE_DOCS_URL``) and defaults to the policy READMEs in this repository.
+``MAGTAPE_DOCS_URL``) and defaults to the policy READMEs of the running
+version, at its release tag in the project's repository (:mod:`magtape.project`).
 
 This module sits in the lowest layer (it needs only the typed
 :class:`~magtape.policy.Violation`) so every reporter can use it: ``magtape
@@ -24,9 +25,11 @@ from pathlib import Path
 
 import yaml
 
+from magtape import project
 from magtape.policy import Violation
 
-DEFAULT_DOCS_URL = "https://github.com/tmobile/magtape/blob/master/policies"
+# The running version's own policy READMEs, at its release tag (magtape.project).
+DEFAULT_DOCS_URL = project.DOCS_URL
 DATA_FILE = "remediation.yaml"
 README = "README.md"
 MAX_HINT_CHARS = 300  # a hint is one line in an Event or a Slack message, not an essay

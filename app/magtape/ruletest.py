@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -212,7 +213,12 @@ class _Runner:
             if errors:
                 return OP_ERRORS, json.dumps(errors).encode()
             self._engine = engine
-            return OP_OK, b""
+            # What loading these policies in MagTape would refuse (magtape.engine.semantics).
+            from magtape.engine import semantics
+
+            refusals = [asdict(f) for f in semantics.vet(engine.get_ast_as_json(),
+                                                         job.get("vet", []))]
+            return OP_OK, json.dumps(refusals).encode()
         if op == OP_TEST:
             try:
                 value = self._engine.eval_rule(payload.decode())
@@ -247,12 +253,15 @@ def _worker_main(memory_mb: int) -> None:
 
 
 class _Session:
-    def __init__(self, files: Sequence[Path], coverage: bool, memory_mb: int) -> None:
+    def __init__(self, files: Sequence[Path], coverage: bool, memory_mb: int,
+                 vet: Sequence[Path] = ()) -> None:
         self._job = json.dumps({"files": [[str(f), f.read_text(encoding="utf-8")]
-                                          for f in files], "coverage": coverage}).encode()
+                                          for f in files], "coverage": coverage,
+                                "vet": [str(f) for f in vet]}).encode()
         self._memory_mb = memory_mb
         self._child: Child | None = None
         self.replaced = 0
+        self.refusals: list[dict[str, Any]] | None = None  # from the first compile
 
     def _start(self) -> Child:
         child = Child("magtape.ruletest", self._memory_mb, ["--worker"])
@@ -265,6 +274,8 @@ class _Session:
             child.kill()
             errors = [str(EngineMessage(**e)) for e in json.loads(frame.payload)]
             raise RuleTestError("a module does not compile:\n  " + "\n  ".join(errors))
+        if self.refusals is None and frame.payload:
+            self.refusals = json.loads(frame.payload)
         return child
 
     def run(self, test: RegoTest, timeout: float) -> TestResult:
@@ -300,17 +311,21 @@ class _Session:
 
 def run_tests(files: Sequence[Path], tests: Sequence[RegoTest],
               timeout: float = DEFAULT_TIMEOUT_SECONDS, coverage: bool = False,
-              memory_mb: int = DEFAULT_MEMORY_MB) -> Run:
-    """Compile ``files`` and run ``tests`` in a child process.
+              memory_mb: int = DEFAULT_MEMORY_MB, vet: Sequence[Path] = ()) -> Run:
+    """Compile ``files`` and run ``tests`` in a child process; ``vet``: the policy
+    files whose refusals at load (docs/policies.md, "Exact numbers") become notes.
 
     Raises :class:`RuleTestError` when a module does not compile (the message
     names each file and line once). A test that times out or takes the
     engine down fails on its own; the next one runs in a new child.
     """
-    session = _Session(files, coverage, memory_mb)
+    session = _Session(files, coverage, memory_mb, vet)
     try:
         results = [session.run(t, timeout) for t in tests]
         run = Run(results)
+        for f in session.refusals or []:
+            run.notes.append(f"{f['filename']}:{f['line']}: MagTape refuses this policy at "
+                             f"load: {f['message']}")
         if coverage:
             run.coverage = session.coverage()
             if session.replaced or run.coverage is None:
@@ -414,9 +429,10 @@ def write_junit(run: Run, out: TextIO) -> None:
 # Entry points
 
 
-def collect(dirs: Sequence[str], run_filter: str | None = None
+def collect(dirs: Sequence[str], run_filter: str | None = None, need_tests: bool = True
             ) -> tuple[list[Path], list[RegoTest]]:
-    """The files to compile (given ones plus the library) and the tests to run."""
+    """The files to compile (given ones plus the library) and the tests to run
+    (none is an error unless not ``need_tests``: --against-opa has samples to compare)."""
     given = find_rego_files(dirs)
     if not given:
         raise RuleTestError("no .rego files found under " + ", ".join(dirs))
@@ -425,7 +441,7 @@ def collect(dirs: Sequence[str], run_filter: str | None = None
         for test in discover_tests(str(f), f.read_text(encoding="utf-8")):
             found.setdefault(test.rule_path, test)
     tests = list(found.values())
-    if not tests:
+    if not tests and need_tests:
         raise RuleTestError("no test_* rules found under " + ", ".join(dirs)
                             + "; name each test rule test_<something>")
     if run_filter is not None:
@@ -462,12 +478,21 @@ def missing_test_helpers(files: Sequence[Path]) -> list[str]:
 
 def run(dirs: list[str], verbose: bool, out: TextIO,
         timeout: float = DEFAULT_TIMEOUT_SECONDS, *, run_filter: str | None = None,
-        output: str = "text", coverage: bool = False) -> int:
-    """Run the tests below ``dirs``; print the results to ``out``; return the exit code."""
+        output: str = "text", coverage: bool = False, against_opa: str | None = None) -> int:
+    """Run the tests below ``dirs``; print the results to ``out``; return the exit code.
+
+    ``against_opa`` (the ``opa`` binary, or "" for the one on PATH): then also
+    compare the tests and the samples with real OPA (magtape.againstopa) and
+    exit 1 on any difference.
+    """
+    from magtape import againstopa
+
     try:
-        files, tests = collect(dirs, run_filter)
-        result = run_tests(files, tests, timeout, coverage)
-    except (RuleTestError, OSError, UnicodeDecodeError) as exc:
+        opa = againstopa.find_opa(against_opa or None) if against_opa is not None else None
+        files, tests = collect(dirs, run_filter, need_tests=opa is None)
+        policies = [f for f in find_rego_files(dirs) if not f.name.endswith("_test.rego")]
+        result = run_tests(files, tests, timeout, coverage, vet=policies)
+    except (RuleTestError, againstopa.AgainstOpaError, OSError, UnicodeDecodeError) as exc:
         out.write(f"error: {exc}\n")
         return EXIT_ERROR
     # Coverage of the files under test, not of the library added to them.
@@ -479,7 +504,17 @@ def run(dirs: list[str], verbose: bool, out: TextIO,
         write_junit(result, out)
     else:
         write_text(result, out, verbose, lines or [])
-    return EXIT_FAILED if any(not r.passed for r in result.results) else EXIT_PASSED
+    failed = any(not r.passed for r in result.results)
+    if opa is not None:
+        try:
+            differences = againstopa.compare(
+                dirs, files, {r.test.rule_path: r.passed for r in result.results}, opa,
+                out if output == "text" else sys.stderr)
+        except (againstopa.AgainstOpaError, OSError, subprocess.TimeoutExpired) as exc:
+            out.write(f"error: {exc}\n")
+            return EXIT_ERROR
+        failed = failed or differences > 0
+    return EXIT_FAILED if failed else EXIT_PASSED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -502,9 +537,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
                         help="seconds one test may run before it fails and the engine is "
                              "restarted (default %(default)g)")
+    parser.add_argument("--against-opa", action="store_true",
+                        help="also run the tests with real OPA (`opa` on PATH) and decide "
+                             "every samples/*.yaml with both engines; print every difference "
+                             "and exit 1 on any")
+    parser.add_argument("--opa", metavar="PATH",
+                        help="the OPA binary for --against-opa (default: opa on PATH)")
     args = parser.parse_args(argv)
+    if args.opa and not args.against_opa:
+        parser.error("--opa is only used with --against-opa")
     return run(args.dirs, args.verbose, sys.stdout, args.timeout, run_filter=args.run_filter,
-               output=args.output, coverage=args.coverage)
+               output=args.output, coverage=args.coverage,
+               against_opa=(args.opa or "") if args.against_opa else None)
 
 
 if __name__ == "__main__":

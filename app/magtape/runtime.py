@@ -5,9 +5,9 @@ policies (the embedded one), the local policy set (built-ins or
 ``MAGTAPE_POLICY_DIRS``) and the data files are loaded before it returns, so
 the webhook can answer at once, with or without a cluster; an engine that
 only evaluates (``opa``: kube-mgmt loads OPA) gets no store and no reload
-machinery at all. With an API client,
-background threads then list and watch Namespaces, the ``MAGTAPE_REPLICATE``
-kinds and, when ``MAGTAPE_POLICY_DISCOVERY`` is on, the policy ConfigMaps.
+machinery at all. With a cluster, its handlers follow Namespaces, the
+``MAGTAPE_REPLICATE`` kinds and, when ``MAGTAPE_POLICY_DISCOVERY`` is on, the
+policy ConfigMaps, on the process' shared informers (magtape.kube.informers).
 :attr:`Runtime.ready` turns true once every one of them has completed its
 first list and the engine has loaded the result, so a new pod only receives
 admissions once it enforces the cluster's policy set with the cluster's data.
@@ -19,16 +19,14 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from kubernetes.client import ApiClient
-
 from magtape.background import Backoff
 from magtape.engine import Evaluator, PolicyLoader
 from magtape.engine.sources import load_data_files, policy_modules
 from magtape.engine.store import PolicyStore
 from magtape.kube.discovery import PolicyDiscovery
-from magtape.kube.reflector import Reflector
+from magtape.kube.informers import Informer, Informers
 from magtape.kube.replication import ReplicatedKind, replicated_kinds
-from magtape.kube.rest import CONFIGMAPS, RawApi
+from magtape.kube.rest import CONFIGMAPS
 from magtape.metrics import Metrics
 from magtape.policy import PolicyModule
 from magtape.settings import Settings
@@ -36,22 +34,13 @@ from magtape.settings import Settings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Timings; the defaults suit a cluster, tests shorten them."""
-
-    watch_timeout_seconds: int = 300
-    backoff_initial_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-
-
 @dataclass
 class Runtime:
-    """A running runtime; ``stop()`` ends its threads."""
+    """A running runtime; ``stop()`` ends its own threads (the informers are the wiring's)."""
 
     engine: Evaluator
     store: PolicyStore | None  # None: the engine loads no policies (opa)
-    reflectors: list[Reflector] = field(default_factory=list)
+    informers: list[Informer] = field(default_factory=list)
     discovery: PolicyDiscovery | None = None
     _sync_generation: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,20 +51,18 @@ class Runtime:
         if self.store is None:
             return self.engine.ready
         with self._lock:
-            target = self._sync_generation if self.reflectors else -1
+            target = self._sync_generation if self.informers else -1
         return (self.engine.ready and target is not None
                 and self.store.loaded_generation >= target)
 
-    def _reflector_synced(self) -> None:
+    def _informer_synced(self) -> None:
         with self._lock:
             if (self.store is not None and self._sync_generation is None
-                    and all(r.synced.is_set() for r in self.reflectors)):
+                    and all(i.synced.is_set() for i in self.informers)):
                 self._sync_generation = self.store.generation
                 log.info("first sync complete; waiting for the engine to load it")
 
     def stop(self) -> None:
-        for r in self.reflectors:
-            r.stop()
         if self.discovery is not None:
             self.discovery.writer.stop()
         if self.store is not None:
@@ -87,10 +74,10 @@ def local_modules(settings: Settings) -> list[PolicyModule]:
     return policy_modules(settings.engine.policy_dirs)
 
 
-def start(settings: Settings, engine: Evaluator, api_client: ApiClient | None,
-          metrics: Metrics, *, options: RuntimeOptions | None = None) -> Runtime:
-    """Load the local set now; with a cluster, start discovery and replication."""
-    opts = options or RuntimeOptions()
+def start(settings: Settings, engine: Evaluator, informers: Informers | None,
+          metrics: Metrics) -> Runtime:
+    """Load the local set now; with a cluster, register discovery and replication on
+    ``informers`` (which the caller starts once every handler is registered)."""
     kinds = replicated_kinds(settings.cluster.replicate_kinds)
     if not isinstance(engine, PolicyLoader):
         # kube-mgmt loads policies and data into OPA and owns the status
@@ -106,32 +93,23 @@ def start(settings: Settings, engine: Evaluator, api_client: ApiClient | None,
         log.warning("no policy loaded: every request will be allowed without checks")
     runtime = Runtime(engine, store)
     store.start()
-    if api_client is None:
+    if informers is None:
         if settings.cluster.policy_discovery:
             log.warning("MAGTAPE_POLICY_DISCOVERY is on but there is no Kubernetes API: "
                         "serving the local policies")
         return runtime
-
-    api = RawApi(api_client)
-
-    def backoff() -> Backoff:
-        return Backoff(opts.backoff_initial_seconds, opts.backoff_max_seconds)
-
+    timings = informers.timings
     if settings.cluster.policy_discovery:
         ns = settings.policy_namespace
-        runtime.discovery = PolicyDiscovery(api, store, ns, backoff())
+        runtime.discovery = PolicyDiscovery(
+            informers.api, store, ns,
+            Backoff(timings.backoff_initial_seconds, timings.backoff_max_seconds))
         runtime.discovery.writer.start()
-        runtime.reflectors.append(Reflector(
-            api, CONFIGMAPS, runtime.discovery, namespace=ns,
-            label_selector=settings.cluster.policy_selector,
-            watch_timeout_seconds=opts.watch_timeout_seconds, backoff=backoff(),
-            on_synced=runtime._reflector_synced))
-    for ref in kinds:
-        runtime.reflectors.append(Reflector(
-            api, ref, ReplicatedKind(store, ref),
-            watch_timeout_seconds=opts.watch_timeout_seconds, backoff=backoff(),
-            on_synced=runtime._reflector_synced))
-    for r in runtime.reflectors:
-        r.start()
-    log.info("watching %s", ", ".join(r.description for r in runtime.reflectors))
+        runtime.informers.append(informers.informer(
+            CONFIGMAPS, ns, settings.cluster.policy_selector))
+    runtime.informers += [informers.informer(ref) for ref in kinds]
+    handlers = ([runtime.discovery] if runtime.discovery is not None else []) + [
+        ReplicatedKind(store, ref) for ref in kinds]
+    for informer, handler in zip(runtime.informers, handlers, strict=True):
+        informer.add(handler, on_synced=runtime._informer_synced)
     return runtime

@@ -1,7 +1,7 @@
-"""Runs the webhook: wires settings, engine, notifier, runtime and two waitress listeners.
+"""Runs the webhook: the assembled collaborators (magtape.wiring) behind two waitress listeners.
 
-This is the only place that assembles the collaborators; ``create_app`` takes
-them injected, so tests build isolated apps the same way.
+``create_app`` takes the collaborators injected, so tests build isolated apps
+the same way; magtape.wiring is the one place that assembles them.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,20 +17,12 @@ from flask import Flask
 from kubernetes.client import ApiClient
 from prometheus_client import CollectorRegistry
 
-from magtape.admission import AdmissionService
-from magtape.audit.service import prepare as prepare_audit
-from magtape.enforcement.watch import start_enforcement
 from magtape.engine import Evaluator
 from magtape.engine.child import die_with_parent
 from magtape.kube import client as kube_client
-from magtape.kube.certs import certificate_expiry_or_nan
-from magtape.kube.reflector import Reflector
-from magtape.kube.rest import NAMESPACES, RawApi
 from magtape.listeners import METRICS_LIMITS, ListenerLimits, create_bounded_server
 from magtape.metrics import Metrics
-from magtape.namespaces import NamespaceDirectory
 from magtape.notify import Notifier
-from magtape.notify.factory import build_notifier
 from magtape.processes import (
     Helpers,
     MergedRegistry,
@@ -38,9 +30,9 @@ from magtape.processes import (
     helper_index,
     helper_settings,
 )
-from magtape.runtime import start as start_runtime
-from magtape.settings import ConfigError, EngineKind, Settings
+from magtape.settings import ConfigError, Settings
 from magtape.web import create_app, create_metrics_app
+from magtape.wiring import Assembly, assemble
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +41,29 @@ log = logging.getLogger(__name__)
 STOP_SECONDS = 5.0
 
 
-def build_engine(settings: Settings) -> Evaluator:
-    """The configured engine; the embedded one also loads policies (PolicyLoader)."""
-    if settings.engine.kind is EngineKind.OPA:
-        from magtape.engine.opa import OpaEngine
-
-        return OpaEngine(settings.engine.opa_url, settings.engine.timeout_seconds)
-    from magtape.engine.embedded import EmbeddedEngine
-
-    return EmbeddedEngine(settings.engine.timeout_seconds, workers=settings.engine.workers,
-                          memory_mb=settings.engine.memory_mb,
-                          compiled=settings.engine.compiled)
-
-
 @dataclass
 class Webhook:
-    """A running webhook: both listeners plus the background collaborators."""
+    """A running webhook: both listeners plus the assembled collaborators."""
 
-    settings: Settings
-    engine: Evaluator
-    metrics: Metrics
-    notifier: Notifier
+    assembly: Assembly
     _servers: list[Any] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
-    _stoppers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.assembly.settings
+
+    @property
+    def engine(self) -> Evaluator:
+        return self.assembly.engine
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.assembly.metrics
+
+    @property
+    def notifier(self) -> Notifier:
+        return self.assembly.notifier
 
     @property
     def admission_port(self) -> int:
@@ -110,12 +101,11 @@ class Webhook:
                  self.admission_port, s.http.metrics_listen.host, self.metrics_port)
 
     def stop(self, flush_seconds: float = 5.0) -> None:
-        """Let requests in flight finish, close the listeners, flush notifications."""
+        """Let requests in flight finish, close the listeners, then everything else in the
+        reverse of its start (notifications flushed last)."""
         for server, thread in zip(self._servers, self._threads, strict=True):
             stop_waitress(server, thread, flush_seconds)
-        for stop in self._stoppers:
-            stop()
-        self.notifier.close(flush_seconds)
+        self.assembly.close(flush_seconds)
 
 
 def stop_waitress(server: Any, thread: threading.Thread, timeout: float) -> None:
@@ -154,57 +144,25 @@ def start(settings: Settings, registry: CollectorRegistry | None = None,
     primary of several processes (magtape.processes); ``process``: this
     process' index among them.
     """
-    # With a cluster, what a review claims about its namespace is checked
-    # against the namespaces MagTape sees itself (docs/security.md).
-    namespaces = NamespaceDirectory() if api_client is not None else None
-    metrics = Metrics(registry if registry is not None else CollectorRegistry(), namespaces)
-    if settings.cluster.tls_cert_file:
-        cert_file = settings.cluster.tls_cert_file
-        metrics.certificate_expiry.set_function(lambda: certificate_expiry_or_nan(cert_file))
-    engine = build_engine(settings)
-    notifier = build_notifier(settings, api_client, metrics, namespaces=namespaces)
-    # The audit (MAGTAPE_AUDIT=on) may mirror the policy store's loads into its own engine.
-    audit = prepare_audit(settings, engine, api_client)
-    runtime = start_runtime(settings, audit.loader if audit else engine, api_client, metrics)
-    enforcer, enforcement = start_enforcement(settings, runtime.store, api_client, notifier)
-    hook = Webhook(settings, engine, metrics, notifier,
-                   _stoppers=[runtime.stop, enforcement.stop])
-    if audit is not None:
-        audit.start(enforcer, metrics, lambda: runtime.ready)
-        hook._stoppers.insert(0, audit.stop)
-    close_engine = getattr(engine, "close", None)  # the embedded engine's worker processes
-    if close_engine is not None:
-        hook._stoppers.append(close_engine)
-
-    namespace_watch = _watch_namespaces(api_client, namespaces)
-    if namespace_watch is not None:
-        hook._stoppers.append(namespace_watch.stop)
-
-    def own_ready() -> bool:
-        return runtime.ready and (namespace_watch is None or namespace_watch.synced.is_set())
+    assembly = assemble(settings, registry, api_client)
+    hook = Webhook(assembly)
 
     def ready() -> bool:
-        return own_ready() and (helpers is None or helpers.ready())
+        return assembly.ready() and (helpers is None or helpers.ready())
 
-    service = AdmissionService(settings, engine, notifier, metrics, enforcer=enforcer)
-    exposed = (MergedRegistry(metrics.registry, helpers.expositions)
+    exposed = (MergedRegistry(assembly.metrics.registry, helpers.expositions)
                if helpers is not None else None)
     # The admission port's /readyz is this process' own: with several
     # processes a probe there reaches any of them (the kubelet's go to the
     # metrics port, the primary's).
-    hook.serve_apps(create_app(service, own_ready, settings, metrics, process),
-                    create_metrics_app(ready, settings, metrics, exposed, process))
+    try:
+        hook.serve_apps(create_app(assembly.service, assembly.ready, settings, assembly.metrics,
+                                   process),
+                        create_metrics_app(ready, settings, assembly.metrics, exposed, process))
+    except BaseException:
+        assembly.close()
+        raise
     return hook
-
-
-def _watch_namespaces(api_client: ApiClient | None,
-                      namespaces: NamespaceDirectory | None) -> Reflector | None:
-    """Keep ``namespaces`` current; its own watch, so it works with every engine."""
-    if api_client is None or namespaces is None:
-        return None
-    watch = Reflector(RawApi(api_client), NAMESPACES, namespaces)
-    watch.start()
-    return watch
 
 
 def serve(settings: Settings, argv: Sequence[str] = ("serve",)) -> int:

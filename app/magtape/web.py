@@ -4,9 +4,11 @@ Only translation happens here: bytes in, JSON out, status codes counted. The
 admission listener (behind the nginx TLS sidecar in a cluster) serves
 ``POST /``, ``/healthz`` and ``/readyz``; the metrics listener (plain HTTP for
 the kubelet and Prometheus) serves ``/metrics``, ``/healthz`` and ``/readyz``.
-No request, however malformed, gets a stack trace back. The common admission
-request skips Flask's request machinery (:func:`_admission_fast_path`): the
-one place where the framework cost as much as MagTape's own work.
+No request, however malformed, gets a stack trace back. ``POST /`` is answered
+by one plain WSGI function in front of Flask (:func:`_admission_endpoint`):
+Flask's request machinery cost as much as MagTape's own work per admission
+(docs/performance.md), so the admission path never enters it; every other
+route is Flask's.
 """
 
 from __future__ import annotations
@@ -40,11 +42,6 @@ def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
     app = Flask("magtape.admission")
     app.config["MAX_CONTENT_LENGTH"] = settings.http.max_body_bytes
 
-    @app.post("/")
-    def admit() -> Response:
-        status, doc = service.handle(request.get_data(cache=False))
-        return _json(doc, status)
-
     _add_health(app, settings, ready, process)
     _add_error_handlers(app)
 
@@ -53,40 +50,60 @@ def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
         metrics.count(metrics.http_responses, str(response.status_code))
         return response
 
-    app.wsgi_app = _admission_fast_path(app.wsgi_app, service, metrics,  # type: ignore[method-assign,assignment]
-                                        settings.http.max_body_bytes)
+    app.wsgi_app = _admission_endpoint(app.wsgi_app, service, metrics,  # type: ignore[method-assign,assignment]
+                                       settings.http.max_body_bytes)
     return app
 
 
-def _admission_fast_path(flask_app: WSGIApp, service: AdmissionService, metrics: Metrics,
-                         max_body_bytes: int) -> WSGIApp:
-    """``POST /`` with a declared length within the limit, answered without Flask.
+def _admission_endpoint(flask_app: WSGIApp, service: AdmissionService, metrics: Metrics,
+                        max_body_bytes: int) -> WSGIApp:
+    """``/``: the admission endpoint, the only path; every other path goes to Flask.
 
-    Flask's request context, routing and response objects cost ~200 µs of
-    CPU per request under waitress, as much as the rest of MagTape's own
-    Python path (docs/performance.md). The common admission request is
-    answered here with exactly what ``admit`` would answer (the same
-    handler, JSON body, status and counter); everything else (other routes
-    and methods, no or a bad Content-Length, a body over the limit) goes to
-    Flask, which answers it as before.
+    The body is read by its Content-Length (waitress sets one for chunked
+    requests too, once it has them whole) or, from a server that marks its
+    input terminated instead, up to the limit; over the limit is 413. With
+    neither, the body is empty (RFC 9112, 6.3), which is a malformed review.
+    A defect is a JSON 500, as Flask's handler of last resort answers.
+    Every answer is counted in ``magtape_http_responses_total``.
     """
     def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        declared = environ.get("CONTENT_LENGTH")
-        if (environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != "/"
-                or not declared or not declared.isdigit() or int(declared) > max_body_bytes):
+        if environ.get("PATH_INFO") != "/":
             return flask_app(environ, start_response)
-        try:
-            status, doc = service.handle(environ["wsgi.input"].read(int(declared)))
-        except Exception:  # as Flask's handler of last resort does
-            log.exception("unhandled error serving POST /")
-            status, doc = 500, {"error": "internal error; see the MagTape logs"}
+        extra: list[tuple[str, str]] = []
+        if environ.get("REQUEST_METHOD") != "POST":
+            status, doc = 405, {"error": "method not allowed"}
+            extra = [("Allow", "POST")]
+        else:
+            status, doc = _admit(environ, service, max_body_bytes)
         body = json.dumps(doc, separators=(",", ":")).encode()
         metrics.count(metrics.http_responses, str(status))
         start_response(f"{status} {HTTPStatus(status).phrase}",
-                       [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                       [("Content-Type", "application/json"),
+                        ("Content-Length", str(len(body))), *extra])
         return [body]
 
     return wsgi
+
+
+def _admit(environ: dict[str, Any], service: AdmissionService,
+           max_body_bytes: int) -> tuple[int, Any]:
+    declared = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if declared.isdigit():
+        if int(declared) > max_body_bytes:
+            return 413, {"error": "request body too large"}
+        data = stream.read(int(declared))
+    elif environ.get("wsgi.input_terminated"):
+        data = stream.read(max_body_bytes + 1)
+        if len(data) > max_body_bytes:
+            return 413, {"error": "request body too large"}
+    else:
+        data = b""
+    try:
+        return service.handle(data)
+    except Exception:  # as Flask's handler of last resort does
+        log.exception("unhandled error serving POST /")
+        return 500, {"error": "internal error; see the MagTape logs"}
 
 
 def create_metrics_app(ready: ReadyCheck, settings: Settings, metrics: Metrics,

@@ -40,6 +40,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -504,20 +505,38 @@ def running(workdir: Path | None = None) -> Iterator[Cluster]:
         cluster.stop()
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the cluster exactly as Ctrl-C does
+
+
 def main(argv: list[str]) -> int:
-    """``python tests/e2e/cluster.py up [DIR]``: run a cluster until interrupted."""
+    """``python tests/e2e/cluster.py up [DIR]``: run a cluster until interrupted.
+
+    Ctrl-C or SIGTERM stops etcd, kube-apiserver and the controller manager;
+    a directory this command made is removed then, and also when the start
+    fails (a given DIR is kept, with the logs).
+    """
     if not argv or argv[0] != "up":
         print("usage: python tests/e2e/cluster.py up [WORKDIR]", file=sys.stderr)
         return 2
-    workdir = Path(argv[1]).resolve() if len(argv) > 1 else None
-    with running(workdir) as cluster:
-        print(f"cluster up: export KUBECONFIG={cluster.kubeconfig}", flush=True)
-        print(f"(Ctrl-C stops it; logs in {cluster.workdir}"
-              f"{'' if workdir else ', removed on exit'})", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-    if workdir is None:
-        shutil.rmtree(cluster.workdir, ignore_errors=True)
+    signal.signal(signal.SIGTERM, _interrupted)
+    given = Path(argv[1]).resolve() if len(argv) > 1 else None
+    workdir = given or Path(tempfile.mkdtemp(prefix="magtape-e2e-"))
+    try:
+        with running(workdir) as cluster:
+            print(f"cluster up: export KUBECONFIG={cluster.kubeconfig}", flush=True)
+            print(f"(Ctrl-C stops it; logs in {cluster.workdir}"
+                  f"{'' if given else ', removed on exit'})", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+    except ClusterError as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # during the start
+        return 130
+    finally:
+        if given is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -283,6 +283,55 @@ def test_broken_policy_is_reported_and_the_others_keep_enforcing(magtape: MagTap
         cluster.kubectl("delete", "configmap", "-n", magtape.namespace, "policy-e2e-broken")
 
 
+def test_an_original_policy_configmap_is_enforced_after_magtape_policy_convert(
+        magtape: MagTape, cluster: Cluster, tmp_path: Path) -> None:
+    """The original's format (Rego v0) is refused naming the command; after the documented
+    step (magtape policy convert --write on the manifest) it loads and enforces. Its errcode
+    is changed so that its denial is told apart from the built-in MT2001's."""
+    from magtape.cli import main as magtape_main
+
+    ns = namespace(cluster, "e2e-original")
+    source = (REPO / "tests/original/policy-privileged-pod-check.rego").read_text().replace(
+        "MT2001", "MT9926")
+    name = "policy-e2e-original"
+    manifest_file = tmp_path / "original.yaml"
+    manifest_file.write_text(yaml.safe_dump(_policy_configmap(magtape, name, source)))
+    apply(cluster, [yaml.safe_load(manifest_file.read_text())])
+    try:
+        wait_for(lambda: (_status(cluster, magtape.namespace, name) or {}).get("status")
+                 == "error", 60, "the v0 policy's error status")
+        assert "magtape policy convert" in str(_status(cluster, magtape.namespace, name))
+        assert magtape_main(["policy", "convert", "--write", str(manifest_file)]) == 0
+        apply(cluster, [yaml.safe_load(manifest_file.read_text())])
+        wait_for(lambda: _status(cluster, magtape.namespace, name) == {"status": "ok"}, 60,
+                 "status ok after the conversion")
+        stderr = wait_denied(cluster, manifest("test-deploy02", ns), "(MT9926)")
+        assert "[FAIL] HIGH - Found privileged Security Context for container" in stderr
+    finally:
+        cluster.kubectl("delete", "configmap", "-n", magtape.namespace, name)
+
+
+def test_a_policy_with_a_missing_builtin_is_refused_naming_it(magtape: MagTape,
+                                                             cluster: Cluster) -> None:
+    name = "policy-e2e-digest"
+    source = ("package kubernetes.admission.e2e_digest\n\nimport rego.v1\n\n"
+              'policy_metadata := {"name": "e2e-digest", "severity": "HIGH", '
+              '"errcode": "MT9927", "targets": {"Pod"}}\n\n'
+              "matches if input.request.kind.kind == \"Pod\"\n\n"
+              'deny contains {"name": "e2e-digest", "severity": "HIGH", "errcode": "MT9927", '
+              '"msg": "[FAIL] HIGH - digest (MT9927)"} if {\n'
+              '\tcrypto.sha256(input.request.object.metadata.name) == "x"\n}\n')
+    apply(cluster, [_policy_configmap(magtape, name, source)])
+    try:
+        wait_for(lambda: (_status(cluster, magtape.namespace, name) or {}).get("status")
+                 == "error", 60, "the policy's error status")
+        error = str((_status(cluster, magtape.namespace, name) or {}).get("error"))
+        assert error.startswith(f"{name}/{name}.rego:10: the builtin `crypto.sha256` is not"), error
+        assert "OPA-sidecar" in error
+    finally:
+        cluster.kubectl("delete", "configmap", "-n", magtape.namespace, name)
+
+
 def test_namespace_annotation_change_flips_mt2002(magtape: MagTape, cluster: Cluster) -> None:
     key = "k8s.t-mobile.com/nodeportRange"
     ns = namespace(cluster, "e2e-nodeport", annotations={key: "30100-30120"})

@@ -26,22 +26,21 @@ from magtape.audit.results import ObjectAudit, ref_of
 from magtape.audit.service import options_for
 from magtape.enforcement import EnforcementState, Enforcer, labels_from_data
 from magtape.enforcement.state import ConfigWatch, ExceptionWatch
-from magtape.enforcement.watch import EXCEPTIONS
 from magtape.engine.sources import SourceError, load_data_files, policy_modules
-from magtape.kube.discovery import modules_of
-from magtape.kube.replication import replicated_kinds
+from magtape.kube.discovery import format_errors, modules_of
+from magtape.kube.objects import Obj, with_kind
+from magtape.kube.replication import layout, replicated_kinds
 from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi
 from magtape.namespaces import NamespaceDirectory
 from magtape.policy import DenyLevel, PolicyModule
 from magtape.remediation import catalogue_for
 from magtape.settings import ConfigError, Settings
+from magtape.wiring.enforcement import EXCEPTIONS
 
 EXIT_OK, EXIT_DENIED, EXIT_INPUT = 0, 1, 2
 MIN_TIMEOUT_SECONDS = 30.0  # no admission deadline here
 MAX_JOBS = 64
 MAX_MESSAGE = 100  # table column
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
               "~/.kube/config points at the cluster", file=err)
         return EXIT_INPUT
     try:
-        audits, level = _audit(settings, options, RawApi(api_client))
+        audits, level = _audit(settings, options, RawApi(api_client), err)
     except (ClusterReadError, ConfigError, SourceError) as exc:
         print(f"magtape audit: {exc}", file=err)
         return EXIT_INPUT
@@ -119,18 +118,9 @@ def _list(api: RawApi, ref: Any, namespace: str | None = None,
             return []
         raise ClusterReadError(f"cannot list {ref}"
                                f"{' in ' + namespace if namespace else ''}: {exc}") from None
-    kind = str(doc.get("kind", ""))[:-4] if str(doc.get("kind", "")).endswith("List") else ""
     items = list(doc.get("items") or [])
-    for item in items:
-        item.setdefault("apiVersion", ref.group_version)
-        if kind:
-            item.setdefault("kind", kind)
+    with_kind(items, doc, ref.group_version)
     return items
-
-
-def _without_managed_fields(obj: Obj) -> Obj:
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return {**obj, "metadata": meta}
 
 
 def _data(settings: Settings, api: RawApi, namespaces: list[Obj]) -> dict[str, Any]:
@@ -138,16 +128,7 @@ def _data(settings: Settings, api: RawApi, namespaces: list[Obj]) -> dict[str, A
     data = load_data_files(settings.engine.data_files)
     kubernetes: dict[str, Any] = dict(data.get("kubernetes") or {})
     for ref in replicated_kinds(settings.cluster.replicate_kinds):
-        items = namespaces if ref == NAMESPACES else _list(api, ref)
-        layout: dict[str, Any] = {}
-        for obj in items:
-            meta = obj.get("metadata") or {}
-            if ref == NAMESPACES or not meta.get("namespace"):
-                layout[str(meta.get("name"))] = _without_managed_fields(obj)
-            else:
-                layout.setdefault(str(meta["namespace"]), {})[str(meta.get("name"))] = \
-                    _without_managed_fields(obj)
-        kubernetes[ref.plural] = layout
+        kubernetes[ref.plural] = layout(namespaces if ref == NAMESPACES else _list(api, ref))
     data["kubernetes"] = kubernetes
     return data
 
@@ -177,7 +158,7 @@ def _enforcer(settings: Settings, api: RawApi, data: Mapping[str, Any],
     return Enforcer(state, level, namespace_labels=labels)
 
 
-def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi
+def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi, err: TextIO
            ) -> tuple[list[ObjectAudit], DenyLevel]:
     from magtape.audit.results import Auditor
     from magtape.engine.embedded import EmbeddedEngine
@@ -196,9 +177,13 @@ def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi
                             compiled=settings.engine.compiled)
     try:
         report = engine.load(modules, data)
-        if report.errors:
-            raise ClusterReadError("policies failed to load: "
-                                   + "; ".join(map(str, report.errors)))
+        # The webhook's rule: a policy that fails to load is reported and skipped, the
+        # others still decide. Only a set in which nothing loaded stops the audit.
+        if report.errors and not report.policies:
+            raise ClusterReadError(f"no policy loaded: {format_errors(report.errors)}")
+        for error in report.errors:
+            print(f"magtape audit: warning: skipping a policy that failed to load, as the "
+                  f"webhook does: {format_errors((error,))}", file=err)
         auditor = Auditor(_enforcer(settings, api, data, level), engine.evaluate,
                           catalogue_for(settings.engine.policy_dirs, settings.docs_url))
         names = {ref.plural: ref for ref in served(api, kinds, settings.identity.namespace)}

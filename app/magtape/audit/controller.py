@@ -31,8 +31,9 @@ from magtape.audit.tally import tally
 from magtape.audit.writer import ReportWriter
 from magtape.background import Backoff, Worker
 from magtape.enforcement import utc_now
-from magtape.kube.reflector import Reflector
-from magtape.kube.rest import NAMESPACES, KubeError, RawApi, ResourceRef
+from magtape.kube.informers import Informer, Informers
+from magtape.kube.reflector import Handler
+from magtape.kube.rest import NAMESPACES, KubeError, ResourceRef
 from magtape.metrics import AuditMetrics
 from magtape.namespaces import NamespaceDirectory
 
@@ -72,7 +73,6 @@ class AuditOptions:
     data_pass_seconds: float = 60.0
     all_namespaces: bool = False
     limits: ReportLimits = field(default_factory=ReportLimits)
-    watch_timeout_seconds: int = 300
     backoff_max_seconds: float = 30.0
 
 
@@ -154,10 +154,10 @@ class _NamespaceHandler:
 class AuditController:
     """Keeps the PolicyReports and audit metrics current while started."""
 
-    def __init__(self, api: RawApi, kinds: list[ResourceRef], auditor: Auditor, source: Source,
-                 metrics: AuditMetrics, options: AuditOptions = AuditOptions(),
+    def __init__(self, informers: Informers, kinds: list[ResourceRef], auditor: Auditor,
+                 source: Source, metrics: AuditMetrics, options: AuditOptions = AuditOptions(),
                  clock: Callable[[], datetime] = utc_now) -> None:
-        self._api, self._auditor, self._source = api, auditor, source
+        self._informers, self._auditor, self._source = informers, auditor, source
         self._metrics, self._opts, self._clock = metrics, options, clock
         self._kinds = {KIND_OF.get(ref.plural, ref.plural): ref for ref in kinds}
         self._kind_names = frozenset(self._kinds)
@@ -172,8 +172,8 @@ class AuditController:
                               backoff=Backoff(1.0, options.backoff_max_seconds))
         self._last_flush = 0.0
         self._namespaces = _NamespaceHandler(self)
-        self._reflectors: list[Reflector] = []
-        self.writer = ReportWriter(api)
+        self._watching: list[tuple[Informer, Handler]] = []
+        self.writer = ReportWriter(informers.api)
         self._bucket = TokenBucket(options.rate_per_second)
         # Full passes
         self._generation: int | None = None
@@ -191,23 +191,19 @@ class AuditController:
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> None:
-        backoff_max = self._opts.backoff_max_seconds
-        self._reflectors = [Reflector(self._api, NAMESPACES, self._namespaces,
-                                      watch_timeout_seconds=self._opts.watch_timeout_seconds,
-                                      backoff=Backoff(0.5, backoff_max))]
-        for kind, ref in sorted(self._kinds.items()):
-            self._reflectors.append(Reflector(
-                self._api, ref, _KindHandler(self, kind),
-                watch_timeout_seconds=self._opts.watch_timeout_seconds,
-                backoff=Backoff(0.5, backoff_max)))
-        for r in self._reflectors:
-            r.start()
+        """Join the process' shared watches (the informer replays what it has) and start."""
+        handlers: list[tuple[ResourceRef, Handler]] = [(NAMESPACES, self._namespaces)]
+        handlers += [(ref, _KindHandler(self, kind)) for kind, ref in sorted(self._kinds.items())]
+        self._watching = [(self._informers.watch(ref, handler), handler)
+                          for ref, handler in handlers]
         self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop, and leave the watches (an audited kind nobody else follows stops)."""
         self._worker.request_stop()
-        for r in self._reflectors:
-            r.stop(timeout)
+        watching, self._watching = self._watching, []
+        for informer, handler in watching:
+            self._informers.release(informer, handler)
         self._worker.join(timeout)
 
     def _wake(self) -> None:
@@ -216,7 +212,8 @@ class AuditController:
 
     @property
     def synced(self) -> bool:
-        return bool(self._reflectors) and all(r.synced.is_set() for r in self._reflectors)
+        watching = self._watching
+        return bool(watching) and all(i.synced.is_set() for i, _ in watching)
 
     @property
     def idle(self) -> bool:

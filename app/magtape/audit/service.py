@@ -22,7 +22,7 @@ from magtape.audit.report import ReportLimits
 from magtape.audit.results import Auditor
 from magtape.enforcement import Enforcer
 from magtape.engine import Evaluator
-from magtape.kube.rest import RawApi
+from magtape.kube.informers import Informers
 from magtape.metrics import AuditMetrics, Metrics
 from magtape.remediation import catalogue_for
 from magtape.settings import AuditMode, AuditScope, Settings
@@ -43,10 +43,11 @@ def options_for(settings: Settings) -> AuditOptions:
 class AuditService:
     """One replica's part of the audit: an elector, and while leading, an engine and controller."""
 
-    def __init__(self, settings: Settings, engine: Evaluator, api_client: Any) -> None:
+    def __init__(self, settings: Settings, engine: Evaluator, informers: Informers) -> None:
         self.settings = settings
         self._kinds = audit_kinds(settings.audit.kinds)  # ConfigError early
-        self._api = RawApi(api_client)
+        self._informers = informers
+        self._api = informers.api
         # With the embedded engine the audit gets engine workers of its own
         # while leading, fed by the Mirror; with OPA it shares the sidecar.
         self._mirror = Mirror(engine) if is_loader(engine) else None
@@ -89,7 +90,7 @@ class AuditService:
         source = Gated(raw, self._admission_ready)
         auditor = Auditor(self._enforcer, source.evaluate,
                           catalogue_for(s.engine.policy_dirs, s.docs_url))
-        controller = AuditController(self._api, kinds, auditor, source, self._metrics,
+        controller = AuditController(self._informers, kinds, auditor, source, self._metrics,
                                      options_for(s))
         with self._lock:
             self.controller = controller
@@ -116,11 +117,12 @@ class AuditService:
             self._elector.stop()  # steps down (stopping the audit) and releases the Lease
 
 
-def prepare(settings: Settings, engine: Evaluator, api_client: Any) -> AuditService | None:
+def prepare(settings: Settings, engine: Evaluator, informers: Informers | None
+            ) -> AuditService | None:
     """The audit service when ``MAGTAPE_AUDIT=on`` and there is a cluster, else None."""
     if settings.audit.mode is AuditMode.OFF:
         return None
-    if api_client is None:
+    if informers is None:
         log.warning("MAGTAPE_AUDIT=on needs a Kubernetes API (none found): no audit")
         return None
-    return AuditService(settings, engine, api_client)
+    return AuditService(settings, engine, informers)

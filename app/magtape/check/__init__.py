@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
+from magtape.check import offline
 from magtape.check.manifests import (
     Input,
     InputError,
@@ -38,9 +39,9 @@ from magtape.check.manifests import (
     read_sources,
 )
 from magtape.check.model import CheckRun, Finding, ObjectResult, Verdict
+from magtape.check.offline import ObjectKey
 from magtape.decision import Verdict as DecisionVerdict
-from magtape.enforcement import Enforcer, offline
-from magtape.enforcement.offline import ObjectKey
+from magtape.enforcement import Enforcer
 from magtape.enforcement.overrides import EnforcementConfig
 from magtape.engine import EngineError
 from magtape.engine.sources import SourceError, deep_merge, load_data_files, policy_modules
@@ -64,7 +65,7 @@ class CheckOptions:
     jobs: int = 1
     ignore: tuple[str, ...] = ()
     allow_empty: bool = False
-    # The webhook's enforcement state from files (magtape.enforcement.offline).
+    # The webhook's enforcement state from files (magtape.check.offline).
     exceptions: tuple[str, ...] = ()  # --exceptions FILE|DIR
     enforcement: str = ""  # --enforcement FILE (overrides)
     old: str = ""  # --old FILE: objects as they are now; matching inputs are UPDATEs

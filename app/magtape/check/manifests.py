@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+
+from magtape.check import render
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "-"
@@ -137,8 +139,11 @@ def read_sources(paths: Sequence[str], stdin: TextIO, ignore: Sequence[str],
 
     What the directory walk leaves out is counted in ``result.skipped``. Lazy,
     so a caller that parses each file before asking for the next reports the
-    first problem in input order.
+    first problem in input order. Kustomize directories and Helm charts are
+    rendered (:mod:`magtape.check.render`): their ``name`` is the
+    kustomization file or Chart.yaml, their text the rendered stream.
     """
+    patches: set[Path] | None = None  # read once the first path is known to exist
     for path in paths:
         if path == STDIN:
             text = stdin.read(MAX_FILE_BYTES + 1)
@@ -150,8 +155,16 @@ def read_sources(paths: Sequence[str], stdin: TextIO, ignore: Sequence[str],
         p = Path(path)
         if not p.exists():
             raise InputError(f"{path}: no such file or directory")
-        for f in _walk(p, ignore, result) if p.is_dir() else [p]:
-            yield str(f), _read(f)
+        if patches is None:
+            patches = _patches([Path(q) for q in paths if q != STDIN])
+        if p.is_dir():
+            yield from _walk(p, ignore, result, patches)
+        elif p.name in render.KUSTOMIZATION_FILES:  # the kustomization names its directory
+            yield str(p), _rendered(render.render_kustomization, p.parent)
+        elif p.resolve() in patches:
+            result.skipped["Kustomize patch"] += 1
+        else:
+            yield str(p), _read(p)
 
 
 def _read(f: Path) -> str:
@@ -164,35 +177,67 @@ def _read(f: Path) -> str:
         raise InputError(f"{f}: cannot read: {exc}") from None
 
 
-def _walk(root: Path, ignore: Sequence[str], result: Input) -> Iterator[Path]:
-    """Manifest files below ``root``, each directory's files before its subdirectories."""
+def _walk(root: Path, ignore: Sequence[str], result: Input,
+          patches: set[Path]) -> Iterator[tuple[str, str]]:
+    """``(name, text)`` below ``root``, each directory's files before its subdirectories.
+
+    A directory with a kustomization or a Chart.yaml is one rendered source
+    (not walked further); a Kustomize Component's is walked without its patches.
+    """
     patterns = [*ignore, *_ignore_file(root)]
 
-    def walk(d: Path) -> Iterator[Path]:
+    def walk(d: Path) -> Iterator[tuple[str, str]]:
         try:
+            kustomization = render.kustomization_in(d)
             entries = sorted(d.iterdir())
         except OSError as exc:
             raise InputError(f"{d}: cannot list: {exc}") from None
-        chart = (d / "Chart.yaml").is_file()
+        if kustomization is not None:
+            if not render.is_component(_kustomization(kustomization)):
+                yield str(kustomization), _rendered(render.render_kustomization, d)
+                return
+        elif (d / render.CHART_FILE).is_file():
+            yield str(d / render.CHART_FILE), _rendered(render.render_chart, d)
+            return
         subdirs = []
         for e in entries:
             rel = e.relative_to(root).as_posix()
             if e.name.startswith(".") or _ignored(rel, patterns):
                 continue
             if e.is_dir():
-                if e.is_symlink():  # a link back up would loop forever
-                    continue
-                if chart and e.name in ("templates", "charts"):
-                    # Go templates are not YAML until `helm template` renders them.
-                    result.skipped["Helm chart templates directory"] += 1
-                else:
+                if not e.is_symlink():  # a link back up would loop forever
                     subdirs.append(e)
             elif e.suffix in MANIFEST_SUFFIXES and e.is_file():
-                yield e
+                if e.resolve() in patches:
+                    result.skipped["Kustomize patch"] += 1
+                else:
+                    yield str(e), _read(e)
         for sub in subdirs:
             yield from walk(sub)
 
     return walk(root)
+
+
+def _patches(roots: Sequence[Path]) -> set[Path]:
+    return render.patches_below(r for r in roots if r.exists())
+
+
+def _kustomization(f: Path) -> dict[str, Any]:
+    try:
+        return render.read_kustomization(f)
+    except render.RenderError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _rendered(how: Callable[[Path], str], directory: Path) -> str:
+    try:
+        text = how(directory)
+    except render.RenderError as exc:
+        raise InputError(str(exc)) from None
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"{directory}: renders to more than {MAX_FILE_BYTES // 2**20} MiB; "
+                         "check its parts separately")
+    return text
 
 
 def _ignore_file(root: Path) -> list[str]:
@@ -240,7 +285,10 @@ def parse_document_text(result: Input, name: str, text: str, line_offset: int = 
 
 def _classify(result: Input, name: str, index: int, node: yaml.Node, doc: Any,
               line_offset: int) -> None:
-    line = node.start_mark.line + 1 + line_offset
+    line: int | None = node.start_mark.line + 1 + line_offset
+    rendered = render.is_rendered_name(name)
+    if rendered:
+        line = None  # a line of the rendered stream, not of the kustomization file
     if doc is None:
         return
     reason = _not_kubernetes(doc)
@@ -250,15 +298,16 @@ def _classify(result: Input, name: str, index: int, node: yaml.Node, doc: Any,
     kind = doc["kind"]
     items = doc.get("items")
     if kind.endswith("List") and isinstance(items, list):
-        lines = _item_lines(node, line_offset)
+        lines = {} if rendered else _item_lines(node, line_offset)
         for i, item in enumerate(items):
-            where = f"{name}:{lines.get(i, line)} items[{i}]"
+            at = lines.get(i, line)
+            where = f"{name}:{at} items[{i}]" if at else f"{name}#{index} items[{i}]"
             if not isinstance(item, dict) or not item.get("kind"):
                 raise InputError(f"{where}: expected a Kubernetes object")
             _check_metadata(where, item)
             result.manifests.append(Manifest(name, index, lines.get(i), item, item=i))
         return
-    _check_metadata(f"{name}:{line}", doc)
+    _check_metadata(f"{name}:{line}" if line else f"{name}#{index}", doc)
     result.manifests.append(Manifest(name, index, line, doc))
 
 

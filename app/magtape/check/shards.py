@@ -55,7 +55,7 @@ from magtape.check import (
 )
 from magtape.check.manifests import Input, InputError, Manifest, parse_document_text
 from magtape.check.model import CheckRun, Finding, ObjectResult, Verdict
-from magtape.enforcement.offline import OfflineInputError
+from magtape.check.offline import OfflineInputError
 from magtape.engine import EngineError
 from magtape.engine.sources import SourceError
 from magtape.policy import PolicyInfo, Severity, Violation

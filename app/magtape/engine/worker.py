@@ -78,8 +78,34 @@ def error_text(exc: BaseException) -> str:
 
 def _failed(exc: BaseException, prefix: str = "") -> tuple[bytes, bytes]:
     filename, line, message = error_location(exc)
-    return b"K", json.dumps({"ok": False, "error": prefix + message, "filename": filename,
-                             "line": line}).encode()
+    return b"K", json.dumps({"ok": False, "error": prefix + message + v0_hint(message),
+                             "filename": filename, "line": line}).encode()
+
+
+# regorus' parse errors for Rego v0 syntax (the original MagTape's policies).
+_V0_SIGNS = ("`if` keyword is required", "`contains` keyword is required",
+             "could not find function re_match")
+
+
+def v0_hint(message: str) -> str:
+    """What to do when ``message`` says the module is written in Rego v0."""
+    if not any(sign in message for sign in _V0_SIGNS):
+        return ""
+    return (" -- this module looks like Rego v0 (the original MagTape's policy format): "
+            "convert it to Rego v1 with `magtape policy convert FILE` (docs/upgrading.md)")
+
+
+def _semantics(engine: Any, filenames: list[str]) -> bytes | None:
+    """A refusal verdict when the modules ``filenames`` use what the engine would
+    not decide as OPA does (magtape.engine.semantics); None when they do not."""
+    from magtape.engine import semantics
+
+    findings = semantics.vet(engine.get_ast_as_json(), filenames)
+    if not findings:
+        return None
+    first = findings[0]
+    return json.dumps({"ok": False, "error": next(semantics.summary(findings)),
+                       "filename": first.filename, "line": first.line}).encode()
 
 
 class Worker:
@@ -197,10 +223,17 @@ class Worker:
         errors = []
         for filename, source in json.loads(payload)["modules"]:
             try:
-                self.new_engine([[filename, source]])
+                engine = self.new_engine([[filename, source]])
             except RuntimeError as exc:
                 _, line, message = error_location(exc)
-                errors.append({"filename": filename, "line": line, "message": message})
+                errors.append({"filename": filename, "line": line,
+                               "message": message + v0_hint(message)})
+                continue
+            refused = _semantics(engine, [filename])
+            if refused is not None:
+                doc = json.loads(refused)
+                errors.append({"filename": filename, "line": doc["line"],
+                               "message": doc["error"]})
         return b"K", json.dumps(errors).encode()
 
     def vet_policy(self, payload: bytes) -> tuple[bytes, bytes]:
@@ -211,6 +244,9 @@ class Worker:
             engine = self.new_engine([*doc["libraries"], *doc["modules"]])
         except RuntimeError as exc:
             return _failed(exc)
+        refused = _semantics(engine, [name for name, _ in doc["modules"]])
+        if refused is not None:
+            return b"K", refused
         engine.set_input_json("{}")
         if not _has_rule(engine, f"data.{package}.deny"):
             return b"K", json.dumps({"ok": False, "error": "the policy defines no `deny` rule: "

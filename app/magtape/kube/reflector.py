@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from magtape.background import Backoff, Worker
+from magtape.kube.objects import Obj, with_kind
 from magtape.kube.rest import KubeError, RawApi, ResourceRef, WatchStream
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 class Handler(Protocol):
@@ -91,14 +90,7 @@ class Reflector:
     def _list(self) -> str:
         doc = self._api.list(self.ref, self._namespace, self._selector)
         items = doc.get("items") or []
-        # List items come without apiVersion/kind; watch events carry them.
-        # Fill them in so the handler (and the policies) always see one shape.
-        kind = str(doc.get("kind", ""))
-        kind = kind[:-4] if kind.endswith("List") else kind
-        for item in items:
-            item.setdefault("apiVersion", doc.get("apiVersion", self.ref.group_version))
-            if kind:
-                item.setdefault("kind", kind)
+        with_kind(items, doc, self.ref.group_version)  # as watch events carry them
         self._handler.replace(items)
         self._backoff.reset()
         if not self.synced.is_set():

@@ -7,7 +7,8 @@ annotations this way). Namespaces are always replicated; ``MAGTAPE_REPLICATE``
 adds kinds such as ``v1/services`` or ``apps/v1/deployments``. Each section
 replaces whatever a data file put at the same path. ``metadata.managedFields``
 is dropped: it is bookkeeping no policy needs, and it is often the bulk of an
-object.
+object. :func:`layout` is the one definition of that layout, for the
+webhook's live replication and ``magtape audit``'s one-off reads alike.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from magtape.engine.store import PolicyStore
+from magtape.kube.objects import Obj, key_of, without_managed_fields
 from magtape.kube.rest import NAMESPACES, ResourceRef
 from magtape.settings import KindRef
-
-Obj = dict[str, Any]
 
 
 def replicated_kinds(extra: Iterable[KindRef]) -> list[ResourceRef]:
@@ -46,25 +46,18 @@ class ReplicatedKind:
 
     def replace(self, objects: list[Obj]) -> None:
         with self._lock:
-            layout: dict[str, Any] = {}
-            for obj in objects:
-                ns, name = _key(obj)
-                if ns:
-                    layout.setdefault(ns, {})[name] = _trimmed(obj)
-                else:
-                    layout[name] = _trimmed(obj)
-            self._layout = layout
+            self._layout = layout(objects)
             self._publish()
 
     def apply(self, event_type: str, obj: Obj) -> None:
         with self._lock:
-            ns, name = _key(obj)
+            ns, name = key_of(obj)
             deleted = event_type == "DELETED"
             if ns:
                 # A fresh inner dict: the published one is never mutated.
                 inner = {k: v for k, v in self._layout.get(ns, {}).items() if k != name}
                 if not deleted:
-                    inner[name] = _trimmed(obj)
+                    inner[name] = without_managed_fields(obj)
                 if inner:
                     self._layout[ns] = inner
                 else:
@@ -72,7 +65,7 @@ class ReplicatedKind:
             elif deleted:
                 self._layout.pop(name, None)
             else:
-                self._layout[name] = _trimmed(obj)
+                self._layout[name] = without_managed_fields(obj)
             self._publish()
 
     def _publish(self) -> None:
@@ -80,13 +73,14 @@ class ReplicatedKind:
         self._store.set_data(("kubernetes", self.ref.plural), dict(self._layout))
 
 
-def _key(obj: Obj) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
-
-
-def _trimmed(obj: Obj) -> Obj:
-    meta = obj.get("metadata")
-    if isinstance(meta, dict) and "managedFields" in meta:
-        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-    return obj
+def layout(objects: Iterable[Obj]) -> dict[str, Any]:
+    """kube-mgmt's layout of one kind: ``{name: obj}`` for cluster-scoped objects,
+    ``{namespace: {name: obj}}`` for namespaced ones, without managedFields."""
+    out: dict[str, Any] = {}
+    for obj in objects:
+        ns, name = key_of(obj)
+        if ns:
+            out.setdefault(ns, {})[name] = without_managed_fields(obj)
+        else:
+            out[name] = without_managed_fields(obj)
+    return out

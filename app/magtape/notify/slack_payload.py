@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 PRETEXT_DENIED = "MagTape | Policy Denial Detected"
 PRETEXT_FAILURES = "MagTape | Policy Failures Detected"
-PRETEXT_REMINDER = "MagTape | Policy Exception Expiring"  # magtape.enforcement.reminders
+PRETEXT_REMINDER = "MagTape | Policy Exception Expiring"  # magtape.wiring.reminders
 # Messages listed in one alert; the rest are counted in a last line.
 MESSAGES_MAX = 20
 

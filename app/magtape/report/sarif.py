@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from magtape import __version__
+from magtape import __version__, project
 from magtape.check.model import CheckRun, Finding, ObjectResult
 from magtape.policy import PolicyInfo
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-INFORMATION_URI = "https://github.com/tmobile/magtape"
+INFORMATION_URI = project.REPOSITORY
 
 
 # Where the results go in the indented document: a string no result can be,

@@ -14,17 +14,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from magtape.background import Backoff
-from magtape.enforcement.watch import EXCEPTIONS
 from magtape.kube.reflector import Reflector
 from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi, ResourceRef, WatchStream
 from magtape.listeners import ListenerLimits, create_bounded_server
 from magtape.remediation import catalogue_for
 from magtape.settings import Settings
 from magtape.ui.model import Health, Model
+from magtape.wiring.enforcement import EXCEPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,13 @@ def _backoff(options: UiOptions) -> Backoff:
 def build_model(settings: Settings, options: UiOptions) -> Model:
     return Model(settings.deny_level, catalogue_for(settings.engine.policy_dirs,
                                                     settings.docs_url),
-                 settings.exceptions.enforcement_configmap, options.history)
+                 settings.exceptions.enforcement_configmap, options.history,
+                 spawn=in_background)
+
+
+def in_background(work: Callable[[], None]) -> None:
+    """The model's index rebuilds: off the request threads, so views never wait."""
+    threading.Thread(target=work, name="magtape-ui-index", daemon=True).start()
 
 
 # A person's browser behind kubectl port-forward: small GETs, few connections.

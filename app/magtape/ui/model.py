@@ -187,10 +187,14 @@ def rows_of_report(report: Mapping[str, Any]) -> tuple[Row, ...]:
     return tuple(out)
 
 
+Spawn = Callable[[Callable[[], None]], None]  # runs a function in the background
+
+
 class ReportStore:
     """Reflector handler for the audit's PolicyReports (one per namespace)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spawn: Spawn | None = None) -> None:
+        self._spawn = spawn
         self._lock = threading.Lock()
         self._by_ns: dict[str, _NamespaceReport] = {}
         self._version = 0
@@ -236,17 +240,19 @@ class ReportStore:
             return dict(self._by_ns)
 
     def index(self) -> ResultIndex:
-        """Every result, sorted and indexed. Built on the first view; after a change it is
-        rebuilt on a background thread while views keep answering from the previous
-        one (a rebuild of 50,000 results takes longer than a page view may), so a
-        view is at most one rebuild behind the watches."""
+        """Every result, sorted and indexed. Built by the first view; after a change,
+        rebuilt by the next view, or, with ``spawn`` (``magtape ui`` gives a thread),
+        in the background while views keep answering from the previous index (a
+        rebuild of 50,000 results takes longer than a page view may): a view is then
+        at most one rebuild behind the watches."""
         with self._lock:
             current, version = self._index, self._version
-            if current is not None:
-                if current.version != version and not self._rebuilding:
+            if current is not None and current.version == version:
+                return current
+            if current is not None and self._spawn is not None:
+                if not self._rebuilding:
                     self._rebuilding = True
-                    threading.Thread(target=self._rebuild, name="magtape-ui-index",
-                                     daemon=True).start()
+                    self._spawn(self._rebuild)
                 return current
             by_ns = dict(self._by_ns)
         built = ResultIndex(version, by_ns)
@@ -359,11 +365,12 @@ class Model:
     def __init__(self, default_level: DenyLevel, catalogue: Catalogue,
                  enforcement_configmap: str = "magtape-enforcement",
                  history_capacity: int = 5000,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 spawn: Spawn | None = None) -> None:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.default_level = default_level
         self.catalogue = catalogue
-        self.reports = ReportStore()
+        self.reports = ReportStore(spawn)
         self.namespaces = NamespaceLabels()
         self.enforcement = EnforcementState()
         # The webhook's own handlers: an exception parses here as it does there.

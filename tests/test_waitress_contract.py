@@ -1,0 +1,76 @@
+"""The waitress internals magtape.listeners relies on, checked by name.
+
+Why it exists: listeners.py subclasses waitress' task, channel and server
+classes (one-send responses, JSON error pages, the request-read deadline, the
+writable rule, SO_REUSEPORT), which are not public API. pyproject.toml pins
+waitress to one minor version; when `make lock` moves it, these tests say
+exactly which of the attributes and methods we override or read has changed,
+instead of a subtle failure under load.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib import metadata
+
+import pytest
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, Task, WSGITask
+
+from magtape.listeners import BoundedServer, DeadlineChannel, JsonErrorTask, OneSendTask
+
+
+def test_the_minor_version_is_the_one_pinned() -> None:
+    assert metadata.version("waitress").startswith("3.0."), (
+        "waitress moved past 3.0: re-check magtape/listeners.py against its source, then "
+        "widen the pin in pyproject.toml and the checks below")
+
+
+# (class, name, what listeners.py does with it)
+OVERRIDDEN = [
+    (WSGITask, "write", "OneSendTask.write sends header and whole body in one write"),
+    (ErrorTask, "execute", "JsonErrorTask.execute writes a JSON body"),
+    (HTTPChannel, "received", "DeadlineChannel.received stamps when reading began"),
+    (HTTPChannel, "writable", "DeadlineChannel.writable stops the poll loop spinning"),
+    (TcpWSGIServer, "maintenance", "BoundedServer.maintenance closes slow readers"),
+    (TcpWSGIServer, "set_reuse_addr", "SharedPortServer sets SO_REUSEPORT before bind"),
+]
+
+
+@pytest.mark.parametrize(("cls", "name", "why"), OVERRIDDEN,
+                         ids=[f"{c.__name__}.{n}" for c, n, _ in OVERRIDDEN])
+def test_overridden_methods_still_exist(cls: type, name: str, why: str) -> None:
+    assert callable(getattr(cls, name, None)), f"{cls.__name__}.{name} is gone ({why})"
+
+
+# Attributes read or set by our overrides, and where waitress defines them.
+READ = [
+    (Task, ["wrote_header", "complete", "has_body", "chunked_response", "content_length",
+            "content_bytes_written", "build_response_header", "set_close_on_finish",
+            "response_headers", "channel"]),
+    (HTTPChannel, ["will_close", "close_when_flushed", "requests", "total_outbufs_len",
+                   "write_soon", "request", "adj"]),
+    (TcpWSGIServer, ["active_channels"]),
+]
+
+
+@pytest.mark.parametrize(("cls", "names"), READ, ids=[c.__name__ for c, _ in READ])
+def test_attributes_our_overrides_use_are_still_waitress_own(cls: type, names: list[str]
+                                                             ) -> None:
+    source = "".join(inspect.getsource(c) for c in cls.__mro__ if c.__module__ != "builtins"
+                     and c.__module__.startswith("waitress"))
+    for name in names:
+        assert f"self.{name}" in source or f"def {name}" in source or hasattr(cls, name), (
+            f"waitress' {cls.__name__} no longer has {name}: magtape/listeners.py uses it")
+
+
+def test_the_hooks_that_select_our_classes_are_still_read() -> None:
+    """waitress picks the task, error task and channel classes through these attributes."""
+    channel_source = inspect.getsource(HTTPChannel)
+    assert "self.task_class" in channel_source and "self.error_task_class" in channel_source
+    assert "self.channel_class" in inspect.getsource(TcpWSGIServer.__mro__[1])
+    assert DeadlineChannel.task_class is OneSendTask
+    assert DeadlineChannel.error_task_class is JsonErrorTask
+    assert BoundedServer.channel_class is DeadlineChannel
+    assert "outbuf_high_watermark" in inspect.getsource(HTTPChannel)
