@@ -395,9 +395,12 @@ class Model:
         return sorted({*self.reports.index().check_ids, *(r.id for r in self.catalogue)})
 
     def deny_level(self, namespace: str, labels: Mapping[str, str] | None) -> DenyLevel:
+        config = self.enforcement.config
+        if not config.namespaces:  # no namespace rule: the default for every namespace
+            return self.default_level
         found = dict(labels or {})
         found.setdefault("kubernetes.io/metadata.name", namespace)
-        return self.enforcement.config.deny_level_for(found, self.default_level)
+        return config.deny_level_for(found, self.default_level)
 
     # -- views -------------------------------------------------------------------
     def namespace_rows(self, q: Query) -> Page[NamespaceRow]:
