@@ -22,7 +22,8 @@ rounds. Besides requests/s and latency, each run reads the CPU time of the
 server's whole process tree (engine workers included) from /proc and prints
 CPU per request. Then floor and the Deployment targets are run at 2
 connections for their p99. Other modes: --scale (hack/bench_scale.py), --check
-(hack/bench_check.py), --audit (hack/bench_audit.py), --engine-only.
+(hack/bench_check.py), --audit (hack/bench_audit.py), --ui (hack/bench_ui.py),
+--engine-only.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ MODES = {
     "--check": "bench_check.py",  # `magtape check -j N` vs -j 1
     "--scale": "bench_scale.py",  # namespaces and object size
     "--audit": "bench_audit.py",  # admission p99 while a 10,000-object audit runs
+    "--ui": "bench_ui.py",  # every view of magtape ui at 5,000 namespaces, 50,000 results
 }
 CANNED = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                      "response": {"uid": "x", "allowed": True}})

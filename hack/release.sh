@@ -21,6 +21,7 @@ OWNED=(
   pyproject.toml
   app/magtape/project.py
   base/deployment.yaml
+  components/ui/deployment.yaml
   base/magtape-env.env
   overlays/quickstart/kustomization.yaml
   README.md

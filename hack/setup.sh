@@ -23,6 +23,9 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
   command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)  # kubectl, for e2e
   command -v npm >/dev/null 2>&1 || need_apt+=(npm)  # node tools below (brings nodejs)
+  # A real browser for the page tests (tests/test_ui_browser.py, tests/e2e/test_ui_e2e.py)
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
   if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]} (Debian packages)"
     SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"

@@ -130,3 +130,13 @@ def test_a_namespace_not_opted_in_is_previewed(kube: FakeKube) -> None:
     # An opted-in namespace gets no preview.
     _, out, _ = audit(kube, "table", ("team-a",))
     assert "not opted in" not in out
+
+
+def test_html_shows_the_denial_the_exemption_and_the_warning(kube: FakeKube) -> None:
+    code, out, _ = audit(kube, "html")
+    assert code == 1
+    assert out.startswith("<!DOCTYPE html>") and "<script" not in out
+    assert 'data-object="Pod team-a/agent"><td>Pod team-a/agent</td>' in out  # denied
+    assert "exempted by MagTapeException team-a/" in out  # legacy-agent's note
+    assert 'data-check="MT1003" data-object="Deployment team-a/web"' in out
+    assert "quiet" not in out

@@ -210,7 +210,7 @@ PODS = ('apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {b
         "---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x}\n")
 
 
-@pytest.mark.parametrize("fmt", ["text", "json", "junit", "sarif", "github"])
+@pytest.mark.parametrize("fmt", ["text", "json", "junit", "sarif", "github", "html"])
 def test_a_policy_failing_at_runtime_is_an_error_in_every_format(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, fmt: str) -> None:
     (tmp_path / "p").mkdir()
@@ -242,6 +242,10 @@ def test_a_policy_failing_at_runtime_is_an_error_in_every_format(
         (invocation,) = doc["runs"][0]["invocations"]
         assert invocation["executionSuccessful"] is False
         assert message in invocation["toolExecutionNotifications"][0]["message"]["text"]
+    elif fmt == "html":
+        assert "<h2>Could not be checked</h2>" in out
+        assert f"<li>Pod x/a: {message}" in out
+        assert "<strong>1</strong>could not be checked" in out
     else:
         assert out.startswith("::error file=") and "title=MagTape policy error::" in out
 

@@ -72,7 +72,8 @@ def test_a_denial_records_a_warning_event_regarding_the_object(
     h = Harness(engine, fake_kube)
     obj = deployment("web", "fail-high", "fail-low")
     obj["metadata"]["uid"] = "6b2f0c1e-0d7a-4b8e-9d52-2a1f3c4d5e6f"  # an UPDATE carries one
-    assert h.admit(obj, operation="UPDATE")["allowed"] is False
+    assert h.admit(obj, operation="UPDATE",
+                   userInfo={"username": "jane@example.com"})["allowed"] is False
     h.notifier.close(5)
 
     (event,) = fake_kube.list(*EVENTS, namespace="test1")
@@ -90,6 +91,9 @@ def test_a_denial_records_a_warning_event_regarding_the_object(
     assert event["reportingController"] == "magtape"
     assert event["reportingInstance"] == "magtape-7d9c5-x2x7q"
     assert event["metadata"]["labels"] == {"magtape-event": "policy-failure"}
+    # Who asked: the compliance page's "Requested by" (magtape.ui.history).
+    assert event["metadata"]["annotations"] == {
+        "magtape.k8s.t-mobile.com/requested-by": "jane@example.com"}
     assert event["metadata"]["name"].startswith("web-")
     assert MICRO_TIME.match(event["eventTime"]), event["eventTime"]
     assert h.events("sent") == 1

@@ -109,6 +109,21 @@ def test_packaged_policies_work_on_their_own(unpacked: Path) -> None:
     assert "MT2001" in json.dumps(json.loads(result.stdout))
 
 
+def test_wheel_carries_the_page_templates_and_renders_html_from_them(names: list[str],
+                                                                    unpacked: Path) -> None:
+    """The HTML report and the page render from templates that are package data."""
+    templates = REPO / "app" / "magtape" / "ui" / "templates"
+    for path in templates.iterdir():
+        assert f"magtape/ui/templates/{path.name}" in names, path.name
+    env = {**os.environ, "PYTHONPATH": str(unpacked)}
+    result = subprocess.run(
+        [sys.executable, "-m", "magtape", "check", "--output", "html", "-"],
+        input=_privileged_deployment(), capture_output=True, text=True, env=env, cwd=unpacked,
+        check=False)
+    assert result.returncode == 1, result.stderr
+    assert "<style>" in result.stdout and "Deployment test1/privileged" in result.stdout
+
+
 def _privileged_deployment() -> str:
     return """apiVersion: apps/v1
 kind: Deployment

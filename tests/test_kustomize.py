@@ -268,10 +268,12 @@ def test_every_role_is_bound_to_the_magtape_service_account_only(target: str) ->
              [*objects(target, "Role"), *objects(target, "ClusterRole")]}
     bound = set()
     for binding in [*objects(target, "RoleBinding"), *objects(target, "ClusterRoleBinding")]:
-        # magtape-init: the init step's own identity (tests/test_rbac.py).
+        # magtape-init: the init step's own identity (tests/test_rbac.py);
+        # magtape-ui: the page's (components/ui), read-only.
         assert binding["subjects"] in ([{"kind": "ServiceAccount", "name": sa,
                                          "namespace": "magtape-system"}]
-                                       for sa in ("magtape-sa", "magtape-init")), binding
+                                       for sa in ("magtape-sa", "magtape-init", "magtape-ui")
+                                       ), binding
         ref = binding["roleRef"]
         assert (ref["kind"], ref["name"]) in roles, f"binding to a missing role: {ref}"
         bound.add((ref["kind"], ref["name"]))
@@ -697,3 +699,35 @@ def test_policy_render_refuses_what_cannot_become_a_configmap(tmp_path: Path) ->
     (src / "binary" / "policy.rego").write_bytes(b"package x\x00\n")
     result = _render_policies("--policies", str(src), "--output", str(tmp_path / "out"))
     assert result.returncode == 2 and "control character" in result.stderr
+
+
+def test_ui_component_is_read_only_loopback_and_isolated() -> None:
+    """components/ui: its own identity with get/list/watch only, no Secrets, loopback
+    listener reached by port-forward, a ClusterIP Service, and no ingress at all."""
+    target = "overlays/production+ui"
+    ui = one(target, "Deployment", "magtape-ui")
+    spec = ui["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "magtape-ui"
+    [c] = spec["containers"]
+    assert c["args"] == ["ui", "--listen", "127.0.0.1:8080"]
+    assert [s["configMapRef"]["name"] for s in c["envFrom"]] == [
+        o["metadata"]["name"] for o in objects(target, "ConfigMap")
+        if o["metadata"]["name"].startswith("magtape-env")]
+    assert "/healthz" in " ".join(c["livenessProbe"]["exec"]["command"])
+    assert "/readyz" in " ".join(c["readinessProbe"]["exec"]["command"])
+    bound = {b["roleRef"]["name"] for b in [*objects(target, "RoleBinding"),
+                                          *objects(target, "ClusterRoleBinding")]
+             if b["subjects"][0]["name"] == "magtape-ui"}
+    assert bound == {"magtape-ui-read", "magtape-ui-config"}
+    for role, rule in _rules(target):
+        if role["metadata"]["name"] in bound:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+            assert "secrets" not in rule["resources"], rule
+    config = one(target, "Role", "magtape-ui-config")
+    assert config["metadata"]["namespace"] == "magtape-system"
+    service = one(target, "Service", "magtape-ui")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["targetPort"] == 8080
+    policy = one(target, "NetworkPolicy", "magtape-ui")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == []

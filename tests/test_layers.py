@@ -21,14 +21,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry", ("magtape.__main__", "magtape.cli", "magtape.server", "magtape.wiring",
                "magtape.check", "magtape.ruletest", "magtape.runtime", "magtape.report",
                "magtape.audit", "magtape.listeners", "magtape.processes", "magtape.policytool",
-               "magtape.againstopa")),
-    ("web", ("magtape.web", "magtape.listeners")),
-    ("core", ("magtape.admission", "magtape.enforcement")),
+               "magtape.againstopa", "magtape.ui.command")),
+    ("web", ("magtape.web", "magtape.listeners", "magtape.ui.web")),
+    ("core", ("magtape.admission", "magtape.enforcement", "magtape.ui.model",
+              "magtape.ui.history")),
     ("adapters", ("magtape.engine", "magtape.kube", "magtape.notify")),
     ("shared", ("magtape.__init__", "magtape.policy", "magtape.decision", "magtape.review",
                 "magtape.settings", "magtape.metrics", "magtape.text", "magtape.remediation",
                 "magtape.namespaces", "magtape.ttlcache", "magtape.background",
-                "magtape.kube.objects", "magtape.project", "magtape.podsecurity")),
+                "magtape.kube.objects", "magtape.project", "magtape.podsecurity",
+                "magtape.ui", "magtape.ui.rows", "magtape.ui.templates")),
 )
 RANK = {name: rank for rank, (name, _) in enumerate(reversed(LAYERS))}
 

@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kustomizing import render
 
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app" / "magtape"
 NAMESPACE = "magtape-system"
-SERVE_SA, INIT_SA = "magtape-sa", "magtape-init"
+SERVE_SA, INIT_SA, UI_SA = "magtape-sa", "magtape-init", "magtape-ui"
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 RAW_VERBS = {"get": "get", "list": "list", "watch": "watch", "create": "create",
@@ -73,7 +75,7 @@ def _resource_refs() -> dict[str, tuple[str, str]]:
 # Which process (ServiceAccount) runs a module: the first matching prefix of
 # its path under app/magtape; everything else runs in `magtape serve`. A new
 # process with its own identity adds its modules here.
-PROCESS_BY_PREFIX = (("kube/init", INIT_SA),)
+PROCESS_BY_PREFIX = (("kube/init", INIT_SA), ("ui/", UI_SA))
 
 
 def process_of(path: Path) -> str:
@@ -88,7 +90,7 @@ def calls_in_code() -> dict[str, set[Right]]:
 def call_sites() -> dict[str, dict[Right, set[str]]]:
     """Per ServiceAccount: each right the code needs, and the modules that need it."""
     refs = _resource_refs()
-    sites: dict[str, dict[Right, set[str]]] = {SERVE_SA: {}, INIT_SA: {}}
+    sites: dict[str, dict[Right, set[str]]] = {SERVE_SA: {}, INIT_SA: {}, UI_SA: {}}
     for path in APP.rglob("*.py"):
         if path.relative_to(APP).as_posix() == "kube/rest.py":
             continue  # the RawApi itself: its callers say what they call
@@ -131,6 +133,7 @@ def test_the_call_table_is_derived_from_the_code() -> None:
     assert ("", "namespaces", "watch") in needed[SERVE_SA]
     assert ("events.k8s.io", "events", "create") in needed[SERVE_SA]
     assert not any(r[1] == "secrets" and r[2] != "get" for r in needed[SERVE_SA])
+    assert ("wgpolicyk8s.io", "policyreports", "watch") in needed[UI_SA]
 
 
 # --------------------------------------------------------------------------- the manifests
@@ -140,7 +143,7 @@ def granted(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Rules bound to each of MagTape's ServiceAccounts (roles and cluster roles)."""
     roles = {(d["kind"], d["metadata"]["name"]): d.get("rules") or [] for d in docs
              if d["kind"] in ("Role", "ClusterRole")}
-    out: dict[str, list[dict[str, Any]]] = {SERVE_SA: [], INIT_SA: []}
+    out: dict[str, list[dict[str, Any]]] = {SERVE_SA: [], INIT_SA: [], UI_SA: []}
     for d in docs:
         if d["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
             continue
@@ -224,3 +227,19 @@ def test_each_container_sees_only_its_own_token(target: Path) -> None:
             "kubernetes.io/service-account.name"] == INIT_SA
         service_accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
         assert {SERVE_SA, INIT_SA} <= service_accounts
+
+
+def test_the_ui_component_grants_magtape_ui_exactly_what_it_calls(tmp_path: Path) -> None:
+    """components/ui (magtape ui, docs/ui.md): list and watch of what its reflectors read,
+    nothing else; and the webhook's identities gain nothing from it."""
+    rel = os.path.relpath(REPO, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [f"{rel}/base"], "components": [f"{rel}/components/ui"]}))
+    got = granted(render(tmp_path))
+    needed = calls_in_code()
+    have = rights(got[UI_SA])
+    assert have == needed[UI_SA], (f"extra: {have - needed[UI_SA]}; "
+                                   f"missing: {needed[UI_SA] - have}")
+    assert {v for _, _, v in have} == {"list", "watch"}
+    assert rights(got[SERVE_SA]) == rights(granted(render(REPO / "base"))[SERVE_SA])

@@ -1,4 +1,4 @@
-"""Command line: ``magtape serve | check | audit | review | explain | test | init``.
+"""Command line: ``magtape serve | check | audit | ui | review | explain | test | init``.
 
 Flags override the environment (``MAGTAPE_*``); both are parsed into one
 :class:`~magtape.settings.Settings`. Every flag is declared here; each
@@ -97,6 +97,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return run_audit(settings, AuditCommandOptions(
             output=args.output, namespaces=tuple(args.namespace or ()),
             all_namespaces=args.all_namespaces, jobs=args.jobs), out=sys.stdout, err=sys.stderr)
+    if args.command == "ui":
+        from magtape.ui.command import UiOptions, run_ui
+
+        address = parse_address(args.ui_listen)
+        return run_ui(settings, UiOptions(host=address.host, port=address.port,
+                                          history=args.event_history), err=sys.stderr)
     if args.command == "review":
         return _review(args.paths, args.namespace)
     if args.command == "test":
@@ -282,6 +288,14 @@ POD_SECURITY_HELP = ("evaluate the Pod Security Standards checks as if every nam
                      "(v1.N or latest, the default), e.g. restricted or baseline:v1.25")
 
 
+def _listen(raw: str) -> str:
+    try:
+        parse_address(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {raw!r}") from None
+    return raw
+
+
 def _positive(raw: str) -> int:
     try:
         n = int(raw)
@@ -319,8 +333,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Evaluate the objects in the cluster as admission would now and print the "
                     "findings (docs/audit.md). Exit 0: nothing would be denied at the deny "
                     "level; 1: something would; 2: the cluster or the policies cannot be read.")
-    audit.add_argument("--output", "-o", choices=("table", "json"), default="table",
-                       help="table (default) or json (the PolicyReports the audit writes)")
+    audit.add_argument("--output", "-o", choices=("table", "json", "html"), default="table",
+                       help="table (default), json (the PolicyReports the audit writes) or "
+                            "html (one self-contained page)")
     audit.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
                        help=DENY_LEVEL_HELP + " (default MAGTAPE_DENY_LEVEL or LOW)")
     audit.add_argument("--namespace", "-n", action="append", metavar="NS",
@@ -333,6 +348,21 @@ def _parser() -> argparse.ArgumentParser:
                        help="evaluate N objects in parallel (default 1)")
     _docs_flag(audit)
     _policy_flags(audit, "the cluster's policy ConfigMaps, as the webhook loads them")
+
+    ui = sub.add_parser(
+        "ui", help="serve the read-only compliance page (docs/ui.md)",
+        description="Serve the read-only compliance page: namespaces, checks, blocked and "
+                    "warned admissions, exceptions, read through watches with the kubeconfig's "
+                    "or the pod's identity (docs/ui.md).")
+    ui.add_argument("--listen", dest="ui_listen", metavar="HOST:PORT", default="127.0.0.1:8080",
+                    type=_listen, help="where to serve (default 127.0.0.1:8080: loopback, "
+                                       "reached with kubectl port-forward)")
+    ui.add_argument("--event-history", type=_positive, default=5000, metavar="N",
+                    help="admission Events kept after the API server deletes them (default "
+                         "5000)")
+    ui.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
+                    help=DENY_LEVEL_HELP + " (the webhook's MAGTAPE_DENY_LEVEL; default LOW)")
+    _docs_flag(ui)
 
     review = sub.add_parser("review", help="print the AdmissionReview the API server would "
                                            "send for each object (one JSON per line)")
@@ -385,8 +415,8 @@ def _check_parser(check: argparse.ArgumentParser) -> None:
     check.add_argument("--pod-security", type=_pod_security, metavar="LEVEL[:VERSION]",
                        help=POD_SECURITY_HELP)
     check.add_argument("--output", "-o", choices=OUTPUT_FORMATS, default="text",
-                       help="text (default), json, junit, sarif (code scanning) or github "
-                            "(workflow annotations)")
+                       help="text (default), json, junit, sarif (code scanning), github "
+                            "(workflow annotations) or html (one self-contained page)")
     check.add_argument("--jobs", "-j", type=_positive, default=1, metavar="N",
                        help="check in N processes: the input is split into N parts, each "
                             "parsed and evaluated by its own process and engine worker; the "

@@ -341,6 +341,21 @@ class Cluster:
         return target
 
     # -- lifecycle
+    @contextlib.contextmanager
+    def apiserver_stopped(self) -> Iterator[None]:
+        """kube-apiserver stopped (etcd keeps the state) for the ``with`` body, then
+        started again with the same flags and port; returns once it is ready."""
+        at = next(i for i, p in enumerate(self.processes) if p.name == "kube-apiserver")
+        argv = [str(a) for a in self.processes[at].proc.args]  # type: ignore[union-attr]
+        self.processes[at].stop()
+        try:
+            yield
+        finally:
+            restarted = _spawn(self.workdir, f"kube-apiserver-{time.time_ns()}", argv)
+            self.processes[at] = Process("kube-apiserver", restarted.proc, restarted.log)
+            wait_for(lambda: _api_ready(self), START_TIMEOUT,
+                     "kube-apiserver /readyz after its restart")
+
     def check_alive(self) -> None:
         for p in self.processes:
             p.check_alive()

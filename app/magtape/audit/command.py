@@ -55,7 +55,7 @@ MAX_MESSAGE = 100  # table column
 
 @dataclass(frozen=True)
 class AuditCommandOptions:
-    output: str = "table"  # table or json
+    output: str = "table"  # table, json or html
     namespaces: tuple[str, ...] = ()  # only these (default: the audit's scope)
     all_namespaces: bool = False  # every namespace, opted in or not
     jobs: int = 1
@@ -100,6 +100,11 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
                    "default": ps.default.document() if ps.default else None,
                    "namespaces": [v.as_json() for v in views]}}
         out.write(json.dumps(doc, indent=2) + "\n")
+    elif options.output == "html":
+        from magtape.report.html import render_audit
+
+        out.write(render_audit(audits, level, catalogue_for(settings.engine.policy_dirs,
+                                                            settings.docs_url)))
     else:
         out.write(_table(audits, level))
         out.write(_preview_text(_opt_in_preview(audits, outside)))

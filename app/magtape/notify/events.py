@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 REASON = "MagTapePolicyFailure"
 REPORTING_CONTROLLER = "magtape"
 EVENT_LABELS = {"magtape-event": "policy-failure"}
+# Who sent the request (the review's userInfo.username): Events have no field
+# for it, and the compliance page (magtape ui) shows it beside each denial.
+REQUESTED_BY = "magtape.k8s.t-mobile.com/requested-by"
 # API validation limits (k8s.io/kubernetes/pkg/apis/core/validation, events).
 NOTE_MAX_BYTES = 1024
 ACTION_MAX_CHARS = 128
@@ -78,7 +81,9 @@ def build_event(outcome: Outcome, reporting_instance: str,
     action = "Denied" if not outcome.allowed else "Allowed"
     return EventsV1Event(
         metadata=V1ObjectMeta(generate_name=generate_name(review.name, review.kind),
-                              namespace=event_namespace(outcome), labels=dict(EVENT_LABELS)),
+                              namespace=event_namespace(outcome), labels=dict(EVENT_LABELS),
+                              annotations=({REQUESTED_BY: clean(review.username, NAME_MAX)}
+                                           if review.username else None)),
         event_time=event_time(now),
         type="Warning",
         reason=REASON,

@@ -3,7 +3,8 @@
 Each module has ``render(run: CheckRun) -> str``. ``text`` is for people,
 ``json`` for scripts, ``junit`` for CI test tabs (GitLab, Jenkins), ``sarif``
 for code scanning (GitHub, GitLab, Azure DevOps), ``github`` for workflow
-annotations on the changed lines.
+annotations on the changed lines, ``html`` for people
+reading a CI artifact or an e-mail (the page's templates, self-contained).
 
 A format whose report is mostly one part per object also has ``parts(run)
 -> list[str]`` (those parts, in order), and its ``render`` takes them from
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the command line imports FORMATS without the evaluation
     from magtape.check.model import CheckRun
 
-FORMATS = ("text", "json", "junit", "sarif", "github")
+FORMATS = ("text", "json", "junit", "sarif", "github", "html")
 
 
 def render(fmt: str, run: CheckRun) -> str:
