@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,3 +211,19 @@ def test_control_characters_in_a_note_are_escaped_never_raw() -> None:
 
     note = event_note(outcome("web", messages=['[FAIL] HIGH - value "a\nb\\c" (MT3001)']))
     assert "\n" not in note and "\\x0a" in note
+
+
+def test_a_custom_policy_s_remedy_reaches_the_event_note(tmp_path: Path) -> None:
+    """Events (and Slack) use the same remedies as `magtape check` and the audit: the
+    built-in ones and those of MAGTAPE_POLICY_DIRS."""
+    from magtape.notify.events import event_note
+    from magtape.remediation import remedies_for
+    from magtape.settings import EngineSettings, Settings
+
+    folder = tmp_path / "no-latest"
+    folder.mkdir()
+    (folder / "remediation.yaml").write_text("id: MT9100\nhint: Pin the image by tag.\n")
+    failing = outcome("web", messages=("[FAIL] HIGH - image uses latest (MT9100)",))
+    custom = remedies_for(Settings(engine=EngineSettings(policy_dirs=(str(tmp_path),))))
+    assert "MT9100: Pin the image by tag." in event_note(failing, custom)
+    assert "Pin the image" not in event_note(failing, remedies_for(Settings()))

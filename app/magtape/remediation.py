@@ -22,11 +22,15 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from magtape import project
 from magtape.policy import Violation
+
+if TYPE_CHECKING:  # settings imports this module's DEFAULT_DOCS_URL
+    from magtape.settings import Settings
 
 # The running version's own policy READMEs, at its release tag (magtape.project).
 DEFAULT_DOCS_URL = project.DOCS_URL
@@ -171,6 +175,12 @@ def catalogue_for(policy_dirs: Iterable[str | Path], docs_url: str = DEFAULT_DOC
     """The built-in remedies plus those of custom policy directories (which win)."""
     custom = Catalogue.from_dirs(policy_dirs, docs_url)
     return Catalogue([*custom, *default_catalogue(docs_url)])
+
+
+def remedies_for(settings: Settings) -> Catalogue:
+    """The remedies every channel uses (Events, Slack, ``check``, the audit): the built-in
+    policies' and those of ``MAGTAPE_POLICY_DIRS`` / ``--policies``, which win."""
+    return catalogue_for(settings.engine.policy_dirs, settings.docs_url)
 
 
 def remedy_lines(violations: Iterable[Violation], catalogue: Catalogue | None = None

@@ -43,7 +43,7 @@ from magtape.kube.replication import layout, replicated_kinds
 from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi
 from magtape.namespaces import OPT_IN_LABEL, NamespaceDirectory
 from magtape.policy import DenyLevel, PolicyModule
-from magtape.remediation import catalogue_for
+from magtape.remediation import remedies_for
 from magtape.settings import ConfigError, Settings
 from magtape.wiring.enforcement import EXCEPTIONS
 
@@ -103,8 +103,7 @@ def run_audit(settings: Settings, options: AuditCommandOptions, out: TextIO, err
     elif options.output == "html":
         from magtape.report.html import render_audit
 
-        out.write(render_audit(audits, level, catalogue_for(settings.engine.policy_dirs,
-                                                            settings.docs_url)))
+        out.write(render_audit(audits, level, remedies_for(settings)))
     else:
         out.write(_table(audits, level))
         out.write(_preview_text(_opt_in_preview(audits, outside)))
@@ -260,7 +259,7 @@ def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi, err: T
         enforcer = _enforcer(settings, api, data, level, Inheritance(
             frozenset(settings.exceptions.controller_identities), OwnersFrom(listed)))
         auditor = Auditor(enforcer, engine.evaluate,
-                          catalogue_for(settings.engine.policy_dirs, settings.docs_url),
+                          remedies_for(settings),
                           owner_kinds(settings.exceptions.controller_owner_kinds))
 
         def in_scope(ns: str) -> bool:

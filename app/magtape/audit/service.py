@@ -25,7 +25,7 @@ from magtape.enforcement import Enforcer
 from magtape.engine import Evaluator
 from magtape.kube.informers import Informers
 from magtape.metrics import AuditMetrics, Metrics
-from magtape.remediation import catalogue_for
+from magtape.remediation import remedies_for
 from magtape.settings import AuditMode, AuditScope, Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class AuditService:
             self._mirror.attach(self._own)
         source = Gated(raw, self._admission_ready)
         auditor = Auditor(self._enforcer, source.evaluate,
-                          catalogue_for(s.engine.policy_dirs, s.docs_url),
+                          remedies_for(s),
                           owner_kinds(s.exceptions.controller_owner_kinds))
         controller = AuditController(self._informers, kinds, auditor, source, self._metrics,
                                      options_for(s))

@@ -47,7 +47,7 @@ from magtape.enforcement.overrides import EnforcementConfig
 from magtape.engine import EngineError
 from magtape.engine.sources import SourceError, base_data, deep_merge, policy_modules
 from magtape.policy import Evaluation, LoadReport, PolicyInfo, PolicyModule
-from magtape.remediation import Catalogue, RemediationError, catalogue_for
+from magtape.remediation import Catalogue, RemediationError, remedies_for
 from magtape.settings import Settings
 
 EXIT_OK, EXIT_DENIED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -232,7 +232,7 @@ def evaluate(settings: Settings, found: Input, options: CheckOptions,
     ``namespaces``: the Namespace objects of the whole input, by name, when
     ``found`` is only part of it (a shard); by default those in ``found``.
     """
-    catalogue = catalogue_for(settings.engine.policy_dirs, settings.docs_url)
+    catalogue = remedies_for(settings)
     if namespaces is None:
         namespaces = {m.name: m.obj for m in found.manifests if m.kind == "Namespace"}
     with contextlib.nullcontext(started) if started else _Engine(settings, options.jobs) as e:

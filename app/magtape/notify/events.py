@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
-from magtape.remediation import DEFAULT_DOCS_URL, default_catalogue, remedy_lines
+from magtape.remediation import Catalogue, default_catalogue, remedy_lines
 from magtape.text import NAME_MAX, clean, escape, fit_parts
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def event_time(now: datetime | None = None) -> datetime:
 
 
 def build_event(outcome: Outcome, reporting_instance: str,
-                now: datetime | None = None, docs_url: str = DEFAULT_DOCS_URL) -> EventsV1Event:
+                now: datetime | None = None, remedies: Catalogue | None = None) -> EventsV1Event:
     """The Event for one outcome: the original message, then how to fix each check."""
     review = outcome.review
     group = review.request["kind"].get("group", "")
@@ -88,14 +88,14 @@ def build_event(outcome: Outcome, reporting_instance: str,
         type="Warning",
         reason=REASON,
         action=action[:ACTION_MAX_CHARS],
-        note=event_note(outcome, docs_url),
+        note=event_note(outcome, remedies),
         regarding=regarding,
         reporting_controller=REPORTING_CONTROLLER,
         reporting_instance=reporting_instance[:REPORTING_INSTANCE_MAX_CHARS],
     )
 
 
-def event_note(outcome: Outcome, docs_url: str = DEFAULT_DOCS_URL) -> str:
+def event_note(outcome: Outcome, remedies: Catalogue | None = None) -> str:
     """Each failure as the admission warning says it (with how it was allowed: exempted
     by which exception until when, existing, scheduled, inherited), then how to fix
     each check; within the API's limit, cut between whole messages with a count of
@@ -104,7 +104,7 @@ def event_note(outcome: Outcome, docs_url: str = DEFAULT_DOCS_URL) -> str:
                 for i, m in enumerate(outcome.decision.messages)]
     fixes = [(" | How to fix: " if i == 0 else " | ", escape(line), "fix")
              for i, line in enumerate(remedy_lines(outcome.violations,
-                                                   default_catalogue(docs_url)))]
+                                                   remedies or default_catalogue()))]
     return fit_parts(failures + fixes, NOTE_MAX_BYTES)
 
 
@@ -118,9 +118,9 @@ class EventRecorder:
     channel: Channel = "event"
 
     def __init__(self, api_client: Any, reporting_instance: str, metrics: Metrics,
-                 timeout_seconds: float = 5.0, docs_url: str = DEFAULT_DOCS_URL) -> None:
+                 timeout_seconds: float = 5.0, remedies: Catalogue | None = None) -> None:
         self._api = EventsV1Api(api_client)
-        self._docs_url = docs_url
+        self._remedies = remedies  # the built-in and custom policies' (catalogue_for)
         self._instance = reporting_instance
         self._metrics = metrics
         self._timeout = timeout_seconds
@@ -132,7 +132,7 @@ class EventRecorder:
         try:
             self._api.create_namespaced_event(event_namespace(outcome),
                                               build_event(outcome, self._instance,
-                                                          docs_url=self._docs_url),
+                                                          remedies=self._remedies),
                                               _request_timeout=self._timeout)
         except ApiException as exc:
             self._metrics.notification("event", "failed")

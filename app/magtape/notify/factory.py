@@ -17,6 +17,7 @@ from magtape.notify.dispatcher import Dispatcher
 from magtape.notify.events import EventRecorder
 from magtape.notify.slack import SlackSender
 from magtape.notify.slack_targets import TenantWebhooks
+from magtape.remediation import remedies_for
 from magtape.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def build_notifier(settings: Settings, api_client: Any | None, metrics: Metrics,
                      "(set MAGTAPE_K8S_EVENTS_ENABLED=false to silence this line)")
         else:
             events = EventRecorder(api_client, settings.identity.pod, metrics,
-                                   docs_url=settings.docs_url)
+                                   remedies=remedies_for(settings))
     slack = None
     if settings.slack.enabled:
         if not settings.slack.default_url and api_client is None:

@@ -38,6 +38,7 @@ from magtape.metrics import Channel, Metrics
 from magtape.notify.dispatcher import RateLimitedLog
 from magtape.notify.slack_payload import build_payload
 from magtape.notify.slack_targets import Target, TargetResolver, TenantWebhooks
+from magtape.remediation import remedies_for
 from magtape.settings import Settings
 from magtape.text import NAME_MAX, clean
 from magtape.ttlcache import TtlCache
@@ -247,6 +248,7 @@ class SlackSender:
                  clock: Callable[[], float] = time.monotonic) -> None:
         """``verify``: True (system CAs, or ``REQUESTS_CA_BUNDLE``), or a CA bundle path."""
         self._settings = settings
+        self._remedies = remedies_for(settings)
         self._cooling: TtlCache[str, bool] = TtlCache(COOLDOWN_SECONDS, MAX_PENDING_TARGETS,
                                                       clock)
         self._dropped = RateLimitedLog(LOG_INTERVAL_SECONDS, clock)
@@ -278,7 +280,7 @@ class SlackSender:
             payload = build_payload(outcome, cluster=self._settings.identity.cluster,
                                     username=self._settings.slack.user,
                                     icon=self._settings.slack.icon, customer=target.customer,
-                                    docs_url=self._settings.docs_url)
+                                    remedies=self._remedies)
             if not self._queues.offer(target.origin, _Post(target, payload, what)):
                 self._metrics.notification("slack", "dropped")
                 if count := self._dropped.tick():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from magtape.remediation import DEFAULT_DOCS_URL, default_catalogue, remedy_line
+from magtape.remediation import Catalogue, default_catalogue, remedy_line
 from magtape.text import MESSAGE_MAX, NAME_MAX, clean, clean_lines
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def _escape(text: str) -> str:
 
 
 def build_payload(outcome: Outcome, *, cluster: str, username: str, icon: str,
-                  customer: bool, docs_url: str = DEFAULT_DOCS_URL) -> dict[str, Any]:
+                  customer: bool, remedies: Catalogue | None = None) -> dict[str, Any]:
     """The incoming-webhook JSON for one outcome (see docs/notifications.md)."""
     review = outcome.review
     denied = not outcome.allowed
@@ -44,10 +44,10 @@ def build_payload(outcome: Outcome, *, cluster: str, username: str, icon: str,
     ]
     cells = [{"title": t, "value": _escape(clean(v, MESSAGE_MAX)), "short": s}
              for t, v, s in fields]
-    # From MagTape's own catalogue, one line per failed check.
-    if remedies := remedy_line(outcome.violations, default_catalogue(docs_url)):
+    # From the policies' remedies (built-in and custom), one line per failed check.
+    if lines := remedy_line(outcome.violations, remedies or default_catalogue()):
         cells.append({"title": "How to fix", "short": False,
-                      "value": _escape(clean_lines(remedies, MESSAGE_MAX))})
+                      "value": _escape(clean_lines(lines, MESSAGE_MAX))})
     return {
         "username": username,
         "icon_emoji": icon,

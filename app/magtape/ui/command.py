@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from magtape.kube.informers import Informers, WatchTimings
 from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi, ResourceRef, WatchStream
 from magtape.listeners import ListenerLimits, create_bounded_server
-from magtape.remediation import catalogue_for
+from magtape.remediation import remedies_for
 from magtape.settings import Settings
 from magtape.ui.model import Health, Model
 from magtape.wiring.enforcement import EXCEPTIONS
@@ -113,8 +113,7 @@ def informers(settings: Settings, api: RawApi, model: Model, options: UiOptions)
 
 
 def build_model(settings: Settings, options: UiOptions) -> Model:
-    return Model(settings.deny_level, catalogue_for(settings.engine.policy_dirs,
-                                                    settings.docs_url),
+    return Model(settings.deny_level, remedies_for(settings),
                  settings.exceptions.enforcement_configmap, options.history,
                  spawn=in_background)
 
