@@ -227,3 +227,20 @@ def test_a_custom_policy_s_remedy_reaches_the_event_note(tmp_path: Path) -> None
     custom = remedies_for(Settings(engine=EngineSettings(policy_dirs=(str(tmp_path),))))
     assert "MT9100: Pin the image by tag." in event_note(failing, custom)
     assert "Pin the image" not in event_note(failing, remedies_for(Settings()))
+
+
+def test_an_unreachable_api_server_is_a_counted_failure_not_an_exception() -> None:
+    import socket
+
+    from kubernetes.client import ApiClient, Configuration
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    config = Configuration(host=f"http://127.0.0.1:{port}")
+    config.retries = False
+    metrics = Metrics(CollectorRegistry())
+    EventRecorder(ApiClient(config), "magtape-0", metrics, timeout_seconds=2).deliver(
+        outcome("web"))
+    assert metrics.registry.get_sample_value(
+        "magtape_notifications_total", {"channel": "event", "outcome": "failed"}) == 1

@@ -14,6 +14,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import urllib3
 from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
@@ -141,7 +142,7 @@ class EventRecorder:
             log.warning("could not create the Event for %s %s/%s: HTTP %s %s%s", review.kind,
                         review.namespace, review.name, exc.status, exc.reason, hint)
             return
-        except Exception as exc:  # connection errors, timeouts
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # connection errors, timeouts
             self._metrics.notification("event", "failed")
             log.warning("could not create the Event for %s %s/%s: %s: %s", review.kind,
                         review.namespace, review.name, type(exc).__name__, exc)
