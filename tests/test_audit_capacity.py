@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from enforcementsupport import container, pod
 from magtape.audit.capacity import LOWEST_PRIORITY, AuditEngine, Mirror
 from magtape.engine.embedded import EmbeddedEngine
@@ -60,3 +62,21 @@ def test_the_audit_engine_has_its_own_niced_workers_fed_through_the_mirror() -> 
     finally:
         audit.close()
         admission.close()
+
+
+def test_a_load_the_audit_engine_cannot_take_is_not_a_new_generation(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A failed take changes nothing in the audit's engine, so no full pass is started
+    over every object with the set it already had."""
+    audit = AuditEngine(Settings(audit=AuditSettings(workers=1),
+                                 engine=EngineSettings(timeout_seconds=10)))
+    try:
+        audit.submit_policies(builtin_modules(), {})
+        eventually(lambda: audit.ready and audit.generation == 1, 60, "the first set")
+        audit.submit_data({"unserializable": {1, 2}})  # a set is not JSON: the take fails
+        eventually(lambda: "could not take" in caplog.text, 30, "the failed take")
+        assert (audit.generation, audit.data_generation) == (1, 0)
+        audit.submit_data({"kubernetes": {"namespaces": {}}})
+        eventually(lambda: audit.data_generation == 1, 30, "the next good update")
+    finally:
+        audit.close()

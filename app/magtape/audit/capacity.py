@@ -129,7 +129,11 @@ class AuditEngine:
             elif data is not None:
                 self._engine.update_data(data)
         except Exception:  # the admission engine loaded the same set; log, keep going
-            log.exception("the audit's engine could not take the policy set or data")
+            # Nothing changed in the audit's engine: no new generation, so no full pass
+            # over every object with the set it already had.
+            log.exception("the audit's engine could not take the policy set or data; it "
+                          "keeps deciding with the last one it took")
+            return True
         with self._cond:
             if policies is not None:
                 self._generation += 1
