@@ -21,7 +21,9 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
+
+from magtape.kube.objects import Obj, metadata
 
 OTHER = "other"
 # The label of base/webhook.yaml's namespaceSelector, and the namespaces it
@@ -31,7 +33,6 @@ EXCLUDED = frozenset({"kube-system", "magtape-system"})
 # Local runs: at most this many distinct namespace label values.
 FIRST_SEEN_MAX = 100
 
-Obj = dict[str, Any]
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -80,7 +81,7 @@ class NamespaceDirectory:
                 self._opted_in.discard(name)
 
     def _parse(self, obj: Obj) -> tuple[str, bool]:
-        meta = obj.get("metadata") or {}
+        meta = metadata(obj)
         name = meta.get("name")
         if not isinstance(name, str):
             return "", False

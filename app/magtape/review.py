@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
+from magtape.kube.objects import metadata
 from magtape.text import MESSAGE_MAX, clean
 
 SUPPORTED_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
@@ -227,7 +228,7 @@ def make_review(obj: dict[str, Any], namespace: str = "", operation: str = "CREA
     """
     api_version = str(obj.get("apiVersion", "v1"))
     group, _, version = api_version.rpartition("/")
-    meta = obj.get("metadata") or {}
+    meta = metadata(obj)
     ns = namespace or str(meta.get("namespace", "") or "")
     request: dict[str, Any] = {
         "uid": f"magtape-check-{meta.get('name', 'object')}",

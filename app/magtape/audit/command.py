@@ -38,7 +38,7 @@ from magtape.enforcement.inheritance import Inheritance, OwnersFrom
 from magtape.enforcement.state import ConfigWatch, ExceptionWatch
 from magtape.engine.sources import SourceError, base_data, policy_modules
 from magtape.kube.discovery import format_errors, modules_of
-from magtape.kube.objects import Obj, with_kind
+from magtape.kube.objects import Obj, name, with_kind
 from magtape.kube.replication import layout, replicated_kinds
 from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi
 from magtape.namespaces import OPT_IN_LABEL, NamespaceDirectory
@@ -272,7 +272,7 @@ def _audit(settings: Settings, options: AuditCommandOptions, api: RawApi, err: T
                    and in_scope(ns)]
         outside = frozenset(ns for obj in objects
                             if not directory.opted_in(ns := ref_of(obj).namespace))
-        scoped = [n for n in namespaces if in_scope(str((n.get("metadata") or {}).get("name")))]
+        scoped = [n for n in namespaces if in_scope(name(n))]
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="audit") as pool:
             return list(pool.map(auditor.audit, objects)), level, outside, scoped
     finally:

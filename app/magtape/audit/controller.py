@@ -32,6 +32,7 @@ from magtape.audit.writer import ReportWriter
 from magtape.background import Backoff, Worker
 from magtape.enforcement import utc_now
 from magtape.kube.informers import Informer, Informers
+from magtape.kube.objects import Obj, labels, metadata, name
 from magtape.kube.reflector import Handler
 from magtape.kube.rest import NAMESPACES, KubeError, ResourceRef
 from magtape.metrics import AuditMetrics
@@ -39,7 +40,6 @@ from magtape.namespaces import NamespaceDirectory
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 Key = tuple[str, str, str]  # namespace, kind, name
 METRICS_INTERVAL_SECONDS = 5.0
 
@@ -144,11 +144,11 @@ class _NamespaceHandler:
 
     @staticmethod
     def _name(obj: Obj) -> str:
-        return str((obj.get("metadata") or {}).get("name") or "")
+        return name(obj)
 
     @staticmethod
     def _of(obj: Obj) -> dict[str, str]:
-        return dict((obj.get("metadata") or {}).get("labels") or {})
+        return labels(obj)
 
 
 class AuditController:
@@ -265,7 +265,7 @@ class AuditController:
 
     @staticmethod
     def _key(kind: str, obj: Obj) -> Key | None:
-        meta = obj.get("metadata") or {}
+        meta = metadata(obj)
         ns, name = meta.get("namespace"), meta.get("name")
         if not isinstance(ns, str) or not ns or not isinstance(name, str):
             return None  # cluster-scoped: no namespace report to put it in

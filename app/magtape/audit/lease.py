@@ -18,16 +18,15 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from magtape.background import Worker
+from magtape.kube.objects import Obj
 from magtape.kube.rest import KubeError, RawApi, ResourceRef
 
 log = logging.getLogger(__name__)
 
 LEASES = ResourceRef("coordination.k8s.io/v1", "leases")
 
-Obj = dict[str, Any]
 HELD, OTHER, FAILED = "held", "other", "failed"  # outcomes of one election round
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from magtape.audit.results import FAIL, WARN, ObjectAudit
+from magtape.kube.objects import metadata
 from magtape.podsecurity import PodSecurity, is_pss_check, posture
 
 
@@ -50,7 +51,7 @@ def summarize(namespaces: Iterable[Mapping[str, Any]], audits: Iterable[ObjectAu
     """One view per namespace object given (the audit's scope), in name order."""
     views: dict[str, NamespaceView] = {}
     for ns in namespaces:
-        meta = ns.get("metadata") or {}
+        meta = metadata(ns)
         name = str(meta.get("name") or "")
         p = posture(meta.get("labels"), default)
         views[name] = NamespaceView(name, p.magtape, p.psa, p.candidate, p.invalid)

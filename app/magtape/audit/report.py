@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from magtape.audit.results import ERROR, FAIL, SKIP, WARN, AuditResult, ObjectAudit
+from magtape.kube.objects import Obj, metadata
 
 API_VERSION = "wgpolicyk8s.io/v1alpha2"
 KIND = "PolicyReport"
@@ -29,7 +30,6 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "magtape")
 OMITTED = "magtape.k8s.t-mobile.com/omitted-results"
 TOTAL = "magtape.k8s.t-mobile.com/total-results"
 
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def build_report(namespace: str, audits: Iterable[ObjectAudit],
 
 def content(report: Mapping[str, Any]) -> Obj:
     """What decides whether a stored report must be rewritten."""
-    meta = report.get("metadata") or {}
+    meta = metadata(report)
     labels = meta.get("labels") or {}
     annotations = meta.get("annotations") or {}
     return {"labels": {MANAGED_BY[0]: labels.get(MANAGED_BY[0])},

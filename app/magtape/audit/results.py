@@ -22,11 +22,10 @@ from magtape.enforcement import Enforcer
 from magtape.enforcement.evaluator import EvaluateFn
 from magtape.enforcement.inheritance import controller_reference
 from magtape.engine import EngineError
+from magtape.kube.objects import Obj, metadata
 from magtape.policy import DenyLevel, Severity
 from magtape.remediation import Catalogue
 from magtape.review import make_review
-
-Obj = dict[str, Any]
 
 # PolicyReport result values (wgpolicyk8s.io/v1alpha2) in the order a capped
 # report keeps them: what admission would deny first.
@@ -102,7 +101,7 @@ class ObjectAudit:
 
 
 def ref_of(obj: Mapping[str, Any]) -> ObjectRef:
-    meta = obj.get("metadata") or {}
+    meta = metadata(obj)
     return ObjectRef(str(meta.get("namespace") or ""), str(obj.get("kind") or ""),
                      str(meta.get("name") or ""), str(obj.get("apiVersion") or ""),
                      str(meta.get("uid") or ""))

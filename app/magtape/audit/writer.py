@@ -10,9 +10,9 @@ loses its report. Only reports labelled as MagTape's are touched.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from magtape.audit.report import API_VERSION, MANAGED_BY, PLURAL, REPORT_NAME, content, with_content
+from magtape.kube.objects import Obj, metadata
 from magtape.kube.rest import KubeError, RawApi, ResourceRef
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 POLICY_REPORTS = ResourceRef(API_VERSION, PLURAL)
 SELECTOR = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
 
-Obj = dict[str, Any]
 
 
 class ReportWriter:
@@ -35,7 +34,7 @@ class ReportWriter:
         """Read the reports already stored (a previous leader's); their namespaces."""
         doc = self._api.list(POLICY_REPORTS, None, SELECTOR)
         for item in doc.get("items") or []:
-            meta = item.get("metadata") or {}
+            meta = metadata(item)
             if meta.get("name") == REPORT_NAME:
                 self._known[str(meta.get("namespace") or "")] = item
         return set(self._known)

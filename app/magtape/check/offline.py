@@ -37,6 +37,7 @@ from magtape.enforcement.overrides import (
 )
 from magtape.enforcement.state import EnforcementState
 from magtape.enforcement.updates import update_review
+from magtape.kube.objects import metadata
 from magtape.policy import DenyLevel
 from magtape.review import Review, make_review
 
@@ -116,7 +117,7 @@ def load_old_objects(path: str, default_namespace: str) -> dict[ObjectKey, dict[
 
 
 def key_of(obj: Mapping[str, Any], namespace: str) -> ObjectKey:
-    meta = obj.get("metadata") or {}
+    meta = metadata(obj)
     return (str(obj.get("kind", "")), str(meta.get("namespace") or namespace),
             str(meta.get("name", "")))
 

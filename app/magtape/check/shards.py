@@ -57,6 +57,7 @@ from magtape.check.model import CheckRun, Finding, ObjectResult, Verdict
 from magtape.check.offline import OfflineInputError
 from magtape.engine import EngineError
 from magtape.engine.sources import SourceError
+from magtape.kube.objects import metadata
 from magtape.policy import PolicyInfo, Severity, Violation
 from magtape.remediation import Catalogue, RemediationError
 from magtape.report import parts as render_parts
@@ -352,7 +353,7 @@ def _pack(o: ObjectResult) -> tuple[Any, ...]:
 
 def _identity(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an object the reports show (its kind and names), not its spec."""
-    meta = obj.get("metadata") or {}
+    meta = metadata(obj)
     out = {key: obj[key] for key in ("apiVersion", "kind") if key in obj}
     out["metadata"] = {key: meta[key] for key in ("name", "generateName", "namespace")
                        if key in meta}

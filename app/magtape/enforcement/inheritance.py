@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from magtape.decision import Finding, Verdict
+from magtape.kube.objects import Obj, metadata
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 ViolationKey = tuple[str, str]  # check ID, message
 
 
@@ -141,7 +141,7 @@ def matches(owner: Mapping[str, Any], namespace: str, ref: Mapping[str, Any]) ->
 
 
 def owner_label(owner: Mapping[str, Any]) -> str:
-    meta = owner.get("metadata") or {}
+    meta = metadata(owner)
     return f"{owner.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
 
 

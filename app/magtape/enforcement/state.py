@@ -13,7 +13,6 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from magtape.enforcement.exceptions import InvalidException, PolicyException, parse_exception
 from magtape.enforcement.overrides import (
@@ -22,10 +21,10 @@ from magtape.enforcement.overrides import (
     EnforcementConfig,
     parse_config,
 )
+from magtape.kube.objects import Obj, metadata, name
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 
 
 class EnforcementState:
@@ -122,7 +121,7 @@ class ExceptionWatch:
         self._state.replace_exceptions(e for e in parsed if e is not None)
 
     def apply(self, event_type: str, obj: Obj) -> None:
-        meta = obj.get("metadata") or {}
+        meta = metadata(obj)
         ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         parsed = None if event_type == "DELETED" else self._parse(obj)
         if parsed is None:
@@ -171,4 +170,4 @@ class ConfigWatch:
 
 
 def _name(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
+    return name(obj)

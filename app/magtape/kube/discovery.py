@@ -28,6 +28,7 @@ from typing import Any
 from magtape.background import Backoff, Worker
 from magtape.engine.sources import is_test_module
 from magtape.engine.store import PolicyStore
+from magtape.kube.objects import Obj, metadata
 from magtape.kube.rest import CONFIGMAPS, KubeError, RawApi
 from magtape.policy import LoadReport, PolicyLoadError, PolicyModule
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 STATUS_ANNOTATION = "openpolicyagent.org/kube-mgmt-status"
 
-Obj = dict[str, Any]
 Status = dict[str, str]
 
 
@@ -45,7 +45,7 @@ def origin_of(namespace: str, name: str) -> str:
 
 def modules_of(configmap: Obj) -> tuple[PolicyModule, ...]:
     """The policy modules a ConfigMap contributes, in key order."""
-    meta = configmap.get("metadata") or {}
+    meta = metadata(configmap)
     name, ns = str(meta.get("name", "")), str(meta.get("namespace", ""))
     data = configmap.get("data") or {}
     return tuple(PolicyModule(origin=origin_of(ns, name), filename=f"{name}/{key}",

@@ -21,7 +21,7 @@ import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-Obj = dict[str, Any]
+from magtape.kube.objects import Obj
 
 MERGE_PATCH = "application/merge-patch+json"
 

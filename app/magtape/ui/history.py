@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from magtape.enforcement.exceptions import parse_time
+from magtape.kube.objects import Obj, metadata
 from magtape.ui.rows import severity_word
 
-Obj = dict[str, Any]
 REQUESTED_BY = "magtape.k8s.t-mobile.com/requested-by"  # written by notify.events
 _CHECK = re.compile(r"\(([A-Z]{2,}[0-9]{3,})\)")
 _SEVERITY = re.compile(r"\[FAIL\] (HIGH|MED|LOW)\b")
@@ -50,7 +50,7 @@ class Admission:
 
 
 def parse_event(obj: Mapping[str, Any]) -> Admission | None:
-    meta = obj.get("metadata") or {}
+    meta = metadata(obj)
     uid = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
     at = (parse_time(obj.get("eventTime")) or parse_time(meta.get("creationTimestamp"))
           or datetime.now(UTC))

@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from magtape.enforcement.exceptions import PolicyException
 from magtape.enforcement.overrides import EnforcementConfig
 from magtape.enforcement.state import ConfigWatch, EnforcementState, ExceptionWatch
+from magtape.kube.objects import Obj, metadata
 from magtape.policy import DenyLevel
 from magtape.remediation import Catalogue
 from magtape.ui.history import Admission, AdmissionHistory
@@ -40,7 +41,6 @@ from magtape.ui.rows import (
     severity_word,
 )
 
-Obj = dict[str, Any]
 T = TypeVar("T")
 
 PSS_LABEL = "k8s.t-mobile.com/pod-security"
@@ -133,7 +133,7 @@ class NamespaceLabels:
     def replace(self, objects: list[Obj]) -> None:
         labels = {}
         for obj in objects:
-            meta = obj.get("metadata") or {}
+            meta = metadata(obj)
             if isinstance(meta.get("name"), str):
                 labels[meta["name"]] = dict(meta.get("labels") or {})
         with self._lock:
@@ -141,7 +141,7 @@ class NamespaceLabels:
             self._version += 1
 
     def apply(self, event_type: str, obj: Obj) -> None:
-        meta = obj.get("metadata") or {}
+        meta = metadata(obj)
         name = meta.get("name")
         if not isinstance(name, str):
             return
@@ -167,7 +167,7 @@ class _NamespaceReport:
 
 
 def rows_of_report(report: Mapping[str, Any]) -> tuple[Row, ...]:
-    meta = report.get("metadata") or {}
+    meta = metadata(report)
     ns = str(meta.get("namespace") or "")
     out = []
     for item in report.get("results") or ():
@@ -218,7 +218,7 @@ class ReportStore:
             self._version += 1
 
     def _parse(self, obj: Obj) -> tuple[str, _NamespaceReport]:
-        meta = obj.get("metadata") or {}
+        meta = metadata(obj)
         rows = rows_of_report(obj)
         counts: dict[tuple[str, str], int] = {}
         for r in rows:
