@@ -38,7 +38,7 @@ from test_differential import Case, Magtape, assert_same, by_magtape, by_opa, re
 
 LEVEL_LABEL = "k8s.t-mobile.com/pod-security"
 VERSION_LABEL = "k8s.t-mobile.com/pod-security-version"
-NEWEST = 35  # the newest version whose rules differ (policies/lib/pod_security.rego)
+NEWEST = 37  # the newest version whose rules differ (policies/lib/pod_security.rego)
 LEVELS = ["privileged", "baseline", "restricted"]
 VERSIONS = [f"v1.{n}" for n in range(NEWEST + 1)] + ["latest", "v1.40"]
 NAMESPACE = "pss"
@@ -181,6 +181,8 @@ SYSCTL_SINCE = {
     "net.ipv4.tcp_keepalive_probes": 29,
     "net.ipv4.tcp_rmem": 32,
     "net.ipv4.tcp_wmem": 32,
+    "net.ipv4.tcp_slow_start_after_idle": 37,
+    "net.ipv4.tcp_notsent_lowat": 37,
 }
 BASELINE_CAPS = [
     "AUDIT_WRITE",
@@ -210,6 +212,7 @@ ALLOWED_VOLUMES: list[dict[str, Any]] = [
     {"persistentVolumeClaim": {"claimName": "c"}},
     {"projected": {"sources": []}},
     {"secret": {"secretName": "s"}},
+    {},  # no source: the API server defaults it to an emptyDir
 ]
 RESTRICTED_VOLUMES: list[dict[str, Any]] = [
     {"gcePersistentDisk": {"pdName": "x"}},
@@ -291,7 +294,7 @@ EXAMPLES = [
         lambda level, v: (level == "baseline") or (level == "restricted" and v < 25),
     ),
     # hostPath volumes (baseline v1.0) and volume types (restricted v1.0)
-    *[Example(f"volume-{next(iter(src))}", volume(**src)) for src in ALLOWED_VOLUMES],
+    *[Example(f"volume-{next(iter(src), 'no-source')}", volume(**src)) for src in ALLOWED_VOLUMES],
     Example("volume-host-path", volume(hostPath={"path": "/"}), baseline()),
     *[
         Example(f"volume-{next(iter(src))}", volume(**src), restricted())
@@ -389,7 +392,7 @@ EXAMPLES = [
         nothing,
         annotations={"container.seccomp.security.alpha.kubernetes.io/other": "unconfined"},
     ),
-    # Sysctls (baseline; the safe set grows in v1.27, v1.29, v1.32)
+    # Sysctls (baseline; the safe set grows in v1.27, v1.29, v1.32, v1.37)
     *[
         Example(
             f"sysctl-{name}",

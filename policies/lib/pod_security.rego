@@ -26,8 +26,8 @@ package magtape.lib.pod_security
 import rego.v1
 
 # The newest policy version whose rules differ from the previous one
-# (v1.35: user-namespace relaxations). Versions after it behave like it.
-latest_minor := 35
+# (v1.37: two more safe sysctls). Versions after it behave like it.
+latest_minor := 37
 
 level_label := "k8s.t-mobile.com/pod-security"
 

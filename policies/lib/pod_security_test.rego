@@ -15,7 +15,7 @@ level_and_version(setting, ns) := [l, v] if {
 }
 
 test_nothing_set_is_privileged_at_latest if {
-	level_and_version({}, {}) == ["privileged", 35]
+	level_and_version({}, {}) == ["privileged", 37]
 	not pss.baseline_applies with input.request as pod
 }
 
@@ -25,7 +25,7 @@ test_the_override_wins_over_labels_and_default if {
 }
 
 test_an_override_without_version_is_latest if {
-	level_and_version({"override": {"level": "restricted"}}, namespaces({pss.version_label: "v1.2"})) == ["restricted", 35]
+	level_and_version({"override": {"level": "restricted"}}, namespaces({pss.version_label: "v1.2"})) == ["restricted", 37]
 }
 
 test_namespace_labels_win_over_the_default if {
@@ -38,23 +38,23 @@ test_a_namespace_level_without_version_takes_the_default_version if {
 }
 
 test_the_default_applies_to_unlabelled_namespaces if {
-	level_and_version({"default": {"level": "baseline", "version": "latest"}}, namespaces({})) == ["baseline", 35]
-	level_and_version({"default": {"level": "off", "version": "latest"}}, namespaces({})) == ["privileged", 35]
+	level_and_version({"default": {"level": "baseline", "version": "latest"}}, namespaces({})) == ["baseline", 37]
+	level_and_version({"default": {"level": "off", "version": "latest"}}, namespaces({})) == ["privileged", 37]
 }
 
 test_versions_newer_than_the_newest_rules_are_latest if {
-	level_and_version({"override": {"level": "baseline", "version": "v1.40"}}, {}) == ["baseline", 35]
-	level_and_version({"override": {"level": "baseline", "version": "LATEST"}}, {}) == ["baseline", 35]
+	level_and_version({"override": {"level": "baseline", "version": "v1.40"}}, {}) == ["baseline", 37]
+	level_and_version({"override": {"level": "baseline", "version": "LATEST"}}, {}) == ["baseline", 37]
 	level_and_version({"override": {"level": "baseline", "version": "v1.0"}}, {}) == ["baseline", 0]
 }
 
 test_malformed_settings_are_read_strictly_and_reported if {
 	setting := {"override": {"level": "Strict", "version": "1.25"}}
-	level_and_version(setting, {}) == ["restricted", 35]
+	level_and_version(setting, {}) == ["restricted", 37]
 	problems := pss.problems with input.request as pod with data.magtape.pod_security as setting
 	count(problems) == 2
-	level_and_version({"override": {"level": "baseline", "version": "v0.9"}}, {}) == ["baseline", 35]
-	level_and_version({"override": {"level": "baseline", "version": "v1.07"}}, {}) == ["baseline", 35]
+	level_and_version({"override": {"level": "baseline", "version": "v0.9"}}, {}) == ["baseline", 37]
+	level_and_version({"override": {"level": "baseline", "version": "v1.07"}}, {}) == ["baseline", 37]
 }
 
 test_well_formed_settings_report_no_problem if {

@@ -1,6 +1,6 @@
 # MT3011 pss-sysctls: Pod Security Standards, baseline, v1.0+ - the pod sets
 # only the safe, namespaced sysctls; the list grows with the version (v1.27,
-# v1.29, v1.32). See README.md in this folder.
+# v1.29, v1.32, v1.37). See README.md in this folder.
 package kubernetes.admission.pss_sysctls
 
 import rego.v1
@@ -36,7 +36,11 @@ added_1_29 := {
 
 added_1_32 := {"net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"}
 
-allowed := ((allowed_1_0 | added_1_27) | added_1_29) | added_1_32 if {
+added_1_37 := {"net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"}
+
+allowed := (((allowed_1_0 | added_1_27) | added_1_29) | added_1_32) | added_1_37 if {
+	data.magtape.lib.pod_security.since(37)
+} else := ((allowed_1_0 | added_1_27) | added_1_29) | added_1_32 if {
 	data.magtape.lib.pod_security.since(32)
 } else := (allowed_1_0 | added_1_27) | added_1_29 if {
 	data.magtape.lib.pod_security.since(29)

@@ -33,11 +33,13 @@ allowed_from := {
 	"net.ipv4.tcp_keepalive_probes": 29,
 	"net.ipv4.tcp_rmem": 32,
 	"net.ipv4.tcp_wmem": 32,
+	"net.ipv4.tcp_slow_start_after_idle": 37,
+	"net.ipv4.tcp_notsent_lowat": 37,
 }
 
 test_the_allowed_set_grows_by_version if {
 	every name, since in allowed_from {
-		every version in ["v1.0", "v1.26", "v1.27", "v1.28", "v1.29", "v1.31", "v1.32", "v1.36"] {
+		every version in ["v1.0", "v1.26", "v1.27", "v1.28", "v1.29", "v1.31", "v1.32", "v1.36", "v1.37"] {
 			count(denies(sysctl_pod([name]), "baseline", version)) == expected(since, version)
 		}
 	}
