@@ -98,8 +98,9 @@ class Magtape:
     compiled: bool
 
 
-@pytest.fixture(scope="module", params=["compiled", "interpreted"])
-def magtape(request: pytest.FixtureRequest) -> Iterator[Magtape]:
+@pytest.fixture(scope="module", params=["compiled", "interpreted"], name="magtape")
+def magtape_engines(request: pytest.FixtureRequest) -> Iterator[Magtape]:
+    """The built-ins loaded in each mode (tests/test_pod_security_conformance.py uses it too)."""
     compiled = request.param == "compiled"
     engine = EmbeddedEngine(timeout_seconds=10, workers=2, compiled=compiled)
     report = engine.load(builtin_modules(), {})

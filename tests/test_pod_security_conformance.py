@@ -23,7 +23,7 @@ standard's "minimal valid pod") and changes one thing.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +31,17 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from magtape.engine.embedded import EmbeddedEngine
-from magtape.engine.sources import builtin_modules
 from opasupport import OpaServer
-from test_differential import Case, Magtape, assert_same, by_magtape, by_opa, review_text, workload
+from test_differential import (  # noqa: F401 (magtape_engines: the `magtape` fixture)
+    Case,
+    Magtape,
+    assert_same,
+    by_magtape,
+    by_opa,
+    magtape_engines,
+    review_text,
+    workload,
+)
 
 LEVEL_LABEL = "k8s.t-mobile.com/pod-security"
 VERSION_LABEL = "k8s.t-mobile.com/pod-security-version"
@@ -536,16 +543,6 @@ CASES = cases()
 
 def pss_ids(found: frozenset[tuple[str, str, str]]) -> set[str]:
     return {errcode for _, errcode, _ in found if errcode.startswith("MT30")}
-
-
-@pytest.fixture(scope="module", params=["compiled", "interpreted"])
-def magtape(request: pytest.FixtureRequest) -> Iterator[Magtape]:
-    compiled = request.param == "compiled"
-    engine = EmbeddedEngine(timeout_seconds=10, workers=2, compiled=compiled)
-    report = engine.load(builtin_modules(), {})
-    assert not report.errors, report.errors
-    yield Magtape(engine, compiled)
-    engine.close()
 
 
 @pytest.fixture(scope="module")
