@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,10 @@ import pytest
 from axe_selenium_python import Axe
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 1280, 900
@@ -70,3 +74,11 @@ def full_page_screenshot(driver: webdriver.Chrome, path: Path) -> None:
                                   {"format": "png", "captureBeyondViewport": True})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def navigate(browser: WebDriver, act: Callable[[], None]) -> None:
+    """Do ``act`` (a click that loads a page) and wait until the new page has replaced the
+    old one: a read right after a click may otherwise still see the old page."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(old))

@@ -30,7 +30,7 @@ from opasupport import OPA
 HEADER = "package kubernetes.admission.case\n\nimport rego.v1\n\n"
 
 
-def findings(body: str, *libraries: tuple[str, str]) -> list[semantics.Finding]:
+def findings(body: str, *libraries: tuple[str, str]) -> list[semantics.Refusal]:
     engine = regorus.Engine()
     for name, text in libraries:
         engine.add_policy(name, text)

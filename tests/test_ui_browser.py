@@ -19,7 +19,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from browser import REPO, chromium, serious_violations
+from browser import REPO, chromium, navigate, serious_violations
 from magtape.listeners import ListenerLimits, create_bounded_server
 from magtape.server import stop_waitress
 from magtape.ui.web import VIEWS, create_app
@@ -84,14 +84,14 @@ def test_every_view_has_no_serious_accessibility_violation(browser: WebDriver, p
 
 def test_filters_and_sorting_work_in_the_browser(browser: WebDriver, page_url: str) -> None:
     browser.get(f"{page_url}/namespaces")
-    browser.find_element(By.LINK_TEXT, "Namespace").click()  # sort by name
+    navigate(browser, lambda: browser.find_element(By.LINK_TEXT, "Namespace").click())
     names = [r.get_attribute("data-namespace") for r in
              browser.find_elements(By.CSS_SELECTOR, "tr.ns")]
     assert names == ["team-a", "team-b", "team-c"]
     browser.find_element(By.CSS_SELECTOR, "select#f-severity option[value=medium]").click()
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    navigate(browser, lambda: browser.find_element(By.CSS_SELECTOR, "form.filters button").click())
     assert "severity=medium" in browser.current_url and "sort=name" in browser.current_url
-    browser.find_element(By.LINK_TEXT, "team-b").click()
+    navigate(browser, lambda: browser.find_element(By.LINK_TEXT, "team-b").click())
     objects = [r.get_attribute("data-object") for r in
                browser.find_elements(By.CSS_SELECTOR, "tr.result")]
     assert objects == ["Deployment team-b/web"]

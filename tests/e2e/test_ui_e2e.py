@@ -29,7 +29,7 @@ import yaml
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from browser import chromium, full_page_screenshot, serious_violations
+from browser import chromium, full_page_screenshot, navigate, serious_violations
 from e2e.cluster import Cluster, free_port, wait_for
 from e2e.podrun import LocalPod, Manifests, PodNetwork
 from e2e.support import MAGTAPE, REPO, MagTape, Proc, apply, kubeconfig_for, wait_enforcing
@@ -161,7 +161,7 @@ def test_every_view_shows_the_cluster_and_links_work(ui: str, browser: WebDriver
     assert serious_violations(browser) == []
     browser.get(f"{ui}/namespaces")
     shot(browser, cluster, "namespaces")
-    browser.find_element(By.LINK_TEXT, NS).click()  # click through to its results
+    navigate(browser, lambda: browser.find_element(By.LINK_TEXT, NS).click())  # its results
 
     # Checks: the namespace's results, the exception beside the result it covers.
     assert browser.current_url == f"{ui}/checks?namespace={NS}"
@@ -193,8 +193,8 @@ def test_every_view_shows_the_cluster_and_links_work(ui: str, browser: WebDriver
     assert serious_violations(browser) == []
     browser.get(f"{ui}/admissions")
     shot(browser, cluster, "admissions")
-    browser.find_element(
-        By.CSS_SELECTOR, f'tr.admission[data-object="Deployment {NS}/blocked"] td a').click()
+    navigate(browser, browser.find_element(
+        By.CSS_SELECTOR, f'tr.admission[data-object="Deployment {NS}/blocked"] td a').click)
     assert browser.current_url == f"{ui}/checks?namespace={NS}"
 
     # Exceptions: soonest expiry first, with owner, ticket and time left.
@@ -204,7 +204,7 @@ def test_every_view_shows_the_cluster_and_links_work(ui: str, browser: WebDriver
     assert serious_violations(browser) == []
     browser.get(f"{ui}/exceptions")
     shot(browser, cluster, "exceptions")
-    browser.find_element(By.LINK_TEXT, NS).click()
+    navigate(browser, browser.find_element(By.LINK_TEXT, NS).click)
     assert browser.current_url == f"{ui}/checks?namespace={NS}"
     # The component's RBAC let every watch list and watch: no 403 was ever logged.
     # (A restarted API server refuses everyone for a moment: checked before that.)

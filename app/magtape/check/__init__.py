@@ -38,7 +38,7 @@ from magtape.check.manifests import (
     read_manifests,
     read_sources,
 )
-from magtape.check.model import CheckRun, Finding, ObjectResult, Verdict
+from magtape.check.model import CheckFinding, CheckRun, ObjectResult, ObjectVerdict
 from magtape.check.offline import ObjectKey
 from magtape.decision import Verdict as DecisionVerdict
 from magtape.enforcement import Enforcer
@@ -98,11 +98,11 @@ def run_check(settings: Settings, options: CheckOptions, out: TextIO, err: TextI
     from magtape.report import render
 
     out.write(render(options.output, run))
-    if run.count(Verdict.ERROR):
-        print(f"magtape check: {run.count(Verdict.ERROR)} objects could not be checked: "
+    if run.count(ObjectVerdict.ERROR):
+        print(f"magtape check: {run.count(ObjectVerdict.ERROR)} objects could not be checked: "
               "a policy failed at runtime (see the report)", file=err)
         return EXIT_INPUT
-    return EXIT_DENIED if run.count(Verdict.DENIED) else EXIT_OK
+    return EXIT_DENIED if run.count(ObjectVerdict.DENIED) else EXIT_OK
 
 
 def _run_serial(settings: Settings, options: CheckOptions, stdin: TextIO, err: TextIO,
@@ -287,14 +287,14 @@ def _check_one(engine: Any, m: Manifest, options: CheckOptions, enforcer: Enforc
                checks: tuple[PolicyInfo, ...]) -> ObjectResult:
     ns = m.namespace(options.namespace)
     if not checks:
-        return ObjectResult(m, ns, Verdict.SKIP, checks)
+        return ObjectResult(m, ns, ObjectVerdict.SKIP, checks)
     try:
         # The webhook's own decision: exceptions, overrides, UPDATE rules.
         evaluation: Evaluation
         evaluation, decision = enforcer.decide(
             offline.review_for(m.obj, ns, old_objects, options.username), engine.evaluate)
     except EngineError as exc:
-        return ObjectResult(m, ns, Verdict.ERROR, checks, errors=(str(exc),))
+        return ObjectResult(m, ns, ObjectVerdict.ERROR, checks, errors=(str(exc),))
     errors = tuple(f"policy {e.policy} ({e.errcode}) failed: {e.message}"
                    for e in evaluation.policy_errors)
     # The checks that applied (their `matches` held), not all that target the kind: a
@@ -303,17 +303,17 @@ def _check_one(engine: Any, m: Manifest, options: CheckOptions, enforcer: Enforc
                | {e.policy for e in evaluation.policy_errors})
     checks = tuple(p for p in checks if p.name in applied)
     findings = tuple(
-        Finding(f.violation, f.verdict is DecisionVerdict.DENY,
+        CheckFinding(f.violation, f.verdict is DecisionVerdict.DENY,
                 catalogue.for_violation(f.violation),
                 f.note if f.verdict is DecisionVerdict.EXEMPTED else "",
                 f.note if f.verdict is not DecisionVerdict.EXEMPTED else "")
         for f in decision.findings)
     active = [f for f in findings if not f.exemption]
-    verdict = (Verdict.ERROR if errors
-               else Verdict.DENIED if any(f.denies for f in active)
-               else Verdict.WARN if active
-               else Verdict.EXEMPT if findings
-               else Verdict.PASS)
+    verdict = (ObjectVerdict.ERROR if errors
+               else ObjectVerdict.DENIED if any(f.denies for f in active)
+               else ObjectVerdict.WARN if active
+               else ObjectVerdict.EXEMPT if findings
+               else ObjectVerdict.PASS)
     return ObjectResult(m, ns, verdict, checks, findings, errors,
                         tuple(e.policy for e in evaluation.policy_errors))
 

@@ -16,7 +16,7 @@ from magtape.policy import DenyLevel, PolicyInfo, Violation
 from magtape.remediation import Catalogue, Remedy
 
 
-class Verdict(enum.Enum):
+class ObjectVerdict(enum.Enum):
     """Per object; the value is what the text report prints."""
 
     PASS = "PASS"
@@ -28,7 +28,7 @@ class Verdict(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Finding:
+class CheckFinding:
     """One failed check on one object."""
 
     violation: Violation
@@ -44,9 +44,9 @@ class Finding:
 class ObjectResult:
     manifest: Manifest
     namespace: str  # "" for cluster-scoped objects
-    verdict: Verdict
+    verdict: ObjectVerdict
     checks: tuple[PolicyInfo, ...]  # the policies that target the object's kind
-    findings: tuple[Finding, ...] = ()  # in the engine's (message) order, exempted included
+    findings: tuple[CheckFinding, ...] = ()  # in the engine's (message) order, exempted included
     errors: tuple[str, ...] = ()  # why it could not be (fully) checked
     # The policies that failed at runtime; empty with errors: the whole object failed.
     failed_policies: tuple[str, ...] = ()
@@ -58,7 +58,7 @@ class ObjectResult:
         return f"{self.manifest.kind} {who}"
 
     @property
-    def active(self) -> tuple[Finding, ...]:
+    def active(self) -> tuple[CheckFinding, ...]:
         """Findings that count (not exempted)."""
         return tuple(f for f in self.findings if not f.exemption)
 
@@ -74,16 +74,17 @@ class CheckRun:
     # the evaluation (``check -j N``; magtape.report.parts).
     parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def count(self, verdict: Verdict) -> int:
+    def count(self, verdict: ObjectVerdict) -> int:
         return sum(o.verdict is verdict for o in self.objects)
 
     @property
     def counts(self) -> dict[str, int]:
         """Objects per verdict, plus the non-Kubernetes documents left out."""
-        return {"objects": len(self.objects), "passed": self.count(Verdict.PASS),
-                "warned": self.count(Verdict.WARN), "denied": self.count(Verdict.DENIED),
-                "skipped": self.count(Verdict.SKIP), "exempted": self.count(Verdict.EXEMPT),
-                "errors": self.count(Verdict.ERROR),
+        v = ObjectVerdict
+        return {"objects": len(self.objects), "passed": self.count(v.PASS),
+                "warned": self.count(v.WARN), "denied": self.count(v.DENIED),
+                "skipped": self.count(v.SKIP), "exempted": self.count(v.EXEMPT),
+                "errors": self.count(v.ERROR),
                 "nonKubernetesDocuments": sum(self.skipped_documents.values())}
 
     def parts_of(self, fmt: str, render: Callable[[CheckRun], list[str]]) -> Sequence[str]:

@@ -23,8 +23,8 @@ import yaml
 from magtape.enforcement.evaluator import Clock, Enforcer, labels_from_data, utc_now
 from magtape.enforcement.exceptions import (
     KIND,
+    Exemption,
     InvalidException,
-    PolicyException,
     parse_exception,
     parse_time,
 )
@@ -76,9 +76,9 @@ def read_objects(path: str) -> list[tuple[str, dict[str, Any]]]:
 
 def load_exceptions(paths: Collection[str], *, default_namespace: str, max_lifetime: timedelta,
                     known_checks: Collection[str], clock: Clock = utc_now
-                    ) -> list[PolicyException]:
+                    ) -> list[Exemption]:
     now = clock()
-    out: list[PolicyException] = []
+    out: list[Exemption] = []
     for path in paths:
         for source, obj in read_objects(path):
             if obj.get("kind") != KIND:
@@ -133,7 +133,7 @@ def review_for(obj: dict[str, Any], namespace: str,
 
 
 def offline_enforcer(default_level: DenyLevel, *, config: EnforcementConfig,
-                     exceptions: Collection[PolicyException], data: Mapping[str, Any],
+                     exceptions: Collection[Exemption], data: Mapping[str, Any],
                      clock: Clock = utc_now, inheritance: Inheritance | None = None
                      ) -> Enforcer:
     """The webhook's Enforcer over file-based state; namespace labels from ``data``;

@@ -53,7 +53,7 @@ from magtape.check import (
     evaluate,
 )
 from magtape.check.manifests import Input, InputError, Manifest, parse_document_text
-from magtape.check.model import CheckRun, Finding, ObjectResult, Verdict
+from magtape.check.model import CheckFinding, CheckRun, ObjectResult, ObjectVerdict
 from magtape.check.offline import OfflineInputError
 from magtape.engine import EngineError
 from magtape.engine.sources import SourceError
@@ -367,7 +367,7 @@ def _unpack(r: tuple[Any, ...], catalogue: Catalogue,
     out = []
     for msg, policy, severity, errcode, details, denies, exemption in findings:
         violation = Violation(msg, policy, Severity(severity), errcode, details)
-        out.append(Finding(violation, denies, catalogue.for_violation(violation), exemption))
-    return ObjectResult(manifest, namespace, Verdict(verdict),
+        out.append(CheckFinding(violation, denies, catalogue.for_violation(violation), exemption))
+    return ObjectResult(manifest, namespace, ObjectVerdict(verdict),
                         tuple(by_name[name] for name in checks), tuple(out), errors, failed)
 

@@ -58,8 +58,9 @@ class InvalidException(ValueError):
 
 
 @dataclass(frozen=True)
-class PolicyException:
-    """A parsed, validated MagTapeException."""
+class Exemption:
+    """A parsed, validated MagTapeException: the waiver it grants. Called an exemption in
+    the code (a Python exception is something else); the resource keeps its name."""
 
     namespace: str
     name: str
@@ -146,7 +147,7 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def parse_exception(obj: Any, *, max_lifetime: timedelta, lifetime_start: datetime | None = None,
-                    known_checks: Collection[str] | None = None) -> PolicyException:
+                    known_checks: Collection[str] | None = None) -> Exemption:
     """Validate a MagTapeException object; raise :class:`InvalidException` listing every problem.
 
     ``lifetime_start`` is when the lifetime is counted from (the admission
@@ -235,7 +236,7 @@ def parse_exception(obj: Any, *, max_lifetime: timedelta, lifetime_start: dateti
     if problems:
         raise InvalidException(where, problems)
     assert expires_at is not None  # a missing or bad expiry is a problem above
-    return PolicyException(namespace=namespace, name=name, checks=frozenset(checks),
+    return Exemption(namespace=namespace, name=name, checks=frozenset(checks),
                            expires_at=expires_at, kinds=frozenset(kinds), names=tuple(names),
                            selector=selector, containers=frozenset(containers),
                            images=tuple(images),

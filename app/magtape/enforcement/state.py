@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from magtape.enforcement.exceptions import InvalidException, PolicyException, parse_exception
+from magtape.enforcement.exceptions import Exemption, InvalidException, parse_exception
 from magtape.enforcement.overrides import (
     CONFIG_KEY,
     ConfigInvalid,
@@ -31,10 +31,10 @@ class EnforcementState:
     """Thread-safe holder of the current exceptions (by namespace) and overrides."""
 
     def __init__(self, config: EnforcementConfig | None = None,
-                 exceptions: Iterable[PolicyException] = ()) -> None:
+                 exceptions: Iterable[Exemption] = ()) -> None:
         self._lock = threading.Lock()
         self._config = config or EnforcementConfig()
-        self._exceptions: dict[tuple[str, str], PolicyException] = {
+        self._exceptions: dict[tuple[str, str], Exemption] = {
             (e.namespace, e.name): e for e in exceptions}
         self._by_namespace = self._index()
         self._known_checks: frozenset[str] | None = None
@@ -58,11 +58,11 @@ class EnforcementState:
         with self._lock:
             self._config = config
 
-    def exceptions_in(self, namespace: str) -> tuple[PolicyException, ...]:
+    def exceptions_in(self, namespace: str) -> tuple[Exemption, ...]:
         with self._lock:
             return self._by_namespace.get(namespace, ())
 
-    def all_exceptions(self) -> tuple[PolicyException, ...]:
+    def all_exceptions(self) -> tuple[Exemption, ...]:
         with self._lock:
             return tuple(self._exceptions.values())
 
@@ -78,12 +78,12 @@ class EnforcementState:
         future = [m for m in moments if m > now]
         return min(future) if future else None
 
-    def replace_exceptions(self, exceptions: Iterable[PolicyException]) -> None:
+    def replace_exceptions(self, exceptions: Iterable[Exemption]) -> None:
         with self._lock:
             self._exceptions = {(e.namespace, e.name): e for e in exceptions}
             self._by_namespace = self._index()
 
-    def put_exception(self, exception: PolicyException) -> None:
+    def put_exception(self, exception: Exemption) -> None:
         with self._lock:
             self._exceptions[(exception.namespace, exception.name)] = exception
             self._by_namespace = self._index()
@@ -93,8 +93,8 @@ class EnforcementState:
             if self._exceptions.pop((namespace, name), None) is not None:
                 self._by_namespace = self._index()
 
-    def _index(self) -> dict[str, tuple[PolicyException, ...]]:
-        index: dict[str, list[PolicyException]] = {}
+    def _index(self) -> dict[str, tuple[Exemption, ...]]:
+        index: dict[str, list[Exemption]] = {}
         for (ns, _name), exc in sorted(self._exceptions.items()):
             index.setdefault(ns, []).append(exc)
         return {ns: tuple(excs) for ns, excs in index.items()}
@@ -107,7 +107,7 @@ class ExceptionWatch:
         self._state = state
         self._max_lifetime = max_lifetime
 
-    def _parse(self, obj: Obj) -> PolicyException | None:
+    def _parse(self, obj: Obj) -> Exemption | None:
         try:
             return parse_exception(obj, max_lifetime=self._max_lifetime)
         except InvalidException as exc:

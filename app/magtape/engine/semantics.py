@@ -98,7 +98,7 @@ _ROUND_EXEMPT = "round"
 
 
 @dataclass(frozen=True)
-class Finding:
+class Refusal:
     """One construct the embedded engine would not decide as OPA does."""
 
     filename: str
@@ -207,11 +207,11 @@ class Analysis:
         # A function's parameters: the marks of what its own module passes to it
         # (other modules' calls are not followed; see the module docstring).
         self._params: dict[tuple[str, int], Mark] = {}
-        self._findings: dict[tuple[str, int, str], Finding] = {}
+        self._findings: dict[tuple[str, int, str], Refusal] = {}
         self._report = False
 
     # ----------------------------------------------------------- driving
-    def run(self, report_files: set[str]) -> list[Finding]:
+    def run(self, report_files: set[str]) -> list[Refusal]:
         for _ in range(8):  # rule marks only grow: a fixpoint within a few passes
             before = (dict(self._rules), dict(self._params))
             for m in self._modules:
@@ -227,7 +227,7 @@ class Analysis:
     def _find(self, module: _Module, span: Mapping[str, Any], message: str) -> None:
         if self._report:
             key = (module.filename, span["line"], message)
-            self._findings.setdefault(key, Finding(module.filename, span["line"], message))
+            self._findings.setdefault(key, Refusal(module.filename, span["line"], message))
 
     def _module(self, m: _Module) -> None:
         for rule in m.ast.get("rules", []):
@@ -512,14 +512,14 @@ def _modules(ast_json: str) -> list[_Module]:
 
 
 def vet(ast_json: str, filenames: Iterable[str],
-        known: Catalogue | None = None) -> list[Finding]:
+        known: Catalogue | None = None) -> list[Refusal]:
     """What in the modules named ``filenames`` the embedded engine would not
     decide as OPA does; ``ast_json`` is the whole set's syntax tree (its
     libraries give the marks of the rules the policy calls)."""
     return Analysis(_modules(ast_json), known or catalogue()).run(set(filenames))
 
 
-def summary(findings: list[Finding]) -> Iterator[str]:
+def summary(findings: list[Refusal]) -> Iterator[str]:
     """The first finding's message, then how many more there are."""
     if findings:
         rest = len(findings) - 1

@@ -30,7 +30,7 @@ Listener = Callable[[LoadReport, tuple[PolicyModule, ...]], None]
 
 
 @dataclass
-class _Lane:
+class _Generations:
     """One kind of change: the generation it last changed at and last handed over."""
 
     name: str
@@ -57,8 +57,8 @@ class PolicyStore:
         self._sections: dict[DataPath, Any] = {}
         self._cond = threading.Condition()
         self._generation = 0  # bumped by every change
-        self._policies = _Lane("policies", changed=0, done=-1)  # nothing loaded yet
-        self._data = _Lane("data")
+        self._policies = _Generations("policies", changed=0, done=-1)  # nothing loaded yet
+        self._data = _Generations("data")
         self._listeners: list[Listener] = []
         self._stopped = False
         self.last_report: LoadReport | None = None
@@ -81,7 +81,7 @@ class PolicyStore:
             self._sections[path] = value
             return self._changed(self._data)
 
-    def _changed(self, lane: _Lane) -> bool:
+    def _changed(self, lane: _Generations) -> bool:
         self._generation += 1
         lane.changed = self._generation
         self._cond.notify_all()
@@ -159,7 +159,7 @@ class PolicyStore:
             log.exception("updating the policies' data failed; the previous data stays active")
         self._finished(self._data, generation)
 
-    def _finished(self, lane: _Lane, generation: int) -> None:
+    def _finished(self, lane: _Generations, generation: int) -> None:
         with self._cond:
             lane.done = max(lane.done, generation)
             self._cond.notify_all()
@@ -172,7 +172,7 @@ class PolicyStore:
         with self._cond:
             self._cond.notify_all()
 
-    def _next(self, lane: _Lane) -> int | None:
+    def _next(self, lane: _Generations) -> int | None:
         """Wait for a change in ``lane``; its generation, None once stopped."""
         with self._cond:
             while not self._stopped and not lane.pending:

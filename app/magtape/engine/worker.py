@@ -117,7 +117,10 @@ def _semantics(engine: Any, filenames: list[str]) -> bytes | None:
                        "filename": first.filename, "line": first.line}).encode()
 
 
-class Worker:
+class EngineProcess:
+    """What one engine worker process does with each request (``main`` reads the frames).
+    Not a :class:`magtape.background.Worker` (a thread) nor a pool's child handle."""
+
     def __init__(self) -> None:
         import regorus
 
@@ -312,7 +315,7 @@ def _has_rule(engine: Any, path: str) -> bool:
 def main(memory_mb: int) -> None:
 
     side = ChildSide(memory_mb)
-    worker = Worker()
+    worker = EngineProcess()
     handlers = {Op.LOAD: worker.load, Op.DATA: worker.set_data, Op.EVALUATE: worker.evaluate,
                 Op.VET_POLICY: worker.vet_policy, Op.VET_LIBRARIES: worker.vet_libraries}
     while (frame := side.read()) is not None:

@@ -122,7 +122,7 @@ def dedup_key(outcome: Outcome) -> bytes:
     return hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass")).digest()
 
 
-class _Lane:
+class _SinkQueue:
     """A bounded FIFO of outcomes for one sink, served by one daemon thread."""
 
     def __init__(self, sink: Sink, capacity: int, metrics: Metrics) -> None:
@@ -205,8 +205,8 @@ class Dispatcher:
         self._unverified = RateLimitedLog(DROP_LOG_INTERVAL_SECONDS, clock)
         self._slack_passive = slack_passive
         self._recent = RecentAlerts(dedup_seconds, clock=clock)
-        self._events = _Lane(events, queue_size, metrics) if events is not None else None
-        self._slack = _Lane(slack, queue_size, metrics) if slack is not None else None
+        self._events = _SinkQueue(events, queue_size, metrics) if events is not None else None
+        self._slack = _SinkQueue(slack, queue_size, metrics) if slack is not None else None
         self._closed = False
 
     def submit(self, outcome: Outcome) -> bool:
@@ -250,7 +250,7 @@ class Dispatcher:
                 self._recent.forget(lane_key)
         return "slack" in queued
 
-    def _lanes_for(self, outcome: Outcome) -> list[_Lane]:
+    def _lanes_for(self, outcome: Outcome) -> list[_SinkQueue]:
         """Events for every failure; Slack on denials, and on other failures in passive mode.
 
         Exception-expiry reminders always go to Slack: they exist to be read there.
@@ -263,7 +263,7 @@ class Dispatcher:
             lanes.append(self._slack)
         return lanes
 
-    def _deduplicated(self, lanes: list[_Lane]) -> None:
+    def _deduplicated(self, lanes: list[_SinkQueue]) -> None:
         for lane in lanes:
             self._metrics.notification(lane.channel, "deduplicated")
 

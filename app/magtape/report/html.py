@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from magtape.audit.results import ObjectAudit
-from magtape.check.model import CheckRun, Finding, ObjectResult, Verdict
+from magtape.check.model import CheckFinding, CheckRun, ObjectResult, ObjectVerdict
 from magtape.policy import DenyLevel
 from magtape.remediation import Catalogue
-from magtape.ui.rows import CheckInfo, Exemption, Row, group_rows, row_order, severity_word
+from magtape.ui.rows import CheckInfo, ExemptionNote, Row, group_rows, row_order, severity_word
 from magtape.ui.templates import render as render_template
 
 
@@ -36,10 +36,10 @@ def render(run: CheckRun) -> str:
         summary=summary, groups=group_rows(rows, lambda r: _info(run.catalogue, r)),
         denied=[(o.label, len(o.active),
                  sorted({f.violation.errcode for f in o.active if f.denies}))
-                for o in run.objects if o.verdict is Verdict.DENIED],
+                for o in run.objects if o.verdict is ObjectVerdict.DENIED],
         errors=[f"{o.label}: {e}" for o in run.objects for e in o.errors],
-        passed=[o.label for o in run.objects if o.verdict is Verdict.PASS],
-        skipped=[o.label for o in run.objects if o.verdict is Verdict.SKIP],
+        passed=[o.label for o in run.objects if o.verdict is ObjectVerdict.PASS],
+        skipped=[o.label for o in run.objects if o.verdict is ObjectVerdict.SKIP],
         show_location=True)
 
 
@@ -48,7 +48,7 @@ def render_audit(audits: Iterable[ObjectAudit], level: DenyLevel, catalogue: Cat
     audits = sorted(audits, key=lambda a: a.ref)
     rows = sorted((Row(a.ref.namespace, a.ref.kind, a.ref.name, r.check_id, r.policy,
                        r.severity, r.result, r.message,
-                       exemption=Exemption("", note=r.note) if r.result == "skip" else None)
+                       exemption=ExemptionNote("", note=r.note) if r.result == "skip" else None)
                    for a in audits for r in a.results), key=row_order)
     denied = sum(1 for a in audits if level in a.denied_at)
     summary = [("objects audited", len(audits)), ("would be denied", denied),
@@ -68,12 +68,12 @@ def render_audit(audits: Iterable[ObjectAudit], level: DenyLevel, catalogue: Cat
         show_location=False)
 
 
-def _check_row(o: ObjectResult, f: Finding) -> Row:
+def _check_row(o: ObjectResult, f: CheckFinding) -> Row:
     v = f.violation
     result = "skip" if f.exemption else "fail" if f.denies else "warn"
     return Row(o.namespace, o.manifest.kind, o.manifest.name, v.errcode, v.policy,
                severity_word(v.severity.value), result, v.msg, o.manifest.location,
-               Exemption("", note=f.exemption) if f.exemption else None)
+               ExemptionNote("", note=f.exemption) if f.exemption else None)
 
 
 def _info(catalogue: Catalogue, row: Row) -> CheckInfo:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from magtape.check.model import CheckRun, Finding, ObjectResult
+from magtape.check.model import CheckFinding, CheckRun, ObjectResult
 
 
 def render(run: CheckRun) -> str:
@@ -43,7 +43,7 @@ def _object(o: ObjectResult) -> dict[str, Any]:
     }
 
 
-def _finding(f: Finding) -> dict[str, Any]:
+def _finding(f: CheckFinding) -> dict[str, Any]:
     v = f.violation
     out: dict[str, Any] = {
         "policy": v.policy, "errcode": v.errcode, "severity": v.severity.value, "msg": v.msg,

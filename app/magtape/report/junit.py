@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from magtape.check.model import CheckRun, ObjectResult, Verdict
+from magtape.check.model import CheckRun, ObjectResult, ObjectVerdict
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _case(o: ObjectResult, name: str, **outcome: str) -> JUnitCase:
 
 
 def _cases(o: ObjectResult) -> list[JUnitCase]:
-    if o.verdict is Verdict.SKIP:
+    if o.verdict is ObjectVerdict.SKIP:
         return [_case(o, "no policy targets this kind", outcome="skipped",
                       message=f"no policy targets kind {o.manifest.kind}")]
     out = []

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from magtape import __version__, project
-from magtape.check.model import CheckRun, Finding, ObjectResult
+from magtape.check.model import CheckFinding, CheckRun, ObjectResult
 from magtape.policy import PolicyInfo
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -90,7 +90,7 @@ def _rule(run: CheckRun, p: PolicyInfo) -> dict[str, Any]:
     return rule
 
 
-def _result(o: ObjectResult, f: Finding, index: dict[str, int],
+def _result(o: ObjectResult, f: CheckFinding, index: dict[str, int],
             location: dict[str, Any]) -> dict[str, Any]:
     v = f.violation
     text = v.msg + (f"\nHow to fix: {f.remedy.hint}" if f.remedy else "")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from magtape.enforcement.exceptions import PolicyException
+from magtape.enforcement.exceptions import Exemption
 from magtape.enforcement.overrides import EnforcementConfig
 from magtape.enforcement.state import ConfigWatch, EnforcementState, ExceptionWatch
 from magtape.kube.objects import Obj, metadata
@@ -33,7 +33,7 @@ from magtape.ui.history import Admission, AdmissionHistory
 from magtape.ui.rows import (
     SEVERITIES,
     CheckInfo,
-    Exemption,
+    ExemptionNote,
     Group,
     Row,
     group_rows,
@@ -183,7 +183,7 @@ def rows_of_report(report: Mapping[str, Any]) -> tuple[Row, ...]:
                        str(item.get("policy") or ""),
                        severity_word(str(item.get("severity") or "")),
                        str(item.get("result") or ""), str(item.get("message") or ""),
-                       exemption=Exemption("", note=note) if note else None))
+                       exemption=ExemptionNote("", note=note) if note else None))
     return tuple(out)
 
 
@@ -355,7 +355,7 @@ class CheckSummary:
 
 @dataclass(frozen=True)
 class ExceptionRow:
-    exception: PolicyException
+    exception: Exemption
     expired: bool
 
 
@@ -507,7 +507,7 @@ def _matches(r: Row, q: Query) -> bool:
             and (not q.severity or r.severity == q.severity))
 
 
-def _with_exception(row: Row, exceptions: Mapping[tuple[str, str], PolicyException]) -> Row:
+def _with_exception(row: Row, exceptions: Mapping[tuple[str, str], Exemption]) -> Row:
     if row.exemption is None:
         return row
     m = _EXEMPTED_BY.search(row.exemption.note)
@@ -516,4 +516,4 @@ def _with_exception(row: Row, exceptions: Mapping[tuple[str, str], PolicyExcepti
         return row
     return Row(row.namespace, row.kind, row.name, row.check_id, row.policy, row.severity,
                row.result, row.message, row.location,
-               Exemption(e.ref, e.owner, e.ticket, e.expires_at, row.exemption.note))
+               ExemptionNote(e.ref, e.owner, e.ticket, e.expires_at, row.exemption.note))

@@ -26,7 +26,7 @@ def severity_word(value: str) -> str:
 
 
 @dataclass(frozen=True)
-class Exemption:
+class ExemptionNote:
     """The MagTapeException that covers a result, as far as it is known."""
 
     ref: str  # namespace/name
@@ -50,7 +50,7 @@ class Row:
     result: str  # fail, error, warn, skip
     message: str
     location: str = ""  # file:line (magtape check)
-    exemption: Exemption | None = None
+    exemption: ExemptionNote | None = None
 
     @property
     def label(self) -> str:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from magtape.background import Worker
 from magtape.decision import Decision, Outcome
 from magtape.enforcement.evaluator import Clock, utc_now
-from magtape.enforcement.exceptions import API_GROUP, API_VERSION, KIND, PolicyException
+from magtape.enforcement.exceptions import API_GROUP, API_VERSION, KIND, Exemption
 from magtape.enforcement.state import EnforcementState
 from magtape.notify import Notifier
 from magtape.policy import DenyLevel, Severity, Violation
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 REMINDER_POLICY = "exception-expiry"
 
 
-def reminder_outcome(exception: PolicyException, now: datetime, level: DenyLevel) -> Outcome:
+def reminder_outcome(exception: Exemption, now: datetime, level: DenyLevel) -> Outcome:
     """The notification for one exception that expires soon (about the exception object)."""
     left = exception.expires_at - now
     hours = max(0, int(left.total_seconds() // 3600))
@@ -59,7 +59,7 @@ class ExpiryReminders:
         # A defect in one round is logged by the worker; the next round runs as usual.
         self._worker = Worker("magtape-exception-reminders", self._step)
 
-    def run_once(self) -> list[PolicyException]:
+    def run_once(self) -> list[Exemption]:
         """Remind every exception now due; the ones reminded."""
         now = self._clock()
         current = self._state.all_exceptions()
