@@ -10,7 +10,7 @@ Slack to it.
 
 def __getattr__(name: str) -> str:
     """``magtape.__version__``, read from the installed metadata on first use: every
-    engine worker imports this package, and importlib.metadata costs ~40 ms."""
+    engine worker imports this package, and importing importlib.metadata is slow."""
     if name != "__version__":
         raise AttributeError(f"module 'magtape' has no attribute {name!r}")
     from importlib.metadata import PackageNotFoundError, version

@@ -36,8 +36,8 @@ CLUSTER_OUTPUTS = {"text": "table", "json": "json"}
 
 
 class _Version(argparse.Action):
-    """``--version``: the installed version, read only when asked (importlib.metadata
-    costs ~40 ms, and ``magtape check`` in CI starts often)."""
+    """``--version``: the installed version, read only when asked (importing
+    importlib.metadata is slow, and ``magtape check`` in CI starts often)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:

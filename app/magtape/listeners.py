@@ -119,8 +119,8 @@ class DeadlineChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
         waitress' own rule (any byte buffered) makes its main loop spin while
         a task thread sends its response: poll() reports the socket writable,
         the flush finds the output lock held by the task thread, and the loop
-        polls again, holding the GIL the task needs (measured: ~34 loop passes
-        and ~0.5 ms of CPU per admission request; docs/performance.md). The
+        polls again, holding the GIL the task needs (tens of loop passes per
+        admission request; docs/performance.md has the measurement). The
         task thread flushes its own writes, and waitress wakes the loop when a
         task ends (``pull_trigger``), so whatever is left is sent then; above
         the high watermark the task waits for the loop, so that stays writable.

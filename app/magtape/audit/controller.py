@@ -419,8 +419,8 @@ class AuditController:
                       if ns in self._audits else None for ns in namespaces
                       if ns in self._audits or not self._has_objects(ns)}
             self._metrics_stale |= bool(namespaces)
-            # The metrics are recomputed from every audit (about 4 ms a 1,000 objects,
-            # holding the GIL): at once when the queue is empty, else at most every
+            # The metrics are recomputed from every audit (holding the GIL, in
+            # proportion to the objects): at once when the queue is empty, else at most every
             # METRICS_INTERVAL_SECONDS, so a long pass does not tax admission for it.
             now = time.monotonic()
             audits = None

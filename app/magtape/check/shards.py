@@ -241,8 +241,7 @@ def run_sharded(settings: Settings, options: CheckOptions, policy: PolicySources
         for child, conn in children:
             reply = _receive(child, conn, lambda: report(len(run.objects)))
             # Thousands of new objects and no cycle among them: without the
-            # collector, which would walk the whole heap (measured 0.08 s against
-            # 0.02 s for 1,500 objects).
+            # collector, which would walk the whole heap again and again.
             gc.disable()
             try:
                 results.extend(_unpack(r, run.catalogue, by_name) for r in reply[1])

@@ -93,7 +93,7 @@ class BuiltinVerdicts:
 
 def engine_release() -> str | None:
     """The installed engine's distribution and version, from its ``.dist-info``
-    beside the module (what importlib.metadata reads, without its ~50 ms import)."""
+    beside the module (what importlib.metadata reads, without its slow import)."""
     spec = importlib.util.find_spec(ENGINE_MODULE)
     if spec is None or not spec.origin:
         return None
