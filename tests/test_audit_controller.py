@@ -88,6 +88,12 @@ def running() -> Iterator[list[AuditController]]:
         c.stop()
 
 
+def counted(metrics: AuditMetrics, counter: str) -> float:
+    """The value of one of the audit's counters, as Prometheus scrapes it."""
+    value = metrics.registry.get_sample_value(f"magtape_audit_{counter}_total")
+    return value or 0.0
+
+
 def report(kube: FakeKube, ns: str) -> dict[str, Any] | None:
     return kube.get("wgpolicyk8s.io/v1alpha2", "policyreports", REPORT_NAME, ns)
 
@@ -133,15 +139,16 @@ def test_a_status_only_change_is_not_evaluated_and_unchanged_reports_are_not_rew
         kube: FakeKube, builtin_engine: EmbeddedEngine,
         running: list[AuditController]) -> None:
     kube.seed(namespace("team-a"), pod("agent", container("a", privileged=True)))
-    controller, _, _ = start(kube, builtin_engine)
+    controller, _, metrics = start(kube, builtin_engine)
     running.append(controller)
     eventually(lambda: controller.idle and results_of(kube, "team-a"), 30, "the first pass")
-    evaluations, writes = controller.evaluations, controller.writer.writes
+    evaluations, writes = counted(metrics, "evaluations"), counted(metrics, "report_writes")
     kube.seed({**pod("agent", container("a", privileged=True)), "status": {"phase": "Running"}})
     kube.seed(pod("other"))  # a change that is evaluated, as a marker that events were seen
-    eventually(lambda: controller.evaluations == evaluations + 1 and controller.idle, 30,
-               "the marker Pod to be evaluated")
-    assert controller.writer.writes == writes + 1  # "other" passes: only the summary changed
+    eventually(lambda: counted(metrics, "evaluations") == evaluations + 1 and controller.idle,
+               30, "the marker Pod to be evaluated")
+    # "other" passes: only the summary changed
+    assert counted(metrics, "report_writes") == writes + 1
 
 
 def test_a_policy_or_enforcement_change_re_evaluates_everything(
@@ -150,13 +157,14 @@ def test_a_policy_or_enforcement_change_re_evaluates_everything(
     kube.seed(namespace("team-a"), pod("agent", container("a", privileged=True)),
               pod("other", container("b", privileged=True)))
     state = EnforcementState()
-    controller, source, _ = start(kube, builtin_engine, state)
+    controller, source, metrics = start(kube, builtin_engine, state)
     running.append(controller)
-    eventually(lambda: controller.passes == 1 and controller.idle, 30, "the first pass")
-    assert controller.evaluations == 2
+    eventually(lambda: counted(metrics, "passes") == 1 and controller.idle, 30, "the first pass")
+    assert counted(metrics, "evaluations") == 2
     source.generation += 1  # the policy set was reloaded
-    eventually(lambda: controller.passes == 2 and controller.idle, 30, "a second full pass")
-    assert controller.evaluations == 4
+    eventually(lambda: counted(metrics, "passes") == 2 and controller.idle, 30,
+               "a second full pass")
+    assert counted(metrics, "evaluations") == 4
     # An override (enforce: warn for MT2001) turns every fail into warn, unmodified objects too.
     state.set_config(parse_config("checks:\n  MT2001:\n    enforce: warn\n", "test"))
     eventually(lambda: results_of(kube, "team-a") == {("agent", "MT2001", "warn"),
@@ -171,7 +179,8 @@ def test_2000_failing_pods_in_one_namespace_stay_under_the_cap(
                                       namespace="big") for i in range(2000)])
     controller, _, metrics = start(kube, builtin_engine, limits=ReportLimits(max_results=200))
     running.append(controller)
-    eventually(lambda: controller.passes == 1 and controller.idle, 240, "the pass of 2,000 Pods")
+    eventually(lambda: counted(metrics, "passes") == 1 and controller.idle, 240,
+               "the pass of 2,000 Pods")
     stored = report(kube, "big")
     assert stored is not None
     assert len(stored["results"]) == 200
@@ -203,9 +212,10 @@ def test_reports_left_by_a_previous_leader_are_kept_when_unchanged_and_removed_w
                           "labels": {"app.kubernetes.io/managed-by": "magtape"}},
              "summary": {"pass": 1}, "results": []}
     kube.seed(stale)
-    second, _, _ = start(kube, builtin_engine)
+    second, _, metrics = start(kube, builtin_engine)
     running.append(second)
-    eventually(lambda: second.passes == 1 and second.idle and report(kube, "gone") is None, 30,
-               "the stale report to be deleted")
-    assert second.writer.writes == 1  # the delete; team-a's report was already right
+    eventually(lambda: counted(metrics, "passes") == 1 and second.idle
+               and report(kube, "gone") is None, 30, "the stale report to be deleted")
+    # the delete; team-a's report was already right
+    assert counted(metrics, "report_writes") == 1
     assert POLICY_REPORTS.plural == "policyreports"

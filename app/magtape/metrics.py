@@ -207,6 +207,14 @@ class AuditMetrics:
                               "audit pass is due.", registry=registry)
         self.queue = Gauge("magtape_audit_queue_depth", "Objects waiting to be audited.",
                            registry=registry)
+        self.passes = Counter("magtape_audit_passes", "Full audit passes completed.",
+                              registry=registry)
+        self.evaluations = Counter("magtape_audit_evaluations",
+                                   "Objects the audit evaluated (a status-only change is not).",
+                                   registry=registry)
+        self.report_writes = Counter("magtape_audit_report_writes", "PolicyReports the audit "
+                                     "created, replaced or deleted.", registry=registry)
+        self.registry = registry
         self._lock = threading.Lock()
         self._violations: dict[tuple[str, str, str], int] = {}
         self._would_deny: dict[tuple[str, str], int] = {}

@@ -173,7 +173,7 @@ class AuditController:
         self._last_flush = 0.0
         self._namespaces = _NamespaceHandler(self)
         self._watching: list[tuple[Informer, Handler]] = []
-        self.writer = ReportWriter(informers.api)
+        self.writer = ReportWriter(informers.api, metrics.report_writes.inc)
         self._bucket = TokenBucket(options.rate_per_second)
         # Full passes
         self._generation: int | None = None
@@ -186,8 +186,6 @@ class AuditController:
         self._busy = 0  # an object being evaluated or reports being written
         self._metrics_stale = False  # findings changed since the metrics were computed
         self._last_tally = 0.0
-        self.passes = 0  # completed full passes
-        self.evaluations = 0
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -345,7 +343,8 @@ class AuditController:
         with self._cond:
             obj = self._objects.get(key) if self._in_scope(ns) else None
         audit = self._auditor.audit(obj) if obj is not None else None
-        self.evaluations += audit is not None
+        if audit is not None:
+            self._metrics.evaluations.inc()
         with self._cond:
             found = self._audits.setdefault(ns, {})
             if audit is None:
@@ -397,7 +396,7 @@ class AuditController:
             return
         duration = time.monotonic() - self._pass_started
         self._pass_started = None
-        self.passes += 1
+        self._metrics.passes.inc()
         self._metrics.duration.set(duration)
         self._metrics.last_completed.set(time.time())
         if not self._orphans_checked:
@@ -445,11 +444,6 @@ class AuditController:
     def _has_objects(self, namespace: str) -> bool:
         """Objects of ``namespace`` in scope still to be audited (its report stays)."""
         return namespace in self._by_ns and self._in_scope(namespace)
-
-    def audits(self) -> dict[str, list[ObjectAudit]]:
-        """The current findings by namespace (tests, the CLI comparison)."""
-        with self._cond:
-            return {ns: list(found.values()) for ns, found in self._audits.items()}
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:

@@ -10,6 +10,7 @@ loses its report. Only reports labelled as MagTape's are touched.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from magtape.audit.report import API_VERSION, MANAGED_BY, PLURAL, REPORT_NAME, content, with_content
 from magtape.kube.objects import Obj, metadata
@@ -25,10 +26,10 @@ SELECTOR = f"{MANAGED_BY[0]}={MANAGED_BY[1]}"
 class ReportWriter:
     """Creates, replaces and deletes MagTape's PolicyReports; used by one thread."""
 
-    def __init__(self, api: RawApi) -> None:
+    def __init__(self, api: RawApi, on_write: Callable[[], None] = lambda: None) -> None:
         self._api = api
         self._known: dict[str, Obj] = {}  # namespace -> the report as stored
-        self.writes = 0  # creates, replaces and deletes sent (tests, logs)
+        self._on_write = on_write  # each create, replace or delete sent (a metric)
 
     def load_existing(self) -> set[str]:
         """Read the reports already stored (a previous leader's); their namespaces."""
@@ -67,7 +68,7 @@ class ReportWriter:
         if stored is None:
             try:
                 self._known[namespace] = self._api.create(POLICY_REPORTS, desired, namespace)
-                self.writes += 1
+                self._on_write()
                 return True
             except KubeError as exc:
                 if not exc.conflict:
@@ -78,7 +79,7 @@ class ReportWriter:
                     return stored is not None
         self._known[namespace] = self._api.replace(
             POLICY_REPORTS, REPORT_NAME, with_content(stored, desired), namespace)
-        self.writes += 1
+        self._on_write()
         return True
 
     def _delete(self, namespace: str) -> bool:
@@ -90,7 +91,7 @@ class ReportWriter:
             if not exc.not_found:
                 raise
         self._known.pop(namespace, None)
-        self.writes += 1
+        self._on_write()
         return True
 
     def _refresh(self, namespace: str) -> None:
