@@ -13,6 +13,7 @@ cluster would refuse is an input error here.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Collection, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from magtape.check.manifests import InputError, read_manifests
 from magtape.enforcement.evaluator import Clock, Enforcer, labels_from_data, utc_now
 from magtape.enforcement.exceptions import (
     KIND,
@@ -41,7 +43,6 @@ from magtape.kube.objects import metadata
 from magtape.policy import DenyLevel
 from magtape.review import Review, make_review
 
-SUFFIXES = (".yaml", ".yml", ".json")
 ObjectKey = tuple[str, str, str]  # kind, namespace, name
 
 
@@ -50,28 +51,23 @@ class OfflineInputError(ValueError):
 
 
 def read_objects(path: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every object in a file or a directory tree, as ``(source, object)``; Lists flattened."""
-    p = Path(path)
-    if not p.exists():
-        raise OfflineInputError(f"{path}: no such file or directory")
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES) \
-        if p.is_dir() else [p]
-    found: list[tuple[str, dict[str, Any]]] = []
-    for f in files:
-        try:
-            docs = list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise OfflineInputError(f"{f}: cannot read it as YAML/JSON: {exc}") from None
-        for index, doc in enumerate(docs, start=1):
-            items = doc.get("items") if isinstance(doc, dict) and str(
-                doc.get("kind", "")).endswith("List") else [doc]
-            for item in items or []:
-                if item is None:
-                    continue
-                if not isinstance(item, dict):
-                    raise OfflineInputError(f"{f}#{index}: expected a Kubernetes object")
-                found.append((f"{f}#{index}", item))
-    return found
+    """Every object in a file or a directory tree, as ``(source, object)``; Lists flattened.
+
+    Read as ``magtape check`` reads its manifests (:func:`~magtape.check.manifests.
+    read_manifests`: the same walk, YAML loader and List handling), but stricter:
+    a document that is not a Kubernetes object is an input error here, not a
+    document to skip, since every one of them is meant to be enforcement state.
+    """
+    try:
+        found = read_manifests([path], io.StringIO())
+    except InputError as exc:
+        raise OfflineInputError(str(exc)) from None
+    if found.skipped_total:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(found.skipped.items()))
+        raise OfflineInputError(f"{path}: {found.skipped_total} document(s) that are not "
+                                f"Kubernetes objects ({reasons}); the files given to "
+                                "--exceptions and --old hold Kubernetes objects only")
+    return [(f"{m.path}#{m.index}", m.obj) for m in found.manifests]
 
 
 def load_exceptions(paths: Collection[str], *, default_namespace: str, max_lifetime: timedelta,
