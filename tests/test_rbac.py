@@ -12,8 +12,8 @@ by name, and that each container only sees its own token.
 The table comes from the code, by reading it (``ast``), not from a list kept
 by hand: every call of a RawApi verb on a ``ResourceRef`` constant, every
 shared informer asked for one (``informers.subscribe(REF, ...)``,
-``informers.informer(REF, ...)``: list and watch), and the one typed-client
-call (``create_namespaced_event``). Modules named
+``informers.informer(REF, ...)``: list and watch). Every API call goes through
+RawApi, so there is no typed-client call to find. Modules named
 ``kube/init*.py`` run in ``magtape init``; every other module in ``magtape
 serve``. A new API call without its RBAC rule (or the reverse) fails here.
 """
@@ -40,7 +40,6 @@ TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 RAW_VERBS = {"get": "get", "list": "list", "watch": "watch", "create": "create",
              "replace": "update", "patch": "patch", "delete": "delete"}
-TYPED_CALLS = {"create_namespaced_event": ("events.k8s.io", "events", "create")}
 INFORMER_CALLS = ("subscribe", "informer")  # magtape.kube.informers: list and watch
 # Secrets a process may reach, by name only (RBAC resourceNames), per verb;
 # `create` cannot be limited by name (the name is unknown when authorizing).
@@ -102,9 +101,7 @@ def call_sites() -> dict[str, dict[Right, set[str]]]:
                 continue
             func = node.func
             first = node.args[0] if node.args else None
-            if isinstance(func, ast.Attribute) and func.attr in TYPED_CALLS:
-                found.append(TYPED_CALLS[func.attr])
-            elif (isinstance(func, ast.Attribute) and func.attr in INFORMER_CALLS
+            if (isinstance(func, ast.Attribute) and func.attr in INFORMER_CALLS
                   and isinstance(first, ast.Name) and first.id in refs):
                 group, plural = refs[first.id]
                 found += [(group, plural, "list"), (group, plural, "watch")]

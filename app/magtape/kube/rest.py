@@ -64,6 +64,7 @@ class ResourceRef:
 NAMESPACES = ResourceRef("v1", "namespaces")
 CONFIGMAPS = ResourceRef("v1", "configmaps")
 SECRETS = ResourceRef("v1", "secrets")
+EVENTS = ResourceRef("events.k8s.io/v1", "events")
 VALIDATING_WEBHOOKS = ResourceRef("admissionregistration.k8s.io/v1",
                                   "validatingwebhookconfigurations")
 

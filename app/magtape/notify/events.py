@@ -14,8 +14,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import urllib3
-from kubernetes.client import EventsV1Api, EventsV1Event, V1ObjectMeta, V1ObjectReference
+from kubernetes.client import EventsV1Event, V1ObjectMeta, V1ObjectReference
 
 from magtape.metrics import Channel, Metrics
 from magtape.remediation import Catalogue, default_catalogue, remedy_lines
@@ -120,32 +119,29 @@ class EventRecorder:
 
     def __init__(self, api_client: Any, reporting_instance: str, metrics: Metrics,
                  timeout_seconds: float = 5.0, remedies: Catalogue | None = None) -> None:
-        self._api = EventsV1Api(api_client)
+        from magtape.kube.rest import RawApi
+
+        self._client = api_client  # its serializer writes the Event's MicroTime as required
+        self._api = RawApi(api_client, timeout_seconds)
         self._remedies = remedies  # the built-in and custom policies' (catalogue_for)
         self._instance = reporting_instance
         self._metrics = metrics
-        self._timeout = timeout_seconds
 
     def deliver(self, outcome: Outcome) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from magtape.kube.rest import EVENTS, KubeError
 
         review = outcome.review
+        event = build_event(outcome, self._instance, remedies=self._remedies)
         try:
-            self._api.create_namespaced_event(event_namespace(outcome),
-                                              build_event(outcome, self._instance,
-                                                          remedies=self._remedies),
-                                              _request_timeout=self._timeout)
-        except ApiException as exc:
+            self._api.create(EVENTS, self._client.sanitize_for_serialization(event),
+                             event_namespace(outcome))
+        except KubeError as exc:  # HTTP errors, and an unreachable API server (status 0)
             self._metrics.notification("event", "failed")
             hint = (" (check MagTape's RBAC allows create on events.k8s.io events)"
                     if exc.status == 403 else "")
-            log.warning("could not create the Event for %s %s/%s: HTTP %s %s%s", review.kind,
-                        review.namespace, review.name, exc.status, exc.reason, hint)
-            return
-        except (urllib3.exceptions.HTTPError, OSError) as exc:  # connection errors, timeouts
-            self._metrics.notification("event", "failed")
-            log.warning("could not create the Event for %s %s/%s: %s: %s", review.kind,
-                        review.namespace, review.name, type(exc).__name__, exc)
+            log.warning("could not create the Event for %s %s/%s: %s%s", review.kind,
+                        review.namespace, review.name,
+                        f"HTTP {exc.status} {exc.reason}" if exc.status else exc.message, hint)
             return
         self._metrics.notification("event", "sent")
 

@@ -20,7 +20,15 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from magtape.kube.informers import Informers, WatchTimings
-from magtape.kube.rest import CONFIGMAPS, NAMESPACES, KubeError, RawApi, ResourceRef, WatchStream
+from magtape.kube.rest import (
+    CONFIGMAPS,
+    EVENTS,
+    NAMESPACES,
+    KubeError,
+    RawApi,
+    ResourceRef,
+    WatchStream,
+)
 from magtape.listeners import ListenerLimits, create_bounded_server
 from magtape.remediation import remedies_for
 from magtape.settings import Settings
@@ -30,7 +38,6 @@ from magtape.wiring.enforcement import EXCEPTIONS
 log = logging.getLogger(__name__)
 
 POLICY_REPORTS = ResourceRef("wgpolicyk8s.io/v1alpha2", "policyreports")
-EVENTS = ResourceRef("events.k8s.io/v1", "events")
 REPORT_SELECTOR = "app.kubernetes.io/managed-by=magtape"  # audit.report.MANAGED_BY
 EVENT_SELECTOR = "magtape-event=policy-failure"  # notify.events.EVENT_LABELS
 DEFAULT_LISTEN = ("127.0.0.1", 8080)
