@@ -291,6 +291,9 @@ class Cluster:
     kubeconfig: Path
     proxy: ServiceProxy
     processes: list[Process] = field(default_factory=list)
+    # (stopped, authorizing again) of each deliberate kube-apiserver restart, in
+    # time.time() seconds: clients' failures inside them are the test's doing.
+    outages: list[tuple[float, float]] = field(default_factory=list)
 
     # -- clients
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
@@ -347,6 +350,7 @@ class Cluster:
         started again with the same flags and port; returns once it is ready."""
         at = next(i for i, p in enumerate(self.processes) if p.name == "kube-apiserver")
         argv = [str(a) for a in self.processes[at].proc.args]  # type: ignore[union-attr]
+        stopped = time.time()
         self.processes[at].stop()
         try:
             yield
@@ -355,6 +359,11 @@ class Cluster:
             self.processes[at] = Process("kube-apiserver", restarted.proc, restarted.log)
             wait_for(lambda: _api_ready(self), START_TIMEOUT,
                      "kube-apiserver /readyz after its restart")
+            # /readyz can pass before the RBAC authorizer has its roles again: until
+            # then every ServiceAccount's request is refused (403). Ready means that too.
+            wait_for(lambda: _rbac_authorizes(self), START_TIMEOUT,
+                     "RBAC to authorize again after the restart")
+            self.outages.append((stopped, time.time()))
 
     def check_alive(self) -> None:
         for p in self.processes:
@@ -464,6 +473,17 @@ def _api_ready(cluster: Cluster) -> bool:
         return cluster.request("/readyz")[0] == 200
     except OSError:
         return False
+
+
+def _rbac_authorizes(cluster: Cluster) -> bool:
+    """A request only an RBAC binding allows (discovery, for any authenticated user) is
+    allowed: the authorizer has its roles."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": "e2e-rbac-probe", "groups": ["system:authenticated"],
+                       "nonResourceAttributes": {"path": "/api", "verb": "get"}}}
+    done = cluster.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(review),
+                           check=False)
+    return done.returncode == 0 and bool(json.loads(done.stdout)["status"].get("allowed"))
 
 
 def _wait_controller_manager(cluster: Cluster) -> None:
