@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 from axe_selenium_python import Axe
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +77,15 @@ def full_page_screenshot(driver: webdriver.Chrome, path: Path) -> None:
 
 def navigate(browser: WebDriver, act: Callable[[], None]) -> None:
     """Do ``act`` (a click that loads a page) and wait until the new page has replaced the
-    old one: a read right after a click may otherwise still see the old page."""
-    old = browser.find_element(By.TAG_NAME, "html")
+    old one and finished loading: a read right after a click may still see the old page.
+
+    The old page carries a marker on its window, which a page load always drops.
+    (An element of the old page is no sign to wait on: while the page is being
+    replaced, Chrome may report it neither stale nor alive, but as a node of no
+    document.) Errors from a page caught in the middle of loading are retried.
+    """
+    browser.execute_script("window.magtapeOldPage = true")
     act()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(old))
+    WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return !window.magtapeOldPage && document.readyState === 'complete'"))
