@@ -215,27 +215,19 @@ def test_deployment_rolls_out_and_its_pods_come_back(legacy: dict[str, dict[str,
     assert_denied(cluster, forged_pod(new_rs, "legacy-deploy"), "legacy-deploy")
 
 
-def test_statefulset_rolls_out_and_its_pod_comes_back(legacy: dict[str, dict[str, Any]],
-                                                      cluster: Cluster) -> None:
-    sts = legacy["StatefulSet"]
-    cluster.kubectl("set", "image", "-n", NS, "statefulset/legacy-sts", "legacy-sts=nginx:1.28")
-    eventually(lambda: [image_of(p) for p in owned_by(cluster, "pods", sts)] == ["nginx:1.28"],
-               "legacy-sts-0 re-created at nginx:1.28", cluster)
-    recreated(cluster, sts)
-    assert_denied(cluster, new_like("StatefulSet"),
-                  "legacy-sts")
-    assert_denied(cluster, forged_pod(sts, "legacy-sts"), "legacy-sts")
-
-
-def test_daemonset_rolls_out_and_its_pod_comes_back(legacy: dict[str, dict[str, Any]],
-                                                    cluster: Cluster) -> None:
-    ds = legacy["DaemonSet"]
-    cluster.kubectl("set", "image", "-n", NS, "daemonset/legacy-ds", "legacy-ds=nginx:1.28")
-    eventually(lambda: [image_of(p) for p in owned_by(cluster, "pods", ds)] == ["nginx:1.28"],
-               "the DaemonSet's Pod re-created at nginx:1.28", cluster)
-    recreated(cluster, ds)
-    assert_denied(cluster, new_like("DaemonSet"), "legacy-ds")
-    assert_denied(cluster, forged_pod(ds, "legacy-ds"), "legacy-ds")
+@pytest.mark.parametrize(("kind", "name"), [("StatefulSet", "legacy-sts"),
+                                            ("DaemonSet", "legacy-ds")])
+def test_a_pod_owner_rolls_out_and_its_pod_comes_back(legacy: dict[str, dict[str, Any]],
+                                                      cluster: Cluster, kind: str,
+                                                      name: str) -> None:
+    """A StatefulSet's and a DaemonSet's Pods are their owner's own (no ReplicaSet)."""
+    owner = legacy[kind]
+    cluster.kubectl("set", "image", "-n", NS, f"{kind.lower()}/{name}", f"{name}=nginx:1.28")
+    eventually(lambda: [image_of(p) for p in owned_by(cluster, "pods", owner)] == ["nginx:1.28"],
+               f"the {kind}'s Pod re-created at nginx:1.28", cluster)
+    recreated(cluster, owner)
+    assert_denied(cluster, new_like(kind), name)
+    assert_denied(cluster, forged_pod(owner, name), name)
 
 
 def test_cronjob_starts_its_jobs_and_their_pods(legacy: dict[str, dict[str, Any]],
