@@ -72,12 +72,12 @@ class Assembly:
     not_ready_reasons: Callable[[], list[str]]  # why not, one sentence each (/readyz)
     informers: Informers | None
     _stack: ExitStack
-    flush_seconds: float = FLUSH_SECONDS
+    _flush: dict[str, float]  # {"seconds": ...}: read by the notifier's stop on the stack
 
     def close(self, flush_seconds: float | None = None) -> None:
         """Stop every part, last started first; queued notifications get ``flush_seconds``."""
         if flush_seconds is not None:
-            self.flush_seconds = flush_seconds
+            self._flush["seconds"] = flush_seconds
         self._stack.close()
 
 
@@ -102,10 +102,10 @@ def assemble(settings: Settings, registry: CollectorRegistry | None = None,
         if close_engine is not None:
             stack.callback(close_engine)
         notifier = build_notifier(settings, api_client, metrics, namespaces=namespaces)
-        assembly = Assembly(settings, engine, metrics, notifier, None,  # type: ignore[arg-type]
-                            lambda: False, list, informers, stack)
-        # Closed after everything that may still queue a notification.
-        stack.callback(lambda: notifier.close(assembly.flush_seconds))
+        # Closed after everything that may still queue a notification, with the drain
+        # time Assembly.close is given (the default when a later part fails to start).
+        flush = {"seconds": FLUSH_SECONDS}
+        stack.callback(lambda: notifier.close(flush["seconds"]))
         # The audit (MAGTAPE_AUDIT=on) may mirror the policy store's loads into its engine.
         audit = prepare_audit(settings, engine, informers)
         runtime = start_runtime(settings, audit.loader if audit else engine, informers, metrics)
@@ -134,14 +134,14 @@ def assemble(settings: Settings, registry: CollectorRegistry | None = None,
 
         def not_ready_reasons() -> list[str]:
             out = runtime.not_ready_reasons()
-            if (namespace_synced is not None and not namespace_synced.is_set()
-                    and not any("Namespaces" in r or "namespaces" in r for r in out)):
+            # With a policy store the runtime follows Namespaces itself and says so;
+            # without one (the opa engine) only the namespace directory does.
+            if (runtime.store is None and namespace_synced is not None
+                    and not namespace_synced.is_set()):
                 out.append("API data not synced: waiting for the first list of Namespaces")
             return out
 
-        assembly.service = AdmissionService(settings, engine, notifier, metrics,
-                                            enforcer=enforcer)
-        assembly.ready = ready
-        assembly.not_ready_reasons = not_ready_reasons
-        assembly._stack = stack.pop_all()  # started: the caller owns the stops now
-        return assembly
+        service = AdmissionService(settings, engine, notifier, metrics, enforcer=enforcer)
+        # Started: the caller owns the stops now.
+        return Assembly(settings, engine, metrics, notifier, service, ready, not_ready_reasons,
+                        informers, stack.pop_all(), flush)
