@@ -18,7 +18,14 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, Task, WSGITask
 
-from magtape.listeners import BoundedServer, DeadlineChannel, JsonErrorTask, OneSendTask
+from magtape.listeners import (
+    BoundedServer,
+    DeadlineChannel,
+    JsonErrorTask,
+    ListenerLimits,
+    OneSendTask,
+    create_bounded_server,
+)
 
 
 def test_the_minor_version_is_the_one_pinned() -> None:
@@ -74,3 +81,18 @@ def test_the_hooks_that_select_our_classes_are_still_read() -> None:
     assert DeadlineChannel.error_task_class is JsonErrorTask
     assert BoundedServer.channel_class is DeadlineChannel
     assert "outbuf_high_watermark" in inspect.getsource(HTTPChannel)
+
+
+def test_the_application_is_served_without_the_proxy_header_middleware() -> None:
+    """MagTape reads no X-Forwarded-* header, so waitress must not wrap the app in
+    its proxy-header middleware (a pass over every request's headers). The server
+    keeps the application as given only while clear_untrusted_proxy_headers is off."""
+
+    def app(environ: object, start_response: object) -> list[bytes]:
+        return []
+
+    server = create_bounded_server(app, "127.0.0.1", 0, ListenerLimits(threads=1), "test")
+    try:
+        assert server.application is app
+    finally:
+        server.close()

@@ -113,8 +113,9 @@ class AdmissionService:
         """
         fail = self._settings.engine.failure_policy is FailurePolicy.FAIL
         namespace = self._metrics.namespaces.metric_label(review.namespace)  # bounded
+        self._metrics.policy_evaluations.add(
+            (err.policy, namespace, "error") for err in evaluation.policy_errors)
         for err in evaluation.policy_errors:
-            self._metrics.count(self._metrics.policy_evaluations, err.policy, namespace, "error")
             log.error("policy %r (%s) failed on %s %s/%s (uid %s): %s; failure policy %s",
                       err.policy, err.errcode, review.kind, review.namespace, review.name,
                       review.uid, err.message, self._settings.engine.failure_policy.value)

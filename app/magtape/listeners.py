@@ -162,7 +162,10 @@ def create_bounded_server(app: Any, host: str, port: int, limits: ListenerLimits
     ``shared``: other processes bind the same port (SO_REUSEPORT)."""
     adj = Adjustments(
         host=host, port=port, threads=limits.threads, ident=ident,
-        clear_untrusted_proxy_headers=True,
+        # No proxy-header middleware: MagTape reads no X-Forwarded-* header (nor
+        # REMOTE_ADDR), so clearing them bought nothing and cost a pass over every
+        # request's headers (docs/performance.md).
+        clear_untrusted_proxy_headers=False,
         connection_limit=limits.connection_limit,
         channel_timeout=max(1, round(limits.idle_seconds)),
         cleanup_interval=1, backlog=limits.backlog,

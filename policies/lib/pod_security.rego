@@ -96,6 +96,7 @@ version := latest_minor if {
 parsed_minor := to_number(trim_prefix(v, "v1.")) if {
 	is_string(raw_version)
 	v := trim_space(raw_version)
+	startswith(v, "v1.") # ("latest", the common case, without the regular expression)
 	regex.match(`^v1\.(0|[1-9][0-9]{0,5})$`, v)
 }
 
@@ -189,10 +190,13 @@ containers := [c |
 	some list_name in ["initContainers", "containers", "ephemeralContainers"]
 	some i, container in list_of(pod_spec, list_name)
 	is_object(container)
+	name := object.get(container, "name", "")
 	c := {
-		"name": str(object.get(container, "name", "")),
+		"name": str(name),
 		"image": str(object.get(container, "image", "")),
 		"path": concat("", [list_name, "[", format_int(i, 10), "]"]),
+		"field": concat("", [spec_path, ".", list_name, "[", format_int(i, 10), "]."]),
+		"subject": concat("", ["container \"", text(name), "\""]),
 		"sc": security_context_of(container),
 		"container": container,
 	}
@@ -262,17 +266,27 @@ failure(name, errcode, control_level, subject, problem, allowed, details) := {
 	"name": name,
 	"severity": "HIGH",
 	"errcode": errcode,
-	"msg": concat("", ["[FAIL] HIGH - ", subject, " ", problem, "; ", control_level, " requires ", allowed, " (", errcode, ")"]),
+	"msg": message(errcode, control_level, subject, problem, allowed),
 	"details": object.union(details, {"level": control_level, "version": version_text}),
 }
 
+message(errcode, control_level, subject, problem, allowed) := concat("", [
+	"[FAIL] HIGH - ", subject, " ", problem, "; ", control_level, " requires ", allowed,
+	" (", errcode, ")",
+])
+
 # A failure about container c's field (a path below the container).
-container_failure(name, errcode, control_level, c, field, problem, allowed) := failure(
-	name, errcode, control_level,
-	concat("", ["container ", quoted(c.name)]),
-	problem, allowed,
-	{"container": c.name, "image": c.image, "field": concat("", [spec_path, ".", c.path, ".", field])},
-)
+# (failure's shape, built directly: no object.union per failure.)
+container_failure(name, errcode, control_level, c, field, problem, allowed) := {
+	"name": name,
+	"severity": "HIGH",
+	"errcode": errcode,
+	"msg": message(errcode, control_level, c.subject, problem, allowed),
+	"details": {
+		"container": c.name, "image": c.image, "field": concat("", [c.field, field]),
+		"level": control_level, "version": version_text,
+	},
+}
 
 # A failure about a pod-level field (`field`, a path below the pod spec);
 # `setting` is what the pod sets, below the pod spec too

@@ -16,8 +16,10 @@ import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from magtape.engine import EngineError
 from magtape.engine.child import Frame, Op
@@ -58,6 +60,11 @@ class _Active:
     version: int
     infos: Mapping[str, PolicyInfo]  # by policy name
     kinds: frozenset[str]  # every kind some policy targets
+    # Each policy's passing result, built once: most results of a request are these.
+    passed: Mapping[str, PolicyResult] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "passed", {name: PolicyResult(name, ()) for name in self.infos})
 
 
 def _gather(rule: str, policies: Sequence[Vetted], names: Mapping[str, str]) -> list[str]:
@@ -281,7 +288,10 @@ class EmbeddedEngine:
             raise EngineError("error", frame.payload.decode(errors="replace"))
         version_text, _, body = frame.payload.partition(b"\n")
         policy_set = self._sets.get(int(version_text), active)
-        doc = json.loads(body)
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:  # e.g. an integer beyond 64 bits: a defect
+            raise EngineError("error", f"the engine worker's answer is unreadable: {exc}") from None
         if frame.op == Op.FINDINGS:
             deny, failed = doc["deny"], doc["errors"]
         else:
@@ -303,7 +313,7 @@ class EmbeddedEngine:
                 continue
             value = deny[name]
             if value == []:  # the common case: the policy passed
-                results.append(PolicyResult(name, ()))
+                results.append(policy_set.passed[name])
                 continue
             violations, problem = read_deny(info, value)
             results.append(PolicyResult(name, violations))

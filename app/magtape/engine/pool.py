@@ -68,7 +68,9 @@ class WorkerPool:
     def __init__(self, workers: int, timeout_seconds: float, memory_mb: int) -> None:
         self._timeout = timeout_seconds
         self._memory_mb = memory_mb
-        self._idle: queue.Queue[_Worker] = queue.Queue()
+        # SimpleQueue: implemented in C, so an HTTP thread waiting for a worker
+        # costs no Python-level Condition per request (docs/performance.md).
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._large_slots = max(1, workers - 1)
         self._large = threading.BoundedSemaphore(self._large_slots)
         self._large_waiting = 0  # large requests queued for a slot
