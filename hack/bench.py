@@ -15,6 +15,7 @@ concurrent keep-alive connections:
               engine worker each: two HTTP processes behind one port
   deployment/pss  the Deployment again, with MAGTAPE_POD_SECURITY=restricted:
               the Pod Security Standards checks (MT30xx) on top of the others
+  deployment/pss/2  the same with MAGTAPE_PROCESSES=2 and one engine worker each
 
 Rounds are interleaved (floor, floor xP, deployment, service, ...) so drift
 on a shared machine hits every target alike; the figures are medians over
@@ -259,8 +260,9 @@ def http_bench(args: argparse.Namespace) -> int:
     for name, obj in (("deployment", deployment), ("service", SERVICE)):
         bodies[name] = tmp / f"{name}.json"
         bodies[name].write_text(make_review(obj, "test1").raw)
-    bodies["floor"] = bodies["floor xP"] = bodies["floor xQ"] = bodies["deployment/2"] = \
-        bodies["deployment/pss"] = bodies["deployment"]
+    for name in ("floor", "floor xP", "floor xQ", "deployment/2", "deployment/pss",
+                 "deployment/pss/2"):
+        bodies[name] = bodies["deployment"]
 
     processes = 1 + args.workers
     # deployment/2: two HTTP processes with one engine worker each (MAGTAPE_PROCESSES=2).
@@ -269,6 +271,7 @@ def http_bench(args: argparse.Namespace) -> int:
     hook_port, metrics_port = free_port(), free_port()
     hook2_port, metrics2_port = free_port(), free_port()
     pss_port, pss_metrics_port = free_port(), free_port()
+    pss2_port, pss2_metrics_port = free_port(), free_port()
     env = {**os.environ, "MAGTAPE_LOG_LEVEL": "ERROR", "MAGTAPE_DENY_LEVEL": "LOW",
            "MAGTAPE_THREADS": str(args.threads), "MAGTAPE_ENGINE_WORKERS": str(args.workers),
            "PYTHONPATH": str(REPO / "app") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -294,11 +297,15 @@ def http_bench(args: argparse.Namespace) -> int:
     hook2 = magtape(hook2_port, metrics2_port,
                     {"MAGTAPE_PROCESSES": "2", "MAGTAPE_ENGINE_WORKERS": "1"})
     hook_pss = magtape(pss_port, pss_metrics_port, {"MAGTAPE_POD_SECURITY": "restricted"})
-    procs = [*floor_procs, *floors_procs, *floors2_procs, hook, hook2, hook_pss]
+    hook_pss2 = magtape(pss2_port, pss2_metrics_port,
+                        {"MAGTAPE_POD_SECURITY": "restricted", "MAGTAPE_PROCESSES": "2",
+                         "MAGTAPE_ENGINE_WORKERS": "1"})
+    procs = [*floor_procs, *floors_procs, *floors2_procs, hook, hook2, hook_pss, hook_pss2]
     try:
         wait_ready(f"http://127.0.0.1:{metrics_port}/readyz")
         wait_ready(f"http://127.0.0.1:{metrics2_port}/readyz")  # both of its processes
         wait_ready(f"http://127.0.0.1:{pss_metrics_port}/readyz")
+        wait_ready(f"http://127.0.0.1:{pss2_metrics_port}/readyz")
         for port in (floor_port, floors_port, floors2_port):
             wait_for_port(port)
         hook_url, hook2_url = f"http://127.0.0.1:{hook_port}/", f"http://127.0.0.1:{hook2_port}/"
@@ -308,27 +315,31 @@ def http_bench(args: argparse.Namespace) -> int:
             assert dep["allowed"] is False and len(dep["warnings"]) == 5, dep
         svc = post(hook_url, bodies["service"].read_bytes())["response"]
         assert svc["allowed"] is True, svc
-        pss_url = f"http://127.0.0.1:{pss_port}/"
+        pss_url, pss2_url = f"http://127.0.0.1:{pss_port}/", f"http://127.0.0.1:{pss2_port}/"
         pss = post(pss_url, bodies["deployment"].read_bytes())["response"]
         pss_failures = sum("(MT30" in w for w in pss.get("warnings", []))
         assert pss["allowed"] is False and pss_failures, pss
+        assert post(pss2_url, bodies["deployment"].read_bytes())["response"] == pss
         urls = {"floor": f"http://127.0.0.1:{floor_port}/",
                 "floor xP": f"http://127.0.0.1:{floors_port}/",
                 "floor xQ": f"http://127.0.0.1:{floors2_port}/",
                 "deployment": hook_url, "service": hook_url, "deployment/2": hook2_url,
-                "deployment/pss": pss_url}
+                "deployment/pss": pss_url, "deployment/pss/2": pss2_url}
         # "server" CPU is that of the HTTP processes: deployment/2's primary and helper.
-        http2 = [hook2.pid, *(c for c in child_pids(hook2.pid)
-                              if b"serve" in Path(f"/proc/{c}/cmdline").read_bytes())]
+        def http_processes(proc: subprocess.Popen[bytes]) -> list[int]:
+            return [proc.pid, *(c for c in child_pids(proc.pid)
+                                if b"serve" in Path(f"/proc/{c}/cmdline").read_bytes())]
+
         pids = {"floor": [p.pid for p in floor_procs], "floor xP": [p.pid for p in floors_procs],
                 "floor xQ": [p.pid for p in floors2_procs], "deployment": [hook.pid],
-                "service": [hook.pid], "deployment/2": http2,
-                "deployment/pss": [hook_pss.pid]}
+                "service": [hook.pid], "deployment/2": http_processes(hook2),
+                "deployment/pss": [hook_pss.pid], "deployment/pss/2": http_processes(hook_pss2)}
         for name in urls:  # warm-up
             run_wrk(urls[name], str(bodies[name]), 1, args.connections, str(script))
         runs: dict[str, list[dict[str, float]]] = {n: [] for n in urls}
-        pairs: dict[str, list[dict[str, float]]] = {"floor": [], "deployment": [],
-                                                    "deployment/2": [], "deployment/pss": []}
+        pairs: dict[str, list[dict[str, float]]] = {
+            "floor": [], "deployment": [], "deployment/2": [], "deployment/pss": [],
+            "deployment/pss/2": []}
         for _ in range(args.rounds):
             for name in urls:
                 runs[name].append(run_wrk(urls[name], str(bodies[name]), args.seconds,
@@ -365,23 +376,30 @@ def http_bench(args: argparse.Namespace) -> int:
           f"{args.workers} engine workers), split into the server process and its workers; "
           "deployment/2 is MAGTAPE_PROCESSES=2 with one engine worker each (its server "
           "column: both HTTP processes); deployment/pss is deployment with "
-          f"MAGTAPE_POD_SECURITY=restricted ({pss_failures} MT30xx failures on top).\n")
+          f"MAGTAPE_POD_SECURITY=restricted ({pss_failures} MT30xx failures on top), "
+          "deployment/pss/2 the same with MAGTAPE_PROCESSES=2.\n")
     for name in ("deployment", "service", "deployment/pss"):
         cpu_ratio = med["floor"]["cpu_us"] / med[name]["cpu_us"]
         tput = med[name]["rps"] / med["floor xP"]["rps"]
         print(f"{name:<14} CPU/request floor/MagTape {cpu_ratio:.2f} (target >= 0.5)   "
               f"throughput vs floor x{processes} {tput:.2f} (target >= 0.5; "
               f"vs floor x1, as many HTTP processes: {med[name]['rps'] / med['floor']['rps']:.2f})")
-    tput2 = med["deployment/2"]["rps"] / med["floor xQ"]["rps"]
-    print(f"deployment/2 CPU/request floor/MagTape "
-          f"{med['floor']['cpu_us'] / med['deployment/2']['cpu_us']:.2f}   throughput vs floor "
-          f"x{processes2} {tput2:.2f} (target >= 0.5; as many processes)")
+    for name in ("deployment/2", "deployment/pss/2"):
+        print(f"{name} CPU/request floor/MagTape "
+              f"{med['floor']['cpu_us'] / med[name]['cpu_us']:.2f}   throughput vs floor "
+              f"x{processes2} {med[name]['rps'] / med['floor xQ']['rps']:.2f} "
+              "(target >= 0.5; as many processes)")
+    pss = med["deployment/pss"]
+    print(f"deployment/pss server process alone: CPU/request floor/MagTape "
+          f"{med['floor']['cpu_us'] / pss['server_cpu_us']:.2f} (engine workers left out)")
     # What any design with one HTTP process can reach: the floor itself, which
     # answers a canned review, in one process against P of them.
     print(f"one-process ceiling: floor / floor x{processes} throughput "
           f"{med['floor']['rps'] / med['floor xP']['rps']:.2f} (a server with one HTTP process "
           "cannot exceed this, whatever it does per request)")
-    for name in ("deployment", "deployment/2", "deployment/pss"):
+    for name in pairs:
+        if name == "floor":
+            continue
         print(f"p99 at 2 connections: {name} {p99_2[name]:.2f} ms, floor "
               f"{p99_2['floor']:.2f} ms, ratio {p99_2[name] / p99_2['floor']:.2f} (target <= 3)")
     return 0

@@ -34,7 +34,7 @@ class Prometheus:
 
     def __init__(self, workdir: Path, target: str | None = None, *, job: str = "magtape",
                  scrape_configs: list[dict[str, Any]] | None = None,
-                 rule_files: tuple[Path, ...] = ()) -> None:
+                 rule_files: tuple[Path, ...] = (), interval: str = "1s") -> None:
         binary = shutil.which("prometheus")
         assert binary, "prometheus is missing: run `make install` (hack/setup.sh installs it)"
         if scrape_configs is None:
@@ -42,7 +42,7 @@ class Prometheus:
             scrape_configs = [{"job_name": job, "static_configs": [{"targets": [target]}]}]
         config = workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": scrape_configs}))
         self.url = f"http://127.0.0.1:{_free_port()}"

@@ -39,7 +39,7 @@ POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace":
        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
 BODY = json.dumps(review_doc(POD)).encode()
 ANSWER_WITHIN = 1.0  # seconds, for every probe and admission while under attack
-HOLD_SECONDS = 2.0  # how long the abuse is kept up while answers are checked
+HOLD_SECONDS = 1.0  # how long the abuse is kept up while answers are checked
 # A body that never finishes arriving (the attack on nginx) ...
 TRICKLE_BODY = (b"POST / HTTP/1.1\r\nHost: magtape\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100000\r\n\r\n")

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,14 @@ def render_text(target: str) -> str:
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
             "resources": [f"{rel}/{base}"], "components": [f"{rel}/components/{component}"]}))
         return _kustomize(Path(tmp))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rendered_up_front() -> None:
+    """Every target rendered once before the tests, two at a time: each render is a
+    kubectl process, so the second core works while the first waits."""
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(render_text, TARGETS))
 
 
 @functools.cache

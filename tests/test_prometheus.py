@@ -116,7 +116,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         hook_app = admission_app(settings, engine, notifier, metrics)
         metrics_app = create_metrics_app(lambda: engine.ready, settings, metrics)
         with serve(hook_app) as admission, serve(metrics_app, threads=2) as metrics_url:
-            prometheus = Prometheus(workdir, metrics_url.removeprefix("http://"))
+            # Scraped every 200 ms: the two rounds below each wait for a scrape.
+            prometheus = Prometheus(workdir, metrics_url.removeprefix("http://"),
+                                    interval="200ms")
             try:
                 stack = Stack(admission, metrics_url, prometheus)
                 # Two rounds, each seen by a scrape, so rate() and increase() have
