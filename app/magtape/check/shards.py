@@ -233,8 +233,13 @@ def run_sharded(settings: Settings, options: CheckOptions, policy: PolicySources
     one = replace(options, jobs=1)
     with ProcessPoolExecutor(len(shards) - 1, mp_context=ctx, initializer=_start,
                              initargs=(settings, policy, exchange)) as pool:
-        # Forked here, before this process's engine starts its threads.
-        others = [pool.submit(_shard, one, shards[k], k) for k in range(1, len(shards))]
+        # Forked here, before this process's engine starts its threads. Frozen: a
+        # child's collector does not walk (and so copy, page by page) what it inherits.
+        gc.freeze()
+        try:
+            others = [pool.submit(_shard, one, shards[k], k) for k in range(1, len(shards))]
+        finally:
+            gc.unfreeze()
         try:
             return _check_here(settings, one, policy, shards[0], skipped, on_parsed, exchange,
                                others)
