@@ -8,14 +8,14 @@ command's process, 0.3 s of it parsing, and 0.4 s in the engine's).
 Threads would spread only the engine's share.
 
 Why each process parses its own shard: parsing everything here and handing
-the objects to a pool as they are read needs no cutting, but was measured
-at 0.69 of ``-j 1`` against 0.60 (docs/performance.md): the parse is left on
-one core, and every object crosses a process boundary twice (out, and back
-as a result), which two busy cores pay for in full. Here this process is
-shard 0 and a :class:`~concurrent.futures.ProcessPoolExecutor` runs the
-others, one task each; only results travel, without their objects but for
-what the reports show (3,000 results holding whole objects took 0.4 s of CPU
-to pickle and unpickle, 0.1 s without).
+the objects to a pool as they are read needs no cutting, but ``-j 2`` then
+took 0.68-0.73 of ``-j 1``, this design 0.61-0.63 (docs/performance.md): the
+parse stays on one core, and every object crosses a process boundary twice
+(out, and back as a result), which two busy cores pay for in full. Here
+this process is shard 0 and a :class:`~concurrent.futures.ProcessPoolExecutor`
+runs the others, one task each; only results travel, without their objects
+but for what the reports show (3,000 results holding whole objects took
+0.3-0.4 s of CPU to pickle and unpickle, 0.1 s without).
 
 The one exchange: every Namespace object in the input becomes
 ``data.kubernetes.namespaces`` for every object, as with ``-j 1``, so a shard
