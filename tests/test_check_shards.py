@@ -1,20 +1,28 @@
 """`magtape check -j N` in shard processes: the same report as `-j 1`, byte for byte.
 
 -j N cuts the input into slices of whole documents and checks them in N
-processes (magtape.check.shards). What can go wrong is all about identity
-with the serial run: order, counts, document numbers and line numbers,
-Namespace objects in one shard that decide objects in another, and a broken
-document reported as -j 1 reports it. Timing is measured by
-`make bench ARGS=--check`, never asserted here.
+processes, this one and a pool (magtape.check.shards). What can go wrong is
+all about identity with the serial run: order, counts, document numbers and
+line numbers, Namespace objects in one shard that decide objects in another,
+every error reported as -j 1 reports it; and about processes: Ctrl-C and a
+dying shard process must leave none behind and hang nothing. Timing is
+measured by `make bench ARGS=--check`, never asserted here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import multiprocessing
 import os
+import pickle
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +31,14 @@ import pytest
 from magtape.check import shards
 from magtape.check.manifests import Input, parse_document_text
 from magtape.cli import main
+from magtape.engine import EngineError
+from magtape.report import FORMATS
 
 POD = "apiVersion: v1\nkind: Pod\nmetadata: {name: p%d, namespace: a}\nspec:\n" \
       "  containers:\n  - {name: app, image: nginx, securityContext: {privileged: true}}\n"
 
 # A NodePort outside the range its Namespace allows (MT2002); the Namespace
-# comes last in the input, so with -j 2 it is read by another process.
+# comes last in the input, after the Service has been handed to the pool.
 SERVICE = """\
 apiVersion: v1
 kind: Service
@@ -45,7 +55,7 @@ kind: Namespace
 metadata:
   name: ports
   annotations:
-    k8s.t-mobile.com/nodeportRange: "30100-30200"
+    k8s.t-mobile.com/nodeportRange: "%s"
 """
 
 
@@ -69,7 +79,7 @@ def repository(root: Path) -> Path:
     (root / "e.yaml").write_bytes((POD % 9 + "---\n" + POD % 10).replace("\n", "\r\n").encode())
     sub = root / "z"
     sub.mkdir()
-    (sub / "ns.yaml").write_text("---\n" + POD % 11 + "---\n" + NAMESPACE)
+    (sub / "ns.yaml").write_text("---\n" + POD % 11 + "---\n" + NAMESPACE % "30100-30200")
     return root
 
 
@@ -96,19 +106,21 @@ def every_document_a_shard(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(["check", *args])
     out, err = capsys.readouterr()
-    return code, out, err
+    return code, re.sub(r"generated [0-9: -]+ UTC", "generated <when>", out), err
 
 
-@pytest.mark.parametrize("output", ["json", "text", "junit"])
+@pytest.mark.parametrize("output", FORMATS)
 def test_j2_and_j3_give_the_j1_report_on_a_multi_file_input(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, every_document_a_shard: list[str],
         output: str) -> None:
     root = repository(tmp_path)
     serial = check(capsys, "-o", output, "--deny-level", "MED", str(root))
+    assert serial[0] == 1 and "skipped 1 non-Kubernetes documents" in serial[2]
     assert every_document_a_shard == []
     for jobs in ("2", "3"):
         assert check(capsys, "-o", output, "--deny-level", "MED", "-j", jobs, str(root)) == serial
     assert every_document_a_shard == ["sharded 2", "sharded 3"]
+    assert multiprocessing.active_children() == []
     if output != "json":
         return
     doc = json.loads(serial[1])
@@ -130,6 +142,32 @@ def test_j2_and_j3_give_the_j1_report_on_a_multi_file_input(
     assert doc["summary"]["nonKubernetesDocuments"] == 1
 
 
+def test_the_last_namespace_of_a_name_decides_every_object(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        every_document_a_shard: list[str]) -> None:
+    """As with -j 1, a Namespace read twice counts as read last, before and after it."""
+    f = tmp_path / "all.yaml"
+    f.write_text("---\n".join([NAMESPACE % "31000-31100", SERVICE, POD % 1,
+                               NAMESPACE % "30100-30200", POD % 2]))
+    serial = check(capsys, "-o", "json", "--deny-level", "MED", str(f))
+    (edge,) = [o for o in json.loads(serial[1])["objects"] if o["name"] == "edge"]
+    assert edge["verdict"] == "DENIED" and "MT2002" in json.dumps(edge)
+    assert check(capsys, "-o", "json", "--deny-level", "MED", "-j", "2", str(f)) == serial
+    assert every_document_a_shard == ["sharded 2"]
+
+
+@pytest.mark.parametrize("documents", [[], ["x: 1\n", "[1, 2]\n"]], ids=["empty", "no objects"])
+def test_an_input_without_objects_as_with_j1(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path, documents: list[str],
+                                              every_document_a_shard: list[str]) -> None:
+    f = tmp_path / "nothing.yaml"
+    f.write_text("---\n".join(documents))
+    for flags in ((), ("--allow-empty", "-o", "json")):
+        serial = check(capsys, *flags, str(f))
+        assert check(capsys, *flags, "-j", "2", str(f)) == serial
+    assert serial[0] == 0
+
+
 def test_a_broken_document_in_a_later_shard_is_reported_as_with_j1(
         capsys: pytest.CaptureFixture[str], tmp_path: Path,
         every_document_a_shard: list[str]) -> None:
@@ -140,6 +178,7 @@ def test_a_broken_document_in_a_later_shard_is_reported_as_with_j1(
     assert serial[0] == 2 and f"{root / 'z' / 'ns.yaml'}:17: not valid YAML/JSON" in serial[2]
     assert check(capsys, "-j", "2", str(root)) == serial
     assert every_document_a_shard == ["reparse"]
+    assert multiprocessing.active_children() == []
 
 
 def test_an_unreadable_file_after_a_broken_one_names_the_broken_one(
@@ -151,20 +190,56 @@ def test_an_unreadable_file_after_a_broken_one_names_the_broken_one(
     assert serial[0] == 2 and "a.yaml:1: Pod has no metadata.name" in serial[2]
     assert check(capsys, "-j", "2", str(tmp_path)) == serial
 
-
-def test_errors_after_parsing_are_reported_once_as_with_j1(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path,
-        every_document_a_shard: list[str]) -> None:
-    root = repository(tmp_path)
+def broken_exceptions(tmp_path: Path) -> list[str]:
     bad = tmp_path / "exceptions.yaml"
     bad.write_text("not: an exception list\n")
-    serial = check(capsys, "--exceptions", str(bad), str(root))
+    return ["--exceptions", str(bad)]
+
+
+def broken_policy(tmp_path: Path) -> list[str]:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "policy.rego").write_text("package broken\ndeny contains x if {\n")
+    return ["--policies", str(tmp_path / "policies")]
+
+
+def broken_remediation(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "policies" / "privileged-pod"
+    folder.mkdir(parents=True)
+    source = Path(__file__).resolve().parents[1] / "policies" / "privileged-pod" / "policy.rego"
+    (folder / "policy.rego").write_text(source.read_text())
+    (folder / "remediation.yaml").write_text("id: not-a-check-id\nhint: x\n")
+    return ["--policies", str(tmp_path / "policies")]
+
+
+def missing_policies(tmp_path: Path) -> list[str]:
+    return ["--policies", str(tmp_path / "no-such-directory")]
+
+
+@pytest.mark.parametrize("flags, error", [
+    (broken_exceptions, "exceptions.yaml"),  # read by each shard
+    (broken_policy, "policies failed to load"),  # each shard's engine
+    (broken_remediation, "'id' must be a check ID"),  # each shard's catalogue
+    (missing_policies, "no-such-directory"),  # read before the shards start
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_errors_are_reported_once_as_with_j1(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, every_document_a_shard: list[str],
+        flags: Any, error: str) -> None:
+    (tmp_path / "input").mkdir()
+    args = [*flags(tmp_path), str(repository(tmp_path / "input"))]
+    serial = check(capsys, *args)
     assert serial[0] == 2 and serial[1] == ""
-    assert check(capsys, "--exceptions", str(bad), "-j", "2", str(root)) == serial
+    assert error in serial[2].splitlines()[-1] and serial[2].count(error) == 1
+    assert check(capsys, "-j", "2", *args) == serial
 
 
-def test_progress_counts_every_shard(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                     every_document_a_shard: list[str]) -> None:
+def test_an_engine_error_travels_whole() -> None:
+    """A shard's EngineError is raised in the command as it was raised there."""
+    error = pickle.loads(pickle.dumps(EngineError("timeout", "no answer within 30s")))
+    assert (error.reason, error.detail, str(error)) == (
+        "timeout", "no answer within 30s", "timeout: no answer within 30s")
+
+
+def test_progress_counts_every_shard(tmp_path: Path, every_document_a_shard: list[str]) -> None:
     from magtape.check import CheckOptions, run_check
     from magtape.settings import Settings
 
@@ -181,7 +256,7 @@ def test_progress_counts_every_shard(capsys: pytest.CaptureFixture[str], tmp_pat
 
 
 def test_a_large_input_through_the_command(tmp_path: Path) -> None:
-    """As CI runs it (fork start, default shard size): -j 2 prints -j 1's report."""
+    """As CI runs it (fork start, the default part size): -j 2 prints -j 1's report."""
     for name, first in (("one.yaml", 0), ("two.yaml", 70)):
         (tmp_path / name).write_text("---\n".join(POD % i for i in range(first, first + 70)))
     env = {**os.environ, "MAGTAPE_DENY_LEVEL": "LOW"}
@@ -246,27 +321,115 @@ def test_shards_are_contiguous_and_balanced() -> None:
 def test_spawned_shards_when_fork_is_unsafe(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                             every_document_a_shard: list[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """A process with other threads (an embedding application) starts shards by spawn."""
-    import multiprocessing
+    """A process with other threads (an embedding application) spawns its shard processes."""
+    methods: list[str | None] = []
+    get_context = multiprocessing.get_context
 
-    monkeypatch.setattr(shards, "_context", lambda: multiprocessing.get_context("spawn"))
+    def recorded(method: str | None = None) -> Any:
+        methods.append(method)
+        return get_context(method)
+
     root = repository(tmp_path)
     serial = check(capsys, "-o", "json", str(root))
-    assert check(capsys, "-o", "json", "-j", "2", str(root)) == serial
-    assert every_document_a_shard == ["sharded 2"]
+    monkeypatch.setattr(multiprocessing, "get_context", recorded)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert check(capsys, "-o", "json", "-j", "2", str(root)) == serial
+    finally:
+        stop.set()
+        other.join()
+    assert methods == ["spawn"] and every_document_a_shard == ["sharded 2"]
 
 
-def test_a_check_process_that_dies_is_an_error_not_a_hang(
+def _die(*_: object) -> None:
+    os._exit(3)  # as if killed (out of memory) before answering
+
+
+def test_a_shard_process_that_dies_is_an_error_not_a_hang(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, every_document_a_shard: list[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import multiprocessing
-
-    def die(*_: Any) -> None:
-        os._exit(3)  # as if killed (out of memory) before answering
-
-    # fork, so the child runs this function; it exits at once, holding no lock.
-    monkeypatch.setattr(shards, "_context", lambda: multiprocessing.get_context("fork"))
-    monkeypatch.setattr(shards, "shard_main", die)
+    monkeypatch.setattr(shards, "_shard", _die)  # the forked pool runs it: it is module-level
     code, out, err = check(capsys, str(repository(tmp_path)), "-j", "2")
     assert (code, out) == (2, "")
-    assert "check process magtape-check-1 exited (code 3) without an answer" in err
+    assert err.endswith("magtape check: the policy engine failed: crash: a check process "
+                        "ended without an answer; run with -j 1 to see why\n")
+    assert multiprocessing.active_children() == []
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every living process below ``pid``, by id, with its command line (Linux)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                found[child] = f.read().replace(b"\0", b" ").decode()
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("when", ["starting", "evaluating"])
+@pytest.mark.parametrize("whom", ["terminal", "command"])
+def test_ctrl_c_leaves_no_process_behind(tmp_path: Path, whom: str, when: str) -> None:
+    """Ctrl-C at a terminal (the whole process group) or to the command alone, as the
+    shards start or evaluate: one line, exit 130, every shard process and engine worker gone."""
+    f = tmp_path / "pods.yaml"
+    f.write_text("---\n".join(POD % i for i in range(8000)))
+    proc = subprocess.Popen([sys.executable, "-m", "magtape", "check", "-j", "2", str(f)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # both shards run their engine worker (and evaluate)
+            tree = _descendants(proc.pid)
+            workers = [pid for pid, cmd in tree.items() if "magtape.engine.worker" in cmd]
+            pool = [pid for pid in tree if pid not in workers]
+            with contextlib.suppress(OSError):
+                if len(workers) == 2 and (when == "starting" or
+                                          sum(map(_cpu_ticks, pool)) > 0.2 * TICKS):
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, tree
+            time.sleep(0.01)
+        assert len(pool) == 1, tree  # shard 1; shard 0 is the command itself
+        if whom == "terminal":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, err) == (130, "magtape: interrupted\n")
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [cmd for pid, cmd in tree.items() if _alive(pid)] == []

@@ -219,6 +219,9 @@ class _Engine:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._loader.shutdown(wait=True)  # a load in flight finishes before its workers go
         self.engine.close()
 

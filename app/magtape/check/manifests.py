@@ -255,13 +255,15 @@ def _ignored(rel: str, patterns: Iterable[str]) -> bool:
 
 
 def parse_document_text(result: Input, name: str, text: str, line_offset: int = 0,
-                        index_offset: int = 0) -> int:
+                        index_offset: int = 0,
+                        each_document: Callable[[], None] | None = None) -> int:
     """Parse the YAML stream ``text`` of file ``name`` into ``result``; the documents read.
 
     ``text`` may be a slice of the file (see :mod:`magtape.check.shards`): its
     first line is line ``line_offset + 1`` of the file and its first document
     is document ``index_offset + 1``, so locations are the file's either way.
     The libyaml (C) loader when PyYAML has it; its marks give the line numbers.
+    ``each_document`` is called after each document (it may raise, to stop).
     """
     loader = yaml.CSafeLoader(text) if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader(text)
     index = index_offset
@@ -273,6 +275,8 @@ def parse_document_text(result: Input, name: str, text: str, line_offset: int = 
             index += 1
             doc = loader.construct_document(node)
             _classify(result, name, index, node, doc, line_offset)
+            if each_document is not None:
+                each_document()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1 + line_offset}" if mark is not None else name

@@ -1,32 +1,42 @@
-"""``magtape check -j N``: the input split into N contiguous shards, one process each.
+"""``magtape check -j N``: the input cut into N shards, each parsed and checked by one process.
 
-Why processes and not threads: with threads, parsing the YAML, building each
-AdmissionReview, reading the engine's answer and applying the webhook's
-decision all run in one interpreter under one lock, more CPU than the policy
-evaluation itself (3,000 Deployments with ``-j 1``: 1.2 s of CPU in the
-command's process, 0.8 s in the engine's); two cores could not halve it. Here
-each shard process parses its part of the input, drives its own engine
-worker and decides its objects, exactly as ``-j 1`` does on the whole input;
-the parent is shard 0 itself and then merges the others' compact answers.
-Forked when this process has one thread (nothing to copy but memory),
-spawned otherwise.
+Why processes: parsing the YAML, building each AdmissionReview, reading the
+engine's answer and applying the webhook's decision run in the command's
+interpreter, under one lock, and cost more CPU than the policy evaluation in
+the engine's worker (3,000 Deployments with ``-j 1``: 0.9 s of CPU in the
+command's process, 0.3 s of it parsing, and 0.4 s in the engine's).
+Threads would spread only the engine's share.
 
-The protocol, over one pipe per child: the child parses and sends
-``("parsed", namespaces, objects, skipped)``; the parent, once every shard
-has parsed, sends back every Namespace object in the input (they become
-``data.kubernetes.namespaces`` for all shards, as with ``-j 1``) and the
-child evaluates and sends ``("done", results)``. A child that cannot parse
-its part sends ``("reparse", why)``: the parent then reads the input
-serially, so a broken document is reported exactly as ``-j 1`` reports it.
+Why each process parses its own shard: parsing everything here and handing
+the objects to a pool as they are read needs no cutting, but ``-j 2`` then
+took 0.68-0.73 of ``-j 1``, this design 0.61-0.63 (docs/performance.md): the
+parse stays on one core, and every object crosses a process boundary twice
+(out, and back as a result), which two busy cores pay for in full. Here
+this process is shard 0 and a :class:`~concurrent.futures.ProcessPoolExecutor`
+runs the others, one task each; only results travel, without their objects
+but for what the reports show (3,000 results holding whole objects took
+0.3-0.4 s of CPU to pickle and unpickle, 0.1 s without).
 
-Cutting a file: a line that starts with ``---`` followed by a blank starts
-a YAML document (the scanner treats it so wherever it appears), so a file
-can be cut before any such line; a shard gets one slice per file it has
-documents of, and each slice knows its first line and document number, so
-locations are the file's. A slice whose document count differs from the
-expected one (an odd stream) makes the run fall back to the serial reader.
-Files with ``%`` directives or line breaks other than ``\n`` and ``\r\n``
-are never cut.
+The one exchange: every Namespace object in the input becomes
+``data.kubernetes.namespaces`` for every object, as with ``-j 1``, so a shard
+reports what it read (:class:`Parsed`) and waits for the input's Namespaces
+before evaluating. A shard that cannot parse its slice makes the run read
+the input serially (:class:`Reparse`), so a broken document is reported as
+``-j 1`` reports it; an error evaluating travels as the exception and is
+raised here, shard 0's first. Each shard renders its objects' parts of the
+report (``magtape.report.parts``); this process joins them in input order.
+
+Cutting a file: a line that starts with ``---`` followed by a blank starts a
+YAML document (the scanner treats it so wherever it appears), so a file can
+be cut before any such line; each slice knows its first line and document
+number, so locations are the file's. A slice whose document count differs
+from the expected one makes the run read serially. Files with ``%``
+directives or line breaks other than ``\n`` and ``\r\n`` are never cut.
+
+The pool is forked when this process has one thread (nothing to copy but
+memory), spawned otherwise. Ctrl-C or an error stops the shards at their next
+document or object (they ignore SIGINT) and waits for them: no process is
+left behind. A shard process that dies is an error saying to rerun with ``-j 1``.
 """
 
 from __future__ import annotations
@@ -34,32 +44,26 @@ from __future__ import annotations
 import gc
 import itertools
 import multiprocessing
+import queue
 import re
+import signal
 import threading
-import traceback
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, SpawnContext
-from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from multiprocessing.util import Finalize
 from typing import Any
 
-from magtape.check import (
-    CheckOptions,
-    NothingChecked,
-    PolicySources,
-    _Engine,
-    evaluate,
-)
+from magtape.check import CheckOptions, PolicySources, _Engine, evaluate
 from magtape.check.manifests import Input, InputError, Manifest, parse_document_text
-from magtape.check.model import CheckFinding, CheckRun, ObjectResult, ObjectVerdict
-from magtape.check.offline import OfflineInputError
+from magtape.check.model import CheckRun
 from magtape.engine import EngineError
-from magtape.engine.sources import SourceError
 from magtape.kube.objects import metadata
-from magtape.policy import PolicyInfo, Severity, Violation
-from magtape.remediation import Catalogue, RemediationError
 from magtape.report import parts as render_parts
 from magtape.settings import Settings
 
@@ -69,13 +73,6 @@ MIN_DOCUMENTS_PER_SHARD = 64
 
 _DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|\Z)", re.MULTILINE)
 _COMMENT_OR_BLANK = re.compile(r"[ \t]*(#.*)?")
-
-# Exceptions a shard reports by class, re-raised in the parent with the same
-# message: run_check prints each as -j 1 would.
-_REPORTED: dict[str, type[Exception]] = {
-    "InputError": InputError, "SourceError": SourceError, "RemediationError": RemediationError,
-    "NothingChecked": NothingChecked, "OfflineInputError": OfflineInputError,
-}
 
 
 class Reparse(Exception):
@@ -163,12 +160,14 @@ def _slice(sources: Sequence[tuple[str, str]], run: list[_Unit]) -> Slice:
                  first.before, documents)
 
 
-def parse_slices(slices: Sequence[Slice]) -> Input:
+def parse_slices(slices: Sequence[Slice],
+                 each_document: Callable[[], None] | None = None) -> Input:
     """The slices' objects, located in their files; :class:`Reparse` on any problem."""
     found = Input()
     for s in slices:
         try:
-            n = parse_document_text(found, s.name, s.text, s.line_offset, s.index_offset)
+            n = parse_document_text(found, s.name, s.text, s.line_offset, s.index_offset,
+                                    each_document)
         except InputError as exc:
             raise Reparse(str(exc)) from None
         if s.documents is not None and n != s.documents:
@@ -176,93 +175,136 @@ def parse_slices(slices: Sequence[Slice]) -> Input:
     return found
 
 
-def _namespaces(found: Input) -> dict[str, Any]:
-    return {m.name: m.obj for m in found.manifests if m.kind == "Namespace"}
-
-
-# --------------------------------------------------------------- the parent
 @dataclass(frozen=True)
 class Parsed:
-    """What every shard read, before anything is evaluated."""
+    """What a shard read, or (:meth:`merged`) every shard, before anything is evaluated."""
 
     objects: int
     skipped: Counter[str]
+    namespaces: dict[str, Any]  # the Namespace objects by name
+
+    @classmethod
+    def of(cls, found: Input) -> Parsed:
+        return cls(len(found.manifests), found.skipped,
+                   {m.name: m.obj for m in found.manifests if m.kind == "Namespace"})
+
+    @classmethod
+    def merged(cls, shards: Sequence[Parsed], skipped: Counter[str]) -> Parsed:
+        """In shard order: a later Namespace of a name wins, as with -j 1."""
+        namespaces: dict[str, Any] = {}
+        for p in shards:
+            skipped.update(p.skipped)
+            namespaces.update(p.namespaces)
+        return cls(sum(p.objects for p in shards), skipped, namespaces)
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """What this process and the shard processes share."""
+
+    parsed: Queue[tuple[int, Parsed | Reparse]]  # shard -> here: what it read
+    namespaces: Queue[dict[str, Any] | None]  # here -> shards: evaluate with these; None: stop
+    checked: Any  # multiprocessing Array: objects each shard has checked (progress)
+    stop: Event  # set: shards stop at the next document or object
+
+    def release(self, shards: int) -> None:
+        """Stop every shard: those waiting for the Namespaces and those at work."""
+        self.stop.set()
+        for _ in range(shards):
+            self.namespaces.put(None)
+
+
+class _Stopped(Exception):
+    """A shard asked to stop."""
 
 
 def run_sharded(settings: Settings, options: CheckOptions, policy: PolicySources,
                 shards: Sequence[Sequence[Slice]], skipped: Counter[str],
                 on_parsed: Callable[[Parsed], Callable[[int], None] | None]) -> CheckRun:
-    """Check ``shards[0]`` here and each other shard in a child process, then merge.
+    """Check ``shards[0]`` here and each other shard in a pool process, then merge.
 
     ``on_parsed`` is called once every shard has parsed (it may raise, to stop
     the run) and returns the progress callback. :class:`Reparse` when a shard
     could not parse its slices.
     """
     ctx = _context()
-    progress_counts = ctx.Array("q", len(shards), lock=False)
-    children: list[tuple[BaseProcess, Connection]] = []
-    finished = False
-    try:
-        # A forked child's collector must not visit (and so copy, page by page)
-        # every object it inherited from this process.
+    exchange = _Exchange(ctx.Queue(), ctx.Queue(), ctx.Array("q", len(shards), lock=False),
+                         ctx.Event())
+    one = replace(options, jobs=1)
+    with ProcessPoolExecutor(len(shards) - 1, mp_context=ctx, initializer=_start,
+                             initargs=(settings, policy, exchange)) as pool:
+        # Forked here, before this process's engine starts its threads. Frozen: a
+        # child's collector does not walk (and so copy, page by page) what it inherits.
         gc.freeze()
         try:
-            for k in range(1, len(shards)):
-                mine, theirs = ctx.Pipe()
-                proc = ctx.Process(target=shard_main, name=f"magtape-check-{k}", daemon=True,
-                                   args=(theirs, settings, options, policy, shards[k],
-                                         progress_counts, k))
-                proc.start()
-                theirs.close()
-                children.append((proc, mine))
+            others = [pool.submit(_shard, one, shards[k], k) for k in range(1, len(shards))]
         finally:
             gc.unfreeze()
-        with _Engine(settings, 1, policy) as engine:
-            own = parse_slices(shards[0])
-            total, namespaces = len(own.manifests), _namespaces(own)
-            skipped.update(own.skipped)
-            for child, conn in children:
-                reply = _receive(child, conn)
-                if reply[0] == "reparse":
-                    raise Reparse(reply[1])
-                _, their_namespaces, objects, their_skipped = reply
-                namespaces.update(their_namespaces)  # later wins, as with -j 1
-                total += objects
-                skipped.update(their_skipped)
-            progress = on_parsed(Parsed(total, skipped))
-            for _, conn in children:
-                conn.send(("go", namespaces))
-            report = _combined(progress, progress_counts)
-            run = evaluate(settings, own, replace(options, jobs=1), report, engine,
-                           namespaces=namespaces)
-        by_name = {p.name: p for p in run.policies}
-        results = list(run.objects)
-        parts = render_parts(options.output, run)
-        for child, conn in children:
-            reply = _receive(child, conn, lambda: report(len(run.objects)))
-            # Thousands of new objects and no cycle among them: without the
-            # collector, which would walk the whole heap again and again.
-            gc.disable()
-            try:
-                results.extend(_unpack(r, run.catalogue, by_name) for r in reply[1])
-            finally:
-                gc.enable()
-            if parts is not None:
-                parts = (*parts, *reply[2])
-        rendered = {} if parts is None else {options.output: parts}
-        if progress is not None:
-            progress(len(results))  # the last line, whichever shard finished last
-        finished = True
-        return replace(run, objects=tuple(results), skipped_documents=dict(skipped),
-                       parts=rendered)
+        try:
+            return _check_here(settings, one, policy, shards[0], skipped, on_parsed, exchange,
+                               others)
+        except BaseException as exc:
+            exchange.release(len(others))  # leaving the pool waits for them
+            if isinstance(exc, BrokenProcessPool):
+                raise EngineError("crash", "a check process ended without an answer; "
+                                  "run with -j 1 to see why") from None
+            raise
+
+
+def _check_here(settings: Settings, options: CheckOptions, policy: PolicySources,
+                own_slices: Sequence[Slice], skipped: Counter[str],
+                on_parsed: Callable[[Parsed], Callable[[int], None] | None],
+                exchange: _Exchange, others: Sequence[Future[CheckRun | None]]) -> CheckRun:
+    """Shard 0, and the merge."""
+    with _Engine(settings, 1, policy) as engine:
+        own = parse_slices(own_slices)
+        read = [Parsed.of(own), *_reports(exchange, others)]
+        everything = Parsed.merged(read, skipped)
+        progress = on_parsed(everything)
+        for _ in others:
+            exchange.namespaces.put(everything.namespaces)
+
+        def report(done: int) -> None:
+            if progress is not None:
+                progress(done + sum(exchange.checked[1:]))
+
+        run = evaluate(settings, own, options, report, engine, namespaces=everything.namespaces)
+    rendered = render_parts(options.output, run)
+    objects, parts = list(run.objects), list(rendered or ())
+    # Thousands of new objects and no cycle among them: without the collector,
+    # which would walk the whole heap again and again.
+    gc.disable()
+    try:
+        for future in others:
+            while not wait([future], timeout=0.1).done:
+                report(len(run.objects))
+            theirs = future.result()
+            assert theirs is not None
+            objects.extend(theirs.objects)
+            parts.extend(theirs.parts.get(options.output, ()))
     finally:
-        for child, conn in children:
-            conn.close()
-            if finished:  # each has answered and is closing its engine
-                child.join(timeout=5)
-            if child.is_alive():  # interrupted, failed, or stuck: no reason to wait
-                child.kill()
-            child.join()
+        gc.enable()
+    if progress is not None:
+        progress(len(objects))  # the last line, whichever shard finished last
+    return replace(run, objects=tuple(objects), skipped_documents=dict(everything.skipped),
+                   parts={options.output: tuple(parts)} if rendered is not None else {})
+
+
+def _reports(exchange: _Exchange, others: Sequence[Future[CheckRun | None]]) -> list[Parsed]:
+    """What every other shard read, in shard order; a shard's error raised here."""
+    read: dict[int, Parsed] = {}
+    while len(read) < len(others):
+        try:
+            k, parsed = exchange.parsed.get(timeout=0.1)
+        except queue.Empty:
+            for future in others:  # a shard that ended before reporting: its error
+                if future.done():
+                    future.result()
+            continue
+        if isinstance(parsed, Reparse):
+            raise parsed
+        read[k] = parsed
+    return [read[k] for k in sorted(read)]
 
 
 def _context() -> ForkContext | SpawnContext:
@@ -272,101 +314,65 @@ def _context() -> ForkContext | SpawnContext:
     return multiprocessing.get_context("spawn")
 
 
-def _combined(progress: Callable[[int], None] | None,
-              counts: Any) -> Callable[[int], None]:
-    """Progress of this process's shard plus the children's counts."""
-    def report(done: int) -> None:
-        if progress is not None:
-            progress(done + sum(counts[1:]))
-    return report
+# ------------------------------------------------------ in a pool process
+@dataclass(frozen=True)
+class _Worker:
+    settings: Settings
+    engine: _Engine
+    exchange: _Exchange
 
 
-def _receive(proc: BaseProcess, conn: Connection,
-             tick: Callable[[], None] | None = None) -> tuple[Any, ...]:
-    """The child's next message; its errors re-raised here, as -j 1 would raise them."""
-    while tick is not None and not wait([conn], timeout=0.1):
-        tick()
+_worker: _Worker | None = None
+
+
+def _start(settings: Settings, policy: PolicySources, exchange: _Exchange) -> None:
+    """The pool process' initializer: its engine, closed when the process exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the command to handle
+    global _worker
+    engine = _Engine(settings, 1, policy)
+    _worker = _Worker(settings, engine, exchange)
+    Finalize(None, engine.close, exitpriority=0)  # a pool process skips atexit
+
+
+def _shard(options: CheckOptions, slices: Sequence[Slice], k: int) -> CheckRun | None:
+    """Shard ``k``: parse, report, wait for the Namespaces, evaluate; None when stopped."""
+    assert _worker is not None
+    exchange = _worker.exchange
+
+    def stopping(*_: object) -> None:
+        if exchange.stop.is_set():
+            raise _Stopped
+
+    def progress(done: int) -> None:
+        exchange.checked[k] = done
+        stopping()
+
     try:
-        reply: tuple[Any, ...] = conn.recv()
-    except EOFError:
-        proc.join(timeout=5)
-        raise EngineError("crash", f"check process {proc.name} exited (code {proc.exitcode}) "
-                          "without an answer; run with -j 1 to see why") from None
-    if reply[0] == "error":
-        _, cls, args = reply
-        if cls == "EngineError":
-            raise EngineError(*args)
-        raise _REPORTED[cls](*args)
-    if reply[0] == "crash":
-        raise RuntimeError(f"check process {proc.name} failed:\n{reply[1]}")
-    return reply
-
-
-# ---------------------------------------------------------------- the child
-def shard_main(conn: Connection, settings: Settings, options: CheckOptions,
-               policy: PolicySources, slices: Sequence[Slice], progress_counts: Any,
-               k: int) -> None:
-    """A child process: parse, wait for the namespaces, evaluate, answer compactly."""
+        found = parse_slices(slices, stopping)
+    except Reparse as exc:
+        exchange.parsed.put((k, exc))
+        return None
+    except _Stopped:
+        return None
+    exchange.parsed.put((k, Parsed.of(found)))
+    namespaces = exchange.namespaces.get()
+    if namespaces is None:
+        return None
     try:
-        with _Engine(settings, 1, policy) as engine:
-            try:
-                found = parse_slices(slices)
-            except Reparse as exc:
-                conn.send(("reparse", str(exc)))
-                return
-            conn.send(("parsed", _namespaces(found), len(found.manifests), found.skipped))
-            message = conn.recv()
-
-            def progress(done: int) -> None:
-                progress_counts[k] = done
-
-            run = evaluate(settings, found, replace(options, jobs=1), progress, engine,
-                           namespaces=message[1])
-            # Before the engine closes: the parent need not wait for that. The
-            # objects' parts of the report are rendered here, beside the other parts.
-            conn.send(("done", [_pack(o) for o in run.objects],
-                       render_parts(options.output, run)))
-    except (KeyboardInterrupt, EOFError, BrokenPipeError):
-        return  # Ctrl-C, or the parent stopped: it reports
-    except EngineError as exc:
-        conn.send(("error", "EngineError", (exc.reason, exc.detail)))
-    except tuple(_REPORTED.values()) as exc:
-        conn.send(("error", type(exc).__name__, (str(exc),)))
-    except Exception:  # a defect: the parent shows the traceback
-        conn.send(("crash", traceback.format_exc()))
-    finally:
-        conn.close()
+        run = evaluate(_worker.settings, found, options, progress, _worker.engine,
+                       namespaces=namespaces)
+    except _Stopped:
+        return None
+    rendered = render_parts(options.output, run)
+    return replace(run, objects=tuple(replace(o, manifest=_identified(o.manifest))
+                                      for o in run.objects),
+                   parts={} if rendered is None else {options.output: rendered})
 
 
-# Results travel as tuples of plain values, with only the object's identity:
-# as dataclasses holding whole objects, 3,000 results took about 0.4 s to
-# pickle and unpickle; as tuples about 0.1 s, rebuilding them included.
-def _pack(o: ObjectResult) -> tuple[Any, ...]:
-    m = o.manifest
-    return (m.path, m.index, m.line, _identity(m.obj), m.item, o.namespace, o.verdict.value,
-            tuple((f.violation.msg, f.violation.policy, f.violation.severity.value,
-                   f.violation.errcode, f.violation.details, f.denies, f.exemption)
-                  for f in o.findings),
-            o.errors, o.failed_policies, tuple(p.name for p in o.checks))
-
-
-def _identity(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an object the reports show (its kind and names), not its spec."""
-    meta = metadata(obj)
-    out = {key: obj[key] for key in ("apiVersion", "kind") if key in obj}
-    out["metadata"] = {key: meta[key] for key in ("name", "generateName", "namespace")
+def _identified(m: Manifest) -> Manifest:
+    """The manifest with only what the reports show of its object (kind and names)."""
+    meta = metadata(m.obj)
+    obj: dict[str, Any] = {key: m.obj[key] for key in ("apiVersion", "kind") if key in m.obj}
+    obj["metadata"] = {key: meta[key] for key in ("name", "generateName", "namespace")
                        if key in meta}
-    return out
-
-
-def _unpack(r: tuple[Any, ...], catalogue: Catalogue,
-            by_name: Mapping[str, PolicyInfo]) -> ObjectResult:
-    path, index, line, obj, item, namespace, verdict, findings, errors, failed, checks = r
-    manifest = Manifest(path, index, line, obj, item)
-    out = []
-    for msg, policy, severity, errcode, details, denies, exemption in findings:
-        violation = Violation(msg, policy, Severity(severity), errcode, details)
-        out.append(CheckFinding(violation, denies, catalogue.for_violation(violation), exemption))
-    return ObjectResult(manifest, namespace, ObjectVerdict(verdict),
-                        tuple(by_name[name] for name in checks), tuple(out), errors, failed)
-
+    return replace(m, obj=obj)

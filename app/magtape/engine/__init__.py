@@ -38,6 +38,10 @@ class EngineError(Exception):
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}"
 
+    def __reduce__(self) -> tuple[type[EngineError], tuple[Reason, str]]:
+        """Pickled with both arguments (``check -j N`` raises a shard process' error)."""
+        return EngineError, (self.reason, self.detail)
+
 
 class Evaluator(Protocol):
     """Evaluates admission requests against the active policy set."""
