@@ -68,9 +68,10 @@ class WorkerPool:
     def __init__(self, workers: int, timeout_seconds: float, memory_mb: int) -> None:
         self._timeout = timeout_seconds
         self._memory_mb = memory_mb
-        # SimpleQueue: implemented in C, so an HTTP thread waiting for a worker
-        # costs no Python-level Condition per request (docs/performance.md).
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        # queue.Queue, not the cheaper SimpleQueue: its waiters are served in
+        # turn (a Condition), where SimpleQueue let one HTTP thread starve for
+        # a second behind the others (p99 1.2 s with one worker, docs/performance.md).
+        self._idle: queue.Queue[_Worker] = queue.Queue()
         self._large_slots = max(1, workers - 1)
         self._large = threading.BoundedSemaphore(self._large_slots)
         self._large_waiting = 0  # large requests queued for a slot
