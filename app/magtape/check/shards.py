@@ -316,28 +316,31 @@ def _context() -> ForkContext | SpawnContext:
 
 # ------------------------------------------------------ in a pool process
 @dataclass(frozen=True)
-class _Worker:
+class _ShardProcess:
+    """What a pool process keeps between its initializer and its task (not a
+    background.Worker: that name is the threads')."""
+
     settings: Settings
     engine: _Engine
     exchange: _Exchange
 
 
-_worker: _Worker | None = None
+_this_process: _ShardProcess | None = None
 
 
 def _start(settings: Settings, policy: PolicySources, exchange: _Exchange) -> None:
     """The pool process' initializer: its engine, closed when the process exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the command to handle
-    global _worker
+    global _this_process
     engine = _Engine(settings, 1, policy)
-    _worker = _Worker(settings, engine, exchange)
+    _this_process = _ShardProcess(settings, engine, exchange)
     Finalize(None, engine.close, exitpriority=0)  # a pool process skips atexit
 
 
 def _shard(options: CheckOptions, slices: Sequence[Slice], k: int) -> CheckRun | None:
     """Shard ``k``: parse, report, wait for the Namespaces, evaluate; None when stopped."""
-    assert _worker is not None
-    exchange = _worker.exchange
+    assert _this_process is not None
+    exchange = _this_process.exchange
 
     def stopping(*_: object) -> None:
         if exchange.stop.is_set():
@@ -359,7 +362,7 @@ def _shard(options: CheckOptions, slices: Sequence[Slice], k: int) -> CheckRun |
     if namespaces is None:
         return None
     try:
-        run = evaluate(_worker.settings, found, options, progress, _worker.engine,
+        run = evaluate(_this_process.settings, found, options, progress, _this_process.engine,
                        namespaces=namespaces)
     except _Stopped:
         return None
