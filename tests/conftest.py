@@ -73,6 +73,14 @@ def make_client(builtin_engine: EmbeddedEngine) -> AppFactory:
     return factory
 
 
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    """Write ``files`` (path below ``root`` -> text) and return ``root``."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
 def load_objects(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, write_tree
 from kustomizing import path_with_kustomize
 from magtape.check.manifests import read_manifests
 from magtape.cli import main
@@ -24,13 +24,6 @@ POD = ("apiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: a}\nspec:\n"
 def _kustomize_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Kustomize directories are rendered: with the kustomize the tests use."""
     monkeypatch.setenv("PATH", path_with_kustomize(os.environ.get("PATH", "")))
-
-
-def tree(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
 
 
 REPOSITORY = {
@@ -53,7 +46,7 @@ REPOSITORY = {
 
 
 def test_a_repository_is_read_without_its_tool_configs(tmp_path: Path) -> None:
-    tree(tmp_path, REPOSITORY)
+    write_tree(tmp_path, REPOSITORY)
     (tmp_path / "docs" / "loop").symlink_to(tmp_path, target_is_directory=True)  # not followed
     found = read_manifests([str(tmp_path)], io.StringIO())
     # k8s/ is rendered (its pod reported against the kustomization, without a
@@ -70,7 +63,7 @@ def test_a_repository_is_read_without_its_tool_configs(tmp_path: Path) -> None:
 
 def test_skipped_documents_are_counted_on_stderr(capsys: pytest.CaptureFixture[str],
                                                  tmp_path: Path) -> None:
-    code = main(["check", str(tree(tmp_path, REPOSITORY))])
+    code = main(["check", str(write_tree(tmp_path, REPOSITORY))])
     out, err = capsys.readouterr()
     assert code == 1 and out.startswith("DENIED Pod a/web")
     assert "magtape check: skipped 7 non-Kubernetes documents (1 Cluster, 1 Component, " \
@@ -79,7 +72,7 @@ def test_skipped_documents_are_counted_on_stderr(capsys: pytest.CaptureFixture[s
 
 
 def test_ignore_globs_and_the_ignore_file(tmp_path: Path) -> None:
-    tree(tmp_path, {"apps/web.yaml": POD % "web", "apps/web-test.yaml": POD % "web-test",
+    write_tree(tmp_path, {"apps/web.yaml": POD % "web", "apps/web-test.yaml": POD % "web-test",
                     "fixtures/bad.yaml": POD % "bad", "apps/vendor/x.yaml": POD % "x"})
     paths = [str(tmp_path)]
 
@@ -95,7 +88,7 @@ def test_ignore_globs_and_the_ignore_file(tmp_path: Path) -> None:
 
 
 def test_ignore_flag_is_repeatable(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    tree(tmp_path, {"a.yaml": POD % "a", "b.yaml": POD % "b", "c.yaml": POD % "c"})
+    write_tree(tmp_path, {"a.yaml": POD % "a", "b.yaml": POD % "b", "c.yaml": POD % "c"})
     code = main(["check", "-o", "json", "--ignore", "a.yaml", "--ignore", "c.*",
                  str(tmp_path)])
     objects = json.loads(capsys.readouterr().out)["objects"]
@@ -108,7 +101,7 @@ def _item(doc: str) -> str:
 
 
 def test_json_and_multi_document_line_numbers(tmp_path: Path) -> None:
-    tree(tmp_path, {
+    write_tree(tmp_path, {
         "a.json": '{\n  "apiVersion": "v1", "kind": "Pod",\n  "metadata": {"name": "j"}\n}\n',
         "b.yaml": "# header\n" + POD % "one" + "---\n# two\n" + POD % "two",
         "list.yaml": "apiVersion: v1\nkind: List\nitems:\n"
@@ -160,8 +153,9 @@ def test_the_pre_commit_hook_runs_on_staged_files(tmp_path: Path) -> None:
     assert set(hook["types_or"]) == {"yaml", "json"}
     program, *args = hook["entry"].split()
     assert program == "magtape"
-    files = tree(tmp_path, {"ok.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
-                            "ci.yaml": "on: push\n", "bad.yaml": POD % "bad"})
+    files = write_tree(tmp_path, {
+        "ok.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        "ci.yaml": "on: push\n", "bad.yaml": POD % "bad"})
 
     def hook_run(*names: str) -> int:
         return subprocess.run([sys.executable, "-m", "magtape", *args,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, write_tree
 from kustomizing import path_with_kustomize, render
 from magtape.check.render import KUSTOMIZATION_FILES
 from magtape.cli import main
@@ -96,13 +96,6 @@ def test_the_kustomization_file_names_its_directory() -> None:
     assert by_file.returncode == 0 and json.loads(by_file.stdout) == json.loads(by_dir.stdout)
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
-
-
 APP = {
     "app/base/kustomization.yaml": "resources: [deployment.yaml]\n",
     "app/base/deployment.yaml": DEPLOYMENT,
@@ -128,7 +121,7 @@ APP = {
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_patches_are_never_objects_whatever_the_path_given(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, jobs: str) -> None:
-    root = write(tmp_path, APP)
+    root = write_tree(tmp_path, APP)
     code = main(["check", "-j", jobs, "--deny-level", "HIGH", "-o", "json", str(root / "app")])
     out, err = capsys.readouterr()
     assert code == 1, err  # the Deployment has no probes or resources
@@ -149,7 +142,7 @@ def test_patches_are_never_objects_whatever_the_path_given(
 
 def test_the_overlay_is_checked_with_its_patches_applied(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    root = write(tmp_path, APP)
+    root = write_tree(tmp_path, APP)
     fixed = DEPLOYMENT.replace("        image: nginx\n", (
         "        image: nginx\n"
         "        livenessProbe: {httpGet: {path: /, port: 80}}\n"
@@ -166,7 +159,7 @@ def test_the_overlay_is_checked_with_its_patches_applied(
 def test_without_kustomize_or_kubectl_the_error_names_the_fix(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
-    root = write(tmp_path, APP)
+    root = write_tree(tmp_path, APP)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     code = main(["check", str(root / "app" / "base")])
     _, err = capsys.readouterr()
@@ -178,7 +171,7 @@ def test_without_kustomize_or_kubectl_the_error_names_the_fix(
 
 def test_a_kustomization_that_does_not_build_is_reported_with_kustomize_s_message(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    root = write(tmp_path, {"k/kustomization.yaml": "resources: [missing.yaml]\n"})
+    root = write_tree(tmp_path, {"k/kustomization.yaml": "resources: [missing.yaml]\n"})
     code = main(["check", str(root / "k")])
     _, err = capsys.readouterr()
     assert code == 2
@@ -189,7 +182,7 @@ def test_a_kustomization_that_does_not_build_is_reported_with_kustomize_s_messag
 def test_a_helm_chart_without_helm_names_the_fix(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
-    root = write(tmp_path, {
+    root = write_tree(tmp_path, {
         "chart/Chart.yaml": "apiVersion: v2\nname: web\nversion: 0.1.0\n",
         "chart/values.yaml": "replicas: 2\n",
         "chart/templates/deployment.yaml": "kind: Deployment\nmetadata:\n"

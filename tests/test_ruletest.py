@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from conftest import REPO
+from conftest import REPO, write_tree
 from magtape import ruletest
 from opasupport import opa_test_results
 
@@ -60,13 +60,6 @@ def run(*dirs: str | Path, verbose: bool = False, **options: object) -> tuple[in
     return code, out.getvalue()
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text, encoding="utf-8")
-    return root
-
-
 def count_tests(root: Path) -> int:
     return sum(len(ruletest.discover_tests(str(f), f.read_text(encoding="utf-8")))
                for f in root.rglob("*.rego"))
@@ -98,7 +91,7 @@ def test_the_cli_runs_the_same_suite() -> None:
 
 
 def test_a_failing_test_exits_1_naming_it(tmp_path: Path) -> None:
-    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS})
+    write_tree(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS})
     code, out = run(tmp_path)
     assert code == 1, out
     lines = out.splitlines()
@@ -129,7 +122,7 @@ test_conflicting_values_again if {
 
 
 def test_a_runtime_error_fails_the_test_and_is_said_once(tmp_path: Path) -> None:
-    write(tmp_path, {"x_test.rego": CONFLICT_TESTS})
+    write_tree(tmp_path, {"x_test.rego": CONFLICT_TESTS})
     code, out = run(tmp_path)
     assert code == 1, out
     lines = out.splitlines()
@@ -142,7 +135,7 @@ def test_a_runtime_error_fails_the_test_and_is_said_once(tmp_path: Path) -> None
 
 
 def test_a_broken_module_exits_2_naming_file_and_line_once(tmp_path: Path) -> None:
-    write(tmp_path, {"sample/policy.rego": POLICY,
+    write_tree(tmp_path, {"sample/policy.rego": POLICY,
                      "sample/policy_test.rego": TESTS.replace(
                          "test_this_one_is_wrong if {\n",
                          "test_this_one_is_wrong if {\n\tx := := 1\n")})
@@ -172,7 +165,7 @@ test_fine_after if true
 
 
 def test_a_runaway_test_fails_alone_and_the_run_goes_on(tmp_path: Path) -> None:
-    write(tmp_path, {"runaway_test.rego": RUNAWAY_TESTS})
+    write_tree(tmp_path, {"runaway_test.rego": RUNAWAY_TESTS})
     code, out = run(tmp_path, timeout=1.0)
     assert code == 1, out
     failure, summary = out.splitlines()
@@ -183,7 +176,7 @@ def test_a_runaway_test_fails_alone_and_the_run_goes_on(tmp_path: Path) -> None:
 
 
 def test_a_memory_bomb_fails_alone(tmp_path: Path) -> None:
-    write(tmp_path, {"bomb_test.rego": """package test.bomb
+    write_tree(tmp_path, {"bomb_test.rego": """package test.bomb
 import rego.v1
 
 test_bomb if count(numbers.range(1, 100000000)) > 0
@@ -198,7 +191,7 @@ test_fine if true
 
 
 def test_no_tests_exits_2(tmp_path: Path) -> None:
-    write(tmp_path, {"policy.rego": POLICY})
+    write_tree(tmp_path, {"policy.rego": POLICY})
     code, out = run(tmp_path)
     assert code == 2 and "no test_* rules found" in out
 
@@ -210,15 +203,16 @@ def test_missing_directory_exits_2(tmp_path: Path) -> None:
 
 def test_custom_policies_get_the_shared_library(tmp_path: Path) -> None:
     # POLICY imports data.magtape.lib.messages; only the policy folder is given.
-    write(tmp_path, {"policy.rego": POLICY, "policy_test.rego": TESTS.split("test_this")[0]})
+    write_tree(tmp_path, {"policy.rego": POLICY, "policy_test.rego": TESTS.split("test_this")[0]})
     code, out = run(tmp_path)
     assert (code, out) == (0, "1 passed, 0 failed\n")
 
 
 def test_a_given_library_replaces_the_builtin_one(tmp_path: Path) -> None:
     # An edited copy of the library is tested as it is, not merged with the original.
-    lib = write(tmp_path, {"lib/" + f.name: f.read_text() for f in (REPO / "policies/lib").iterdir()
-                           if f.suffix == ".rego"}) / "lib"
+    lib = write_tree(tmp_path, {"lib/" + f.name: f.read_text()
+                                for f in (REPO / "policies/lib").iterdir()
+                                if f.suffix == ".rego"}) / "lib"
     workloads = lib / "workloads.rego"
     workloads.write_text(workloads.read_text().replace('ref.kind == "Job"', 'ref.kind == "Nope"'))
     code, out = run(lib)
@@ -239,7 +233,7 @@ def test_discovery_reads_rule_names_at_line_start(source: str, found: list[str])
 def test_the_custom_policy_example_in_the_docs_passes_its_tests(tmp_path: Path) -> None:
     docs = (REPO / "docs" / "policies.md").read_text(encoding="utf-8")
     policy, tests = re.findall(r"```rego\n(.*?)```", docs, re.DOTALL)
-    write(tmp_path, {"image-tag/policy.rego": policy, "image-tag/policy_test.rego": tests})
+    write_tree(tmp_path, {"image-tag/policy.rego": policy, "image-tag/policy_test.rego": tests})
     assert run(tmp_path) == (0, "2 passed, 0 failed\n")
     # ... and under OPA, the reference.
     reference = opa_test_results([tmp_path, *ruletest.library_files_to_add(
@@ -257,7 +251,7 @@ def test_verdicts_match_opa_test_on_the_shipped_policies() -> None:
 
 
 def test_verdicts_match_opa_test_on_failing_tests(tmp_path: Path) -> None:
-    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS,
+    write_tree(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS,
                      "x_test.rego": CONFLICT_TESTS})
     files, tests = ruletest.collect([str(tmp_path)])
     ours = {t.rule_path: r.passed for t, r in
@@ -288,7 +282,7 @@ def test_a_bad_or_empty_selection_exits_2(regex: str, message: str) -> None:
 
 
 def test_json_output(tmp_path: Path) -> None:
-    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS})
+    write_tree(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS})
     code, out = run(tmp_path, output="json")
     assert code == 1
     doc = json.loads(out)
@@ -302,7 +296,7 @@ def test_json_output(tmp_path: Path) -> None:
 
 
 def test_junit_output_is_valid_junit(tmp_path: Path) -> None:
-    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS,
+    write_tree(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS,
                      "x_test.rego": CONFLICT_TESTS})
     code, out = run(tmp_path, output="junit")
     assert code == 1
@@ -319,7 +313,7 @@ def test_junit_output_is_valid_junit(tmp_path: Path) -> None:
 
 
 def test_coverage_per_policy_file(tmp_path: Path) -> None:
-    write(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS})
+    write_tree(tmp_path, {"sample/policy.rego": POLICY, "sample/policy_test.rego": TESTS})
     code, out = run(tmp_path, coverage=True, output="json")
     assert code == 1  # one of TESTS fails on purpose
     (entry,) = json.loads(out)["coverage"]  # the policy; tests and the added library left out
@@ -327,15 +321,16 @@ def test_coverage_per_policy_file(tmp_path: Path) -> None:
     assert 0 < entry["covered"] <= entry["lines"] and entry["percent"] > 50
 
     # A rule no test reaches shows up as not covered.
-    write(tmp_path, {"sample/extra.rego": "package kubernetes.admission.extra\nimport rego.v1\n\n"
-                                          "unused if {\n\tinput.x == 1\n}\n"})
+    source = ("package kubernetes.admission.extra\nimport rego.v1\n\n"
+              "unused if {\n\tinput.x == 1\n}\n")
+    write_tree(tmp_path, {"sample/extra.rego": source})
     _, out = run(tmp_path, coverage=True)
     extra = next(line for line in out.splitlines() if "extra.rego" in line)
     assert re.fullmatch(r"coverage: .*extra\.rego: 0% \(no test evaluates it\)", extra), extra
 
 
 def test_the_default_directory_is_the_current_one(tmp_path: Path) -> None:
-    write(tmp_path, {"sample/policy.rego": POLICY,
+    write_tree(tmp_path, {"sample/policy.rego": POLICY,
                      "sample/policy_test.rego": TESTS.split("test_this")[0]})
     env = {**os.environ, "PYTHONPATH": str(REPO / "app")}
     proc = subprocess.run([sys.executable, "-m", "magtape", "test", "-o", "json"], cwd=tmp_path,
@@ -346,11 +341,11 @@ def test_the_default_directory_is_the_current_one(tmp_path: Path) -> None:
 
 def test_missing_test_helpers_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # An installed wheel ships the library without its *_test.rego helpers.
-    lib = write(tmp_path / "installed", {
+    lib = write_tree(tmp_path / "installed", {
         f.name: f.read_text() for f in (REPO / "policies/lib").glob("*.rego")
         if not f.name.endswith("_test.rego")})
     monkeypatch.setattr(ruletest, "builtin_library_files", lambda: sorted(lib.glob("*.rego")))
-    write(tmp_path / "mine", {"policy_test.rego": """package test.mine
+    write_tree(tmp_path / "mine", {"policy_test.rego": """package test.mine
 import rego.v1
 
 import data.test.magtape.fixtures
