@@ -139,7 +139,7 @@ class Metrics:
     def count(self, counter: Counter, *labels: str) -> None:
         """``counter.labels(*labels).inc()`` with the child looked up once per label set.
 
-        ``labels()`` validates and locks on every call, about ten times per
+        ``labels()`` validates and locks on every call, several times per
         admission request (docs/performance.md has the cost). The cache holds exactly the
         series the counters hold, which are bounded (see __init__); no series
         is ever removed from these counters, so a cached child stays live.

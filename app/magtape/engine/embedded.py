@@ -12,11 +12,12 @@ separately (:meth:`EmbeddedEngine.update_data`) and never recompiles policies.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -60,11 +61,11 @@ class _Active:
     version: int
     infos: Mapping[str, PolicyInfo]  # by policy name
     kinds: frozenset[str]  # every kind some policy targets
-    # Each policy's passing result, built once: most results of a request are these.
-    passed: Mapping[str, PolicyResult] = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "passed", {name: PolicyResult(name, ()) for name in self.infos})
+    @functools.cached_property
+    def passed(self) -> Mapping[str, PolicyResult]:
+        """Each policy's passing result, built once: most results of a request are these."""
+        return {name: PolicyResult(name, ()) for name in self.infos}
 
 
 def _gather(rule: str, policies: Sequence[Vetted], names: Mapping[str, str]) -> list[str]:
