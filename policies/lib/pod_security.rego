@@ -185,7 +185,9 @@ user_namespace if pod_spec.hostUsers == false
 
 # Every container of the pod (init, app and ephemeral, in that order, as
 # PSA visits them), gathered once per request with only what the controls
-# read: name, image, where it is ("containers[0]") and its security context.
+# read: name, image, its security context, and what a failure about it says
+# (the message's subject and the prefix of its field paths, built here once
+# rather than for every failure).
 containers := [c |
 	some list_name in ["initContainers", "containers", "ephemeralContainers"]
 	some i, container in list_of(pod_spec, list_name)
@@ -194,9 +196,8 @@ containers := [c |
 	c := {
 		"name": str(name),
 		"image": str(object.get(container, "image", "")),
-		"path": concat("", [list_name, "[", format_int(i, 10), "]"]),
 		"field": concat("", [spec_path, ".", list_name, "[", format_int(i, 10), "]."]),
-		"subject": concat("", ["container \"", text(name), "\""]),
+		"subject": concat("", ["container ", quoted(name)]),
 		"sc": security_context_of(container),
 		"container": container,
 	}

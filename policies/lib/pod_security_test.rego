@@ -68,14 +68,16 @@ test_since_and_before if {
 	not pss.since(26) with input.request as pod with data.magtape.pod_security as {"override": {"level": "baseline", "version": "v1.25"}}
 }
 
-test_containers_are_gathered_from_every_list_with_their_path if {
+test_containers_are_gathered_from_every_list_with_their_field_path if {
 	spec := {
 		"initContainers": [fixtures.bare_container("init")],
 		"containers": [fixtures.bare_container("app"), {"name": "sc", "image": "x", "securityContext": {"privileged": true}}],
 		"ephemeralContainers": [fixtures.bare_container("debug")],
 	}
 	found := pss.containers with input.request as fixtures.workload("CronJob", spec)
-	[[c.name, c.path] | some c in found] == [["init", "initContainers[0]"], ["app", "containers[0]"], ["sc", "containers[1]"], ["debug", "ephemeralContainers[0]"]]
+	prefix := "spec.jobTemplate.spec.template.spec."
+	[[c.name, c.field] | some c in found] == [["init", concat("", [prefix, "initContainers[0]."])], ["app", concat("", [prefix, "containers[0]."])], ["sc", concat("", [prefix, "containers[1]."])], ["debug", concat("", [prefix, "ephemeralContainers[0]."])]]
+	found[1].subject == "container \"app\""
 	found[2].sc == {"privileged": true}
 	found[0].sc == {}
 }
