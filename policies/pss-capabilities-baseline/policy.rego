@@ -21,7 +21,7 @@ matches if {
 
 replaced_by_restricted if {
 	data.magtape.lib.pod_security.restricted_applies
-	data.magtape.lib.pod_security.since(22)
+	data.magtape.lib.pod_security.version >= 22
 }
 
 allowed := {

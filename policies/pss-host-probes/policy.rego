@@ -15,7 +15,7 @@ policy_metadata := {
 matches if {
 	data.magtape.lib.workloads.is_workload
 	data.magtape.lib.pod_security.baseline_applies
-	data.magtape.lib.pod_security.since(34)
+	data.magtape.lib.pod_security.version >= 34
 }
 
 # The handler paths below a container that can carry a host.

@@ -16,13 +16,8 @@ policy_metadata := {
 matches if {
 	data.magtape.lib.workloads.is_workload
 	data.magtape.lib.pod_security.restricted_applies
-	data.magtape.lib.pod_security.since(8)
-	not windows_exempt
-}
-
-windows_exempt if {
-	data.magtape.lib.pod_security.since(25)
-	data.magtape.lib.pod_security.windows
+	data.magtape.lib.pod_security.version >= 8
+	not data.magtape.lib.pod_security.windows_exempt
 }
 
 escalating := [c |

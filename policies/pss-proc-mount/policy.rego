@@ -23,7 +23,7 @@ matches if {
 # Baseline v1.35+: a pod in a user namespace may unmask /proc.
 relaxed if {
 	not data.magtape.lib.pod_security.restricted_applies
-	data.magtape.lib.pod_security.since(35)
+	data.magtape.lib.pod_security.version >= 35
 	data.magtape.lib.pod_security.user_namespace
 }
 
@@ -47,5 +47,5 @@ deny contains info if {
 level_word := "restricted" if {
 	data.magtape.lib.pod_security.restricted_applies
 	data.magtape.lib.pod_security.user_namespace
-	data.magtape.lib.pod_security.since(35)
+	data.magtape.lib.pod_security.version >= 35
 } else := "baseline"

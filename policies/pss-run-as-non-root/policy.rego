@@ -16,12 +16,7 @@ policy_metadata := {
 matches if {
 	data.magtape.lib.workloads.is_workload
 	data.magtape.lib.pod_security.restricted_applies
-	not user_namespace_exempt
-}
-
-user_namespace_exempt if {
-	data.magtape.lib.pod_security.since(35)
-	data.magtape.lib.pod_security.user_namespace
+	not data.magtape.lib.pod_security.user_namespace_exempt
 }
 
 pod_value := object.get(data.magtape.lib.pod_security.pod_security_context, "runAsNonRoot", null)

@@ -16,13 +16,8 @@ policy_metadata := {
 matches if {
 	data.magtape.lib.workloads.is_workload
 	data.magtape.lib.pod_security.restricted_applies
-	data.magtape.lib.pod_security.since(23)
-	not user_namespace_exempt
-}
-
-user_namespace_exempt if {
-	data.magtape.lib.pod_security.since(35)
-	data.magtape.lib.pod_security.user_namespace
+	data.magtape.lib.pod_security.version >= 23
+	not data.magtape.lib.pod_security.user_namespace_exempt
 }
 
 root_containers := [c |

@@ -25,7 +25,7 @@ matches if {
 
 replaced_by_restricted if {
 	data.magtape.lib.pod_security.restricted_applies
-	data.magtape.lib.pod_security.since(19)
+	data.magtape.lib.pod_security.version >= 19
 }
 
 allowed_types := {"RuntimeDefault", "Localhost"}
@@ -51,7 +51,7 @@ field_text := "securityContext.seccompProfile.type RuntimeDefault or Localhost o
 
 deny contains info if {
 	matches
-	data.magtape.lib.pod_security.before(19)
+	data.magtape.lib.pod_security.version < 19
 	# (object.get, not annotations[key]: regorus' compiled mode takes
 	# `not valid_annotation(x)` as true for an undefined x.)
 	value := object.get(data.magtape.lib.pod_security.annotations, pod_annotation, null)
@@ -75,7 +75,7 @@ bad_container_annotations := [[c, key, value] |
 
 deny contains info if {
 	matches
-	data.magtape.lib.pod_security.before(19)
+	data.magtape.lib.pod_security.version < 19
 	some [c, key, value] in bad_container_annotations
 	info := data.magtape.lib.pod_security.failure(
 		"pss-seccomp-baseline", "MT3010", "baseline",
@@ -95,7 +95,7 @@ bad_type(profile) if {
 
 deny contains info if {
 	matches
-	data.magtape.lib.pod_security.since(19)
+	data.magtape.lib.pod_security.version >= 19
 	profile := data.magtape.lib.pod_security.pod_security_context.seccompProfile
 	bad_type(profile)
 	info := data.magtape.lib.pod_security.pod_failure(
@@ -112,7 +112,7 @@ bad_containers := [c |
 
 deny contains info if {
 	matches
-	data.magtape.lib.pod_security.since(19)
+	data.magtape.lib.pod_security.version >= 19
 	some c in bad_containers
 	info := data.magtape.lib.pod_security.container_failure(
 		"pss-seccomp-baseline", "MT3010", "baseline", c, "securityContext.seccompProfile.type",

@@ -18,7 +18,7 @@ matches if {
 }
 
 allowed_types := {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"} if {
-	data.magtape.lib.pod_security.since(31)
+	data.magtape.lib.pod_security.version >= 31
 } else := {"", "container_t", "container_init_t", "container_kvm_t"}
 
 allowed_text := concat("", [

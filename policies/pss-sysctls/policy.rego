@@ -39,13 +39,13 @@ added_1_32 := {"net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"}
 added_1_37 := {"net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"}
 
 allowed := (((allowed_1_0 | added_1_27) | added_1_29) | added_1_32) | added_1_37 if {
-	data.magtape.lib.pod_security.since(37)
+	data.magtape.lib.pod_security.version >= 37
 } else := ((allowed_1_0 | added_1_27) | added_1_29) | added_1_32 if {
-	data.magtape.lib.pod_security.since(32)
+	data.magtape.lib.pod_security.version >= 32
 } else := (allowed_1_0 | added_1_27) | added_1_29 if {
-	data.magtape.lib.pod_security.since(29)
+	data.magtape.lib.pod_security.version >= 29
 } else := allowed_1_0 | added_1_27 if {
-	data.magtape.lib.pod_security.since(27)
+	data.magtape.lib.pod_security.version >= 27
 } else := allowed_1_0
 
 sysctls := data.magtape.lib.workloads.list(data.magtape.lib.pod_security.pod_security_context, "sysctls")
