@@ -22,6 +22,10 @@ class Severity(enum.Enum):
     MED = "MED"
     HIGH = "HIGH"
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum's __hash__ is Python code; a request hashes a severity per failure, measured).
+    __hash__ = object.__hash__
+
 
 class DenyLevel(enum.Enum):
     """``MAGTAPE_DENY_LEVEL``: which severities deny (see docs/policies.md).
@@ -34,6 +38,8 @@ class DenyLevel(enum.Enum):
     LOW = "LOW"
     MED = "MED"
     HIGH = "HIGH"
+
+    __hash__ = object.__hash__  # as Severity's: in C (looked up per failure, measured)
 
     def denies(self, severity: Severity) -> bool:
         return severity in _DENY_TABLE[self]
