@@ -305,8 +305,9 @@ class EmbeddedEngine:
                     failed: Mapping[str, str], compiled: bool = False) -> Evaluation:
         results: list[PolicyResult] = []
         errors: list[PolicyError] = []
-        for name in sorted({*deny, *failed}):
-            info = policy_set.infos.get(name)
+        infos, passed = policy_set.infos, policy_set.passed  # read once, not per policy
+        for name in sorted({*deny, *failed} if failed else deny):
+            info = infos.get(name)
             if info is None:  # not a policy of that set: a defect, never a verdict
                 continue
             if name in failed:
@@ -314,7 +315,7 @@ class EmbeddedEngine:
                 continue
             value = deny[name]
             if value == []:  # the common case: the policy passed
-                results.append(policy_set.passed[name])
+                results.append(passed[name])
                 continue
             violations, problem = read_deny(info, value)
             results.append(PolicyResult(name, violations))

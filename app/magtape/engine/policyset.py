@@ -122,7 +122,8 @@ def read_deny(info: PolicyInfo, value: Any) -> tuple[tuple[Violation, ...], str 
     if problems:
         error = (f"{len(problems)} malformed deny item(s), e.g. {problems[0]}; each item must "
                  'be {"msg": <string>} with the policy\'s own severity and errcode')
-    out.sort(key=_violation_order)
+    if len(out) > 1:  # most policies fail once per container: nothing to order
+        out.sort(key=_violation_order)
     return tuple(out), error
 
 
