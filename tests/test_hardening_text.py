@@ -37,6 +37,15 @@ def test_escapes_are_readable_and_truncation_is_counted() -> None:
     assert truncate("short", 40) == "short"
 
 
+def test_every_escaped_character_is_unprintable() -> None:
+    # escape() returns printable text unscanned: that is only right while this holds.
+    from magtape.text import _CONTROL
+    escaped = [chr(c) for c in range(0x110000) if _CONTROL.match(chr(c))]
+    assert len(escaped) == 82
+    assert not any(c.isprintable() for c in escaped)
+    assert escape("plain \u00e9 text") == "plain \u00e9 text"
+
+
 def test_log_lines_are_bounded_and_escaped_tracebacks_included() -> None:
     sink = io.StringIO()
     logger = logging.getLogger("magtape.test.safe")
