@@ -67,6 +67,8 @@ class Decision:
     @property
     def exempted_policies(self) -> frozenset[str]:
         """Policies every one of whose failures an exception covered (metrics: "exempted")."""
+        if Verdict.EXEMPTED not in [f.verdict for f in self.findings]:
+            return frozenset()  # the usual case, without the per-policy tally
         by_policy: dict[str, bool] = {}
         for f in self.findings:
             exempt = f.verdict is Verdict.EXEMPTED
@@ -77,6 +79,8 @@ class Decision:
     def inherited_policies(self) -> frozenset[str]:
         """Policies whose failures were all inherited or exempted, one at least inherited
         (metrics: "inherited"): a rollout went through on its owner's verdict."""
+        if Verdict.INHERITED not in [f.verdict for f in self.findings]:
+            return frozenset()  # the usual case, without the per-policy tally
         allowed = (Verdict.INHERITED, Verdict.EXEMPTED)
         by_policy: dict[str, bool] = {}
         some: set[str] = set()
