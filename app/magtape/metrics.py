@@ -129,11 +129,14 @@ class Metrics:
         self.count(self.requests, namespace, "allowed" if allowed else "denied",
                    "true" if alert_sent else "false")
         if evaluation is not None:
-            self.policy_evaluations.add(
+            # About 30 results a request, most of them passes: a list comprehension that
+            # reads ``violations`` directly (not the ``passed`` property) halves it (measured).
+            self.policy_evaluations.add([
                 (result.policy, namespace,
-                 "pass" if result.passed else "exempted" if result.policy in exempted
+                 "exempted" if result.policy in exempted
                  else "inherited" if result.policy in inherited else "fail")
-                for result in evaluation.results)
+                if result.violations else (result.policy, namespace, "pass")
+                for result in evaluation.results])
         self.duration.observe(seconds)
 
     def count(self, counter: Counter, *labels: str) -> None:
