@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from magtape.decision import Decision, Finding, Verdict, from_findings
+from magtape.enforcement.exceptions import Exemption
 from magtape.enforcement.inheritance import Inheritance, inherit
 from magtape.enforcement.overrides import CheckRule, Enforce, EnforcementConfig
 from magtape.enforcement.state import EnforcementState
@@ -113,24 +114,20 @@ class Enforcer:
         now = self._clock()
         config = self.state.config  # one snapshot for the whole decision
         level = self.deny_level_for(review.namespace, config)
-        meta = review.object.get("metadata")
-        labels = meta.get("labels") if isinstance(meta, dict) else None
-        labels = labels if isinstance(labels, dict) else None
-        # The object is matched once; each failure then only by check ID and container.
-        codes = {v.errcode for v in evaluation.violations}
-        exceptions = [e for e in self.state.exceptions_in(review.namespace)
-                      if e.active(now) and not e.checks.isdisjoint(codes)
-                      and e.matches_object(review.namespace, review.kind, review.name, labels)]
+        exceptions = self._exceptions_for(review, evaluation, now)
         findings: list[Finding] = []
         would_deny: set[str] = set()
+        checks, denies = config.checks, level.denies  # looked up once, used per failure
         for v in evaluation.violations:
-            rule = config.checks.get(v.errcode, _NO_RULE)
-            by_level = level.denies(v.severity)
+            rule = checks.get(v.errcode, _NO_RULE)
+            by_level = denies(v.severity)
             if rule.enforce is Enforce.OFF:
                 if by_level:
                     would_deny.add(v.policy)
                 continue
-            exception = next((e for e in exceptions if e.covers_violation(v)), None)
+            # Most namespaces have no exception in force: no generator per failure then.
+            exception = next((e for e in exceptions if e.covers_violation(v)),
+                             None) if exceptions else None
             if exception is not None:
                 findings.append(Finding(v, Verdict.EXEMPTED, exception.note))
             elif not (rule.enforce is Enforce.DENY or (rule.enforce is None and by_level)):
@@ -143,12 +140,30 @@ class Enforcer:
                                         f"[{v.errcode} will block from {rule.deny_from_text}]"))
             else:
                 findings.append(Finding(v, Verdict.DENY))
-        if any(f.verdict is Verdict.DENY for f in findings) and is_update(review):
+        # Verdicts are compared by identity: a list's `in` does that in C (measured).
+        if Verdict.DENY in [f.verdict for f in findings] and is_update(review):
             findings = self._keep_existing(review, findings, evaluate,
                                            config.allow_existing_violations)
-        if owner_depth > 0 and any(f.verdict is Verdict.DENY for f in findings):
+        if owner_depth > 0 and Verdict.DENY in [f.verdict for f in findings]:
             findings = self._inherit(review, findings, evaluate, owner_depth)
         return from_findings(findings, level, would_deny)
+
+    def _exceptions_for(self, review: Review, evaluation: Evaluation, now: datetime
+                        ) -> list[Exemption]:
+        """The exceptions in force that match the object and name one of its failures.
+
+        The object is matched once; each failure then only by check ID and container.
+        """
+        candidates = self.state.exceptions_in(review.namespace)
+        if not candidates:  # the usual case
+            return []
+        meta = review.object.get("metadata")
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        labels = labels if isinstance(labels, dict) else None
+        codes = {v.errcode for v in evaluation.violations}
+        return [e for e in candidates
+                if e.active(now) and not e.checks.isdisjoint(codes)
+                and e.matches_object(review.namespace, review.kind, review.name, labels)]
 
     def _inherit(self, review: Review, findings: list[Finding], evaluate: EvaluateFn,
                  depth: int) -> list[Finding]:
