@@ -102,10 +102,15 @@ def decide(evaluation: Evaluation, deny_level: DenyLevel) -> Decision:
 
 def from_findings(findings: list[Finding], deny_level: DenyLevel,
                   would_deny: set[str]) -> Decision:
-    """A decision from per-failure verdicts (sorted as :func:`decide` sorts violations)."""
-    ordered = tuple(sorted(findings, key=lambda f: f.violation))
-    denying = tuple(f.violation for f in ordered if f.verdict is Verdict.DENY)
-    return Decision(allowed=not denying, violations=tuple(f.violation for f in ordered),
+    """A decision from per-failure verdicts, given in their evaluation's order.
+
+    That is :attr:`Evaluation.violations` order, already the order :func:`decide`
+    gives (the engines sort each policy's violations, and a policy's share its
+    severity), so they are kept as they are: no sort per request.
+    """
+    ordered = tuple(findings)
+    denying = tuple([f.violation for f in ordered if f.verdict is Verdict.DENY])
+    return Decision(allowed=not denying, violations=tuple([f.violation for f in ordered]),
                     denying=denying, findings=ordered, deny_level=deny_level,
                     would_deny=tuple(sorted(would_deny)))
 
