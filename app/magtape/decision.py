@@ -13,6 +13,7 @@ when something other than the deny level decided it.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from magtape.policy import DenyLevel, Evaluation, Violation
@@ -60,7 +61,7 @@ class Decision:
             return [f.warning for f in self.findings]
         return [v.msg for v in self.violations]
 
-    @property
+    @functools.cached_property  # an answer logs it and sends it as its status message
     def message(self) -> str:
         return join_messages(self.violations)
 

@@ -93,8 +93,9 @@ class Inheritance:
     def owner_of(self, username: str, namespace: str, obj: Mapping[str, Any]) -> Obj | None:
         """The owner ``obj`` may inherit from, when the request may inherit at all."""
         if username not in self.controllers:
-            log.debug("%s/%s: %r is not a controller identity; no inheritance", namespace,
-                      _name(obj), username)
+            if log.isEnabledFor(logging.DEBUG):  # most requests come here: no _name() for nothing
+                log.debug("%s/%s: %r is not a controller identity; no inheritance", namespace,
+                          _name(obj), username)
             return None
         ref = controller_reference(obj)
         if ref is None:

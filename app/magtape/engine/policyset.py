@@ -91,6 +91,10 @@ def parse_metadata(value: Any, package: str, origin: str) -> PolicyInfo:
                       targets=frozenset(targets), package=package, origin=origin)
 
 
+# Severity.value is a Python-level descriptor; read once per policy answer (measured).
+_SEVERITY_TEXT = {s: s.value for s in Severity}
+
+
 def read_deny(info: PolicyInfo, value: Any) -> tuple[tuple[Violation, ...], str | None]:
     """Typed violations from a ``deny`` value, and what was wrong with it (if anything).
 
@@ -108,7 +112,7 @@ def read_deny(info: PolicyInfo, value: Any) -> tuple[tuple[Violation, ...], str 
     out: list[Violation] = []
     problems: list[str] = []
     name, severity, errcode = info.name, info.severity, info.errcode
-    sev = severity.value
+    sev = _SEVERITY_TEXT[severity]
     for item in value:
         # The common case in one expression (thousands of items for a big object);
         # _item_problem says what is wrong otherwise.
