@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from magtape.namespaces import OTHER, FirstSeen, NamespaceDirectory
-from magtape.text import LOG_LINE_MAX, clean, escape, safe_handler, truncate
+from magtape.text import _CONTROL, LOG_LINE_MAX, clean, escape, safe_handler, truncate
 from magtape.ttlcache import TtlCache
 
 RAW_CONTROL = [chr(c) for c in (*range(0x20), *range(0x7f, 0xa0))] + ["\u2028", "\u202e"]
@@ -39,7 +39,6 @@ def test_escapes_are_readable_and_truncation_is_counted() -> None:
 
 def test_every_escaped_character_is_unprintable() -> None:
     # escape() returns printable text unscanned: that is only right while this holds.
-    from magtape.text import _CONTROL
     escaped = [chr(c) for c in range(0x110000) if _CONTROL.match(chr(c))]
     assert len(escaped) == 82
     assert not any(c.isprintable() for c in escaped)

@@ -106,8 +106,8 @@ def from_findings(findings: list[Finding], deny_level: DenyLevel,
     """A decision from per-failure verdicts, given in their evaluation's order.
 
     That is :attr:`Evaluation.violations` order, already the order :func:`decide`
-    gives (the engines sort each policy's violations, and a policy's share its
-    severity), so they are kept as they are: no sort per request.
+    gives (the engines sort each policy's violations, and all of a policy's
+    violations have its severity), so they are kept as they are: no sort per request.
     """
     ordered = tuple(findings)
     denying = tuple([f.violation for f in ordered if f.verdict is Verdict.DENY])

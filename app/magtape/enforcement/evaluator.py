@@ -126,8 +126,8 @@ class Enforcer:
                     would_deny.add(v.policy)
                 continue
             # Most namespaces have no exception in force: no generator per failure then.
-            exception = next((e for e in exceptions if e.covers_violation(v)),
-                             None) if exceptions else None
+            exception = (next((e for e in exceptions if e.covers_violation(v)), None)
+                         if exceptions else None)
             if exception is not None:
                 findings.append(Finding(v, Verdict.EXEMPTED, exception.note))
             elif not (rule.enforce is Enforce.DENY or (rule.enforce is None and by_level)):
