@@ -30,7 +30,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from browser import chromium, full_page_screenshot, navigate, serious_violations
-from e2e.cluster import Cluster, free_port, wait_for
+from e2e.cluster import Cluster, ClusterError, free_port, wait_for
 from e2e.podrun import LocalPod, Manifests, PodNetwork
 from e2e.support import MAGTAPE, REPO, MagTape, Proc, apply, kubeconfig_for, wait_enforcing
 from e2e.test_audit_e2e import Replica, crd, deployment, results  # noqa: F401 (crd: fixture)
@@ -143,21 +143,32 @@ def row(browser: WebDriver, css: str) -> str:
 
 
 def eventually_shows(browser: WebDriver, url: str, css: str, what: str,
-                     timeout: float = 60) -> None:
-    """The page reflects the watches' state a moment after the cluster changes: reload."""
+                     timeout: float = 60, text: str | None = None) -> None:
+    """The page reflects the watches' state a moment after the cluster changes: reload
+    until ``css`` matches (and, given ``text``, its first match reads exactly that)."""
+    seen: list[str] = []
+
     def present() -> bool:
         browser.get(url)
-        return bool(browser.find_elements(By.CSS_SELECTOR, css))
-    wait_for(present, timeout, what, interval=0.5)
+        found = browser.find_elements(By.CSS_SELECTOR, css)
+        if not found or text is None:
+            return bool(found)
+        seen[:] = [" ".join(found[0].text.split())]
+        return seen[0] == text
+    try:
+        wait_for(present, timeout, what, interval=0.5)
+    except ClusterError as exc:  # say what the page showed instead
+        raise AssertionError(f"{exc}; it last read {seen[0]!r}" if seen else str(exc)) from None
 
 
 def test_every_view_shows_the_cluster_and_links_work(ui: str, browser: WebDriver,
                                                      cluster: Cluster) -> None:
     # Namespaces: the failing, warned and exempted counts, the deny level and PSS label.
+    # (Each of the page's watches syncs on its own: the row can appear before its
+    # counts are complete, so the test waits for the counts, not for the row.)
     eventually_shows(browser, f"{ui}/namespaces?namespace={NS}", f'tr.ns[data-namespace="{NS}"]',
-                     "the namespace's row")
-    assert row(browser, f'tr.ns[data-namespace="{NS}"]') == (
-        f"{NS} 1 (high 1) 2 (low 2) 1 (high 1) LOW privileged")
+                     "the namespace's row with its counts",
+                     text=f"{NS} 1 (high 1) 2 (low 2) 1 (high 1) LOW privileged")
     assert serious_violations(browser) == []
     browser.get(f"{ui}/namespaces")
     shot(browser, cluster, "namespaces")
