@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 
+from e2e.cluster import free_port
 from magtape.engine.sources import builtin_modules
 from magtape.policy import PolicyModule
 
@@ -50,12 +50,6 @@ class OpaError(Exception):
     """OPA refused a request; the message has OPA's own answer."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class OpaServer:
     """One `opa run --server` process bound to 127.0.0.1."""
 
@@ -67,7 +61,7 @@ class OpaServer:
         # The port is picked free and handed to OPA; if another process takes it
         # in between, OPA exits at once and another port is tried.
         for _ in range(5):
-            self.url = f"http://127.0.0.1:{_free_port()}"
+            self.url = f"http://127.0.0.1:{free_port()}"
             self.proc = subprocess.Popen(
                 [str(OPA), "run", "--server", "--addr", self.url.removeprefix("http://"),
                  "--log-level", "error", "--disable-telemetry"],

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import review_doc
+from e2e.cluster import free_port
 
 SLOW = """package kubernetes.admission.slow
 import rego.v1
@@ -26,12 +26,6 @@ deny contains {"msg": sprintf("%d", [n])} if {
   n := count([x | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000); x * y < 0])
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def children(pid: int) -> set[int]:

@@ -35,6 +35,7 @@ import pytest
 from cryptography import x509
 
 from conftest import review_doc
+from e2e.cluster import free_port
 from pki import Pki, Serving
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,12 +61,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
         pause.wait(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def nginx_binary() -> str:

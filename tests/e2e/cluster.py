@@ -75,10 +75,35 @@ class ClusterError(RuntimeError):
     """The control plane could not be started; the message says what to do."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, for a process a test is about to start.
+
+    Taken below the kernel's ephemeral range (net.ipv4.ip_local_port_range),
+    from which connect() picks source ports: a port bind(0) returns is in that
+    range, and any outgoing connection could take it before the process binds
+    it (an audit replica once failed to start on "Address already in use").
+    Never the same port twice in one test process.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default
+    for _ in range(1000):
+        port = 10000 + secrets.randbelow(max(1, ephemeral_low - 10000))
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise ClusterError(f"no free loopback port between 10000 and {ephemeral_low}")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
