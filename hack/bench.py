@@ -24,7 +24,7 @@ server's whole process tree (engine workers included) from /proc and prints
 CPU per request. Then floor and the Deployment targets are run at 2
 connections for their p99. Other modes: --scale (hack/bench_scale.py), --check
 (hack/bench_check.py), --audit (hack/bench_audit.py), --ui (hack/bench_ui.py),
---engine-only.
+--ab REV (hack/bench_ab.py), --engine-only.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ MODES = {
     "--scale": "bench_scale.py",  # namespaces and object size
     "--audit": "bench_audit.py",  # admission p99 while a 10,000-object audit runs
     "--ui": "bench_ui.py",  # every view of magtape ui at 5,000 namespaces, 50,000 results
+    "--ab": "bench_ab.py",  # this tree's admission cost against another revision's
 }
 CANNED = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                      "response": {"uid": "x", "allowed": True}})
