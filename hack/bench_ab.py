@@ -78,33 +78,28 @@ def main() -> int:
     env = {**os.environ, "MAGTAPE_LOG_LEVEL": "ERROR", "MAGTAPE_DENY_LEVEL": "LOW"}
     if args.pod_security:
         env["MAGTAPE_POD_SECURITY"] = args.pod_security
-    body = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
-    with body, script:
-        body.write(make_review(yaml.safe_load(DEPLOYMENT_FILE.read_text()), "test1").raw)
-        script.write(WRK_SCRIPT)
     log_path = os.path.join(tempfile.gettempdir(), "magtape-bench-ab.log")
     per_request: dict[str, list[tuple[float, float]]] = {args.rev: [], "this tree": []}
-    try:
-        with open(log_path, "wb") as log, worktree(args.rev) as other, \
-                server(other, env, log.fileno()) as base, \
-                server(REPO, env, log.fileno()) as this:
-            servers = {args.rev: base, "this tree": this}
-            for _, port in servers.values():  # warm up: imports, first evaluations
-                run_wrk(f"http://127.0.0.1:{port}/", body.name, 2, args.connections, script.name)
-            for r in range(args.rounds):
-                order = list(servers) if r % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    pid, port = servers[name]
-                    got = run_wrk(f"http://127.0.0.1:{port}/", body.name, args.seconds,
-                                  args.connections, script.name, pids=[pid])
-                    if got["errors"]:
-                        raise SystemExit(f"bench: {name} answered {got['errors']:.0f} requests "
-                                         f"with errors; see {log_path}")
-                    per_request[name].append((got["cpu_us"], got["server_cpu_us"]))
-    finally:
-        os.unlink(body.name)
-        os.unlink(script.name)
+    with tempfile.TemporaryDirectory(prefix="magtape-ab-") as tmp, \
+            open(log_path, "wb") as log, worktree(args.rev) as other, \
+            server(other, env, log.fileno()) as base, \
+            server(REPO, env, log.fileno()) as this:
+        body, script = Path(tmp) / "review.json", Path(tmp) / "post.lua"
+        body.write_text(make_review(yaml.safe_load(DEPLOYMENT_FILE.read_text()), "test1").raw)
+        script.write_text(WRK_SCRIPT)
+        servers = {args.rev: base, "this tree": this}
+        for _, port in servers.values():  # warm up: imports, first evaluations
+            run_wrk(f"http://127.0.0.1:{port}/", str(body), 2, args.connections, str(script))
+        for r in range(args.rounds):
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for name in order:
+                pid, port = servers[name]
+                got = run_wrk(f"http://127.0.0.1:{port}/", str(body), args.seconds,
+                              args.connections, str(script), pids=[pid])
+                if got["errors"]:
+                    raise SystemExit(f"bench: {name} answered {got['errors']:.0f} requests "
+                                     f"with errors; see {log_path}")
+                per_request[name].append((got["cpu_us"], got["server_cpu_us"]))
 
     level = args.pod_security or "none"
     print(f"\nA/B, test-deploy02, MAGTAPE_POD_SECURITY {level}: {args.rounds} alternating "
