@@ -27,8 +27,8 @@ from sslyze import (
     ServerScanStatusEnum,
 )
 
+from e2e.cluster import free_port
 from nginxsupport import running_nginx
-from test_nginx_tls import free_port
 
 AEAD_ECDHE_TLS12 = re.compile(r"^TLS_ECDHE_(ECDSA|RSA)_WITH_(AES_(128|256)_GCM_SHA(256|384)"
                               r"|CHACHA20_POLY1305_SHA256)$")
