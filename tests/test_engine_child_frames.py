@@ -25,11 +25,15 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture
 def child(monkeypatch: pytest.MonkeyPatch) -> Iterator[Child]:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p))
-    c = Child("framechild", 0)
+    c = _framechild(monkeypatch)
     yield c
     c.kill()
+
+
+def _framechild(monkeypatch: pytest.MonkeyPatch, *args: str) -> Child:
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p))
+    return Child("framechild", 0, args)
 
 
 def test_a_split_header_and_a_large_request_are_read_whole(child: Child) -> None:
@@ -55,9 +59,7 @@ def test_two_answers_to_one_request_kill_the_child(child: Child) -> None:
 def test_a_polling_child_answers_and_sleeps_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """A serving worker polls for its next request after each answer
     (SERVING_POLL_SECONDS), then sleeps: idle, it burns no CPU."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p))
-    polling = Child("framechild", 0, [repr(SERVING_POLL_SECONDS)])
+    polling = _framechild(monkeypatch, repr(SERVING_POLL_SECONDS))
     try:
         for n in range(50):  # requests coming within the poll and after it
             assert polling.call(b"E", b"%d" % n, 30).payload == b"%d" % n
