@@ -1,6 +1,6 @@
 """A child for tests/test_engine_child_frames.py: answers in awkward but legal (or defective) ways.
 
-Run by :class:`magtape.engine.child.Child` as ``python -m framechild <memory MB> [poll s]``.
+Run by :class:`magtape.engine.child.Child` as ``python -m framechild <memory MB>``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from magtape.engine.child import HEADER, ChildSide
 
 
 def main() -> None:
-    side = ChildSide(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)
+    side = ChildSide(int(sys.argv[1]))
     out = side._out  # the protocol pipe
     while (frame := side.read()) is not None:
         if frame.op == b"S":  # the echo in three writes, the header split

@@ -11,29 +11,23 @@ A real child process (tests/framechild.py) writes the bytes.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from magtape.engine.child import SERVING_POLL_SECONDS, Child, ChildDied
-from procstat import cpu_seconds
+from magtape.engine.child import Child, ChildDied
 
 TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture
 def child(monkeypatch: pytest.MonkeyPatch) -> Iterator[Child]:
-    c = _framechild(monkeypatch)
-    yield c
-    c.kill()
-
-
-def _framechild(monkeypatch: pytest.MonkeyPatch, *args: str) -> Child:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p))
-    return Child("framechild", 0, args)
+    c = Child("framechild", 0)
+    yield c
+    c.kill()
 
 
 def test_a_split_header_and_a_large_request_are_read_whole(child: Child) -> None:
@@ -54,18 +48,3 @@ def test_two_answers_to_one_request_kill_the_child(child: Child) -> None:
         child.call(b"2", b"", 30)
     assert failed.value.failure == "crash"
     assert child.dead
-
-
-def test_a_polling_child_answers_and_sleeps_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A serving worker polls for its next request after each answer
-    (SERVING_POLL_SECONDS), then sleeps: idle, it burns no CPU."""
-    polling = _framechild(monkeypatch, repr(SERVING_POLL_SECONDS))
-    try:
-        for n in range(50):  # requests coming within the poll and after it
-            assert polling.call(b"E", b"%d" % n, 30).payload == b"%d" % n
-        before = cpu_seconds(polling.pid)
-        time.sleep(0.5)  # the interval measured, not a synchronisation
-        assert cpu_seconds(polling.pid) - before < 0.1
-        assert polling.call(b"E", b"again", 30).payload == b"again"  # and wakes for the next
-    finally:
-        polling.kill()

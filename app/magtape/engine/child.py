@@ -212,17 +212,6 @@ class Child:
 
 # ---------------------------------------------------------------- child side
 
-# What the serving engine's workers poll their pipe for after each answer
-# before they sleep (ChildSide's poll_seconds). Under load this keeps the
-# server's threads from being woken onto the CPU a worker just left: they
-# move between CPUs half as often, and the whole server costs 3-11 % less
-# CPU per request (docs/performance.md, "Idle CPUs and placement"). An idle
-# webhook never polls; one at a light load polls once per request. Batch
-# callers (`magtape check`, the audit) leave it off: their next request
-# never comes that soon, so every poll would be wasted.
-SERVING_POLL_SECONDS = 100e-6
-
-
 class ChildSide:
     """The child's end: read a frame from stdin, write one to the real stdout.
 
@@ -230,35 +219,21 @@ class ChildSide:
     a stray ``print`` (or a library writing to stdout) cannot corrupt frames.
     """
 
-    def __init__(self, memory_mb: int, poll_seconds: float = 0.0) -> None:
-        self._poll_seconds = poll_seconds  # see SERVING_POLL_SECONDS
+    def __init__(self, memory_mb: int) -> None:
         # Buffered: a request's header and payload usually come in one read.
         self._in = os.fdopen(0, "rb", buffering=READ_BYTES)
         self._out = os.fdopen(os.dup(1), "wb", buffering=0)
         os.dup2(2, 1)
-        self._poll_in = select.poll()
-        self._poll_in.register(0, select.POLLIN)
         limit_memory(memory_mb)
         die_with_parent()
 
     def read(self) -> Frame | None:
-        if self._poll_seconds:
-            self._poll_briefly()
         header = self._read_exactly(HEADER.size)
         if header is None:
             return None
         op, length = HEADER.unpack(header)
         payload = self._read_exactly(length)
         return None if payload is None else Frame(op, payload)
-
-    def _poll_briefly(self) -> None:
-        """Poll for the next frame for up to ``poll_seconds``, giving way to
-        anything else runnable on this CPU. (A frame already in the read
-        buffer is not seen here, only delayed by the poll: the parent sends
-        one frame and waits for its answer, so none ever is.)"""
-        deadline = time.perf_counter() + self._poll_seconds
-        while not self._poll_in.poll(0) and time.perf_counter() < deadline:
-            os.sched_yield()
 
     def _read_exactly(self, size: int) -> bytes | None:
         buf = bytearray()

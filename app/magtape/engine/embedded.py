@@ -154,7 +154,7 @@ class EmbeddedEngine:
     def __init__(self, timeout_seconds: float = DEFAULTS.timeout_seconds,
                  workers: int = DEFAULTS.workers, memory_mb: int = DEFAULTS.memory_mb,
                  vet_timeout_seconds: float | None = None, compiled: bool = True,
-                 trust_builtins: bool = True, poll_seconds: float = 0.0) -> None:
+                 trust_builtins: bool = True) -> None:
         self._timeout = timeout_seconds
         self._compiled = compiled  # regorus' compiled mode for the proven built-ins
         self._memory_mb = memory_mb
@@ -163,9 +163,7 @@ class EmbeddedEngine:
         self._vet_timeout = vet_timeout_seconds or max(2 * timeout_seconds, 5.0)
         # False: vet the built-in policies too, as hack/vet_builtins.py does to record them.
         self._trust_builtins = trust_builtins
-        # poll_seconds: the serving engine's workers poll for a next request
-        # after each answer (engine.child.SERVING_POLL_SECONDS); 0 for batch callers.
-        self._pool = WorkerPool(workers, timeout_seconds, memory_mb, poll_seconds)
+        self._pool = WorkerPool(workers, timeout_seconds, memory_mb)
         self._load_lock = threading.Lock()
         self._vetter: Vetter | None = None  # while a load runs: close() ends its child
         self._active: _Active | None = None

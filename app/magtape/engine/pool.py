@@ -36,8 +36,6 @@ START_TIMEOUT_SECONDS = 30.0
 # Reviews above this size (a Deployment with a few hundred containers) take
 # tens of milliseconds or more to evaluate; see WorkerPool.call.
 LARGE_PAYLOAD_BYTES = 64 * 1024
-# How often the supervisor looks for idle workers that died.
-SWEEP_SECONDS = 1.0
 
 
 class PoolUnavailable(Exception):
@@ -64,43 +62,16 @@ class _State:
     data_version: int = 0
 
 
-class _IdleWorkers(queue.LifoQueue[_Worker]):
-    """The idle workers, the most recently returned lent first: it is warm, and
-    may still be polling its pipe for a next request (engine.child.
-    SERVING_POLL_SECONDS), so taking it spares a sleeping worker's wake-up.
-
-    A Queue (a Condition), not the cheaper SimpleQueue: the threads waiting
-    for a worker are served in turn, where SimpleQueue let one HTTP thread
-    starve for a second behind the others (p99 1.2 s with one worker).
-    """
-
-    def get_oldest_nowait(self) -> _Worker:
-        """The worker idle longest (a broadcast visits each in turn); queue.Empty if none."""
-        with self.mutex:
-            if not self.queue:
-                raise queue.Empty
-            worker: _Worker = self.queue.pop(0)
-            self.not_full.notify()
-            return worker
-
-    def take_exited(self) -> list[_Worker]:
-        """Remove and return the idle workers whose process has ended."""
-        with self.mutex:
-            exited = [w for w in self.queue if w.child.exited()]
-            for worker in exited:
-                self.queue.remove(worker)
-            return exited
-
-
 class WorkerPool:
     """N worker processes; thread-safe."""
 
-    def __init__(self, workers: int, timeout_seconds: float, memory_mb: int,
-                 poll_seconds: float = 0.0) -> None:
+    def __init__(self, workers: int, timeout_seconds: float, memory_mb: int) -> None:
         self._timeout = timeout_seconds
         self._memory_mb = memory_mb
-        self._poll_seconds = poll_seconds  # engine.child.SERVING_POLL_SECONDS or 0
-        self._idle = _IdleWorkers()
+        # queue.Queue, not the cheaper SimpleQueue: its waiters are served in
+        # turn (a Condition), where SimpleQueue let one HTTP thread starve for
+        # a second behind the others (p99 1.2 s with one worker, docs/performance.md).
+        self._idle: queue.Queue[_Worker] = queue.Queue()
         self._large_slots = max(1, workers - 1)
         self._large = threading.BoundedSemaphore(self._large_slots)
         self._large_waiting = 0  # large requests queued for a slot
@@ -199,7 +170,7 @@ class WorkerPool:
                 if all((w.policy_version, w.data_version) == current for w in self._all):
                     return
             try:
-                worker = self._idle.get_oldest_nowait()
+                worker = self._idle.get_nowait()
             except queue.Empty:
                 return
             if self._sync(worker, time.monotonic() + START_TIMEOUT_SECONDS):
@@ -284,25 +255,15 @@ class WorkerPool:
             self._wanted.notify_all()
 
     def _supervise(self) -> bool:
-        """One step of the supervisor: start a missing worker, or else, every
-        SWEEP_SECONDS, replace the idle workers that died (killed from outside:
-        the pool lends the last returned first, so one at the bottom may not
-        be borrowed for long). It is the only thread that starts workers (their
-        parent-death signal follows the thread that started them); False once
-        the pool is closed."""
+        """One step of the supervisor: start a missing worker. It is the only thread
+        that starts them (their parent-death signal follows the thread that started
+        them); False once the pool is closed."""
         with self._lock:
-            if not self._closed and self._missing == 0:
-                self._wanted.wait(SWEEP_SECONDS)
+            while not self._closed and self._missing == 0:
+                self._wanted.wait()
             if self._closed:
                 return False
-            sweep = self._missing == 0
-            if not sweep:
-                self._missing -= 1
-        if sweep:
-            for dead in self._idle.take_exited():
-                dead.child.kill()  # reaps it
-                self._lost(dead)
-            return True
+            self._missing -= 1
         worker = self._start_worker()
         with self._lock:
             if worker is None:
@@ -325,8 +286,7 @@ class WorkerPool:
 
     def _start_worker(self) -> _Worker | None:
         try:
-            worker = _Worker(Child(WORKER_MODULE, self._memory_mb,
-                                   [repr(self._poll_seconds)] if self._poll_seconds else []))
+            worker = _Worker(Child(WORKER_MODULE, self._memory_mb))
         except OSError as exc:
             log.error("cannot start an engine worker: %s", exc)
             return None

@@ -1,9 +1,7 @@
 """The engine worker process: regorus holding one policy set and the cluster data.
 
 Started by :mod:`magtape.engine.pool` (serving) and :mod:`magtape.engine.vet`
-(vetting) as ``python -m magtape.engine.worker <memory MB> [<poll seconds>]``
-(the webhook's workers poll for a next request after each answer:
-:data:`magtape.engine.child.SERVING_POLL_SECONDS`); it answers one
+(vetting) as ``python -m magtape.engine.worker <memory MB>``; it answers one
 frame at a time (see :mod:`magtape.engine.child` for the wire format):
 
 ``P`` policy set (JSON: modules, per-kind plans and which modules form the
@@ -314,9 +312,9 @@ def _has_rule(engine: Any, path: str) -> bool:
     return True
 
 
-def main(memory_mb: int, poll_seconds: float = 0.0) -> None:
+def main(memory_mb: int) -> None:
 
-    side = ChildSide(memory_mb, poll_seconds)
+    side = ChildSide(memory_mb)
     worker = EngineProcess()
     handlers = {Op.LOAD: worker.load, Op.DATA: worker.set_data, Op.EVALUATE: worker.evaluate,
                 Op.VET_POLICY: worker.vet_policy, Op.VET_LIBRARIES: worker.vet_libraries}
@@ -337,4 +335,4 @@ def main(memory_mb: int, poll_seconds: float = 0.0) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)
+    main(int(sys.argv[1]))

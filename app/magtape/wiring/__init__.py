@@ -52,13 +52,11 @@ def build_engine(settings: Settings) -> Evaluator:
 
         return OpaEngine(settings.engine.opa_url, settings.engine.timeout_seconds,
                          documents=opa_documents(settings))
-    from magtape.engine.child import SERVING_POLL_SECONDS
     from magtape.engine.embedded import EmbeddedEngine
 
     return EmbeddedEngine(settings.engine.timeout_seconds, workers=settings.engine.workers,
                           memory_mb=settings.engine.memory_mb,
-                          compiled=settings.engine.compiled,
-                          poll_seconds=SERVING_POLL_SECONDS)
+                          compiled=settings.engine.compiled)
 
 
 @dataclass
