@@ -153,6 +153,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_magtape(port: int, metrics: int, env: dict[str, str], stderr: Any = None,
+                  cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """``magtape serve`` on loopback: admission on ``port``, metrics and /readyz on ``metrics``
+    (the code it runs is the one ``env``'s PYTHONPATH finds)."""
+    return subprocess.Popen([sys.executable, "-m", "magtape", "serve",
+                             "--listen", f"127.0.0.1:{port}",
+                             "--metrics-listen", f"127.0.0.1:{metrics}"],
+                            env=env, stderr=stderr, cwd=cwd)
+
+
 def wait_ready(url: str, deadline_s: float = 60) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
@@ -286,10 +296,7 @@ def http_bench(args: argparse.Namespace) -> int:
                                  "--threads", str(args.threads)], env=env, stderr=server_log)
 
     def magtape(port: int, metrics: int, extra: dict[str, str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "magtape", "serve",
-                                 "--listen", f"127.0.0.1:{port}",
-                                 "--metrics-listen", f"127.0.0.1:{metrics}"],
-                                env={**env, **extra}, stderr=server_log)
+        return start_magtape(port, metrics, {**env, **extra}, server_log)
 
     floor_procs = [floor(floor_port)]
     floors_procs = [floor(floors_port) for _ in range(processes)]

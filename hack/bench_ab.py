@@ -31,7 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
 
-from bench import DEPLOYMENT_FILE, WRK_SCRIPT, free_port, run_wrk, wait_ready  # noqa: E402
+from bench import (  # noqa: E402
+    DEPLOYMENT_FILE,
+    WRK_SCRIPT,
+    free_port,
+    run_wrk,
+    start_magtape,
+    wait_ready,
+)
 from magtape.review import make_review  # noqa: E402
 
 
@@ -53,10 +60,7 @@ def worktree(rev: str) -> Iterator[Path]:
 def server(tree: Path, env: dict[str, str], log: int) -> Iterator[tuple[int, int]]:
     """``magtape serve`` from ``tree``: (its pid, its admission port)."""
     port, metrics = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "magtape", "serve", "--listen", f"127.0.0.1:{port}",
-         "--metrics-listen", f"127.0.0.1:{metrics}"],
-        env={**env, "PYTHONPATH": str(tree / "app")}, cwd=tree, stderr=log)
+    proc = start_magtape(port, metrics, {**env, "PYTHONPATH": str(tree / "app")}, log, tree)
     try:
         wait_ready(f"http://127.0.0.1:{metrics}/readyz")
         yield proc.pid, port

@@ -21,7 +21,6 @@ import importlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
 
-from bench import WRK_SCRIPT, free_port, run_wrk, wait_ready  # noqa: E402
+from bench import WRK_SCRIPT, free_port, run_wrk, start_magtape, wait_ready  # noqa: E402
 from magtape.review import make_review  # noqa: E402
 
 # The test suite's fake API server (a test helper, not part of the package).
@@ -90,10 +89,8 @@ def measure(env: dict[str, str], audit: bool, body: Path, script: Path,
             args: argparse.Namespace) -> dict[str, float]:
     hook_port, metrics_port = free_port(), free_port()
     metrics_url = f"http://127.0.0.1:{metrics_port}"
-    proc = subprocess.Popen([sys.executable, "-m", "magtape", "serve",
-                             "--listen", f"127.0.0.1:{hook_port}",
-                             "--metrics-listen", f"127.0.0.1:{metrics_port}"],
-                            env={**env, "MAGTAPE_AUDIT": "on" if audit else "off"})
+    proc = start_magtape(hook_port, metrics_port,
+                         {**env, "MAGTAPE_AUDIT": "on" if audit else "off"})
     try:
         wait_ready(metrics_url + "/readyz", 120)
         url = f"http://127.0.0.1:{hook_port}/"
