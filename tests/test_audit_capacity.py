@@ -9,10 +9,10 @@ value the code reports about itself.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
+import procs
 from enforcementsupport import container, pod
 from magtape.audit.capacity import LOWEST_PRIORITY, AuditEngine, Mirror
 from magtape.engine.embedded import EmbeddedEngine
@@ -25,19 +25,8 @@ from waiting import eventually
 
 def engine_workers() -> dict[int, int]:
     """pid -> nice value of this process's engine worker children."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == os.getpid() and WORKER_MODULE in cmdline:
-            found[int(proc.name)] = int(fields[16])
-    return found
+    return {pid: int(fields[16])
+            for pid, fields in procs.children(os.getpid(), WORKER_MODULE).items()}
 
 
 def test_the_audit_engine_has_its_own_niced_workers_fed_through_the_mirror() -> None:

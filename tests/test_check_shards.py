@@ -22,17 +22,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import procs
 from magtape.check import shards
 from magtape.check.manifests import Input, parse_document_text
 from magtape.cli import main
 from magtape.engine import EngineError
 from magtape.report import FORMATS
+from waiting import eventually
 
 POD = "apiVersion: v1\nkind: Pod\nmetadata: {name: p%d, namespace: a}\nspec:\n" \
       "  containers:\n  - {name: app, image: nginx, securityContext: {privileged: true}}\n"
@@ -358,43 +359,6 @@ def test_a_shard_process_that_dies_is_an_error_not_a_hang(
     assert multiprocessing.active_children() == []
 
 
-def _descendants(pid: int) -> dict[int, str]:
-    """Every living process below ``pid``, by id, with its command line (Linux)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: dict[int, str] = {}
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            with open(f"/proc/{child}/cmdline", "rb") as f:
-                found[child] = f.read().replace(b"\0", b" ").decode()
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("when", ["starting", "evaluating"])
 @pytest.mark.parametrize("whom", ["terminal", "command"])
@@ -407,17 +371,19 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path, whom: str, when: str) -
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # both shards run their engine worker (and evaluate)
-            tree = _descendants(proc.pid)
+        def started() -> tuple[dict[int, str], list[int]] | None:
+            """The process tree and the shard processes in it, once both shards run
+            their engine worker (and evaluate)."""
+            tree = procs.descendants(proc.pid)
+            assert proc.poll() is None, tree
             workers = [pid for pid, cmd in tree.items() if "magtape.engine.worker" in cmd]
             pool = [pid for pid in tree if pid not in workers]
-            with contextlib.suppress(OSError):
-                if len(workers) == 2 and (when == "starting" or
-                                          sum(map(_cpu_ticks, pool)) > 0.2 * TICKS):
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, tree
-            time.sleep(0.01)
+            if len(workers) == 2 and (when == "starting" or
+                                      sum(map(procs.cpu_seconds, pool)) > 0.2):
+                return tree, pool
+            return None
+
+        tree, pool = eventually(started, 60, "both shards' engine workers")
         assert len(pool) == 1, tree  # shard 1; shard 0 is the command itself
         if whom == "terminal":
             os.killpg(proc.pid, signal.SIGINT)
@@ -429,7 +395,6 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path, whom: str, when: str) -
             proc.kill()
             proc.wait()
     assert (proc.returncode, err) == (130, "magtape: interrupted\n")
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [cmd for pid, cmd in tree.items() if _alive(pid)] == []
+    with contextlib.suppress(AssertionError):  # the assertion below says which remain
+        eventually(lambda: not any(map(procs.alive, tree)), 10, "every process to end")
+    assert [cmd for pid, cmd in tree.items() if procs.alive(pid)] == []

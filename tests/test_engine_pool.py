@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import procs
 from magtape.engine import EngineError
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.store import PolicyStore
@@ -95,21 +96,7 @@ def _note_preexisting_workers() -> None:
 
 
 def _all_worker_pids() -> set[int]:
-    me = os.getpid()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if ppid == me and b"magtape.engine.worker" in cmdline:
-            found.add(int(entry))
-    return found
+    return set(procs.children(os.getpid(), "magtape.engine.worker"))
 
 
 @pytest.fixture
@@ -160,19 +147,11 @@ def test_a_worker_killed_from_outside_is_replaced_without_failing_a_request(
     victim = min(eventually(lambda: (p := worker_pids(engine)) and len(p) == 2 and p,
                             what="both workers"))
     os.kill(victim, signal.SIGKILL)
-    eventually(lambda: victim not in worker_pids(engine) or _is_zombie(victim),
+    eventually(lambda: victim not in worker_pids(engine) or not procs.alive(victim),
                what="the worker to die")
     for _ in range(4):  # both workers are borrowed at least once
         assert errcodes(engine, pod(fail="yes")) == ["MT9001"]
     eventually(lambda: len(worker_pids(engine) - {victim}) == 2, what="a replacement")
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_close_ends_every_worker(make_engine: Callable[..., EmbeddedEngine]) -> None:
@@ -273,12 +252,6 @@ def test_data_updates_change_decisions_without_a_new_policy_set(
     assert errcodes(engine, pod()) == []
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_a_data_update_does_not_wait_for_busy_workers(
         make_engine: Callable[..., EmbeddedEngine]) -> None:
     """Requests that keep every worker busy do not hold an update back; the busy
@@ -287,7 +260,7 @@ def test_a_data_update_does_not_wait_for_busy_workers(
     engine = make_engine(SLOW_ON_LABEL, NAMESPACE_FLAG, timeout_seconds=1.5, workers=2)
     pids = eventually(lambda: (p := worker_pids(engine)) and len(p) == 2 and p,
                       what="both workers")
-    spent = {pid: _cpu_seconds(pid) for pid in pids}
+    spent = {pid: procs.cpu_seconds(pid) for pid in pids}
 
     def slow() -> None:
         with pytest.raises(EngineError):
@@ -296,7 +269,7 @@ def test_a_data_update_does_not_wait_for_busy_workers(
     busy = [threading.Thread(target=slow) for _ in range(2)]
     for thread in busy:
         thread.start()
-    eventually(lambda: all(_cpu_seconds(p) > spent[p] + 0.1 for p in pids),
+    eventually(lambda: all(procs.cpu_seconds(p) > spent[p] + 0.1 for p in pids),
                what="both workers busy")
     engine.update_data({"kubernetes": {"namespaces": {"team-a": {"metadata": {
         "name": "team-a", "annotations": {"flag": "on"}}}}}})

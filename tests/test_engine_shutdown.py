@@ -13,8 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import procs
 from conftest import review_doc
 from e2e.cluster import free_port
+from waiting import eventually
 
 SLOW = """package kubernetes.admission.slow
 import rego.v1
@@ -26,27 +28,6 @@ deny contains {"msg": sprintf("%d", [n])} if {
   n := count([x | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000); x * y < 0])
 }
 """
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_sigterm_during_an_evaluation_ends_server_and_workers(tmp_path: Path) -> None:
@@ -65,7 +46,7 @@ def test_sigterm_during_an_evaluation_ends_server_and_workers(tmp_path: Path) ->
         else:
             raise AssertionError(f"magtape serve exited with {proc.wait()}")
         threading.Thread(target=lambda: proc.stderr and proc.stderr.read(), daemon=True).start()
-        workers = children(proc.pid)
+        workers = procs.children(proc.pid)
         assert len(workers) == 2, workers
 
         def slow_request() -> None:
@@ -79,28 +60,19 @@ def test_sigterm_during_an_evaluation_ends_server_and_workers(tmp_path: Path) ->
             with contextlib.suppress(OSError):
                 urllib.request.urlopen(req, timeout=30).read()
 
+        spent = {w: procs.cpu_seconds(w) for w in workers}
         sender = threading.Thread(target=slow_request)
         sender.start()
-        # Wait until a worker burns CPU on the request (its utime moves).
-        deadline = time.monotonic() + 10
-        while not any(_utime(w) > 0.2 for w in workers):
-            assert time.monotonic() < deadline, "the slow evaluation never started"
-            threading.Event().wait(0.05)
+        # Wait until a worker burns CPU on the request.
+        eventually(lambda: any(procs.cpu_seconds(w) > spent[w] + 0.2 for w in workers), 10,
+                   "the slow evaluation to start")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         assert time.monotonic() - started < 10
         sender.join(30)
-        assert not any(alive(w) for w in workers), "engine workers outlived the server"
+        assert not any(procs.alive(w) for w in workers), "engine workers outlived the server"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _utime(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return int(fields[11]) / os.sysconf("SC_CLK_TCK")

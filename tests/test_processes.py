@@ -16,13 +16,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import procs
 from conftest import REPO, load_objects, review_doc
 from magtape.processes import MergedRegistry
 from test_serve_cli import Server, start_server
@@ -86,8 +86,7 @@ def test_sigterm_ends_both_processes(two: Server) -> None:
     helper = helper_pid(two)
     two.proc.send_signal(signal.SIGTERM)
     assert two.proc.wait(timeout=30) == 0
-    assert not Path(f"/proc/{helper}").exists() or b"zombie" in Path(
-        f"/proc/{helper}/status").read_bytes().lower()
+    assert not procs.alive(helper)
 
 
 def test_a_helper_that_dies_takes_the_pod_down(two: Server) -> None:

@@ -16,21 +16,10 @@ from pathlib import Path
 
 import pytest
 
+import procs
 from e2e.cluster import REPO, wait_for
 
 COMMAND = [sys.executable, str(REPO / "tests" / "e2e" / "cluster.py"), "up"]
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 pytestmark = pytest.mark.e2e
@@ -45,14 +34,14 @@ def test_sigterm_stops_every_process_and_removes_the_directory(tmp_path: Path) -
         line = proc.stdout.readline()  # blocks until the cluster serves (or the start fails)
         assert line.startswith("cluster up:"), line + proc.stderr.read() if proc.stderr else ""
         (workdir,) = tmp_path.glob("magtape-e2e-*")
-        assert len(_processes_mentioning(str(workdir))) >= 3, "etcd, apiserver, controller mgr"
+        assert len(procs.mentioning(str(workdir))) >= 3, "etcd, apiserver, controller mgr"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    wait_for(lambda: not _processes_mentioning(str(workdir)), 30,
+    wait_for(lambda: not procs.mentioning(str(workdir)), 30,
              "the control plane's processes to exit")
     assert not workdir.exists(), "the work directory the command made is removed"
 
