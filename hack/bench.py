@@ -375,8 +375,8 @@ def http_bench(args: argparse.Namespace) -> int:
         return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
 
     med = {n: medians(rs) for n, rs in runs.items()}
-    at_2 = {n: medians(rs) for n, rs in pairs.items()}
-    p99_2 = {n: m["p99_ms"] for n, m in at_2.items()}
+    light = {n: medians(rs) for n, rs in pairs.items()}  # the runs at 2 connections
+    floor_2 = light.pop("floor")
     print(f"\nMagTape admission benchmark: {args.connections} connections, {args.rounds} rounds "
           f"x {args.seconds:g}s, {os.cpu_count()} CPUs, {args.threads} server threads, "
           f"{args.workers} engine workers (medians over rounds)\n")
@@ -412,17 +412,14 @@ def http_bench(args: argparse.Namespace) -> int:
     print(f"one-process ceiling: floor / floor x{processes} throughput "
           f"{med['floor']['rps'] / med['floor xP']['rps']:.2f} (a server with one HTTP process "
           "cannot exceed this, whatever it does per request)")
-    for name in pairs:
-        if name == "floor":
-            continue
-        print(f"p99 at 2 connections: {name} {p99_2[name]:.2f} ms, floor "
-              f"{p99_2['floor']:.2f} ms, ratio {p99_2[name] / p99_2['floor']:.2f} (target <= 3)")
+    for name, m in light.items():
+        print(f"p99 at 2 connections: {name} {m['p99_ms']:.2f} ms, floor "
+              f"{floor_2['p99_ms']:.2f} ms, ratio {m['p99_ms'] / floor_2['p99_ms']:.2f} "
+              "(target <= 3)")
     # Light load, as most clusters send: the same CPU ratio, for information.
-    for name in pairs:
-        if name != "floor":
-            print(f"CPU/request at 2 connections: {name} {at_2[name]['cpu_us']:.0f} us, floor "
-                  f"{at_2['floor']['cpu_us']:.0f} us, floor/MagTape "
-                  f"{at_2['floor']['cpu_us'] / at_2[name]['cpu_us']:.2f}")
+    for name, m in light.items():
+        print(f"CPU/request at 2 connections: {name} {m['cpu_us']:.0f} us, floor "
+              f"{floor_2['cpu_us']:.0f} us, floor/MagTape {floor_2['cpu_us'] / m['cpu_us']:.2f}")
     return 0
 
 
