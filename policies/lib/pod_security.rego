@@ -170,9 +170,19 @@ metadata_path := "metadata" if {
 	kind in data.magtape.lib.workloads.template_kind_list
 } else := "spec.jobTemplate.spec.template.metadata"
 
-annotations := pod_metadata.annotations if {
+# The pod's annotations ({} when none). A null value (`key:` with nothing
+# after it in YAML) reads as "", as the API server stores it, so that a
+# manifest checked offline draws the failures its admitted object would.
+annotations := {key: value |
+	some key, raw in pod_metadata.annotations
+	value := empty_if_null(raw)
+} if {
 	is_object(pod_metadata.annotations)
 } else := {}
+
+empty_if_null(x) := "" if {
+	x == null
+} else := x
 
 # The pod-level security context ({} when none).
 pod_security_context := pod_spec.securityContext if {

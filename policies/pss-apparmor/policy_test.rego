@@ -39,6 +39,16 @@ test_annotations_other_than_the_default_or_localhost_fail if {
 	}
 }
 
+# An empty value in YAML (null) is stored as "" by the API server: the
+# runtime's default profile, allowed.
+test_an_empty_annotation_is_the_default if {
+	annotations := {"container.apparmor.security.beta.kubernetes.io/a": null}
+	spec := {"containers": [pss.container("a", {})]}
+	every version in pss.versions {
+		count(denies(pss.request("Pod", annotations, spec), "restricted", version)) == 0
+	}
+}
+
 test_annotation_failure_names_container_and_image if {
 	found := [x | some x in denies(pss.request("Pod", {"container.apparmor.security.beta.kubernetes.io/a": "unconfined"}, {"containers": [pss.container("a", {})]}), "baseline", "latest")]
 	count(found) == 1

@@ -29,6 +29,21 @@ test_annotations_are_checked_before_v1_19 if {
 	}
 }
 
+# An empty value in YAML (null) is stored as "" by the API server: not a
+# valid profile, so it fails as "" does.
+test_an_empty_annotation_fails_before_v1_19 if {
+	annotations := {
+		"seccomp.security.alpha.kubernetes.io/pod": null,
+		"container.seccomp.security.alpha.kubernetes.io/app": "",
+	}
+	spec := {"containers": [pss.container("app", {})]}
+	msgs(pss.request("Pod", annotations, spec), "baseline", "v1.18") == {
+		"[FAIL] HIGH - pod has annotation seccomp.security.alpha.kubernetes.io/pod=\"\"; baseline requires runtime/default, docker/default or localhost/<profile> in the seccomp annotations (MT3010)",
+		"[FAIL] HIGH - container \"app\" has annotation container.seccomp.security.alpha.kubernetes.io/app=\"\"; baseline requires runtime/default, docker/default or localhost/<profile> in the seccomp annotations (MT3010)",
+	}
+	count(denies(pss.request("Pod", annotations, spec), "baseline", "v1.19")) == 0
+}
+
 test_fields_are_checked_from_v1_19 if {
 	spec := {"securityContext": {"seccompProfile": {"type": "Unconfined"}}, "containers": [pss.container("app", {"seccompProfile": {"type": "Unconfined"}})]}
 	annotations := {"seccomp.security.alpha.kubernetes.io/pod": "unconfined"}
