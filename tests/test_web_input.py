@@ -110,6 +110,16 @@ MALFORMED = {
     "dryRun a string": (_with("request.dryRun", "true"), "'request.dryRun' must be bool"),
     "namespace a number": (_with("request.namespace", 7), "'request.namespace'"),
     "unknown apiVersion": (_with("apiVersion", "admission.k8s.io/v2"), "unsupported apiVersion"),
+    # What Python's decoder takes and the API server never writes:
+    "NaN": (_with("request.object.spec", "X").replace(b'"X"', b"NaN"), "NaN is not a JSON number"),
+    "Infinity": (_with("request.object.spec", "X").replace(b'"X"', b"-Infinity"),
+                 "-Infinity is not a JSON number"),
+    "a float past its range": (_with("request.object.spec", "X").replace(b'"X"', b"1e400"),
+                               "1e400, out of a float's range"),
+    "an integer of 5000 digits": (_with("request.object.spec", "X").replace(b'"X"', b"9" * 5000),
+                                  "more than 4300 digits"),
+    "a lone surrogate": (_with("request.object.metadata.name", "\ud800"), "lone UTF-16 surrogate"),
+    "a lone surrogate in the uid": (_with("request.uid", "\udfff-1"), "lone UTF-16 surrogate"),
 }
 
 
