@@ -154,6 +154,33 @@ def test_other_kinds_are_replicated_by_namespace(fake_kube: FakeKube) -> None:
         engine.close()
 
 
+def test_an_object_nested_too_deeply_is_left_out_and_the_engine_keeps_serving(
+        fake_kube: FakeKube) -> None:
+    """The engine refuses data nested past its recursion limit: one such object
+    (a custom resource's free-form field) must not make every worker refuse the
+    cluster data. It is left out; the others stay, listed or watched."""
+    deep: Any = "bottom"
+    for _ in range(150):
+        deep = [deep]
+    fake_kube.seed(namespace("test1", {RANGE: "30100,30105"}),
+                   {**namespace("deep-listed"), "spec": {"x": deep}})
+    engine = EmbeddedEngine(timeout_seconds=10, workers=2)
+    try:
+        with running_runtime(Settings(), engine, fake_kube) as runtime:
+            assert eventually(lambda: runtime.ready, 20)
+            assert sorted(runtime.store.data()["kubernetes"]["namespaces"]) == ["test1"]
+            assert mt2002(engine, 30106)
+            fake_kube.seed({**namespace("deep-watched"), "spec": {"x": deep}})  # watchers see it
+            core = client.CoreV1Api(fake_kube.api_client())
+            core.patch_namespace("test1", {"metadata": {"annotations": {RANGE: "30100-30200"}}})
+            assert eventually(lambda: not mt2002(engine, 30106), 10), \
+                "the change after the deep object never reached the policy"
+            assert sorted(runtime.store.data()["kubernetes"]["namespaces"]) == ["test1"]
+            assert engine.ready
+    finally:
+        engine.close()
+
+
 def test_replicated_data_replaces_the_data_files_section(fake_kube: FakeKube,
                                                         tmp_path: Any) -> None:
     data_file = tmp_path / "ns.json"

@@ -319,13 +319,21 @@ def _type(value: Any) -> str:
 
 
 def _check_depth(doc: Any) -> None:
-    """Reject documents nested deeper than MAX_NESTING_DEPTH (iteratively)."""
+    """Reject documents nested deeper than MAX_NESTING_DEPTH."""
+    if nested_deeper_than(doc, MAX_NESTING_DEPTH):
+        raise MalformedReview(f"body is nested deeper than {MAX_NESTING_DEPTH} levels")
+
+
+def nested_deeper_than(doc: Any, limit: int) -> bool:
+    """Whether ``doc`` nests values more than ``limit`` levels deep (iteratively:
+    the document may be too deep for recursion)."""
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         value, depth = stack.pop()
-        if depth > MAX_NESTING_DEPTH:
-            raise MalformedReview(f"body is nested deeper than {MAX_NESTING_DEPTH} levels")
+        if depth > limit:
+            return True
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value)
+    return False

@@ -13,6 +13,7 @@ webhook's live replication and ``magtape audit``'s one-off reads alike.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -20,7 +21,10 @@ from typing import Any
 from magtape.engine.store import PolicyStore
 from magtape.kube.objects import Obj, key_of, without_managed_fields
 from magtape.kube.rest import NAMESPACES, ResourceRef
+from magtape.review import MAX_NESTING_DEPTH, nested_deeper_than
 from magtape.settings import KindRef
+
+log = logging.getLogger(__name__)
 
 
 def replicated_kinds(extra: Iterable[KindRef]) -> list[ResourceRef]:
@@ -52,7 +56,7 @@ class ReplicatedKind:
     def apply(self, event_type: str, obj: Obj) -> None:
         with self._lock:
             ns, name = key_of(obj)
-            deleted = event_type == "DELETED"
+            deleted = event_type == "DELETED" or not replicable(obj)
             if ns:
                 # A fresh inner dict: the published one is never mutated.
                 inner = {k: v for k, v in self._layout.get(ns, {}).items() if k != name}
@@ -78,9 +82,25 @@ def layout(objects: Iterable[Obj]) -> dict[str, Any]:
     ``{namespace: {name: obj}}`` for namespaced ones, without managedFields."""
     out: dict[str, Any] = {}
     for obj in objects:
+        if not replicable(obj):
+            continue
         ns, name = key_of(obj)
         if ns:
             out.setdefault(ns, {})[name] = without_managed_fields(obj)
         else:
             out[name] = without_managed_fields(obj)
     return out
+
+
+def replicable(obj: Obj) -> bool:
+    """Whether ``obj`` can go into the policies' data. The engine refuses data
+    nested deeper than it recurses; one such object (a custom resource with
+    free-form fields, say) would make every engine worker refuse the cluster
+    data, so it is left out, with a warning, and the others stay."""
+    if not nested_deeper_than(obj, MAX_NESTING_DEPTH):
+        return True
+    ns, name = key_of(obj)
+    log.warning("%s %s is nested deeper than %d levels: left out of the policies' data "
+                "(data.kubernetes)", obj.get("kind", "object"), f"{ns}/{name}" if ns else name,
+                MAX_NESTING_DEPTH)
+    return False
