@@ -22,6 +22,7 @@ import yaml
 from magtape.podsecurity import DATA_PATH, with_pod_security
 from magtape.policy import PolicyModule
 from magtape.remediation import builtin_policies_root
+from magtape.review import MAX_NESTING_DEPTH, nested_deeper_than
 from magtape.settings import Settings
 
 
@@ -128,8 +129,23 @@ def load_data_files(paths: Iterable[str | Path]) -> dict[str, Any]:
             continue
         if not isinstance(doc, dict):
             raise SourceError(f"data file {str(path)!r} must hold an object at the top level")
+        _check_data(path, doc)
         deep_merge(data, doc)
     return data
+
+
+def _check_data(path: Path, doc: dict[str, Any]) -> None:
+    """Refuse what every engine worker would refuse (and so never serve): values
+    JSON cannot carry, and nesting past the engine's recursion limit."""
+    try:
+        json.dumps(doc, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SourceError(f"data file {str(path)!r} holds a value JSON cannot carry ({exc}): "
+                          "use strings, finite numbers, booleans, null, lists and objects; "
+                          "quote dates") from None
+    if nested_deeper_than(doc, MAX_NESTING_DEPTH):
+        raise SourceError(f"data file {str(path)!r} is nested deeper than {MAX_NESTING_DEPTH} "
+                          "levels, more than the engine takes")
 
 
 def base_data(settings: Settings) -> dict[str, Any]:
