@@ -7,16 +7,31 @@ policy targets. ``file`` is the bare path and ``line`` the line of the object
 so file-linking annotators can find it.
 
 :func:`junit_xml` is the one JUnit writer: ``magtape test`` (ruletest.py)
-reports its Rego tests through it too.
+reports its Rego tests through it too. ElementTree escapes ``&``, ``<`` and
+quotes but writes every other character as it is, and XML 1.0 cannot hold
+most C0 controls, U+FFFE/U+FFFF or lone surrogates: a manifest name with a
+NUL would make the file unreadable. So the serialized document, which only
+the values can put such characters in, has each of them written as its
+escape (``\\x00``, ``\\udc80``); the rest is kept exactly.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from magtape.check.model import CheckRun, ObjectResult, ObjectVerdict
+
+# Characters XML 1.0 cannot hold (its Char production): C0 but tab, LF and CR;
+# surrogates (paired ones cannot be in a str that encodes); U+FFFE and U+FFFF.
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,8 @@ def junit_xml(name: str, suites: Sequence[tuple[str, Sequence[JUnitCase]]]) -> s
         suite.extend(_element(case) for case in cases)
     _count(root, [case for _, cases in suites for case in cases])
     ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    document = _NOT_XML.sub(_escape_char, ET.tostring(root, encoding="unicode"))
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + document + "\n"
 
 
 def _count(element: ET.Element, cases: Sequence[JUnitCase]) -> None:

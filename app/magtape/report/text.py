@@ -1,14 +1,21 @@
 """The text report: one line per object, its failures under it, a summary last.
 
 Each failed check is followed once per object by how to fix it and where the
-check is documented. Failure messages are printed exactly as the webhook
-sends them.
+check is documented. Failure messages are the webhook's, but every value
+that comes from the input or the policies (kind, namespace, name, path,
+message, note, hint) is shown through :func:`magtape.text.escape`: a control
+character (newline and tab included, ESC, NUL, C1, U+2028/U+2029, and the
+bidirectional and hidden formatting characters) is written as an escape such
+as ``\\n`` or ``\\x1b``. So one finding stays on one line, and a manifest
+cannot start a line of CI output with ``::error::`` (a GitHub Actions
+workflow command) or send escape sequences to the terminal.
 """
 
 from __future__ import annotations
 
 from magtape.check.model import CheckRun, ObjectResult
 from magtape.remediation import Remedy
+from magtape.text import escape
 
 
 def render(run: CheckRun) -> str:
@@ -29,23 +36,24 @@ def render(run: CheckRun) -> str:
 
 
 def parts(run: CheckRun) -> list[str]:
-    return ["\n".join([f"{o.verdict.value:6} {o.label}  ({o.manifest.location})", *_details(o)])
+    return ["\n".join([f"{o.verdict.value:6} {escape(o.label)}  ({escape(o.manifest.location)})",
+                       *_details(o)])
             for o in run.objects]
 
 
 def _details(o: ObjectResult) -> list[str]:
-    lines = [f"         error: {e}" for e in o.errors]
+    lines = [f"         error: {escape(e)}" for e in o.errors]
     remedies: dict[str, Remedy] = {}
     for f in o.findings:
         mark = "exempt" if f.exemption else "deny" if f.denies else "warn"
-        lines.append(f"         {mark}: {f.violation.msg}")
+        lines.append(f"         {mark}: {escape(f.violation.msg)}")
         if f.exemption:
-            lines.append(f"                 ({f.exemption})")
+            lines.append(f"                 ({escape(f.exemption)})")
         elif f.note:
-            lines.append(f"                 {f.note}")
+            lines.append(f"                 {escape(f.note)}")
         if not f.exemption and f.remedy:
             remedies.setdefault(f.remedy.id, f.remedy)
     for r in remedies.values():
-        link = f"  {r.url}" if r.url else ""
-        lines.append(f"         fix {r.id}: {r.hint}{link}")
+        link = f"  {escape(r.url)}" if r.url else ""
+        lines.append(f"         fix {escape(r.id)}: {escape(r.hint)}{link}")
     return lines
