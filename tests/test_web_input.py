@@ -110,6 +110,8 @@ MALFORMED = {
     "dryRun a string": (_with("request.dryRun", "true"), "'request.dryRun' must be bool"),
     "namespace a number": (_with("request.namespace", 7), "'request.namespace'"),
     "unknown apiVersion": (_with("apiVersion", "admission.k8s.io/v2"), "unsupported apiVersion"),
+    "unknown operation": (_with("request.operation", "EXPLODE"),
+                          "'request.operation' must be one of CREATE, UPDATE, DELETE, CONNECT"),
     # What Python's decoder takes and the API server never writes:
     "NaN": (_with("request.object.spec", "X").replace(b'"X"', b"NaN"), "NaN is not a JSON number"),
     "Infinity": (_with("request.object.spec", "X").replace(b'"X"', b"-Infinity"),

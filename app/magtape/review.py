@@ -25,6 +25,9 @@ UID_MAX = 128
 WARNINGS_MAX = 32
 STATUS_MESSAGE_MAX = 8192
 
+# What the API server sends; None: absent (read as CREATE, as the original did).
+OPERATIONS = (None, "CREATE", "UPDATE", "DELETE", "CONNECT")
+
 # Kubernetes objects are shallow; a deeply nested body is an attack on the
 # parser or on rego-cpp's recursive evaluator, not a workload.
 MAX_NESTING_DEPTH = 100
@@ -241,6 +244,9 @@ def review_from_document(doc: Any, raw: str | None = None) -> Review:
             raise MalformedReview(
                 f"'request.{key}' must be {typ.__name__}, got {_type(request[key])}"
             )
+    if request.get("operation") not in OPERATIONS:
+        raise MalformedReview(f"'request.operation' must be one of {', '.join(OPERATIONS[1:])}, "
+                              f"got {clean(str(request['operation']), 64)!r}")
     if "userInfo" in request and not isinstance(request["userInfo"], dict | None):
         got = _type(request["userInfo"])
         raise MalformedReview(f"'request.userInfo' must be an object, got {got}")
