@@ -3,7 +3,8 @@
 A name, namespace or container name is chosen by whoever wrote the manifest
 (a pull request, say). The text report shows each control character escaped,
 so a finding stays on its line and nothing can start a line with ``::``
-(a GitHub Actions workflow command); JUnit writes only what XML 1.0 can hold,
+(a GitHub Actions workflow command); GitHub annotations show them escaped
+too (newlines as the runner's %0A); JUnit writes only what XML 1.0 can hold,
 so the file always parses; JSON and SARIF, read by machines, keep the exact
 strings.
 """
@@ -74,6 +75,20 @@ def test_text_report_escapes_control_characters_and_keeps_one_finding_per_line(
     (deny,) = [ln for ln in lines if "MT2001" in ln and "deny:" in ln]
     assert deny.endswith(f'container "c{shown}" (MT2001)')
     assert f'"a{shown}" is a singleton pod.' in out
+
+
+@pytest.mark.parametrize(("value", "_", "__"), HOSTILE, ids=IDS)
+def test_github_annotations_hold_no_raw_control_character(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, value: str, _: str,
+        __: str) -> None:
+    """Newlines are the runner's %0A; every other control character is shown
+    escaped, so each annotation stays one command on one line."""
+    out = check(capsys, tmp_path, "github", value)
+    lines = out.rstrip("\n").split("\n")
+    assert not [ln for ln in lines if RAW_CONTROL.search(ln)]
+    assert all(ln.startswith("::error ") or ln.startswith("::warning ")
+               or ln.startswith("::notice ") or not ln.startswith("::") for ln in lines)
+    assert any(ln.startswith("::error ") and "MT2001" in ln for ln in lines)
 
 
 @pytest.mark.parametrize(("value", "_", "held"), HOSTILE, ids=IDS)

@@ -30,7 +30,8 @@ _BIDI_AND_HIDDEN = {"\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202a", 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(_BIDI_AND_HIDDEN) + "]")
 
 
-def _escape_char(match: re.Match[str]) -> str:
+def escape_char(match: re.Match[str]) -> str:
+    """The matched character as a visible escape (``\\x1b``, ``\\u2028``)."""
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
@@ -40,8 +41,8 @@ def escape(text: str, keep_newlines: bool = False) -> str:
     if text.isprintable():  # none of them is printable: the usual text needs no pattern scan
         return text  # (str.isprintable scans twice as fast as _CONTROL, measured)
     if keep_newlines:
-        return "\n".join(_CONTROL.sub(_escape_char, line) for line in text.split("\n"))
-    return _CONTROL.sub(_escape_char, text)
+        return "\n".join(_CONTROL.sub(escape_char, line) for line in text.split("\n"))
+    return _CONTROL.sub(escape_char, text)
 
 
 def truncate(text: str, limit: int) -> str:

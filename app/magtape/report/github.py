@@ -3,12 +3,15 @@
 ``::error`` for failures that deny at the deny level, ``::warning`` for the
 others, each titled with the check ID and carrying how to fix it; a summary
 line closes the output. The values are escaped as the runner expects
-(``%``, CR, LF, and in properties ``:`` and ``,``).
+(``%`` and LF, and in properties ``:`` and ``,``); any other control or
+bidirectional character, CR included, is shown as an escape (``\\x0d``) so
+it cannot reach the annotation raw.
 """
 
 from __future__ import annotations
 
 from magtape.check.model import CheckRun, ObjectResult
+from magtape.text import escape
 
 
 def render(run: CheckRun) -> str:
@@ -49,7 +52,9 @@ def _command(level: str, o: ObjectResult, title: str, message: str) -> str:
 
 
 def _data(s: str) -> str:
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # Control and bidirectional characters but newlines as visible escapes (they
+    # would reach the annotation raw), then the runner's encoding of % and newlines.
+    return escape(s, keep_newlines=True).replace("%", "%25").replace("\n", "%0A")
 
 
 def _prop(s: str) -> str:

@@ -23,15 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from magtape.check.model import CheckRun, ObjectResult, ObjectVerdict
+from magtape.text import escape_char
 
 # Characters XML 1.0 cannot hold (its Char production): C0 but tab, LF and CR;
 # surrogates (paired ones cannot be in a str that encodes); U+FFFE and U+FFFF.
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-
-
-def _escape_char(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ def junit_xml(name: str, suites: Sequence[tuple[str, Sequence[JUnitCase]]]) -> s
         suite.extend(_element(case) for case in cases)
     _count(root, [case for _, cases in suites for case in cases])
     ET.indent(root)
-    document = _NOT_XML.sub(_escape_char, ET.tostring(root, encoding="unicode"))
+    document = _NOT_XML.sub(escape_char, ET.tostring(root, encoding="unicode"))
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + document + "\n"
 
 
