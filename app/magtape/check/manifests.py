@@ -10,11 +10,23 @@ manifest must not pass CI silently.
 
 Every object keeps where it came from (path, document index, line, List
 item) so reports can link the exact place.
+
+Values are read as kubectl reads them, and an object is checked only when
+JSON (and so the API server and the policy engine) can carry every value in
+it: an unquoted ``2024-01-01`` stays the text, as in kubectl (go-yaml v2),
+integer and boolean mapping keys become their text as in sigs.k8s.io/yaml,
+and what PyYAML can build but JSON cannot (``.inf``/``.nan``, integers past
+float64, ``!!binary``, ``!!set``, nesting past 100 levels, a self-referencing
+alias, an alias bomb) is an :class:`InputError` naming the file, line and
+path of the value, not a traceback.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
+import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +36,12 @@ from typing import Any, TextIO
 import yaml
 
 from magtape.check import render
+from magtape.review import MAX_NESTING_DEPTH
+
+try:
+    from yaml import CSafeLoader as _BaseLoader  # libyaml: its marks give the line numbers
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "-"
@@ -32,6 +50,13 @@ STDIN = "-"
 IGNORE_FILE = ".magtapeignore"
 # Larger inputs are not manifests; bounded so a stray dump cannot exhaust memory.
 MAX_FILE_BYTES = 32 * 1024 * 1024
+
+# Values in one document, once YAML aliases are expanded, beyond which it is an
+# alias bomb ("billion laughs") rather than a manifest: far more than one object
+# the API server stores (etcd keeps at most ~1.5 MB) can hold. A document whose
+# text is longer (a `kubectl get -o yaml` List of a whole cluster) may have as
+# many values as it has characters, what it could hold without any alias.
+MAX_DOCUMENT_VALUES = 1_000_000
 
 # Documents that have apiVersion and kind but configure a tool rather than
 # describe a cluster object: (API group prefix, kind or "*").
@@ -254,6 +279,39 @@ def _ignored(rel: str, patterns: Iterable[str]) -> bool:
                for p in patterns)
 
 
+# Plain scalars go-yaml v2 (kubectl, sigs.k8s.io/yaml) reads as strings but YAML
+# 1.1 does not: timestamps (a date in an annotation must stay its text, not
+# become a date JSON cannot carry) and "=" (YAML 1.1's "value" key).
+_KUBECTL_STRINGS = frozenset({"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"})
+
+
+def _kubectl_resolvers(resolvers: dict[Any, Any]) -> dict[Any, Any]:
+    """A copy of a loader's ``yaml_implicit_resolvers`` without _KUBECTL_STRINGS."""
+    return {first: [(tag, regexp) for tag, regexp in pairs if tag not in _KUBECTL_STRINGS]
+            for first, pairs in resolvers.items()}
+
+
+class _HugeInteger(str):
+    """The text of an integer Python will not convert (more than 4300 digits);
+    refused by :func:`_check_values` with the other integers past float64."""
+
+
+class _Loader(_BaseLoader):
+    """The safe loader, resolving plain scalars as kubectl does (see above)."""
+
+    yaml_implicit_resolvers = _kubectl_resolvers(_BaseLoader.yaml_implicit_resolvers)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python's 4300-digit limit, or "0x_" (no digits): kubectl's text
+            digits = node.value.lstrip("+-").replace("_", "")
+            return _HugeInteger(node.value) if digits.isdigit() else node.value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
 def parse_document_text(result: Input, name: str, text: str, line_offset: int = 0,
                         index_offset: int = 0,
                         each_document: Callable[[], None] | None = None) -> int:
@@ -265,7 +323,7 @@ def parse_document_text(result: Input, name: str, text: str, line_offset: int = 
     The libyaml (C) loader when PyYAML has it; its marks give the line numbers.
     ``each_document`` is called after each document (it may raise, to stop).
     """
-    loader = yaml.CSafeLoader(text) if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader(text)
+    loader = _Loader(text)
     index = index_offset
     try:
         while loader.check_node():
@@ -296,9 +354,12 @@ def _classify(result: Input, name: str, index: int, node: yaml.Node, doc: Any,
     if doc is None:
         return
     reason = _not_kubernetes(doc)
-    if reason:
+    if reason:  # skipped, never sent anywhere: its values need not fit JSON
         result.skipped[reason] += 1
         return
+    where = f"{name}:{line}" if line else f"{name}#{index}"
+    budget = max(MAX_DOCUMENT_VALUES, node.end_mark.index - node.start_mark.index)
+    used = 0  # values in the document so far: a List's items share the budget
     kind = doc["kind"]
     items = doc.get("items")
     if kind.endswith("List") and isinstance(items, list):
@@ -308,10 +369,15 @@ def _classify(result: Input, name: str, index: int, node: yaml.Node, doc: Any,
             where = f"{name}:{at} items[{i}]" if at else f"{name}#{index} items[{i}]"
             if not isinstance(item, dict) or not item.get("kind"):
                 raise InputError(f"{where}: expected a Kubernetes object")
+            used = _check_values(where, item, budget, used)
             _check_metadata(where, item)
             result.manifests.append(Manifest(name, index, lines.get(i), item, item=i))
         return
-    _check_metadata(f"{name}:{line}" if line else f"{name}#{index}", doc)
+    if kind == "List" or (kind.endswith("List") and "items" in doc):
+        got = f", not {_describe_value(items)}" if "items" in doc else "; it has none"
+        raise InputError(f"{where}: a {kind}'s items must be a list of objects{got}")
+    _check_values(where, doc, budget, used)
+    _check_metadata(where, doc)
     result.manifests.append(Manifest(name, index, line, doc))
 
 
@@ -332,6 +398,12 @@ def _not_kubernetes(doc: Any) -> str:
 
 def _check_metadata(where: str, obj: dict[str, Any]) -> None:
     meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in ("name", "generateName", "namespace"):
+            value = meta.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{where}: metadata.{key} must be a string, "
+                                 f"not {_describe_value(value)}")
     if not isinstance(meta, dict) or not (meta.get("name") or meta.get("generateName")):
         raise InputError(f"{where}: {obj.get('kind')} has no metadata.name")
 
@@ -346,3 +418,168 @@ def _item_lines(node: yaml.Node, line_offset: int) -> dict[int, int]:
             return {i: item.start_mark.line + 1 + line_offset
                     for i, item in enumerate(value.value)}
     return {}
+
+
+def _check_values(where: str, obj: dict[str, Any], limit: int, used: int) -> int:
+    """Refuse what JSON cannot carry in ``obj``; ``used`` plus the values in it.
+
+    ``used`` values of the document are already counted (earlier List items),
+    ``limit`` is the document's. Integer and boolean mapping keys are made
+    text on the way.
+    """
+    count = _count_json_values(obj, limit, used)
+    if count > limit:
+        raise InputError(f"{where}: more than {limit:,} values in the document once YAML "
+                         "aliases are expanded: it looks like an alias bomb, not a manifest")
+    if count < 0:
+        raise InputError(f"{where}: {_find_problem(obj)}")
+    return count
+
+
+def _count_json_values(obj: dict[str, Any], limit: int, used: int) -> int:
+    """``used`` plus the values in ``obj``, or -1 when JSON cannot carry one of them.
+
+    One iterative walk (a document may nest too deep for recursion) that
+    visits a value as often as aliases repeat it, so it stops once past
+    ``limit``. It keeps only (value, depth), as ``magtape check`` reads
+    thousands of objects: the path of a problem is found by a second walk,
+    :func:`_find_problem`, only when there is one.
+    """
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    count = used + 1
+    while stack:
+        value, depth = stack.pop()
+        if type(value) is dict:
+            if _string_keys(value):
+                return -1
+            children: Iterable[Any] = value.values()
+        else:
+            children = value
+        count += len(value)
+        if count > limit:
+            return count
+        if depth >= MAX_NESTING_DEPTH and value:  # its values would be one level deeper
+            return -1
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is not str and _scalar_problem(child):
+                return -1
+    return count
+
+
+def _find_problem(obj: dict[str, Any]) -> str:
+    """``path: problem`` for the first value :func:`_check_values` refuses, in its order."""
+    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if type(value) is dict:
+            problem = _string_keys(value)
+            if problem:
+                return f"{path or 'the object'}: {problem}"
+            children = [(v, _key_path(path, k)) for k, v in value.items()]
+        else:
+            children = [(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if depth >= MAX_NESTING_DEPTH and children:
+            return (f"{_short_path(children[0][1])}: nested deeper than {MAX_NESTING_DEPTH} "
+                    "levels (a self-referencing alias?)")
+        for child, child_path in children:
+            if type(child) in (dict, list):
+                stack.append((child, depth + 1, child_path))
+            elif type(child) is not str and (problem := _scalar_problem(child)):
+                return f"{child_path}: {problem}"
+    return "a value JSON cannot carry"  # not reached: _check_values found one
+
+
+def _string_keys(mapping: dict[Any, Any]) -> str:
+    """Make integer and boolean keys their text, as sigs.k8s.io/yaml does (8080 ->
+    "8080", true -> "true"); the problem with any other non-string key, or ""."""
+    if all(type(key) is str for key in mapping):
+        return ""
+    keys = []
+    for key in mapping:
+        if isinstance(key, bool):
+            keys.append("true" if key else "false")
+        elif (isinstance(key, int) and _fits_float64(key)) or isinstance(key, str):
+            keys.append(str(key))  # a str here is a _HugeInteger: already its text
+        else:
+            return (f"the mapping key {_describe_value(key)} is not a string "
+                    "(keys are strings, integers or booleans)")
+    values = list(mapping.values())
+    mapping.clear()  # in place: aliases share it; a key that repeats: the last wins
+    mapping.update(zip(keys, values, strict=True))
+    return ""
+
+
+def _scalar_problem(value: Any) -> str:
+    """Why JSON cannot carry the scalar ``value`` (not a str), or ""."""
+    if value is None or type(value) is bool:
+        return ""
+    if type(value) is int:
+        if value.bit_length() < 1024 or _fits_float64(value):
+            return ""
+        return (f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits "
+                "is beyond float64's range: JSON and the API server cannot carry it")
+    if type(value) is float:
+        if math.isfinite(value):
+            return ""
+        return (f"{_describe_value(value)}: .inf/.nan are not numbers JSON or the API "
+                "server can carry (a number past float64's range reads as .inf)")
+    if isinstance(value, _HugeInteger):
+        return (f"an integer of {sum(c.isdigit() for c in value)} digits is beyond "
+                "float64's range: JSON and the API server cannot carry it")
+    return f"{_describe_value(value)} is not a JSON value (leave out the YAML tag)"
+
+
+def _fits_float64(value: int) -> bool:
+    """Whether ``value`` rounds to a finite float64 (2**1024 - 1 does not: the engine
+    reads JSON numbers past 64-bit integers as float64, and refuses infinity)."""
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+# How a value built from an explicit YAML tag shows in a message.
+_TAGGED: dict[type, str] = {bytes: "!!binary data", set: "a !!set",
+                            tuple: "an !!omap or !!pairs entry"}
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _describe_value(value: Any) -> str:
+    """A short, safe description of ``value`` for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+    if isinstance(value, float) or (isinstance(value, int) and value.bit_length() <= 64):
+        return repr(value)
+    if isinstance(value, int):
+        return "a large integer"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+    if type(value) in _TAGGED:
+        return _TAGGED[type(value)]
+    if hasattr(value, "isoformat"):  # date, datetime: an explicit !!timestamp
+        return f"the !!timestamp {value.isoformat()}"
+    return f"a {type(value).__name__}"
+
+
+def _key_path(path: str, key: str) -> str:
+    """``path`` and one more key, as in ``metadata.annotations["example.com/built"]``."""
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key if len(key) <= 80 else key[:77] + '...')}]"
+
+
+def _short_path(path: str, keep: int = 60) -> str:
+    """A path past the nesting limit, its middle left out."""
+    return path if len(path) <= 2 * keep else f"{path[:keep]}...{path[-keep:]}"
