@@ -206,3 +206,16 @@ def test_the_items_of_a_list_share_the_documents_budget(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert "Traceback" not in done.stderr
     assert f"{f}:11 items[1]: more than 1,000,000 values in the document" in done.stderr
+
+
+def test_a_device_is_read_only_up_to_the_size_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    """/dev/zero says its size is 0 and never ends: read up to 32 MiB, then refused."""
+    code, _, err = run(capsys, "/dev/zero")
+    assert code == 2 and "/dev/zero: larger than 32 MiB" in err
+
+
+def test_stdin_that_is_not_utf8_is_an_input_error() -> None:
+    proc = subprocess.run([sys.executable, "-m", "magtape", "check", "-"], input=b"a: \xff\n",
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert b"<stdin>: not valid UTF-8" in proc.stderr and b"Traceback" not in proc.stderr

@@ -171,7 +171,11 @@ def read_sources(paths: Sequence[str], stdin: TextIO, ignore: Sequence[str],
     patches: set[Path] | None = None  # read once the first path is known to exist
     for path in paths:
         if path == STDIN:
-            text = stdin.read(MAX_FILE_BYTES + 1)
+            try:
+                text = stdin.read(MAX_FILE_BYTES + 1)
+                text.encode("utf-8")  # stdin may decode bytes it cannot as lone surrogates
+            except UnicodeError:
+                raise InputError("<stdin>: not valid UTF-8") from None
             if len(text) > MAX_FILE_BYTES:
                 raise InputError(f"<stdin>: more than {MAX_FILE_BYTES // 2**20} MiB; "
                                  "split the input or pass files")
@@ -194,12 +198,16 @@ def read_sources(paths: Sequence[str], stdin: TextIO, ignore: Sequence[str],
 
 def _read(f: Path) -> str:
     try:
-        if f.stat().st_size > MAX_FILE_BYTES:
-            raise InputError(f"{f}: larger than {MAX_FILE_BYTES // 2**20} MiB; "
-                             "is it a manifest? Leave it out with --ignore")
-        return f.read_text(encoding="utf-8")
+        # Read up to the bound rather than trust the size: a device, a pipe or a
+        # /proc file says 0 and may never end (/dev/zero).
+        with f.open(encoding="utf-8") as stream:
+            text = stream.read(MAX_FILE_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{f}: cannot read: {exc}") from None
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"{f}: larger than {MAX_FILE_BYTES // 2**20} MiB; "
+                         "is it a manifest? Leave it out with --ignore")
+    return text
 
 
 def _walk(root: Path, ignore: Sequence[str], result: Input,
