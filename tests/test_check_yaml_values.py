@@ -160,13 +160,14 @@ def test_dates_and_keys_read_as_kubectl_reads_them(capsys: pytest.CaptureFixture
     f.write_text(pod(meta="  annotations:\n    built: 2024-01-01\n    8080: port\n"
                           "    true: flag\n    0x10: hex\n    2024-01-02: day\n"
                           "  creationTimestamp: 2024-01-01T00:00:00Z\n",
-                     spec="  args: [=, 2024-01-01 10:00:00]\n"))
+                     spec="  args: [=, 2024-01-01 10:00:00, 12:30, 1:30:00.5, 0x1F, 1_000]\n"))
     assert main(["review", str(f)]) == 0
     obj = json.loads(capsys.readouterr().out)["request"]["object"]
     assert obj["metadata"]["annotations"] == {"built": "2024-01-01", "8080": "port",
                                               "true": "flag", "16": "hex", "2024-01-02": "day"}
     assert obj["metadata"]["creationTimestamp"] == "2024-01-01T00:00:00Z"
-    assert obj["spec"]["args"] == ["=", "2024-01-01 10:00:00"]
+    # YAML 1.1's base-60 numbers are text to kubectl; its other numbers are numbers.
+    assert obj["spec"]["args"] == ["=", "2024-01-01 10:00:00", "12:30", "1:30:00.5", 31, 1000]
 
 
 def check_in_a_process(f: Path) -> subprocess.CompletedProcess[str]:

@@ -291,11 +291,22 @@ def _ignored(rel: str, patterns: Iterable[str]) -> bool:
 # 1.1 does not: timestamps (a date in an annotation must stay its text, not
 # become a date JSON cannot carry) and "=" (YAML 1.1's "value" key).
 _KUBECTL_STRINGS = frozenset({"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"})
+# YAML 1.1's numbers without their base-60 forms, which go-yaml v2 reads as
+# strings ("12:30" stays text) and PyYAML converts in quadratic time.
+_KUBECTL_NUMBERS = {
+    "tag:yaml.org,2002:int": re.compile(
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    "tag:yaml.org,2002:float": re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+}
 
 
 def _kubectl_resolvers(resolvers: dict[Any, Any]) -> dict[Any, Any]:
-    """A copy of a loader's ``yaml_implicit_resolvers`` without _KUBECTL_STRINGS."""
-    return {first: [(tag, regexp) for tag, regexp in pairs if tag not in _KUBECTL_STRINGS]
+    """A copy of a loader's ``yaml_implicit_resolvers`` without _KUBECTL_STRINGS,
+    its numbers those of _KUBECTL_NUMBERS."""
+    return {first: [(tag, _KUBECTL_NUMBERS.get(tag, regexp)) for tag, regexp in pairs
+                    if tag not in _KUBECTL_STRINGS]
             for first, pairs in resolvers.items()}
 
 
