@@ -34,6 +34,18 @@ def pod(meta: str = "", spec: str = "") -> str:
             + "  - {name: app, image: nginx, securityContext: {privileged: true}}\n" + spec)
 
 
+def refused(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+            document: str) -> tuple[Path, str]:
+    """``document`` after a valid one, checked: an input error (exit 2, nothing on
+    stdout, no traceback); the file and stderr."""
+    f = tmp_path / "bad.yaml"
+    f.write_text(FIRST + document)
+    code, out, err = run(capsys, str(f))
+    assert code == 2 and out == "", err
+    assert "Traceback" not in err
+    return f, err
+
+
 def nested(levels: int) -> str:
     """``spec.x`` holding lists nested so the innermost is at depth ``levels``
     (the document is depth 1, spec 2, x 3)."""
@@ -97,11 +109,7 @@ DEEP = "nested deeper than 100 levels (a self-referencing alias?)"
 def test_values_json_cannot_carry_are_input_errors(capsys: pytest.CaptureFixture[str],
                                                    tmp_path: Path, document: str,
                                                    expected: str) -> None:
-    f = tmp_path / "bad.yaml"
-    f.write_text(FIRST + document)
-    code, out, err = run(capsys, str(f))
-    assert code == 2 and out == "", err
-    assert "Traceback" not in err
+    f, err = refused(capsys, tmp_path, document)
     assert f"{f}:{LINE}: {expected}" in err
 
 
@@ -112,11 +120,7 @@ def test_values_json_cannot_carry_are_input_errors(capsys: pytest.CaptureFixture
 def test_nesting_past_the_limit_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                            document: str, start: str, end: str) -> None:
     """Too deep for the engine, however it got so; the path's middle is left out."""
-    f = tmp_path / "deep.yaml"
-    f.write_text(FIRST + document)
-    code, out, err = run(capsys, str(f))
-    assert code == 2 and out == "", err
-    assert "Traceback" not in err
+    f, err = refused(capsys, tmp_path, document)
     assert f"{f}:{LINE}: {start}" in err
     assert "..." in err and err.endswith(f"{end}: {DEEP}\n")
 
