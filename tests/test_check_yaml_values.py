@@ -3,7 +3,7 @@
 Values are read as kubectl reads them: an unquoted date stays its text and
 integer and boolean mapping keys become their text. What neither JSON nor the
 API server can carry (.inf/.nan, integers past float64, !!binary, !!set,
-nesting past 100 levels, a self-referencing alias, an alias bomb) and a
+nesting past the webhook's limit, a self-referencing alias, an alias bomb) and a
 metadata.name that is not a string are input errors (exit 2) naming the file,
 the document's line and the path of the value, never a traceback. Documents
 that are not Kubernetes objects are still skipped, whatever they hold.
@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from magtape.cli import main
+from magtape.review import MalformedReview, make_review, parse_review
 from test_check_cli import POD, run
 
 # Every refused document follows a valid one, so its line is not simply 1.
@@ -62,7 +64,8 @@ def bomb(levels: int) -> str:
 
 INF = ".inf/.nan are not numbers JSON or the API server can carry"
 PAST_FLOAT64 = "is beyond float64's range: JSON and the API server cannot carry it"
-DEEP = "nested deeper than 100 levels (a self-referencing alias?)"
+DEEP = ("nested deeper than 98 levels (100 in its AdmissionReview, the webhook's limit; "
+        "a self-referencing alias?)")
 
 
 @pytest.mark.parametrize("document, expected", [
@@ -114,7 +117,7 @@ def test_values_json_cannot_carry_are_input_errors(capsys: pytest.CaptureFixture
 
 
 @pytest.mark.parametrize("document, start, end", [
-    (nested(101), "spec.x[0][0][0]", "[0][0][0]"),
+    (nested(99), "spec.x[0][0][0]", "[0][0][0]"),
     (pod(spec="  x: &s {self: *s}\n"), "spec.x.self.self", "self.self.self"),  # has no end
 ])
 def test_nesting_past_the_limit_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -123,6 +126,20 @@ def test_nesting_past_the_limit_is_refused(capsys: pytest.CaptureFixture[str], t
     f, err = refused(capsys, tmp_path, document)
     assert f"{f}:{LINE}: {start}" in err
     assert "..." in err and err.endswith(f"{end}: {DEEP}\n")
+
+
+def test_check_and_the_webhook_draw_the_depth_limit_alike(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    """The deepest object `check` accepts is a review the webhook parses, and one
+    level deeper the webhook refuses it too: CI passes nothing the cluster refuses."""
+    f = tmp_path / "deep.yaml"
+    f.write_text(nested(98))
+    assert main(["review", str(f)]) == 0
+    parse_review(capsys.readouterr().out.encode())
+    f.write_text(nested(99))
+    assert main(["review", str(f)]) == 2
+    with pytest.raises(MalformedReview, match="nested deeper than 100 levels"):
+        parse_review(make_review(yaml.safe_load(nested(99))).raw.encode())
 
 
 def test_a_list_item_is_named_by_its_line_and_index(capsys: pytest.CaptureFixture[str],
@@ -143,7 +160,7 @@ def test_a_list_item_is_named_by_its_line_and_index(capsys: pytest.CaptureFixtur
     pod(meta="  annotations: {2024-01-01: x}\n"),  # a date key is its text too
     pod(meta="  annotations: {8080: x, true: y, 0x10: z}\n"),
     pod(spec="  args: [=]\n"),
-    nested(100),  # as deep as the limit allows
+    nested(98),  # as deep as the limit allows
     pod(spec=f"  priority: {2**1024 - 2**970 - 1}\n"),  # the largest finite as a float64
     pod(spec=f"  priority: -0x{'f' * 200}\n"),
     pod(spec="  x: &a [1, 2]\n  y: [*a, *a]\n"),  # an alias used as aliases are meant

@@ -38,6 +38,13 @@ import yaml
 from magtape.check import render
 from magtape.review import MAX_NESTING_DEPTH
 
+# The webhook counts nesting from the AdmissionReview, where an object is the
+# third level (review, request, object): counted the same way here, what
+# `check` accepts is what the webhook accepts.
+_OBJECT_DEPTH = 3
+_DEEP = (f"nested deeper than {MAX_NESTING_DEPTH - _OBJECT_DEPTH + 1} levels ({MAX_NESTING_DEPTH} "
+         "in its AdmissionReview, the webhook's limit; a self-referencing alias?)")
+
 try:
     from yaml import CSafeLoader as _BaseLoader  # libyaml: its marks give the line numbers
 except ImportError:  # PyYAML built without libyaml
@@ -464,7 +471,7 @@ def _count_json_values(obj: dict[str, Any], limit: int, used: int) -> int:
     thousands of objects: the path of a problem is found by a second walk,
     :func:`_find_problem`, only when there is one.
     """
-    stack: list[tuple[Any, int]] = [(obj, 1)]
+    stack: list[tuple[Any, int]] = [(obj, _OBJECT_DEPTH)]
     count = used + 1
     while stack:
         value, depth = stack.pop()
@@ -490,7 +497,7 @@ def _count_json_values(obj: dict[str, Any], limit: int, used: int) -> int:
 
 def _find_problem(obj: dict[str, Any]) -> str:
     """``path: problem`` for the first value :func:`_check_values` refuses, in its order."""
-    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
+    stack: list[tuple[Any, int, str]] = [(obj, _OBJECT_DEPTH, "")]
     while stack:
         value, depth, path = stack.pop()
         if type(value) is dict:
@@ -501,8 +508,7 @@ def _find_problem(obj: dict[str, Any]) -> str:
         else:
             children = [(v, f"{path}[{i}]") for i, v in enumerate(value)]
         if depth >= MAX_NESTING_DEPTH and children:
-            return (f"{_short_path(children[0][1])}: nested deeper than {MAX_NESTING_DEPTH} "
-                    "levels (a self-referencing alias?)")
+            return f"{_short_path(children[0][1])}: {_DEEP}"
         for child, child_path in children:
             if type(child) in (dict, list):
                 stack.append((child, depth + 1, child_path))
