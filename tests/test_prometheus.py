@@ -18,9 +18,11 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+import yaml
 from prometheus_client import CollectorRegistry
 
 from auditsupport import feed_audit_metrics
@@ -76,6 +78,19 @@ def substitute(expr: str) -> str:
     return out
 
 
+def as_the_operator_scrapes(target: str) -> dict[str, Any]:
+    """The scrape config the Prometheus Operator makes of the shipped ServiceMonitor:
+    its target labels (``namespace`` among them: MagTape's own) and its honorLabels."""
+    monitor = yaml.safe_load((REPO / "components" / "servicemonitor" / "servicemonitor.yaml")
+                             .read_text())
+    endpoint = monitor["spec"]["endpoints"][0]
+    return {"job_name": JOB, "honor_labels": bool(endpoint.get("honorLabels", False)),
+            "metrics_path": endpoint["path"],
+            "static_configs": [{"targets": [target], "labels": {
+                "namespace": monitor["metadata"]["namespace"], "service": "magtape-svc",
+                "pod": "magtape-0", "endpoint": endpoint["port"]}}]}
+
+
 @dataclass
 class Stack:
     admission: str
@@ -117,8 +132,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         metrics_app = create_metrics_app(lambda: engine.ready, settings, metrics)
         with serve(hook_app) as admission, serve(metrics_app, threads=2) as metrics_url:
             # Scraped every 200 ms: the two rounds below each wait for a scrape.
-            prometheus = Prometheus(workdir, metrics_url.removeprefix("http://"),
-                                    interval="200ms")
+            prometheus = Prometheus(workdir, interval="200ms", scrape_configs=[
+                as_the_operator_scrapes(metrics_url.removeprefix("http://"))])
             try:
                 stack = Stack(admission, metrics_url, prometheus)
                 # Two rounds, each seen by a scrape, so rate() and increase() have
@@ -161,6 +176,11 @@ def test_the_traffic_is_counted_as_driven(stack: Stack) -> None:
     by_decision = {r["metric"]["decision"]: float(r["value"][1]) for r in p.query(
         'sum by (decision) (magtape_admission_requests_total{job="magtape"})')}
     assert by_decision == {"allowed": 8.0, "denied": 4.0}  # 2 rounds x 2 namespaces
+    # The reviewed objects' namespaces, not MagTape's own (the scrape's target label).
+    by_namespace = {r["metric"]["namespace"]: float(r["value"][1]) for r in p.query(
+        'sum by (namespace) (magtape_admission_requests_total{job="magtape"})')}
+    assert by_namespace == {ns: 6.0 for ns in NAMESPACES}
+    assert p.value('magtape_policies_loaded{namespace="magtape-system"}') == 2.0
     failures = {r["metric"]["policy"]: float(r["value"][1]) for r in p.query(
         'sum by (policy) (magtape_policy_evaluations_total{result="fail"})')}
     assert failures == {"liveness-probe": 4.0, "privileged-pod": 4.0}
