@@ -35,12 +35,12 @@ from typing import Any
 import yaml
 
 from magtape import metrics as m
+from magtape import project
 
 REPO = Path(__file__).resolve().parent.parent
 
 RULES_FILE = REPO / "dashboards" / "magtape-alerts.yml"
 PROMETHEUS_RULE = REPO / "components" / "prometheusrule" / "prometheusrule.yaml"
-RUNBOOK_URL = "https://github.com/tmobile/magtape/blob/master/docs/runbooks/{}.md"
 RUNBOOK_DIR = REPO / "docs" / "runbooks"
 # The production overlay's timeoutSeconds (tests/test_alerts.py checks they agree):
 # latency alerts fire at LATENCY_SHARE of it, before the API server gives up.
@@ -94,8 +94,23 @@ class Alert:
             rule["for"] = self.for_
         rule["labels"] = {"severity": self.severity}
         rule["annotations"] = {"summary": self.summary, "description": self.description,
-                               "runbook_url": RUNBOOK_URL.format(self.name)}
+                               "runbook_url": runbook_url(self.name)}
         return rule
+
+
+def runbook_url(alert: str) -> str:
+    """The runbook of the released version: the rules and their runbooks change together."""
+    return project.blob_url(f"docs/runbooks/{alert}.md")
+
+
+def increase_from_zero(counter: str, window: str) -> str:
+    """``increase()`` over ``window``, counting a series that appeared within it from 0.
+
+    The API server's admission counters only appear at their first failure, and
+    ``increase()`` needs two samples: without the second term a first burst that
+    creates the series and stops is never seen.
+    """
+    return f"(increase({counter}[{window}]) > 0 or ({counter} unless {counter} offset {window}))"
 
 
 def reachability(t: Timing) -> list[Alert]:
@@ -106,14 +121,14 @@ def reachability(t: Timing) -> list[Alert]:
     up = f"up{{{JOB}}}"
     return [
         Alert("MagTapeWebhookUnreachable", "critical",
-              f"sum by (name) (increase({calling}[{t.window}])) > 0",
+              f"sum by (name) {increase_from_zero(calling, t.window)} > 0",
               "The API server could not call MagTape's webhook {{ $labels.name }} "
               f"{{{{ $value | humanize }}}} times in {t.window}; under failurePolicy Fail "
               "those requests were refused.",
               "The API server's calls to the webhook fail: a timeout, connection refused, "
               "no endpoints or a certificate error."),
         Alert("MagTapeFailingOpen", "warning",
-              f"sum by (name) (increase({fail_open}[{t.window}])) > 0",
+              f"sum by (name) {increase_from_zero(fail_open, t.window)} > 0",
               "The API server admitted {{ $value | humanize }} requests unchecked in "
               f"{t.window} because MagTape's webhook {{{{ $labels.name }}}} did not answer.",
               "failurePolicy Ignore let the requests through without policy checks: "
@@ -121,9 +136,10 @@ def reachability(t: Timing) -> list[Alert]:
         Alert("MagTapeDown", "critical", f"{up} == 0",
               "MagTape {{ $labels.namespace }}/{{ $labels.pod }} ({{ $labels.instance }}) "
               "does not answer Prometheus' scrapes.",
-              "The metrics port of a MagTape replica is unreachable: the process is gone, "
-              "hung or not ready. Under failurePolicy Fail the API server's calls to it fail "
-              "too; under Ignore requests pass unchecked.", for_=t.down),
+              "The metrics port of a MagTape replica is unreachable (it is served whether "
+              "or not the replica is ready): the process is gone or hung, or its pod is "
+              "unreachable. Under failurePolicy Fail the API server's calls to it fail too; "
+              "under Ignore requests pass unchecked.", for_=t.down),
         Alert("MagTapeAbsent", "critical", f"absent({up} == 1)",
               "No MagTape replica is up: no scrape target of job magtape/magtape-svc answers.",
               "Every replica is down, or the Deployment or Service is gone, while the "
@@ -163,8 +179,9 @@ def engine(t: Timing) -> list[Alert]:
               f"[{t.window}])) > 0",
               "MagTape in {{ $labels.namespace }} could not evaluate policies "
               "({{ $labels.reason }}).",
-              "Requests were answered without a policy decision: with no worker free "
-              "(unavailable) or an engine error the review is let through with a warning."),
+              "Requests were answered without a policy decision (no worker free in time, "
+              "or an engine error): under MAGTAPE_ENGINE_FAILURE_POLICY=Fail, the default, "
+              "they were denied; under Ignore, let through with a warning."),
         Alert("MagTapeEngineWorkersReplaced", "warning",
               f'sum by (namespace, job, reason) (increase({counter}{{{JOB}, reason=~"{replaced}"}}'
               f"[{t.window}])) > 2",
@@ -176,6 +193,7 @@ def engine(t: Timing) -> list[Alert]:
 
 
 def policies(t: Timing) -> list[Alert]:
+    errors = f'{m.POLICY_EVALUATIONS}_total{{{JOB}, result="error"}}'
     return [
         Alert("MagTapePoliciesFailingToLoad", "warning",
               f"max by (namespace, job) ({m.POLICY_LOAD_ERRORS}{{{JOB}}}) > 0",
@@ -186,7 +204,16 @@ def policies(t: Timing) -> list[Alert]:
         Alert("MagTapeNoPoliciesLoaded", "critical",
               f"max by (namespace, job) ({m.POLICIES_LOADED}{{{JOB}}}) == 0",
               "MagTape in {{ $labels.namespace }} has no policy loaded: nothing is checked.",
-              "No policy ConfigMap was found or none compiled.", for_=t.short),
+              "No policy ConfigMap was found or none compiled (with the OPA engine: OPA "
+              "holds none, or MagTape cannot reach it).", for_=t.short),
+        Alert("MagTapePolicyErrors", "warning",
+              f"sum by (job, policy) {increase_from_zero(errors, t.window)} > 0",
+              "MagTape policy {{ $labels.policy }} failed to evaluate on "
+              f"{{{{ $value | humanize }}}} requests in {t.window}.",
+              "A runtime error in that policy (its message is logged): its checks did not "
+              "apply to those requests, the other policies' did. Under "
+              "MAGTAPE_ENGINE_FAILURE_POLICY=Fail, the default, such a request is denied when "
+              "a failure of the policy's severity would be."),
     ]
 
 

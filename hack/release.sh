@@ -30,6 +30,8 @@ OWNED=(
   docs/ci.md
   docs/examples/argocd-application.yaml
   docs/examples/flux-kustomization.yaml
+  dashboards/magtape-alerts.yml
+  components/prometheusrule/prometheusrule.yaml
 )
 IMAGE=$(sed -n 's/^IMAGE = "\(.*\)".*/\1/p' app/magtape/project.py)
 REPOSITORY=$(sed -n 's/^REPOSITORY = "\(.*\)".*/\1/p' app/magtape/project.py)

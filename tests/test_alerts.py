@@ -163,6 +163,7 @@ def exported_series() -> set[str]:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     metrics.watch_exceptions(lambda: [("team-a", "legacy", 1.0)])
+    metrics.policy_evaluations.add([("pdb", "team-a", "error")])  # series appear when counted
     AuditMetrics(registry)
     return {s.name for family in registry.collect() for s in family.samples}
 
@@ -228,28 +229,36 @@ CASES = [
          [(labels("critical", name=HOOK),
            f"The API server could not call MagTape's webhook {HOOK} 9 times in 5m; under "
            "failurePolicy Fail those requests were refused.")]),
-    Case("unreachable: denials and other webhooks' errors are not", "MagTapeWebhookUnreachable",
-         "4m",
+    Case("unreachable: denials, other webhooks' errors and an old count are not",
+         "MagTapeWebhookUnreachable", "9m",
          [(series("apiserver_admission_webhook_rejection_count", {}, error_type="no_error",
                   name=HOOK, operation="CREATE", type="validating", rejection_code="400"),
-           "0 5 10 15 20"),
+           "0+5x9"),
           (series("apiserver_admission_webhook_rejection_count", {},
                   error_type="calling_webhook_error", name="validation.gatekeeper.sh",
-                  operation="CREATE", type="validating", rejection_code="0"), "0 5 10 15 20"),
+                  operation="CREATE", type="validating", rejection_code="0"), "0+5x9"),
           (series("apiserver_admission_webhook_rejection_count", {},
                   error_type="calling_webhook_error", name=HOOK, operation="CREATE",
-                  type="validating", rejection_code="0"), "7x4")]),
+                  type="validating", rejection_code="0"), "7x9")]),
     Case("failing open", "MagTapeFailingOpen", "4m",
          [(series("apiserver_admission_webhook_fail_open_count", {}, name=HOOK,
                   type="validating"), "0 0 1 2 2")],
          [(labels("warning", name=HOOK),
            f"The API server admitted 2 requests unchecked in 5m because MagTape's webhook "
            f"{HOOK} did not answer.")]),
-    Case("failing open: an old count and other webhooks are not", "MagTapeFailingOpen", "4m",
+    # The API server's counters appear at their first failure: a burst that creates
+    # the series and stops has no increase() but must still be seen.
+    Case("failing open: a first burst creates the series", "MagTapeFailingOpen", "4m",
          [(series("apiserver_admission_webhook_fail_open_count", {}, name=HOOK,
-                  type="validating"), "5x4"),
+                  type="validating"), "_ _ 12 12 12")],
+         [(labels("warning", name=HOOK),
+           f"The API server admitted 12 requests unchecked in 5m because MagTape's webhook "
+           f"{HOOK} did not answer.")]),
+    Case("failing open: an old count and other webhooks are not", "MagTapeFailingOpen", "9m",
+         [(series("apiserver_admission_webhook_fail_open_count", {}, name=HOOK,
+                  type="validating"), "5x9"),
           (series("apiserver_admission_webhook_fail_open_count", {}, name="other.example.com",
-                  type="validating"), "0 1 2 3 4")]),
+                  type="validating"), "0+1x9")]),
     Case("down", "MagTapeDown", "3m", [(series("up"), "0x5")],
          [(labels("critical", **MAGTAPE),
            "MagTape magtape-system/magtape-0 (10.0.0.1:9090) does not answer Prometheus' "
@@ -308,6 +317,20 @@ CASES = [
            "MagTape in magtape-system has no policy loaded: nothing is checked.")]),
     Case("policies loaded", "MagTapeNoPoliciesLoaded", "3m",
          [(series("magtape_policies_loaded"), "13x5")]),
+    Case("policy errors, the first creating the series", "MagTapePolicyErrors", "4m",
+         [(series("magtape_policy_evaluations_total", policy="host-port", result="error"),
+           "_ _ 1 1 1"),
+          (series("magtape_policy_evaluations_total", policy="pdb", result="error"),
+           "0 2 4 6 8")],
+         [(labels("warning", job="magtape-svc", policy="host-port"),
+           "MagTape policy host-port failed to evaluate on 1 requests in 5m."),
+          (labels("warning", job="magtape-svc", policy="pdb"),
+           "MagTape policy pdb failed to evaluate on 8 requests in 5m.")]),
+    Case("policy failures are not policy errors, nor is an old error count",
+         "MagTapePolicyErrors", "9m",
+         [(series("magtape_policy_evaluations_total", policy="pdb", result="fail"), "0+3x9"),
+          (series("magtape_policy_evaluations_total", policy="host-port", result="error"),
+           "2x9")]),
     Case("certificate expires in 2 days: warning and critical", "MagTapeCertificateExpiring",
          "20m", [(series("magtape_certificate_expiry_timestamp_seconds"), "172800x30")],
          [(labels(sev, job="magtape-svc", namespace="magtape-system"),

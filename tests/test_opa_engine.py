@@ -17,11 +17,16 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client import CollectorRegistry
 
 from conftest import REPO, AppFactory, load_objects, review_doc
+from magtape import runtime
 from magtape.engine import EngineError
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.opa import OpaEngine
+from magtape.engine.policyset import package_of
+from magtape.engine.sources import builtin_modules
+from magtape.metrics import POLICIES_LOADED, Metrics
 from magtape.review import make_review
 from magtape.settings import EngineSettings, FailurePolicy, Settings
 from opasupport import OpaServer
@@ -156,6 +161,18 @@ def test_policies_reach_opa_as_kube_mgmt_pushes_them(opa_server: OpaServer) -> N
     ids = {p["id"] for p in listed}
     assert "magtape-system/lib/main.rego" in ids
     assert {i.split("/")[1] for i in ids} >= {"lib", "pdb", "liveness-probe", "node-port-range"}
+
+
+def test_policies_loaded_counts_the_policies_opa_holds(opa_server: OpaServer) -> None:
+    """kube-mgmt loads OPA's policies, so the gauge asks OPA: a healthy OPA-sidecar
+    install must not read 0 (MagTapeNoPoliciesLoaded, critical), a gone OPA must."""
+    expected = sum((package_of(m.source) or "").startswith("kubernetes.admission.")
+                   for m in builtin_modules())
+    for url, count in ((opa_server.url, expected), ("http://127.0.0.1:9", 0)):
+        metrics = Metrics(CollectorRegistry())
+        runtime.start(Settings(), OpaEngine(url, timeout_seconds=1), None, metrics)
+        assert metrics.registry.get_sample_value(POLICIES_LOADED) == count, url
+    assert expected >= 30  # the original twelve and the Pod Security Standards
 
 
 @pytest.mark.parametrize("policy, allowed", [("Fail", False), ("Ignore", True)])

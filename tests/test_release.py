@@ -113,6 +113,12 @@ def test_the_bumped_copy_agrees_with_itself(bumped: Path) -> None:
     assert out == [NEW, f"{project.REPOSITORY}/blob/v{NEW}/policies"]
     pyproject = (bumped / "pyproject.toml").read_text()
     assert f'version = "{NEW}"' in pyproject
+    # The alerts' runbook links name the release: the bumped rules are what
+    # hack/alerts.py generates from the bumped version.
+    check = subprocess.run([sys.executable, "hack/alerts.py", "--check"], cwd=bumped,
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": "app"})
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"/blob/v{NEW}/docs/runbooks/" in (bumped / "dashboards/magtape-alerts.yml").read_text()
 
 
 def test_a_version_place_the_script_does_not_own_fails_the_bump(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ ADMISSION_DURATION = "magtape_admission_duration_seconds"
 ENGINE_ERRORS = "magtape_policy_engine_errors"
 NOTIFICATIONS = "magtape_notifications"
 POLICIES_LOADED = "magtape_policies_loaded"
+POLICY_EVALUATIONS = "magtape_policy_evaluations"
 POLICY_LOAD_ERRORS = "magtape_policy_load_errors"
 CERTIFICATE_EXPIRY = "magtape_certificate_expiry_timestamp_seconds"
 BUILD_INFO = "magtape_build"
@@ -79,7 +80,7 @@ class Metrics:
         # One request counts a result per policy (30 built-ins): one lock for all of
         # them instead of a Counter child's lock each (docs/performance.md).
         self.policy_evaluations = _Counts(
-            "magtape_policy_evaluations", "Policy evaluations, by policy and result.",
+            POLICY_EVALUATIONS, "Policy evaluations, by policy and result.",
             ("policy", "namespace", "result"))
         r.register(self.policy_evaluations)
         self.would_deny = Counter(

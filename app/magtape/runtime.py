@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 
 from magtape.background import Backoff
-from magtape.engine import Evaluator, PolicyLoader
+from magtape.engine import Evaluator, PolicyCounter, PolicyLoader
 from magtape.engine.sources import base_data, policy_modules
 from magtape.engine.store import PolicyStore
 from magtape.kube.discovery import PolicyDiscovery
@@ -100,7 +100,10 @@ def start(settings: Settings, engine: Evaluator, informers: Informers | None,
     kinds = replicated_kinds(settings.cluster.replicate_kinds)
     if not isinstance(engine, PolicyLoader):
         # kube-mgmt loads policies and data into OPA and owns the status
-        # annotation; a second writer would fight it.
+        # annotation; a second writer would fight it. The gauge asks OPA.
+        if isinstance(engine, PolicyCounter):
+            counter = engine
+            metrics.policies_loaded.set_function(lambda: counter.policies_loaded)
         if settings.cluster.policy_discovery:
             log.warning("MAGTAPE_POLICY_DISCOVERY is ignored with the opa engine: kube-mgmt "
                         "loads the policy ConfigMaps into OPA")

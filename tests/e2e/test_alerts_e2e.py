@@ -126,7 +126,7 @@ def test_nothing_fires_while_magtape_is_healthy(prometheus: Prometheus) -> None:
     unhealthy = {"MagTapeWebhookUnreachable", "MagTapeDown", "MagTapeAbsent",
                  "MagTapeAdmissionSlow", "MagTapeWebhookSlow", "MagTapeEngineErrors",
                  "MagTapeNoPoliciesLoaded", "MagTapePoliciesFailingToLoad",
-                 "MagTapeCertificateExpiring"}
+                 "MagTapeCertificateExpiring", "MagTapePolicyErrors"}
     prometheus.wait_for(lambda: not names(prometheus.alerts()) & unhealthy, DEADLINE,
                         f"no alert of {sorted(unhealthy)} firing")
     assert prometheus.value(f'magtape_policies_loaded{{job="{JOB}"}}') > 0

@@ -64,6 +64,16 @@ class Evaluator(Protocol):
 
 
 @runtime_checkable
+class PolicyCounter(Protocol):
+    """An engine whose policies something else loads (OPA, by kube-mgmt)."""
+
+    @property
+    def policies_loaded(self) -> int:
+        """How many policies it holds, as last seen (cheap: read at every scrape)."""
+        ...
+
+
+@runtime_checkable
 class PolicyLoader(Protocol):
     """Takes policy sets and replicated cluster data."""
 

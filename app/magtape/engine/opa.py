@@ -7,7 +7,8 @@ applicable policy, its metadata and ``deny`` set. Policy loading is OPA's job,
 so this engine is only an :class:`~magtape.engine.Evaluator` and the server
 builds no policy store for it. ``ready`` reflects the last contact with OPA
 (a request or a health check at most every few seconds), so readiness probes
-cost no network call each.
+cost no network call each; each health check also counts the policies OPA
+holds, for ``magtape_policies_loaded``.
 
 The documents MagTape's own settings put into ``data`` (the cluster-wide Pod
 Security default, ``data.magtape.pod_security``) are not kube-mgmt's to load:
@@ -35,6 +36,9 @@ from magtape.review import Review
 log = logging.getLogger(__name__)
 
 DECISIONS_PATH = "/v1/data/magtape/main/decisions"
+# The policies OPA holds, as data.magtape.main.decisions selects them: an ad-hoc
+# query, so it needs no rule of its own in a lib the user may have pinned.
+COUNT_QUERY = "n := count({pkg | some pkg; data.kubernetes.admission[pkg].policy_metadata})"
 # How long one contact with OPA vouches for readiness.
 HEALTH_TTL_SECONDS = 5.0
 
@@ -46,6 +50,8 @@ class OpaEngine:
         """``documents``: Data API paths (``magtape/pod_security``) and the value each must hold."""
         self._url = base_url.rstrip("/") + DECISIONS_PATH
         self._health = base_url.rstrip("/") + "/health"
+        self._query_url = base_url.rstrip("/") + "/v1/query"
+        self._policies = 0
         self._data_url = base_url.rstrip("/") + "/v1/data/"
         self._documents = {path.strip("/"): value for path, value in (documents or {}).items()}
         self._written = not self._documents  # written since the last failed contact
@@ -144,8 +150,29 @@ class OpaEngine:
             except EngineError as exc:
                 log.warning("not ready: %s", exc)
                 ok = False
+        self._policies = self._count_policies() if ok else 0
         self._mark(ok)
         return ok
+
+    @property
+    def policies_loaded(self) -> int:
+        """The policies OPA held at the last health check (0 while it is unreachable),
+        checking again when that is older than the readiness TTL."""
+        if not self.ready:
+            return 0
+        return self._policies
+
+    def _count_policies(self) -> int:
+        try:
+            resp = self._session.post(self._query_url, json={"query": COUNT_QUERY},
+                                      timeout=self._timeout)
+            count = resp.json()["result"][0]["n"] if resp.status_code == 200 else None
+        except (requests.RequestException, ValueError, LookupError, TypeError):
+            count = None
+        if not isinstance(count, int):
+            log.warning("cannot count the policies OPA holds (HTTP query %s)", COUNT_QUERY)
+            return 0
+        return count
 
 
 def _opa_error(resp: requests.Response) -> str:
