@@ -33,7 +33,6 @@ KIND_OF = {"pods": "Pod", "services": "Service", "replicationcontrollers": "Repl
            "deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet",
            "replicasets": "ReplicaSet", "jobs": "Job", "cronjobs": "CronJob",
            "poddisruptionbudgets": "PodDisruptionBudget"}
-NOT_SERVED = "the server could not find the requested resource"
 
 
 def owner_kinds(configured: Iterable[KindRef]) -> frozenset[str]:
@@ -67,7 +66,7 @@ def served(api: RawApi, refs: Iterable[ResourceRef], namespace: str) -> list[Res
         try:
             api.list(ref, namespace)
         except KubeError as exc:
-            if exc.not_found and NOT_SERVED in exc.message:
+            if exc.not_served:
                 log.info("audit: the API server does not serve %s; not audited", ref)
                 continue
         out.append(ref)  # served, or another error the reflector reports and retries

@@ -72,6 +72,12 @@ class Informer:
         self.description = self._reflector.description
         self.started = False
 
+    @property
+    def not_served(self) -> bool:
+        """The API server does not serve the resource (a CRD not installed), as of the
+        last list."""
+        return self._reflector.not_served
+
     def get(self, namespace: str, name: str) -> Obj | None:
         """The current object (without managedFields), or None. Never waits: a read of
         the dict the reflector's thread replaces whole or changes one key at a time

@@ -6,11 +6,11 @@ would deny (magtape.enforcement.inheritance). Asking the API server there
 would make admission wait on it, and fail when it fails; instead each owner
 resource (``MAGTAPE_CONTROLLER_OWNER_KINDS``) is followed by the process'
 shared informer for it (one list/watch per resource, the audit's too), and a
-lookup reads the informer's current objects. Until a resource's first list
-completes, or for an owner created a moment ago and not yet seen, the lookup
-finds nothing and the object is judged on its own (its controller retries,
-and the retry finds it); while the API server is unreachable the last known
-owners stay.
+lookup reads the informer's current objects. Readiness waits for every
+resource's first list (:attr:`OwnerIndex.synced`, magtape.wiring); for an
+owner created a moment ago and not yet seen, the lookup finds nothing and the
+object is judged on its own (its controller retries, and the retry finds
+it); while the API server is unreachable the last known owners stay.
 
 A resource the API server does not serve at the configured version is
 followed at the known older one (``batch/v1/cronjobs`` is
@@ -33,7 +33,6 @@ from magtape.settings import KindRef
 
 log = logging.getLogger(__name__)
 
-NOT_SERVED = "the server could not find the requested resource"
 # Older versions a resource was served at, tried when the configured one is not served.
 OLDER_VERSIONS = {ResourceRef("batch/v1", "cronjobs"): ResourceRef("batch/v1beta1", "cronjobs")}
 
@@ -118,7 +117,7 @@ class OwnerIndex:
             try:
                 self._informers.api.list(candidate, self._probe_namespace)
             except KubeError as exc:
-                if exc.not_found and NOT_SERVED in exc.message:
+                if exc.not_served:
                     continue
             return candidate  # served, or an error the informer reports and retries
         log.info("controller owners: the API server does not serve %s; objects it owns are "

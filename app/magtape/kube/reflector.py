@@ -48,6 +48,9 @@ class Reflector:
         self._backoff = backoff or Backoff()
         self._on_synced = on_synced
         self.synced = threading.Event()  # set after the first successful list
+        # The last list failed because the API server does not serve the resource
+        # (a CRD not installed): there are no objects to miss.
+        self.not_served = False
         self._lock = threading.Lock()
         self._stream: WatchStream | None = None
         self._worker = Worker(f"magtape-watch-{ref.plural}", self._step, wake=self._close_stream)
@@ -77,6 +80,7 @@ class Reflector:
         except _Gone:
             log.info("watch of %s expired (410 Gone): listing again", self.description)
         except KubeError as exc:
+            self.not_served = exc.not_served
             delay = self._backoff.next()
             log.warning("list/watch of %s failed: %s; retrying in %.1fs (serving the "
                         "last known state meanwhile)", self.description, exc, delay)
@@ -93,6 +97,7 @@ class Reflector:
         with_kind(items, doc, self.ref.group_version)  # as watch events carry them
         self._handler.replace(items)
         self._backoff.reset()
+        self.not_served = False
         if not self.synced.is_set():
             self.synced.set()
             log.info("synced %s: %d object(s)", self.description, len(items))

@@ -24,6 +24,8 @@ from kubernetes.client.exceptions import ApiException
 from magtape.kube.objects import Obj
 
 MERGE_PATCH = "application/merge-patch+json"
+# The message of a 404 for a resource the API server does not serve.
+NOT_SERVED = "the server could not find the requested resource"
 
 
 class KubeError(Exception):
@@ -38,6 +40,12 @@ class KubeError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+    @property
+    def not_served(self) -> bool:
+        """404 for the collection itself: the API server does not serve the resource
+        at this version (a CRD not installed), not a missing object."""
+        return self.not_found and NOT_SERVED in self.message
 
     @property
     def conflict(self) -> bool:

@@ -2,10 +2,11 @@
 
 MagTapeException objects are followed in every namespace; the overrides
 ConfigMap in MagTape's own namespace; the owners controllers derive objects
-from (magtape.kube.owners) in every namespace. None gates readiness: until the
-first list completes, no exception applies and the defaults hold, which errs
-on the side of enforcing. The informers keep the last known state while the
-API server is unreachable. The enforcement package itself (core) holds no
+from (magtape.kube.owners) in every namespace. Each gates readiness until its
+first list completes (magtape.wiring): a replica that answered before would
+miss exceptions, overrides and owners, and deny what its ready peers let
+through (a rollout's Pods, exempted objects). The informers keep the last
+known state while the API server is unreachable. The enforcement package itself (core) holds no
 client and no thread: this module connects it to the cluster.
 """
 
@@ -20,7 +21,7 @@ from magtape.enforcement.exceptions import API_GROUP, API_VERSION, PLURAL
 from magtape.enforcement.inheritance import Inheritance
 from magtape.enforcement.state import ConfigWatch, EnforcementState, ExceptionWatch
 from magtape.engine.store import PolicyStore
-from magtape.kube.informers import Informers
+from magtape.kube.informers import Informer, Informers
 from magtape.kube.owners import OwnerIndex
 from magtape.kube.rest import CONFIGMAPS, ResourceRef
 from magtape.notify import Notifier
@@ -66,6 +67,12 @@ def watch_enforcement(settings: Settings, informers: Informers, state: Enforceme
         reminders.start()
         stack.callback(reminders.stop)
     return config
+
+
+def enforcement_informers(settings: Settings, informers: Informers) -> list[Informer]:
+    """The informers :func:`watch_enforcement` feeds from (readiness waits for them)."""
+    return [informers.informer(EXCEPTIONS),
+            informers.informer(CONFIGMAPS, settings.identity.namespace)]
 
 
 def inherit_from_owners(settings: Settings, informers: Informers, enforcer: Enforcer,
