@@ -39,6 +39,9 @@ def inputs() -> dict[str, Any]:
     legacy_old = with_finalizers(pod("legacy-old", container("app", privileged=True)),
                                  "example.com/stop")
     web_old = deployment("web", container("app"))
+    released_old = pod("released", container("app"), namespace="prod")
+    released = {**released_old, "metadata": {k: v for k, v in released_old["metadata"].items()
+                                             if k != "ownerReferences"}}
     objects = [
         namespace,
         pod("legacy-1", container("app", privileged=True)),  # exempted
@@ -50,6 +53,9 @@ def inputs() -> dict[str, Any]:
         pod("strict", container("app", privileged=False, limits=False), namespace="prod"),
         with_finalizers(legacy_old),  # finalizer removal: UPDATE
         deployment("web", container("app"), container("debug", privileged=True)),  # UPDATE
+        # Its ReplicaSet released it (UPDATE): no longer owned, yet not a new singleton
+        # pod (MT1007) at deny level HIGH, or the controller could not release it.
+        released,
     ]
     exceptions = [
         exception("legacy", expires=now + timedelta(days=30), created=None),
@@ -67,7 +73,7 @@ def inputs() -> dict[str, Any]:
                                                                     "team-c"}},
                                        "denyLevel": "OFF"}]})}}
     return {"objects": objects, "exceptions": exceptions, "enforcement": enforcement,
-            "old": [legacy_old, web_old]}
+            "old": [legacy_old, web_old, released_old]}
 
 
 def run_check(tmp_path: Path, data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -139,7 +145,7 @@ def test_check_and_the_webhook_decide_the_same(tmp_path: Path,
     assert "[MT1008 will block from 2099-01-01]" in admitted[("team-a", "soon")]["warnings"][0]
     assert summary == {"legacy-1": True, "legacy-2": False, "stale-1": False, "plain": False,
                        "sandboxed": True, "soon": True, "strict": False, "legacy-old": True,
-                       "web": False}
+                       "web": False, "released": True}
 
 
 @pytest.mark.parametrize("bad, message", [

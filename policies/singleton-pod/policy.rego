@@ -13,8 +13,15 @@ policy_metadata := {
 }
 
 # policy_metadata.targets, tested with == rather than `in`, which would
-# build the targets set on every request.
-matches if input.request.kind.kind == "Pod"
+# build the targets set on every request. Only when the Pod is created: its
+# owner references go away afterwards only because a controller releases or
+# orphans it (a ReplicaSet whose selector no longer matches the Pod's labels,
+# `kubectl delete --cascade=orphan`), and denying that UPDATE would block the
+# controller, not whoever wrote the Pod.
+matches if {
+	input.request.kind.kind == "Pod"
+	object.get(input.request, "operation", "CREATE") != "UPDATE"
+}
 
 deny contains info if {
 	matches

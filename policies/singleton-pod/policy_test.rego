@@ -35,6 +35,20 @@ test_job_owned_pod_passes if {
 	count(policy.deny) == 0 with input.request as fixtures.pod({"name": "batch-x1", "ownerReferences": owners}, spec)
 }
 
+test_an_update_is_not_judged if {
+	# The ReplicaSet controller releasing a Pod it no longer selects removes the
+	# owner reference: that UPDATE must not be denied as a new failure.
+	req := object.union(fixtures.pod({"name": "web-5d9c-x1"}, spec), {"operation": "UPDATE"})
+	not policy.matches with input.request as req
+	count(policy.deny) == 0 with input.request as req
+}
+
+test_a_request_without_an_operation_is_judged if {
+	# Offline reviews without one are creations.
+	req := object.remove(fixtures.pod({"name": "lonely"}, spec), ["operation"])
+	policy.matches with input.request as req
+}
+
 test_workloads_are_ignored if {
 	every kind in {"Deployment", "Job", "CronJob"} {
 		not policy.matches with input.request as fixtures.workload(kind, spec)
