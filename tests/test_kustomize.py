@@ -458,6 +458,13 @@ def _assert_production(target: str) -> None:
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
     keys = {c["topologyKey"] for c in spec["topologySpreadConstraints"]}
     assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    # Tainted nodes count as nodes holding no replica (nodeTaintsPolicy is not
+    # set: kubectl refuses it before 1.26), so a required spread may allow one
+    # replica per node: a rollout must be able to replace one before it surges.
+    strict = [c for c in spec["topologySpreadConstraints"]
+              if c["whenUnsatisfiable"] == "DoNotSchedule"]
+    assert strict and "nodeTaintsPolicy" not in str(strict)
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
     assert spec["priorityClassName"] == one(target, "PriorityClass")["metadata"]["name"]
     settings = Settings.from_env(env_config(target))
     assert settings.slack.enabled is True
