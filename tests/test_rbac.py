@@ -36,6 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app" / "magtape"
 NAMESPACE = "magtape-system"
 SERVE_SA, INIT_SA, UI_SA = "magtape-sa", "magtape-init", "magtape-ui"
+# What `magtape serve` needs only with MAGTAPE_AUDIT=on (components/audit):
+# the calls of the modules under audit/, as magtape-sa.
+AUDIT = "magtape-sa with the audit"
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 RAW_VERBS = {"get": "get", "list": "list", "watch": "watch", "create": "create",
@@ -74,7 +77,7 @@ def _resource_refs() -> dict[str, tuple[str, str]]:
 # Which process (ServiceAccount) runs a module: the first matching prefix of
 # its path under app/magtape; everything else runs in `magtape serve`. A new
 # process with its own identity adds its modules here.
-PROCESS_BY_PREFIX = (("kube/init", INIT_SA), ("ui/", UI_SA))
+PROCESS_BY_PREFIX = (("kube/init", INIT_SA), ("ui/", UI_SA), ("audit/", AUDIT))
 
 
 def process_of(path: Path) -> str:
@@ -89,7 +92,7 @@ def calls_in_code() -> dict[str, set[Right]]:
 def call_sites() -> dict[str, dict[Right, set[str]]]:
     """Per ServiceAccount: each right the code needs, and the modules that need it."""
     refs = _resource_refs()
-    sites: dict[str, dict[Right, set[str]]] = {SERVE_SA: {}, INIT_SA: {}, UI_SA: {}}
+    sites: dict[str, dict[Right, set[str]]] = {SERVE_SA: {}, INIT_SA: {}, UI_SA: {}, AUDIT: {}}
     for path in APP.rglob("*.py"):
         if path.relative_to(APP).as_posix() == "kube/rest.py":
             continue  # the RawApi itself: its callers say what they call
@@ -110,14 +113,18 @@ def call_sites() -> dict[str, dict[Right, set[str]]]:
                 found.append((*refs[first.id], RAW_VERBS[func.attr]))
         for right in found:
             needs.setdefault(right, set()).add(module)
-    # The audit lists and watches the kinds of its configuration (default:
-    # DEFAULT_KINDS), not constants a scan could find.
+    # The owners and the audit list and watch the kinds of their configuration
+    # (the defaults), not constants a scan could find.
     from magtape.audit.kinds import audit_kinds
+    from magtape.settings import DEFAULT_CONTROLLER_OWNER_KINDS
 
-    for ref in audit_kinds(()):
+    configured = [(SERVE_SA, "kube/owners.py", k.group_version, k.plural)
+                  for k in DEFAULT_CONTROLLER_OWNER_KINDS]
+    configured += [(AUDIT, "audit/kinds.py", r.group_version, r.plural) for r in audit_kinds(())]
+    for who, module, group_version, plural in configured:
         for verb in ("list", "watch"):
-            right = (ref.group_version.rpartition("/")[0], ref.plural, verb)
-            sites[SERVE_SA].setdefault(right, set()).add("audit/kinds.py")
+            right = (group_version.rpartition("/")[0], plural, verb)
+            sites[who].setdefault(right, set()).add(module)
     return sites
 
 
@@ -131,6 +138,10 @@ def test_the_call_table_is_derived_from_the_code() -> None:
     assert ("events.k8s.io", "events", "create") in needed[SERVE_SA]
     assert not any(r[1] == "secrets" and r[2] != "get" for r in needed[SERVE_SA])
     assert ("wgpolicyk8s.io", "policyreports", "watch") in needed[UI_SA]
+    assert ("wgpolicyk8s.io", "policyreports", "create") in needed[AUDIT]
+    assert ("apps", "replicasets", "watch") in needed[SERVE_SA]  # the owners
+    # Only the audit reads every Pod (their specs may hold secrets in env vars).
+    assert ("", "pods", "list") in needed[AUDIT] and ("", "pods", "list") not in needed[SERVE_SA]
 
 
 # --------------------------------------------------------------------------- the manifests
@@ -158,6 +169,13 @@ def rights(rules: list[dict[str, Any]]) -> set[Right]:
             for r in rule.get("resources", []) for v in rule.get("verbs", [])}
 
 
+def audit_enabled(docs: list[dict[str, Any]]) -> bool:
+    """Whether the rendered settings turn the background audit on."""
+    (env,) = [d for d in docs if d["kind"] == "ConfigMap"
+              and d["metadata"]["name"].startswith("magtape-env")]
+    return str(env["data"].get("MAGTAPE_AUDIT", "off")).lower() == "on"
+
+
 def targets() -> Iterator[Path]:
     yield REPO / "base"
     yield from sorted(p for p in (REPO / "overlays").iterdir() if p.is_dir())
@@ -181,16 +199,20 @@ def test_rendered_rbac_grants_exactly_what_the_code_calls(target: Path) -> None:
     needed = calls_in_code()
     if not has_init:
         needed[INIT_SA] = set()
+    if audit_enabled(docs):
+        needed[SERVE_SA] |= needed[AUDIT]
     # MAGTAPE_REPLICATE adds list/watch on more kinds; none is configured here.
     got = granted(docs)
     for sa in (SERVE_SA, INIT_SA):
         have = rights(got[sa])
         assert have - needed[sa] == set(), f"{target.name}: {sa} has rights it never uses"
-        missing = {right: sorted(call_sites()[sa][right]) for right in needed[sa] - have}
+        sites = {**call_sites()[AUDIT], **call_sites()[sa]}
+        missing = {right: sorted(sites[right]) for right in needed[sa] - have}
         assert missing == {}, (
             f"{target.name}: {sa} lacks rights the code needs (right: calling modules). Add "
-            "them to base/rbac.yaml (magtape-sa) or base/rbac-init.yaml (magtape-init), or map "
-            "a module run by another process in PROCESS_BY_PREFIX")
+            "them to base/rbac.yaml (magtape-sa), components/audit/rbac.yaml (the audit's) or "
+            "base/rbac-init.yaml (magtape-init), or map a module run by another process in "
+            "PROCESS_BY_PREFIX")
         for rule in got[sa]:
             if "secrets" in rule["resources"]:
                 for verb in rule["verbs"]:
@@ -240,3 +262,19 @@ def test_the_ui_component_grants_magtape_ui_exactly_what_it_calls(tmp_path: Path
                                    f"missing: {needed[UI_SA] - have}")
     assert {v for _, _, v in have} == {"list", "watch"}
     assert rights(got[SERVE_SA]) == rights(granted(render(REPO / "base"))[SERVE_SA])
+
+
+def test_the_audit_component_grants_what_the_audit_calls(tmp_path: Path) -> None:
+    """components/audit turns the audit on and adds exactly its rights to magtape-sa:
+    an installation without it cannot read every Pod or write PolicyReports."""
+    rel = os.path.relpath(REPO, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [f"{rel}/base"], "components": [f"{rel}/components/audit"]}))
+    docs = render(tmp_path)
+    assert audit_enabled(docs) and not audit_enabled(render(REPO / "base"))
+    needed = calls_in_code()
+    have = rights(granted(docs)[SERVE_SA])
+    assert have == needed[SERVE_SA] | needed[AUDIT], (
+        f"extra: {have - needed[SERVE_SA] - needed[AUDIT]}; "
+        f"missing: {needed[SERVE_SA] | needed[AUDIT] - have}")

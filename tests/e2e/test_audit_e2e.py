@@ -2,9 +2,9 @@
 
 Why it exists: the unit tests drive the audit against the fake API server;
 here two replicas of ``magtape serve`` with ``MAGTAPE_AUDIT=on`` run with the
-rendered RBAC's identity against the real API server: its Lease semantics,
-the shipped PolicyReport CRD's schema (components/policyreport-crd), real
-watches. The objects exist before the audit starts (they are created before
+rendered RBAC's identity (the base's and components/audit's) against the real
+API server: its Lease semantics, the shipped PolicyReport CRD's schema
+(components/policyreport-crd), real watches. The objects exist before the audit starts (they are created before
 the namespace opts in, as on a cluster adopting MagTape). ``magtape audit``
 is then run with the admin's kubeconfig and must print what the reports hold.
 Every wait polls the API server with a deadline.
@@ -29,6 +29,7 @@ from e2e.support import MAGTAPE, REPO, MagTape, Proc, apply, container
 from e2e.test_webhook import namespace
 
 CRD = REPO / "components" / "policyreport-crd" / "policyreports.yaml"
+AUDIT_RBAC = REPO / "components" / "audit" / "rbac.yaml"
 LEASE = "magtape-audit"
 REPORT = "magtape-audit"
 MARKER_POLICY = "policy-e2e-audit-marker"
@@ -87,7 +88,9 @@ class Replica:
 
 @pytest.fixture(scope="module")
 def crd(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "-f", str(CRD))
+    """The PolicyReport CRD, and the audit's rights (components/audit): the base
+    grants magtape-sa none of them."""
+    cluster.kubectl("apply", "-f", str(CRD), "-f", str(AUDIT_RBAC))
     cluster.kubectl("wait", "--for=condition=established", "--timeout=60s",
                     "crd/policyreports.wgpolicyk8s.io")
 
