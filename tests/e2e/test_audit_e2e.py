@@ -4,8 +4,9 @@ Why it exists: the unit tests drive the audit against the fake API server;
 here two replicas of ``magtape serve`` with ``MAGTAPE_AUDIT=on`` run with the
 rendered RBAC's identity (the base's and components/audit's) against the real
 API server: its Lease semantics, the shipped PolicyReport CRD's schema
-(components/policyreport-crd), real watches. The objects exist before the audit starts (they are created before
-the namespace opts in, as on a cluster adopting MagTape). ``magtape audit``
+(components/policyreport-crd), real watches. The objects exist before the
+audit starts (they are created before the namespace opts in, as on a cluster
+adopting MagTape). ``magtape audit``
 is then run with the admin's kubeconfig and must print what the reports hold.
 Every wait polls the API server with a deadline.
 
