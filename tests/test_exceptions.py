@@ -64,6 +64,15 @@ INVALID_TABLE = [
     (exception(checks=("MT9999",)), "unknown check ID(s) MT9999"),
     (exception(checks=()), "spec.checks is empty"),
     (exception(kinds=["Pod"]), "spec.match needs names or a selector"),
+    # What would match every object of the namespace is no narrower than nothing.
+    *((exception(**match), "an exception never covers a whole namespace") for match in (
+        {"names": ["*"]}, {"names": ["legacy-*", "*-*"]}, {"names": ["?*.*"]},
+        {"selector": {}}, {"selector": {"matchLabels": {}}},
+        {"selector": {"matchExpressions": []}},
+        {"selector": {"matchExpressions": [{"key": "tier", "operator": "NotIn",
+                                            "values": ["prod"]}]}},
+        {"selector": {"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}},
+        {"names": ["*"], "selector": {}})),
     (exception(names=["Legacy_*"]), "is not an object name or a pattern"),
     (exception(selector={"matchExpressions": [{"key": "a", "operator": "Near"}]}),
      "operator 'Near' is invalid"),
@@ -83,6 +92,19 @@ def test_invalid_exceptions_are_refused_saying_what_to_fix(obj: dict[str, Any],
         parse_exception(obj, max_lifetime=MAX, known_checks=KNOWN)
     assert problem in str(info.value)
     assert str(info.value).startswith("MagTapeException team-a/legacy-priv is invalid: ")
+
+
+@pytest.mark.parametrize("match", [
+    {"names": ["legacy-*"]}, {"names": ["*-agent"]}, {"selector": {"matchLabels": {"app": "a"}}},
+    {"selector": {"matchExpressions": [{"key": "vendor", "operator": "Exists"}]}},
+    {"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a"]}]}},
+    # A broad part is fine beside one that narrows: names and selector must both match.
+    {"names": ["*"], "selector": {"matchLabels": {"app": "a"}}},
+    {"names": ["legacy-*"], "selector": {"matchExpressions": [
+        {"key": "tier", "operator": "NotIn", "values": ["prod"]}]}},
+])
+def test_a_match_that_names_what_it_exempts_is_accepted(match: dict[str, Any]) -> None:
+    parse_exception(exception(**match), max_lifetime=MAX, known_checks=KNOWN)
 
 
 def test_exactly_the_maximum_lifetime_is_accepted() -> None:

@@ -48,6 +48,15 @@ _IMAGE_PATTERN = re.compile(r"^[A-Za-z0-9*?][-A-Za-z0-9._/:@*?]*$")
 _CHECK_ID = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,63}$")
 
 
+def _names_something(names: list[str], selector: LabelSelector | None) -> bool:
+    """Whether the match narrows the namespace down: names that are not all wildcards,
+    or a selector requiring some label (matchLabels, In or Exists)."""
+    if names and all(p.strip("*?-.") for p in names):
+        return True
+    return selector is not None and any(r.operator in ("In", "Exists")
+                                        for r in selector.requirements)
+
+
 class InvalidException(ValueError):
     """A MagTapeException is not acceptable; ``problems`` says what to fix, one per line."""
 
@@ -209,9 +218,12 @@ def parse_exception(obj: Any, *, max_lifetime: timedelta, lifetime_start: dateti
                 selector = parse_selector(match["selector"], "spec.match.selector")
             except SelectorError as exc:
                 problems.append(str(exc))
-        if not names and selector is None:
-            problems.append("spec.match needs names or a selector: an exception names what it "
-                            "exempts, it never covers a whole namespace")
+
+        if not _names_something(names, selector):
+            problems.append("spec.match needs names or a selector that name what it exempts: "
+                            "an exception never covers a whole namespace (a name pattern of "
+                            "only wildcards and separators, an empty selector, or one of only "
+                            "NotIn and DoesNotExist would match every object)")
 
     expires_at = parse_time(spec.get("expiresAt"))
     if "expiresAt" not in spec:
