@@ -84,23 +84,29 @@ def deployment(name: str, *labels: str, namespace: str = "test1") -> dict[str, A
             "spec": {"template": {"spec": {"containers": [{"name": name, "image": "nginx"}]}}}}
 
 
+CONTROLLER = "system:serviceaccount:kube-system:replicaset-controller"
 DENY = "[FAIL] HIGH - hostPort is configured for container \"web\" (MT1008)"
 WARN = "[FAIL] LOW - Liveness Probe missing for container \"web\" (MT1001)"
 
 
 def outcome(name: str = "web", *, kind: str = "Deployment", namespace: str = "test1",
             messages: tuple[str, ...] = (DENY,), owned: bool = False,
-            dry_run: bool = False) -> Outcome:
-    """An Outcome as AdmissionService builds it, for a workload failing ``messages``."""
+            dry_run: bool = False, operation: str = "CREATE", username: str = "",
+            sub_resource: str = "") -> Outcome:
+    """An Outcome as AdmissionService builds it, for a workload failing ``messages``;
+    ``owned``: a ReplicaSet's, created by the ReplicaSet controller unless ``username``."""
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
     if owned:
         meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
                                     "name": "web-5d4f", "uid": "1", "controller": True}]
     api_version = "v1" if kind == "Pod" else "apps/v1"
-    review = make_review({"apiVersion": api_version, "kind": kind, "metadata": meta}, namespace)
-    if dry_run:
-        review = review_from_document({"apiVersion": review.api_version,
-                                       "request": {**review.request, "dryRun": True}})
+    username = username or (CONTROLLER if owned else "jane")
+    review = make_review({"apiVersion": api_version, "kind": kind, "metadata": meta}, namespace,
+                         operation=operation, username=username)
+    if dry_run or sub_resource:
+        review = review_from_document({"apiVersion": review.api_version, "request": {
+            **review.request, "dryRun": dry_run,
+            **({"subResource": sub_resource} if sub_resource else {})}})
     violations = tuple(
         Violation(m, "host-port" if "HIGH" in m else "liveness-probe",
                   Severity.HIGH if "HIGH" in m else Severity.LOW, m[-7:-1])

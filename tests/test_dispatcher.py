@@ -209,7 +209,7 @@ def test_dedup_window_zero_disables_it(metrics: Metrics) -> None:
     assert len(slack.delivered) == 2
 
 
-def test_controller_owned_pods_do_not_notify(metrics: Metrics) -> None:
+def test_pods_a_controller_creates_do_not_notify(metrics: Metrics) -> None:
     events, slack = RecordingSink("event"), RecordingSink("slack")
     d = Dispatcher(metrics, events=events, slack=slack)
     assert d.submit(outcome("web-5d4f-x2x7q", kind="Pod", owned=True)) is False
@@ -218,6 +218,24 @@ def test_controller_owned_pods_do_not_notify(metrics: Metrics) -> None:
     assert events.names() == slack.names() == ["singleton"]
     assert count(metrics, "slack", "deduplicated") == 1
     assert count(metrics, "event", "deduplicated") == 1
+
+
+@pytest.mark.parametrize("case", [
+    # A person creating a Pod that names an owner: the owner reported nothing of it.
+    {"username": "jane"},
+    # `kubectl debug` adding a privileged ephemeral container to a controller's Pod.
+    {"username": "jane", "operation": "UPDATE", "sub_resource": "ephemeralcontainers"},
+    # Even a controller's UPDATE is not the Pod its owner's spec described.
+    {"operation": "UPDATE"},
+])
+def test_an_owned_pod_notifies_unless_its_controller_created_it(
+        metrics: Metrics, case: dict[str, str]) -> None:
+    events = RecordingSink("event")
+    d = Dispatcher(metrics, events=events)
+    assert d.submit(outcome("web-5d4f-x2x7q", kind="Pod", owned=True, **case)) is False
+    d.close(5)
+    assert events.names() == ["web-5d4f-x2x7q"]
+    assert count(metrics, "event", "deduplicated") == 0
 
 
 def test_a_failing_sink_is_counted_and_its_worker_carries_on(metrics: Metrics) -> None:

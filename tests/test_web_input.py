@@ -26,7 +26,7 @@ from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
 from magtape.review import MalformedReview, parse_review
 from magtape.server import Webhook, start
-from magtape.settings import Address, HttpSettings, Settings
+from magtape.settings import DEFAULT_CONTROLLER_IDENTITIES, Address, HttpSettings, Settings
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "test1"},
        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
@@ -198,9 +198,9 @@ def test_generated_reviews_parse_or_are_refused_as_malformed(body: bytes) -> Non
     except MalformedReview as exc:
         assert str(exc)
         return
-    for accessor in ("uid", "kind", "namespace", "name", "operation", "dry_run", "username",
-                     "controller_owned"):
+    for accessor in ("uid", "kind", "namespace", "name", "operation", "dry_run", "username"):
         getattr(review, accessor)
+    review.created_by_controller(DEFAULT_CONTROLLER_IDENTITIES)
     assert json.loads(review.raw)["request"]["uid"] == review.uid
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
@@ -123,14 +124,17 @@ class Review:
         name = info.get("username")
         return name if isinstance(name, str) else ""
 
-    @property
-    def controller_owned(self) -> bool:
-        """A Pod created by a controller: its parent already reported its failures.
+    def created_by_controller(self, controllers: Collection[str]) -> bool:
+        """A Pod one of ``controllers`` (user names) created for its owner, whose
+        failures the owner already reported when it was applied.
 
-        Only used to de-duplicate notifications; the Pod is still evaluated,
-        so a forged ownerReference bypasses nothing.
+        Only used to de-duplicate notifications; the Pod is still evaluated. Who
+        sent the request counts, not only the reference: a person creating a Pod
+        that names an owner, or adding an ephemeral container to a controller's
+        Pod (an UPDATE of a subresource), is not the owner's failure.
         """
-        if self.kind != "Pod":
+        if (self.kind != "Pod" or self.operation != "CREATE" or self.request.get("subResource")
+                or self.username not in controllers):
             return False
         owners = self.object.get("metadata", {}).get("ownerReferences") or []
         return isinstance(owners, list) and any(

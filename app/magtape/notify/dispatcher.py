@@ -28,12 +28,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import TYPE_CHECKING, Protocol
 
 from magtape.background import Worker
 from magtape.metrics import Channel, Metrics
 from magtape.namespaces import NamespaceDirectory
+from magtape.settings import DEFAULT_CONTROLLER_IDENTITIES
 from magtape.text import NAME_MAX, clean
 from magtape.ttlcache import TtlCache
 
@@ -197,11 +198,14 @@ class Dispatcher:
                  slack: Sink | None = None, slack_passive: bool = False,
                  queue_size: int = 1000, dedup_seconds: float = 600.0,
                  namespaces: NamespaceDirectory | None = None,
+                 controllers: Collection[str] = DEFAULT_CONTROLLER_IDENTITIES,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """``namespaces``: when given, only reviews of namespaces that exist and
-        opted in notify anyone (see magtape.namespaces); None: no cluster to ask."""
+        opted in notify anyone (see magtape.namespaces); None: no cluster to ask.
+        ``controllers``: the user names whose Pods their owners' reports cover."""
         self._metrics = metrics
         self._namespaces = namespaces
+        self._controllers = frozenset(controllers)
         self._unverified = RateLimitedLog(DROP_LOG_INTERVAL_SECONDS, clock)
         self._slack_passive = slack_passive
         self._recent = RecentAlerts(dedup_seconds, clock=clock)
@@ -234,7 +238,7 @@ class Dispatcher:
                             "exist or did not opt in (last: %s); forged reviews? See "
                             "docs/security.md", count, clean(review.namespace, NAME_MAX))
             return False
-        if review.controller_owned:
+        if review.created_by_controller(self._controllers):
             self._deduplicated(lanes)
             return False
         key = dedup_key(outcome)

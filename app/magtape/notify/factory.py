@@ -18,7 +18,7 @@ from magtape.notify.events import EventRecorder
 from magtape.notify.slack import SlackSender
 from magtape.notify.slack_targets import TenantWebhooks
 from magtape.remediation import remedies_for
-from magtape.settings import Settings
+from magtape.settings import DEFAULT_CONTROLLER_IDENTITIES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,4 +57,7 @@ def build_notifier(settings: Settings, api_client: Any | None, metrics: Metrics,
              " (passive: also for allowed requests)" if slack and settings.slack.passive else "")
     return Dispatcher(metrics, events=events, slack=slack, slack_passive=settings.slack.passive,
                       queue_size=settings.notify.queue_size,
-                      dedup_seconds=settings.notify.dedup_seconds, namespaces=namespaces)
+                      dedup_seconds=settings.notify.dedup_seconds, namespaces=namespaces,
+                      # Inheritance may be off ("none"); the controllers still send their Pods.
+                      controllers=(settings.exceptions.controller_identities
+                                   or DEFAULT_CONTROLLER_IDENTITIES))
