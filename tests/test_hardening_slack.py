@@ -22,7 +22,7 @@ from fakekube import FakeKube
 from magtape.decision import Outcome, decide
 from magtape.metrics import Metrics
 from magtape.notify.dispatcher import Dispatcher
-from magtape.notify.slack import SlackSender
+from magtape.notify.slack import RETRY_TOTAL, WORKERS, SlackSender, retry_policy
 from magtape.notify.slack_targets import TenantWebhooks
 from magtape.policy import DenyLevel, Evaluation, PolicyResult, Severity, Violation
 from magtape.review import review_from_document
@@ -162,3 +162,52 @@ def test_an_unreachable_target_is_skipped_for_a_while(fake_kube: FakeKube, tls: 
     assert sent(metrics, "failed") == 10
     assert len(stuck.posts) == 1, "only the first alert waited for the timeout"
     assert took < 4, f"10 alerts to a dead target took {took:.1f}s"
+
+
+def test_tenants_holding_every_worker_do_not_delay_the_default_webhook(
+        fake_kube: FakeKube, tls: TlsFiles) -> None:
+    """The administrators' webhook has a worker of its own: as many black-holing
+    tenants as there are workers cannot keep its alerts waiting."""
+    with receiver("hang", tls=tls) as stuck, receiver(tls=tls) as admins:
+        tenants = [f"stuck-{i}" for i in range(WORKERS)]
+        for namespace in tenants:
+            seed(fake_kube, namespace, stuck.url(PATH))
+        settings = Settings(slack=SlackSettings(enabled=True, default_url=admins.url(PATH),
+                                                allowed_hosts=("127.0.0.1",),
+                                                allowed_ports=(stuck.port,)),
+                            notify=NotifySettings(dedup_seconds=0))
+        metrics = Metrics(CollectorRegistry())
+        dispatcher = Dispatcher(metrics, slack=SlackSender(
+            settings, metrics, TenantWebhooks(fake_kube.api_client()), verify=str(tls.ca)))
+        try:
+            for namespace in tenants:  # each tenant's alert also goes to the admins
+                dispatcher.submit(outcome("web", namespace=namespace))
+            stuck.wait_for(WORKERS - 1)  # every tenant worker is held
+            admins.wait_for(WORKERS)
+            started = time.monotonic()
+            dispatcher.submit(outcome("other", namespace="no-secret"))
+            admins.wait_for(WORKERS + 1)
+            took = time.monotonic() - started
+        finally:
+            dispatcher.close(0.2)
+    assert took < 2, f"the default webhook's alert waited {took:.1f}s behind tenants"
+
+
+def test_a_target_still_refusing_after_the_retries_is_skipped_for_a_while(
+        fake_kube: FakeKube, tls: TlsFiles) -> None:
+    """A tenant webhook answering 5xx (or 429) to every retry costs one alert's
+    retries a minute, not every alert's: the others fail at once."""
+    with receiver("error", tls=tls) as refusing:
+        seed(fake_kube, "refusing", refusing.url(PATH))
+        metrics, dispatcher = tenant_alerts(fake_kube, tls, (refusing.port,),
+                                            retry=retry_policy(0.01))
+        try:
+            for i in range(10):
+                dispatcher.submit(outcome(f"web-{i}", namespace="refusing"))
+            deadline = time.monotonic() + 20
+            while sent(metrics, "failed") < 10 and time.monotonic() < deadline:
+                refusing.release.wait(0.05)
+        finally:
+            dispatcher.close(1)
+    assert sent(metrics, "failed") == 10
+    assert len(refusing.posts) == 1 + RETRY_TOTAL, "one alert's post and retries, no more"

@@ -3,10 +3,12 @@
 Targets and URL policy live in :mod:`magtape.notify.slack_targets`, the
 payload in :mod:`magtape.notify.slack_payload`; this module posts. Each target
 (the default webhook, each tenant's webhook) has its own bounded FIFO, at most
-one post in flight, and a small shared pool of workers takes turns between
-targets: a tenant URL that black-holes connections holds one worker and fills
-its own queue (then its alerts are dropped and counted), while every other
-target's alerts keep going out.
+one post in flight. The default webhook has a worker of its own; the tenants'
+share a small pool whose workers take turns between targets, one post each: a
+tenant URL that black-holes connections or keeps answering 429 holds one
+worker for one post, is then skipped for a minute, and fills its own queue
+(then its alerts are dropped and counted), while every other target's alerts
+keep going out.
 
 A webhook URL is a credential: it never appears in a log line. Our own
 messages name the target by origin and host only, exceptions are logged by
@@ -63,8 +65,9 @@ RETRY_AFTER_MAX_SECONDS = 10.0
 WORKERS = 4
 PER_TARGET_QUEUE = 50
 MAX_PENDING_TARGETS = 256
-# A target whose connection failed or timed out is skipped (its alerts counted
-# as failed at once) for this long, so it costs a worker one timeout a minute.
+# A target whose connection failed or timed out, or that still answered 429 or
+# 5xx after the retries, is skipped (its alerts counted as failed at once) for
+# this long, so it costs a worker one failed post a minute.
 COOLDOWN_SECONDS = 60.0
 # Repeated warnings about one condition: one line per minute, with a count.
 LOG_INTERVAL_SECONDS = 60.0
@@ -202,25 +205,33 @@ class PerTargetQueues:
         return True
 
     def _step(self) -> bool:
-        """Serve one target until its queue is empty; False on the stop sentinel."""
+        """Post one job of the next ready target, then put the target at the back of
+        the line when it has more: targets take turns, so a slow one delays each other
+        target by one post at most; False on the stop sentinel."""
         if (key := self._ready.get()) is None:
             return False
-        while True:
-            with self._lock:
-                jobs = self._pending[key]
-                if not jobs or self._closed:
-                    del self._pending[key]
-                    self._idle.notify_all()
-                    return True
-                job = jobs[0]
-                self._in_flight.add(key)
-            try:
-                self._run(job)
-            except Exception:  # the target's next post goes out as usual
-                log.exception("Slack alert failed unexpectedly")
-            with self._lock:
-                jobs.popleft()
-                self._in_flight.discard(key)
+        with self._lock:
+            jobs = self._pending[key]
+            job = jobs[0] if jobs and not self._closed else None
+            if job is None:
+                del self._pending[key]
+                self._idle.notify_all()
+                return True
+            self._in_flight.add(key)
+        try:
+            self._run(job)
+        except Exception:  # the target's next post goes out as usual
+            log.exception("Slack alert failed unexpectedly")
+        with self._lock:
+            jobs.popleft()
+            self._in_flight.discard(key)
+            more = bool(jobs) and not self._closed
+            if not more:
+                del self._pending[key]
+                self._idle.notify_all()
+        if more:
+            self._ready.put(key)
+        return True
 
     def close(self, timeout: float) -> int:
         """Let queued jobs run for at most ``timeout`` seconds; return how many were left."""
@@ -266,7 +277,10 @@ class SlackSender:
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         RedactWebhookUrls.install()
-        self._queues = PerTargetQueues(self._post, workers, per_target)
+        # The default webhook (the administrators') has a worker of its own, so
+        # tenants' slow or refusing webhooks can never delay it; tenants share the rest.
+        self._default_queue = PerTargetQueues(self._post, 1, per_target, max_targets=1)
+        self._queues = PerTargetQueues(self._post, max(1, workers - 1), per_target)
 
     def targets(self, namespace: str) -> list[Target]:
         """Where an alert for ``namespace`` goes."""
@@ -281,7 +295,8 @@ class SlackSender:
                                     username=self._settings.slack.user,
                                     icon=self._settings.slack.icon, customer=target.customer,
                                     remedies=self._remedies)
-            if not self._queues.offer(target.origin, _Post(target, payload, what)):
+            queues = self._queues if target.customer else self._default_queue
+            if not queues.offer(target.origin, _Post(target, payload, what)):
                 self._metrics.notification("slack", "dropped")
                 if count := self._dropped.tick():
                     log.warning("dropped %d Slack alert(s), the last for %s to %s: its queue "
@@ -315,12 +330,16 @@ class SlackSender:
             log.debug("Slack alert for %s sent to %s", what, target.describe())
         else:
             self._metrics.notification("slack", "failed")
+            if response.status_code in RETRY_STATUS:  # still refused after every retry
+                self._cooling.put(target.origin, True)
             log.warning("Slack alert for %s to %s failed: HTTP %d after retries", what,
                         target.describe(), response.status_code)
 
     def close(self, timeout: float = 5.0) -> None:
         """Post what is queued for at most ``timeout`` seconds; count the rest as dropped."""
-        left = self._queues.close(timeout)
+        deadline = time.monotonic() + timeout
+        left = self._default_queue.close(timeout)
+        left += self._queues.close(max(0.0, deadline - time.monotonic()))
         if left:
             self._metrics.notification("slack", "dropped", left)
             log.warning("shutdown: discarded %d queued Slack alert(s)", left)
