@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from magtape.admission import Outcome
 from magtape.metrics import Metrics
 from magtape.notify import NullNotifier
-from magtape.notify.dispatcher import Dispatcher, RecentAlerts
+from magtape.notify.dispatcher import NAMESPACE_BURST, Dispatcher, NamespaceBudget, RecentAlerts
 from magtape.notify.factory import build_notifier
 from magtape.settings import NotifySettings, Settings, SlackSettings
 from notifysupport import DENY, WARN, outcome
@@ -286,3 +286,27 @@ def test_nothing_enabled_builds_a_null_notifier(metrics: Metrics) -> None:
     settings = Settings(notify=NotifySettings(events_enabled=False),
                         slack=SlackSettings(enabled=False))
     assert isinstance(build_notifier(settings, None, metrics), NullNotifier)
+
+
+def test_a_namespace_has_a_budget_of_notifications() -> None:
+    now = [0.0]
+    budget = NamespaceBudget(burst=3, per_second=0.5, clock=lambda: now[0])
+    assert [budget.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert budget.allow("b")  # each namespace its own
+    now[0] = 1.0
+    assert not budget.allow("a")  # half a token
+    now[0] = 2.0
+    assert budget.allow("a") and not budget.allow("a")
+
+
+def test_a_flood_for_one_namespace_does_not_crowd_out_the_others(metrics: Metrics) -> None:
+    """Reviews with distinct names (past the de-duplication), forged or not: the
+    namespace's burst notifies, the rest is dropped and counted, others still notify."""
+    events = RecordingSink("event")
+    d = Dispatcher(metrics, events=events, clock=lambda: 0.0)
+    for i in range(NAMESPACE_BURST + 40):
+        d.submit(outcome(f"web-{i}", namespace="flooded"))
+    d.submit(outcome("web", namespace="quiet"))
+    d.close(5)
+    assert len(events.names()) == NAMESPACE_BURST + 1 and events.names()[-1] == "web"
+    assert count(metrics, "event", "dropped") == 40

@@ -262,6 +262,7 @@ def test_refusal_rules() -> None:
         refusal("https://hooks.slack.com:8443/x", allowed))
     assert refusal("https://hooks.slack.com:8443/x", allowed, (443, 8443)) is None
     assert refusal("https://hooks.slack.com:99999/x", allowed) is not None  # no such port
+    assert "port 0 is not in" in str(refusal("https://hooks.slack.com:0/x", allowed))
     assert refusal("https://hooks.slack.com/" + "x" * 5000, allowed) is not None
     assert refusal("ftp://hooks.slack.com/x", allowed) is not None
     assert refusal("https:///x", allowed) is not None

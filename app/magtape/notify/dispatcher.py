@@ -49,6 +49,13 @@ log = logging.getLogger(__name__)
 DEDUP_MAX_ENTRIES = 20_000
 # A full queue logs at most once per this many seconds (with the count).
 DROP_LOG_INTERVAL_SECONDS = 60.0
+# Notifications per namespace: a burst of this many, then one a second. A
+# namespace's legitimate alerts are far fewer (de-duplicated per object, none
+# for the Pods a controller creates); a flood of reviews for one namespace,
+# forged ones included, cannot crowd out the other namespaces' alerts.
+NAMESPACE_BURST = 60
+NAMESPACE_PER_SECOND = 1.0
+NAMESPACE_BUDGETS_MAX = 10_000
 
 
 class Sink(Protocol):
@@ -90,6 +97,29 @@ class RateLimitedLog:
             self._last = now
             count, self._count = self._count, 0
             return count
+
+
+class NamespaceBudget:
+    """A token bucket per namespace: ``burst`` at once, refilled at ``per_second``."""
+
+    def __init__(self, burst: float = NAMESPACE_BURST, per_second: float = NAMESPACE_PER_SECOND,
+                 clock: Callable[[], float] = time.monotonic,
+                 max_namespaces: int = NAMESPACE_BUDGETS_MAX) -> None:
+        self._burst, self._rate, self._clock = burst, per_second, clock
+        self._max = max_namespaces
+        self._tokens: dict[str, tuple[float, float]] = {}  # namespace: (tokens, when)
+        self._lock = threading.Lock()
+
+    def allow(self, namespace: str) -> bool:
+        """Take one token of ``namespace``'s; False when it has none left."""
+        with self._lock:
+            now = self._clock()
+            tokens, then = self._tokens.get(namespace, (self._burst, now))
+            tokens = min(self._burst, tokens + (now - then) * self._rate)
+            if len(self._tokens) >= self._max and namespace not in self._tokens:
+                self._tokens.clear()  # bounded: only without a cluster to vouch for names
+            self._tokens[namespace] = (tokens - 1 if tokens >= 1 else tokens, now)
+            return tokens >= 1
 
 
 class RecentAlerts:
@@ -207,6 +237,8 @@ class Dispatcher:
         self._namespaces = namespaces
         self._controllers = frozenset(controllers)
         self._unverified = RateLimitedLog(DROP_LOG_INTERVAL_SECONDS, clock)
+        self._budget = NamespaceBudget(clock=clock)
+        self._over_budget = RateLimitedLog(DROP_LOG_INTERVAL_SECONDS, clock)
         self._slack_passive = slack_passive
         self._recent = RecentAlerts(dedup_seconds, clock=clock)
         self._events = _SinkQueue(events, queue_size, metrics) if events is not None else None
@@ -242,17 +274,35 @@ class Dispatcher:
             self._deduplicated(lanes)
             return False
         key = dedup_key(outcome)
-        queued = []
+        fresh = []
         for lane in lanes:
-            lane_key = (lane.channel, key)
-            if self._recent.check_and_remember(lane_key):
+            if self._recent.check_and_remember((lane.channel, key)):
                 self._deduplicated([lane])
-            elif lane.offer(outcome):
+            else:
+                fresh.append(lane)
+        if fresh and not self._budget.allow(review.namespace):
+            self._over(fresh, key, review.namespace)
+            return False
+        queued = []
+        for lane in fresh:
+            if lane.offer(outcome):
                 queued.append(lane.channel)
             else:
                 # Dropped: nothing went out, so a retry of the same request may notify.
-                self._recent.forget(lane_key)
+                self._recent.forget((lane.channel, key))
         return "slack" in queued
+
+    def _over(self, lanes: list[_SinkQueue], key: bytes, namespace: str) -> None:
+        """Drop (and count) a notification past its namespace's budget; not remembered,
+        so the same failures may notify once the namespace is quiet again."""
+        for lane in lanes:
+            self._recent.forget((lane.channel, key))
+            self._metrics.notification(lane.channel, "dropped")
+        if count := self._over_budget.tick():
+            log.warning("dropped %d notification(s), the last for namespace %s: more than %d "
+                        "at once, or %g a second, for one namespace (a flood of reviews, or "
+                        "forged ones? See docs/security.md)", count, clean(namespace, NAME_MAX),
+                        NAMESPACE_BURST, NAMESPACE_PER_SECOND)
 
     def _lanes_for(self, outcome: Outcome) -> list[_SinkQueue]:
         """Events for every failure; Slack on denials, and on other failures in passive mode.

@@ -66,7 +66,7 @@ def refusal(url: str, allowed_hosts: Collection[str],
     try:
         parts = urlsplit(url)
         host = parts.hostname
-        port = parts.port or 443
+        port = 443 if parts.port is None else parts.port  # ":0" is port 0, refused
     except ValueError:
         return "it is not a valid URL"
     if parts.scheme != "https":
