@@ -61,8 +61,14 @@ MATCH_TABLE = [
     ({"selector": {"matchExpressions": [{"key": "tier", "operator": "In",
                                          "values": ["infra", "ops"]}]}},
      pod("x", PRIV, labels={"tier": "ops"}), True),
-    ({"selector": {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}},
+    # Only negative requirements need names beside them (alone they would cover
+    # the namespace: tests/test_exceptions.py).
+    ({"names": ["x"], "selector": {"matchExpressions": [{"key": "tier",
+                                                         "operator": "DoesNotExist"}]}},
      pod("x", PRIV, labels={"tier": "ops"}), False),
+    ({"names": ["x"], "selector": {"matchExpressions": [{"key": "tier",
+                                                         "operator": "DoesNotExist"}]}},
+     pod("x", PRIV), True),
     ({"names": ["legacy-*"], "containers": ["app"]}, pod("legacy-1", PRIV), True),
     ({"names": ["legacy-*"], "containers": ["sidecar"]}, pod("legacy-1", PRIV), False),
 ]
