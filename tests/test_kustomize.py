@@ -37,6 +37,8 @@ import yaml
 
 from kustomizing import render_text as kustomize_build
 from magtape.engine.sources import is_test_module
+from magtape.namespaces import EXCLUDED
+from magtape.namespaces import OPT_IN_LABEL as OPT_IN
 from magtape.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -222,6 +224,8 @@ def test_webhook_guardrails(target: str) -> None:
     excluded = expressions["kubernetes.io/metadata.name"]
     assert excluded["operator"] == "NotIn"
     assert set(excluded["values"]) >= PROTECTED_NAMESPACES
+    # What MagTape itself counts as reviewed (notifications, the page) agrees.
+    assert set(excluded["values"]) == EXCLUDED and (OPT_IN_LABEL, "enabled") == OPT_IN
     assert "objectSelector" not in hook
 
 

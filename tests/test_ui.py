@@ -17,16 +17,17 @@ import pytest
 from flask.testing import FlaskClient
 
 from fakekube import FakeKube, Resource
+from magtape.audit.report import REPORT_NAME as AUDIT_REPORT_NAME
 from magtape.cli import main
 from magtape.policy import DenyLevel
 from magtape.remediation import default_catalogue
 from magtape.settings import Settings
 from magtape.ui.command import ObservedApi, UiOptions, in_background, informers
 from magtape.ui.history import AdmissionHistory
-from magtape.ui.model import PER_PAGE, Model
+from magtape.ui.model import PER_PAGE, REPORT_NAME, Model
 from magtape.ui.web import create_app
 from test_html_report import Page
-from uisupport import NOW, event, filled_model, namespace, report, result
+from uisupport import NOW, Obj, event, filled_model, namespace, report, result
 from waiting import eventually
 
 
@@ -76,6 +77,33 @@ def test_a_namespace_rule_of_the_enforcement_configmap_sets_its_deny_level(
                                      "metadata.name: team-b}}\n  denyLevel: HIGH\n"}}])
     found = rows(page(client, "/namespaces?sort=name&order=asc"), "ns")
     assert found[1].endswith("HIGH —") and found[0].endswith("LOW restricted")
+
+
+def test_namespaces_the_webhook_does_not_review_show_no_deny_level(model: Model,
+                                                                   client: FlaskClient) -> None:
+    quiet = namespace("quiet")
+    del quiet["metadata"]["labels"]["k8s.t-mobile.com/magtape"]
+    model.namespaces.apply("ADDED", quiet)
+    model.namespaces.apply("ADDED", namespace("kube-public"))  # labelled, yet left out
+    found = rows(page(client, "/namespaces?sort=name"), "ns")
+    assert found[0] == "kube-public (no report) 0 0 0 not enforced —"
+    assert found[1] == "quiet (no report) 0 0 0 not enforced —"
+    assert found[2].startswith("team-a ") and " LOW restricted" in found[2]
+
+
+def test_the_check_filter_narrows_the_summary_and_odd_check_ids_get_valid_ids(
+        model: Model, client: FlaskClient) -> None:
+    (only,) = rows(page(client, "/checks?check=MT1003"), "check-summary")
+    assert "MT1003" in only
+    odd = "MY CHECK\t" + "X" * 100  # a custom policy's errcode may be anything
+    doc = report("team-c", {"api": [result("MT2001", "fail")]})
+    doc["results"][0]["properties"]["checkId"] = odd
+    model.reports.apply("MODIFIED", doc)
+    html = client.get("/checks?namespace=team-c").get_data(as_text=True)
+    ids = re.findall(r'id="([^"]*)"', html)
+    assert ids and not any(re.search(r"\s", i) for i in ids)
+    assert 'id="h-MY_CHECK_' + "X" * 100 + '"' in html
+    assert len(rows(page(client, "/checks?check=" + odd.replace("\t", "%09")), "result")) == 1
 
 
 def test_namespace_links_go_to_its_results(client: FlaskClient) -> None:
@@ -174,6 +202,56 @@ def test_read_only_hardened_and_escaped(model: Model, client: FlaskClient) -> No
     assert client.get("/nothing").status_code == 404
 
 
+@pytest.mark.parametrize("host, status", [
+    ("127.0.0.1:8080", 200), ("localhost:8080", 200), ("[::1]:8080", 200), ("LOCALHOST", 200),
+    ("ui.example.com", 200), ("UI.example.com:443", 200),  # --allowed-host
+    # A name an attacker re-pointed to 127.0.0.1 (DNS rebinding), and odd ones.
+    ("attacker.example:8080", 421), ("127.0.0.1.nip.io:8080", 421), ("", 421),
+    ("[::1", 421), ("localhost.:8080", 421),
+])
+def test_only_the_pages_own_host_names_are_answered(model: Model, host: str,
+                                                    status: int) -> None:
+    client = create_app(model, allowed_hosts=("ui.example.com",)).test_client()
+    r = client.get("/namespaces", headers={"Host": host})
+    assert r.status_code == status, (host, r.data[:200])
+    if status == 421:
+        assert b"--allowed-host" in r.data and b"team-a" not in r.data
+        assert r.headers["Cache-Control"] == "no-store"
+
+
+def test_a_report_counts_only_its_own_namespace_and_only_the_audits_report_counts(
+        model: Model, client: FlaskClient) -> None:
+    """Whoever may write a labelled PolicyReport must not plant findings in another
+    namespace, nor hide the audit's report behind a copy."""
+    planted = report("team-c", {"api": [result("MT2001", "fail")]})
+    planted["results"][0]["resources"][0]["namespace"] = "kube-system"
+    model.reports.apply("MODIFIED", planted)
+    copy = {**report("team-a", {}), "metadata": {**report("team-a", {})["metadata"],
+                                                 "name": "stray-copy"}}
+    model.reports.apply("ADDED", copy)
+    model.reports.apply("DELETED", copy)
+    found = rows(page(client, "/namespaces?sort=name"), "ns")
+    assert found[0].startswith("team-a 1 (high 1)")  # the audit's report, untouched
+    assert found[2].startswith("team-c 0 0 0")
+    assert rows(page(client, "/checks?namespace=kube-system"), "result") == []
+    assert AUDIT_REPORT_NAME == REPORT_NAME
+
+
+def test_report_links_are_https_and_follow_the_reports(model: Model) -> None:
+    """Links of checks the catalogue does not know come from the reports: https only,
+    and the current reports', not the first ever seen."""
+    def with_readme(link: str) -> Obj:
+        doc = report("team-c", {"api": [result("MT2001", "fail")]})
+        doc["results"][0]["properties"].update(checkId="CUSTOM1", readme=link)
+        return doc
+
+    model.reports.apply("MODIFIED", with_readme("javascript:alert(document.domain)"))
+    assert model.reports.url("CUSTOM1") == ""
+    model.reports.apply("MODIFIED", with_readme("https://evil.example/phish"))
+    model.reports.apply("MODIFIED", with_readme("https://docs.example/custom1"))
+    assert model.reports.url("CUSTOM1") == "https://docs.example/custom1"
+
+
 def test_the_history_keeps_expired_events_and_is_bounded() -> None:
     history = AdmissionHistory(capacity=3, clock=lambda: NOW)
     history.replace([event("a", f"app-{i}", True, ["MT2001"], NOW - timedelta(minutes=i))
@@ -187,6 +265,18 @@ def test_the_history_keeps_expired_events_and_is_bounded() -> None:
                                      NOW + timedelta(minutes=i)))
     assert [a.name for a in history.newest_first()] == ["app-4", "app-3", "app-2"]
     assert history.dropped == 2
+
+
+def test_the_history_keeps_the_newest_events_whatever_order_they_are_listed_in() -> None:
+    """The API server lists Events by name, not by time: the newest must stay."""
+    history = AdmissionHistory(capacity=3, clock=lambda: NOW)
+    minutes = [59, 1, 30, 20, 45]  # listed in name order: app-0 .. app-4
+    history.replace([event("a", f"app-{i}", True, ["MT2001"], NOW + timedelta(minutes=m))
+                     for i, m in enumerate(minutes)])
+    assert [a.name for a in history.newest_first()] == ["app-0", "app-4", "app-2"]
+    history.apply("ADDED", event("a", "late-old", True, ["MT2001"], NOW))  # older than all
+    assert [a.name for a in history.newest_first()] == ["app-0", "app-4", "app-2"]
+    assert history.dropped == 3
 
 
 def test_a_report_change_is_shown_once_the_index_caught_up() -> None:

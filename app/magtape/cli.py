@@ -102,7 +102,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
         address = parse_address(args.ui_listen)
         return run_ui(settings, UiOptions(host=address.host, port=address.port,
-                                          history=args.event_history), err=sys.stderr)
+                                          history=args.event_history,
+                                          allowed_hosts=tuple(args.allowed_host or ())),
+                      err=sys.stderr)
     if args.command == "review":
         return _review(args.paths, args.namespace)
     if args.command == "test":
@@ -357,6 +359,10 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--listen", dest="ui_listen", metavar="HOST:PORT", default="127.0.0.1:8080",
                     type=_listen, help="where to serve (default 127.0.0.1:8080: loopback, "
                                        "reached with kubectl port-forward)")
+    ui.add_argument("--allowed-host", action="append", metavar="NAME",
+                    help="a host name the page may be called by besides 127.0.0.1, localhost "
+                         "and ::1, e.g. an authenticating proxy's (repeatable); any other Host "
+                         "gets 421, so a web page cannot read it through DNS rebinding")
     ui.add_argument("--event-history", type=_positive, default=5000, metavar="N",
                     help="admission Events kept after the API server deletes them (default "
                          "5000)")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from magtape.kube.objects import Obj, metadata
@@ -29,11 +29,17 @@ OTHER = "other"
 # The label of base/webhook.yaml's namespaceSelector, and the namespaces it
 # excludes whatever their labels.
 OPT_IN_LABEL = ("k8s.t-mobile.com/magtape", "enabled")
-EXCLUDED = frozenset({"kube-system", "magtape-system"})
+EXCLUDED = frozenset({"kube-system", "kube-node-lease", "kube-public", "magtape-system"})
 # Local runs: at most this many distinct namespace label values.
 FIRST_SEEN_MAX = 100
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def opted_in(name: str, labels: Mapping[str, str] | None) -> bool:
+    """Whether the shipped webhook sends this namespace's requests to MagTape."""
+    key, value = OPT_IN_LABEL
+    return (labels or {}).get(key) == value and name not in EXCLUDED
 
 
 class NamespaceLabels(Protocol):

@@ -49,6 +49,7 @@ class UiOptions:
     host: str = DEFAULT_LISTEN[0]
     port: int = DEFAULT_LISTEN[1]
     history: int = 5000  # Events kept after the API server deletes them
+    allowed_hosts: tuple[str, ...] = ()  # names besides loopback (a proxy's)
     threads: int = 4
     watch_timeout_seconds: int = 300
     backoff_max_seconds: float = 10.0
@@ -160,7 +161,8 @@ def run_ui(settings: Settings, options: UiOptions, err: TextIO, api_client: Any 
     model = build_model(settings, options)
     watches = informers(settings, ObservedApi(api_client, model.health), model, options)
     try:
-        server = create_bounded_server(create_app(model), options.host, options.port,
+        server = create_bounded_server(create_app(model, options.allowed_hosts),
+                                       options.host, options.port,
                                        replace(UI_LIMITS, threads=options.threads),
                                        "magtape-ui")
     except OSError as exc:

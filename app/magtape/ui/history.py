@@ -83,21 +83,29 @@ class AdmissionHistory:
         self._sorted_version = -1
 
     def replace(self, objects: list[Obj]) -> None:
+        # A list comes in name order, not time order: kept oldest first, the
+        # newest are what stays when there are more than the capacity.
+        found = sorted((a for a in map(parse_event, objects) if a is not None),
+                       key=lambda a: a.at)
         with self._lock:
             if self.since is None:
                 self.since = self._clock()
-            for obj in objects:
-                self._put(obj)
+            for admission in found:
+                self._put(admission)
 
     def apply(self, event_type: str, obj: Obj) -> None:
         if event_type == "DELETED":  # expired on the API server: kept here
             return
-        with self._lock:
-            self._put(obj)
-
-    def _put(self, obj: Obj) -> None:
         found = parse_event(obj)
         if found is None:
+            return
+        with self._lock:
+            self._put(found)
+
+    def _put(self, found: Admission) -> None:
+        if (len(self._by_uid) >= self.capacity and found.uid not in self._by_uid
+                and found.at < next(iter(self._by_uid.values())).at):
+            self.dropped += 1  # older than all that is kept: it would be dropped first
             return
         self._by_uid[found.uid] = found
         self.version += 1

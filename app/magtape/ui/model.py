@@ -27,6 +27,7 @@ from magtape.enforcement.exceptions import Exemption
 from magtape.enforcement.overrides import EnforcementConfig
 from magtape.enforcement.state import ConfigWatch, EnforcementState, ExceptionWatch
 from magtape.kube.objects import Obj, metadata
+from magtape.namespaces import opted_in
 from magtape.policy import DenyLevel
 from magtape.remediation import Catalogue
 from magtape.ui.history import Admission, AdmissionHistory
@@ -158,15 +159,27 @@ class NamespaceLabels:
 
 
 # ---------------------------------------------------------------------- the reports
+# The deny level column of a namespace the webhook does not review (not opted in,
+# or one it always leaves out): a level there would read as "enforced".
+NOT_ENFORCED = "not enforced"
+
+# The audit's report, one per namespace (audit.report.REPORT_NAME): another
+# report carrying its label is not the audit's and must not replace it.
+REPORT_NAME = "magtape-audit"
+
+
 @dataclass
 class _NamespaceReport:
     rows: tuple[Row, ...] = ()
     passed: int = 0
     omitted: int = 0
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (result, severity)
+    urls: dict[str, str] = field(default_factory=dict)  # check ID -> https README link
 
 
 def rows_of_report(report: Mapping[str, Any]) -> tuple[Row, ...]:
+    """The report's results about objects of its own namespace: a result naming another
+    namespace's object is not the audit's, and would count there."""
     meta = metadata(report)
     ns = str(meta.get("namespace") or "")
     out = []
@@ -176,8 +189,10 @@ def rows_of_report(report: Mapping[str, Any]) -> tuple[Row, ...]:
         props = item.get("properties") or {}
         resources = item.get("resources") or [{}]
         res = resources[0] if isinstance(resources[0], Mapping) else {}
+        if str(res.get("namespace") or ns) != ns:
+            continue
         note = str(props.get("note") or "")
-        out.append(Row(str(res.get("namespace") or ns), str(res.get("kind") or ""),
+        out.append(Row(ns, str(res.get("kind") or ""),
                        str(res.get("name") or ""),
                        str(props.get("checkId") or item.get("rule") or ""),
                        str(item.get("policy") or ""),
@@ -200,15 +215,17 @@ class ReportStore:
         self._version = 0
         self._index: ResultIndex | None = None
         self._rebuilding = False
-        self.urls: dict[str, str] = {}  # check ID -> README link the reports give
+        self._urls: tuple[int, dict[str, str]] = (-1, {})  # (version, links)
 
     def replace(self, objects: list[Obj]) -> None:
-        parsed = dict(self._parse(o) for o in objects)
+        parsed = dict(self._parse(o) for o in objects if metadata(o).get("name") == REPORT_NAME)
         with self._lock:
             self._by_ns = parsed
             self._version += 1
 
     def apply(self, event_type: str, obj: Obj) -> None:
+        if metadata(obj).get("name") != REPORT_NAME:
+            return
         ns, report = self._parse(obj)
         with self._lock:
             if event_type == "DELETED":
@@ -217,23 +234,38 @@ class ReportStore:
                 self._by_ns[ns] = report
             self._version += 1
 
+    def url(self, check_id: str) -> str:
+        """The README link the current reports give for ``check_id`` (https only), for
+        checks the catalogue does not know (custom policies)."""
+        with self._lock:
+            version, urls = self._urls
+            if version != self._version:
+                urls = {}
+                for report in self._by_ns.values():
+                    for check, link in report.urls.items():
+                        urls.setdefault(check, link)
+                self._urls = (self._version, urls)
+        return urls.get(check_id, "")
+
     def _parse(self, obj: Obj) -> tuple[str, _NamespaceReport]:
         meta = metadata(obj)
         rows = rows_of_report(obj)
         counts: dict[tuple[str, str], int] = {}
         for r in rows:
             counts[(r.result, r.severity)] = counts.get((r.result, r.severity), 0) + 1
+        urls: dict[str, str] = {}
         for item in obj.get("results") or ():
             props = (item.get("properties") or {}) if isinstance(item, Mapping) else {}
-            if props.get("readme") and props.get("checkId"):
-                self.urls.setdefault(str(props["checkId"]), str(props["readme"]))
+            link = str(props.get("readme") or "")
+            if link.startswith("https://") and props.get("checkId"):
+                urls.setdefault(str(props["checkId"]), link)
         try:
             omitted = int((meta.get("annotations") or {}).get(OMITTED) or 0)
         except ValueError:
             omitted = 0
         passed = (obj.get("summary") or {}).get("pass") or 0
         return str(meta.get("namespace") or ""), _NamespaceReport(
-            rows, int(passed) if isinstance(passed, int) else 0, omitted, counts)
+            rows, int(passed) if isinstance(passed, int) else 0, omitted, counts, urls)
 
     def namespaces(self) -> dict[str, _NamespaceReport]:
         with self._lock:
@@ -387,9 +419,9 @@ class Model:
     def info(self, check_id: str, policy: str = "", severity: str = "") -> CheckInfo:
         remedy = self.catalogue.get(check_id) or (self.catalogue.get(policy) if policy else None)
         if remedy is None:
-            return CheckInfo(check_id, policy, severity, url=self.reports.urls.get(check_id, ""))
+            return CheckInfo(check_id, policy, severity, url=self.reports.url(check_id))
         return CheckInfo(check_id, policy or remedy.policy, severity, remedy.title, remedy.hint,
-                         remedy.url or self.reports.urls.get(check_id, ""))
+                         remedy.url or self.reports.url(check_id))
 
     def check_ids(self) -> list[str]:
         return sorted({*self.reports.index().check_ids, *(r.id for r in self.catalogue)})
@@ -442,7 +474,9 @@ class Model:
                             not q.severity or severity == q.severity):
                         counts[(result, severity)] = counts.get((result, severity), 0) + n
             ns_labels = labels.get(name)
-            rows.append(NamespaceRow(name, self.deny_level(name, ns_labels).value,
+            level = (self.deny_level(name, ns_labels).value if opted_in(name, ns_labels)
+                     else NOT_ENFORCED)
+            rows.append(NamespaceRow(name, level,
                                      (ns_labels or {}).get(PSS_LABEL, ""), counts,
                                      rep.passed if rep else 0, rep.omitted if rep else 0,
                                      rep is not None))
@@ -459,8 +493,8 @@ class Model:
                 totals.setdefault(r.check_id, [0, 0, 0])[_column(r.result)] += 1
         else:
             totals = index.totals
-        found = [c for c in totals
-                 if not q.severity or index.meta[c][0] == q.severity]
+        found = [c for c in totals if (not q.check or c == q.check)
+                 and (not q.severity or index.meta[c][0] == q.severity)]
         found.sort(key=lambda c: (SEVERITIES.index(index.meta[c][0])
                                   if index.meta[c][0] in SEVERITIES else 3, c))
         return [CheckSummary(self.info(c, index.meta[c][1], index.meta[c][0]), *totals[c])

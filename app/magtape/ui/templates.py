@@ -22,7 +22,14 @@ def environment() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = when
     env.filters["time_left"] = time_left
+    env.filters["html_id"] = html_id
     return env
+
+
+def html_id(text: str) -> str:
+    """``text`` as part of an element id and its ``#`` link: ids hold no whitespace
+    (a custom check ID may), so each run of it becomes ``_``."""
+    return "_".join(str(text).split())
 
 
 def when(moment: datetime | None) -> str:

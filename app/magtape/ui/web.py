@@ -10,9 +10,9 @@ are ignored. Responses forbid framing, scripts, and any asset from elsewhere
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import Flask, Response, redirect, request
 from werkzeug.exceptions import HTTPException
@@ -25,7 +25,7 @@ VIEWS = (("namespaces", "Namespaces"), ("checks", "Checks"),
          ("admissions", "Blocked and warned admissions"), ("exceptions", "Exceptions"))
 HEADINGS = dict(VIEWS)
 MAX_NAME = 253  # a namespace name
-MAX_CHECK = 64
+MAX_CHECK = 253  # a policy's errcode is any string; longer ones cannot be asked for
 MAX_PAGE = 1_000_000
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -37,8 +37,30 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(model: Model) -> Flask:
+# Host names the page answers to besides those given (--allowed-host): a browser
+# on the admin's machine reaches it through kubectl port-forward as one of these.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def create_app(model: Model, allowed_hosts: Iterable[str] = ()) -> Flask:
+    """``allowed_hosts``: names (no port) besides loopback a browser may call the page by."""
     app = Flask("magtape.ui")
+    hosts = LOOPBACK_HOSTS | {h.lower() for h in allowed_hosts}
+
+    @app.before_request
+    def known_host() -> Response | None:
+        """Only requests addressed to the page's own names: a web page whose name
+        an attacker re-points to 127.0.0.1 (DNS rebinding) must not read it through
+        the admin's browser and port-forward."""
+        try:
+            name = urlsplit("//" + request.host).hostname or ""
+        except ValueError:
+            name = ""
+        if name.lower() in hosts:
+            return None
+        return Response("421 the page answers only to " + ", ".join(sorted(hosts))
+                        + " (magtape ui --allowed-host NAME for a proxy's)\n", status=421,
+                        mimetype="text/plain")
 
     @app.get("/")
     def index() -> Any:
