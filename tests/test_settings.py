@@ -56,24 +56,39 @@ ERRORS = [
     ("MAGTAPE_DENY_VOLUME", "max", "OFF, LOW, MED, HIGH"),
     ("MAGTAPE_POLICY_ENGINE", "wasm", "embedded, opa"),
     ("MAGTAPE_ENGINE_FAILURE_POLICY", "Maybe", "Fail, Ignore"),
-    ("MAGTAPE_ENGINE_TIMEOUT_SECONDS", "soon", "a number >= 0.01"),
-    ("MAGTAPE_ENGINE_TIMEOUT_SECONDS", "0", "a number >= 0.01"),
+    ("MAGTAPE_ENGINE_TIMEOUT_SECONDS", "soon", "a number from 0.01 to 30"),
+    ("MAGTAPE_ENGINE_TIMEOUT_SECONDS", "0", "a number from 0.01 to 30"),
+    # Past every bound, or not finite: refused here, not overflowing later.
+    ("MAGTAPE_ENGINE_TIMEOUT_SECONDS", "inf", "a number from 0.01 to 30"),
+    ("MAGTAPE_ENGINE_TIMEOUT_SECONDS", "3600", "a number from 0.01 to 30"),
+    ("MAGTAPE_EXCEPTION_MAX_DAYS", "1e9", "a number from 1 to 3,650"),
+    ("MAGTAPE_EXCEPTION_REMINDER_HOURS", "inf", "a number from 0 to 8,760"),
+    ("MAGTAPE_AUDIT_LEASE_SECONDS", "inf", "a number from 2 to 3,600"),
+    ("MAGTAPE_SLACK_TIMEOUT_SECONDS", "Infinity", "a number from 0.1 to 60"),
+    ("MAGTAPE_ENGINE_WORKERS", "1000000", "a whole number from 1 to 64"),
+    ("MAGTAPE_ENGINE_MEMORY_MB", "99999999999", "a whole number from 128 to 65,536"),
+    ("MAGTAPE_OPA_URL", "http://127.0.0.1:abc", "an http:// or https:// URL"),
+    ("MAGTAPE_OPA_URL", "http://127.0.0.1:99999", "an http:// or https:// URL"),
+    ("MAGTAPE_LISTEN", "http://x:5000", "no scheme, path or spaces"),
+    ("MAGTAPE_LISTEN", "a b:5000", "no scheme, path or spaces"),
+    ("MAGTAPE_LISTEN", "[::1:5000", "no scheme, path or spaces"),
+    ("MAGTAPE_SLACK_WEBHOOK_URL_BASE", "ftp://fwd", "a host, HOST:PORT or an https:// URL"),
     ("MAGTAPE_OPA_URL", "localhost:8181", "an http:// or https:// URL"),
     ("MAGTAPE_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
     ("MAGTAPE_LISTEN", "5000", "HOST:PORT"),
     ("MAGTAPE_LISTEN", "host:99999", "HOST:PORT"),
     ("MAGTAPE_METRICS_LISTEN", "x:y", "HOST:PORT"),
-    ("MAGTAPE_PROCESSES", "0", "a whole number >= 1"),
-    ("MAGTAPE_THREADS", "0", "a whole number >= 1"),
-    ("MAGTAPE_THREADS", "2.5", "a whole number >= 1"),
-    ("MAGTAPE_MAX_BODY_BYTES", "12", "a whole number >= 1024"),
+    ("MAGTAPE_PROCESSES", "0", "a whole number from 1 to 64"),
+    ("MAGTAPE_THREADS", "0", "a whole number from 1 to 256"),
+    ("MAGTAPE_THREADS", "2.5", "a whole number from 1 to 256"),
+    ("MAGTAPE_MAX_BODY_BYTES", "12", "a whole number from 1,024 to 67,108,864"),
     ("MAGTAPE_K8S_EVENTS_ENABLED", "maybe", "TRUE/true/1/yes or FALSE/false/0/no"),
     ("MAGTAPE_SLACK_ENABLED", "on", "TRUE/true/1/yes or FALSE/false/0/no"),
     ("MAGTAPE_SLACK_PASSIVE", "2", "TRUE/true/1/yes or FALSE/false/0/no"),
     ("MAGTAPE_POLICY_DISCOVERY", "sure", "TRUE/true/1/yes or FALSE/false/0/no"),
-    ("MAGTAPE_SLACK_TIMEOUT_SECONDS", "-1", "a number >= 0.1"),
-    ("MAGTAPE_ALERT_DEDUP_SECONDS", "nan", "a number >= 0"),
-    ("MAGTAPE_NOTIFY_QUEUE_SIZE", "0", "a whole number >= 1"),
+    ("MAGTAPE_SLACK_TIMEOUT_SECONDS", "-1", "a number from 0.1 to 60"),
+    ("MAGTAPE_ALERT_DEDUP_SECONDS", "nan", "a number from 0 to 604,800"),
+    ("MAGTAPE_NOTIFY_QUEUE_SIZE", "0", "a whole number from 1 to 1,000,000"),
     ("MAGTAPE_SLACK_WEBHOOK_URL_BASE", "https:///path", "a host, HOST:PORT or an https:// URL"),
     ("MAGTAPE_SLACK_WEBHOOK_URL_BASE", "fwd:port", "a host, HOST:PORT or an https:// URL"),
     ("MAGTAPE_SLACK_WEBHOOK_URL_BASE", "https://u:p@fwd", "a host, HOST:PORT or an https://"),
@@ -127,6 +142,19 @@ def test_cli_reports_configuration_errors_with_exit_2(capsys: pytest.CaptureFixt
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert "MAGTAPE_DENY_LEVEL='EVERYTHING'" in err and "OFF, LOW, MED, HIGH" in err
+
+
+@pytest.mark.parametrize("threads", ["-1", "0", "99999999999999999999", "four"])
+def test_the_threads_flag_is_bounded_as_its_variable(capsys: pytest.CaptureFixture[str],
+                                                     threads: str) -> None:
+    """-1 once wedged the admission port, 0 was silently the default."""
+    from magtape.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--threads", threads])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--threads" in err and f"expected a whole number from 1 to 256, got '{threads}'" in err
 
 
 def test_overrides_merge_into_a_group_and_skip_none() -> None:

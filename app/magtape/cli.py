@@ -135,7 +135,7 @@ def _apply_flags(settings: Settings, args: argparse.Namespace) -> Settings:
         engine["policy_dirs"] = tuple(args.policies)
     if getattr(args, "data", None):
         engine["data_files"] = tuple(args.data)
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
         http["threads"] = args.threads
     if getattr(args, "deny_level", None):
         changes["deny_level"] = DenyLevel(args.deny_level)
@@ -308,6 +308,17 @@ def _positive(raw: str) -> int:
     return n
 
 
+def _threads(raw: str) -> int:
+    """``--threads``: as MAGTAPE_THREADS accepts (no thread: nothing would answer)."""
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 256, got {raw!r}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="magtape", description=__doc__.splitlines()[0])
     p.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
@@ -320,8 +331,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="metrics/health listener (MAGTAPE_METRICS_LISTEN, default "
                             "127.0.0.1:9090)")
     _policy_flags(serve)
-    serve.add_argument("--threads", type=int, metavar="N",
-                       help="worker threads (MAGTAPE_THREADS, default 4)")
+    serve.add_argument("--threads", type=_threads, metavar="N",
+                       help="worker threads, 1-256 (MAGTAPE_THREADS, default 4)")
     serve.add_argument("--deny-level", type=_deny_level, metavar="LEVEL",
                        help=DENY_LEVEL_HELP + " (MAGTAPE_DENY_LEVEL, default LOW)")
 

@@ -9,6 +9,7 @@ follow the original MagTape where it had one; docs/configuration.md lists them.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -327,12 +328,13 @@ class Settings:
             kind=e.enum("MAGTAPE_POLICY_ENGINE", EngineKind, de.kind),
             failure_policy=e.enum("MAGTAPE_ENGINE_FAILURE_POLICY", FailurePolicy,
                                   de.failure_policy),
+            # The API server waits for a webhook 30 s at most.
             timeout_seconds=e.number("MAGTAPE_ENGINE_TIMEOUT_SECONDS", de.timeout_seconds,
-                                     minimum=0.01),
-            workers=int(e.number("MAGTAPE_ENGINE_WORKERS", de.workers, minimum=1,
+                                     minimum=0.01, maximum=30),
+            workers=int(e.number("MAGTAPE_ENGINE_WORKERS", de.workers, minimum=1, maximum=64,
                                  integer=True)),
             memory_mb=int(e.number("MAGTAPE_ENGINE_MEMORY_MB", de.memory_mb, minimum=128,
-                                   integer=True)),
+                                   maximum=65536, integer=True)),
             compiled=e.boolean("MAGTAPE_ENGINE_COMPILED", de.compiled),
             opa_url=e.url("MAGTAPE_OPA_URL", de.opa_url),
             policy_dirs=e.list("MAGTAPE_POLICY_DIRS", de.policy_dirs),
@@ -347,10 +349,12 @@ class Settings:
         http = HttpSettings(
             listen=e.address("MAGTAPE_LISTEN", dh.listen),
             metrics_listen=e.address("MAGTAPE_METRICS_LISTEN", dh.metrics_listen),
-            threads=int(e.number("MAGTAPE_THREADS", dh.threads, minimum=1, integer=True)),
-            processes=int(e.number("MAGTAPE_PROCESSES", dh.processes, minimum=1, integer=True)),
+            threads=int(e.number("MAGTAPE_THREADS", dh.threads, minimum=1, maximum=256,
+                                 integer=True)),
+            processes=int(e.number("MAGTAPE_PROCESSES", dh.processes, minimum=1, maximum=64,
+                                   integer=True)),
             max_body_bytes=int(e.number("MAGTAPE_MAX_BODY_BYTES", dh.max_body_bytes,
-                                        minimum=1024, integer=True)),
+                                        minimum=1024, maximum=64 * 1024 * 1024, integer=True)),
             keep_managed_fields=e.boolean("MAGTAPE_KEEP_MANAGED_FIELDS", dh.keep_managed_fields),
         )
         events_enabled = e.boolean("MAGTAPE_K8S_EVENTS_ENABLED", dn.events_enabled)
@@ -364,13 +368,14 @@ class Settings:
             allowed_hosts=e.list("MAGTAPE_SLACK_ALLOWED_HOSTS", ds.allowed_hosts),
             allowed_ports=e.ports("MAGTAPE_SLACK_ALLOWED_PORTS", ds.allowed_ports),
             timeout_seconds=e.number("MAGTAPE_SLACK_TIMEOUT_SECONDS", ds.timeout_seconds,
-                                     minimum=0.1),
+                                     minimum=0.1, maximum=60),
         )
         notify = NotifySettings(
             events_enabled=events_enabled,
-            dedup_seconds=e.number("MAGTAPE_ALERT_DEDUP_SECONDS", dn.dedup_seconds, minimum=0),
+            dedup_seconds=e.number("MAGTAPE_ALERT_DEDUP_SECONDS", dn.dedup_seconds, minimum=0,
+                                   maximum=7 * 86400),
             queue_size=int(e.number("MAGTAPE_NOTIFY_QUEUE_SIZE", dn.queue_size, minimum=1,
-                                    integer=True)),
+                                    maximum=1_000_000, integer=True)),
         )
         cluster = ClusterSettings(
             policy_discovery=e.boolean("MAGTAPE_POLICY_DISCOVERY", dc.policy_discovery),
@@ -383,9 +388,9 @@ class Settings:
             webhook_name=e.text("MAGTAPE_WEBHOOK_NAME", dc.webhook_name),
         )
         exceptions = ExceptionSettings(
-            max_days=e.number("MAGTAPE_EXCEPTION_MAX_DAYS", dx.max_days, minimum=1),
+            max_days=e.number("MAGTAPE_EXCEPTION_MAX_DAYS", dx.max_days, minimum=1, maximum=3650),
             reminder_hours=e.number("MAGTAPE_EXCEPTION_REMINDER_HOURS", dx.reminder_hours,
-                                    minimum=0),
+                                    minimum=0, maximum=8760),
             enforcement_configmap=e.text("MAGTAPE_ENFORCEMENT_CONFIGMAP",
                                          dx.enforcement_configmap),
             controller_identities=e.identities("MAGTAPE_CONTROLLER_IDENTITIES",
@@ -398,15 +403,17 @@ class Settings:
             mode=e.enum("MAGTAPE_AUDIT", AuditMode, da.mode),
             kinds=e.kinds("MAGTAPE_AUDIT_KINDS", da.kinds),
             namespaces=e.enum("MAGTAPE_AUDIT_NAMESPACES", AuditScope, da.namespaces),
-            rate=e.number("MAGTAPE_AUDIT_RATE", da.rate, minimum=0.1),
-            workers=int(e.number("MAGTAPE_AUDIT_WORKERS", da.workers, minimum=1, integer=True)),
+            rate=e.number("MAGTAPE_AUDIT_RATE", da.rate, minimum=0.1, maximum=10_000),
+            workers=int(e.number("MAGTAPE_AUDIT_WORKERS", da.workers, minimum=1, maximum=64,
+                                 integer=True)),
             interval_seconds=e.number("MAGTAPE_AUDIT_INTERVAL_SECONDS", da.interval_seconds,
-                                      minimum=1),
+                                      minimum=1, maximum=7 * 86400),
             max_results=int(e.number("MAGTAPE_AUDIT_MAX_RESULTS", da.max_results, minimum=1,
-                                     integer=True)),
+                                     maximum=1_000_000, integer=True)),
             max_report_bytes=int(e.number("MAGTAPE_AUDIT_MAX_REPORT_BYTES", da.max_report_bytes,
-                                          minimum=4096, integer=True)),
-            lease_seconds=e.number("MAGTAPE_AUDIT_LEASE_SECONDS", da.lease_seconds, minimum=2),
+                                          minimum=4096, maximum=1024 * 1024, integer=True)),
+            lease_seconds=e.number("MAGTAPE_AUDIT_LEASE_SECONDS", da.lease_seconds, minimum=2,
+                                   maximum=3600),
         )
         pod_security = PodSecuritySettings(
             level=e.pss_level("MAGTAPE_POD_SECURITY", d.pod_security.level),
@@ -492,15 +499,19 @@ class _Env:
 
         return self._parse(name, default, parse, "TRUE/true/1/yes or FALSE/false/0/no")
 
-    def number(self, name: str, default: float, minimum: float, integer: bool = False) -> float:
+    def number(self, name: str, default: float, minimum: float, maximum: float,
+               integer: bool = False) -> float:
+        """A finite number from ``minimum`` to ``maximum``: inf, NaN and absurd sizes
+        stop start-up here rather than overflow later, far from the variable."""
         def parse(raw: str) -> float:
             value = float(int(raw)) if integer else float(raw)
-            if not value >= minimum:  # also rejects NaN
+            if not minimum <= value <= maximum:  # also rejects NaN and infinities
                 raise ValueError(raw)
             return value
 
         kind = "a whole number" if integer else "a number"
-        return self._parse(name, default, parse, f"{kind} >= {minimum:g}")
+        return self._parse(name, default, parse,
+                           f"{kind} from {_plain(minimum)} to {_plain(maximum)}")
 
     def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         def parse(raw: str) -> tuple[str, ...]:
@@ -527,7 +538,8 @@ class _Env:
             from urllib.parse import urlsplit
 
             parts = urlsplit(raw)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not one
+            if parts.scheme not in ("http", "https") or not parts.hostname or " " in raw:
                 raise ValueError(raw)
             return raw
 
@@ -552,7 +564,8 @@ class _Env:
             from urllib.parse import urlsplit
 
             parts = urlsplit(raw if "://" in raw else f"//{raw}")
-            if not parts.hostname or parts.username is not None:
+            if (not parts.hostname or parts.username is not None or " " in raw
+                    or ("://" in raw and parts.scheme != "https")):
                 raise ValueError(raw)
             return f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
 
@@ -577,13 +590,24 @@ class _Env:
         return self._parse(name, default, parse_version, VERSION_ACCEPTED)
 
     def address(self, name: str, default: Address) -> Address:
-        return self._parse(name, default, parse_address, "HOST:PORT with PORT 0-65535")
+        return self._parse(name, default, parse_address,
+                           "HOST:PORT with PORT 0-65535 (a host name or address: no scheme, "
+                           "path or spaces)")
+
+
+def _plain(number: float) -> str:
+    """``1000000`` as people write it: ``1,000,000`` (``:g`` would say ``1e+06``)."""
+    return f"{int(number):,}" if number == int(number) else f"{number:g}"
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]")
 
 
 def parse_address(raw: str) -> Address:
-    """Parse ``HOST:PORT``, ``[v6]:PORT`` or ``:PORT`` (all interfaces)."""
+    """Parse ``HOST:PORT``, ``[v6]:PORT`` or ``:PORT`` (all interfaces): a host name
+    or address, no scheme, path or spaces."""
     host, sep, port_text = raw.rpartition(":")
-    if not sep:
+    if not sep or not _HOST.fullmatch(host):
         raise ValueError(raw)
     host = host.strip("[]") or "0.0.0.0"
     port = int(port_text)
