@@ -59,14 +59,25 @@ def test_an_edited_builtin_policy_is_vetted_and_the_others_are_not(
     assert set_error.origin == "policy set"
 
 
-def test_a_module_added_to_a_builtin_library_package_means_everything_is_vetted(
-        engine: EmbeddedEngine) -> None:
-    extra = unique(PolicyModule("configmap magtape-system/extra", "extra.rego",
-                                "package magtape.lib.workloads\n\nextra := 1\n"))
+@pytest.mark.parametrize("package", [
+    "magtape.lib.workloads",  # a built-in library every workload and PSS check uses
+    "kubernetes.admission.privileged_pod",  # a built-in policy (MT2001)
+])
+def test_a_module_of_another_origin_in_a_builtin_package_is_left_out(
+        engine: EmbeddedEngine, package: str) -> None:
+    """Rego merges a package's modules: a ConfigMap declaring a shipped package
+    would rewrite it (all workload checks failed to load, or MT2001 was replaced,
+    while the culprit loaded "ok"). It is refused; the built-ins load as shipped."""
+    extra = PolicyModule("configmap magtape-system/team-lib", "team.rego",
+                         f"package {package}\nimport rego.v1\n\nkind := \"Nope\"\n"
+                         'policy_metadata := {"name": "mine", "severity": "LOW", '
+                         '"errcode": "MT9999", "targets": {"Pod"}}\n')
     report = engine.load([*builtin_modules(), extra], {})
-    assert report.policies == ()
-    assert {e.filename for e in report.errors} >= {m.filename for m in builtin_modules()
-                                                   if is_policy(m)}
+    (error,) = report.errors
+    assert error.origin == "configmap magtape-system/team-lib"
+    assert f"package {package} belongs to " in error.message
+    assert len(report.policies) == len(vet.builtin_verdicts().policies)  # type: ignore[union-attr]
+    assert "privileged-pod" in {p.name for p in report.policies}
 
 
 def test_the_record_counts_only_for_the_engine_release_it_names(

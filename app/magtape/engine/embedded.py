@@ -191,7 +191,7 @@ class EmbeddedEngine:
 
     def _vet_and_swap(self, vetter: Vetter, modules: Sequence[PolicyModule],
                       data: Mapping[str, Any]) -> LoadReport:
-        vetted = vetter.vet(group_modules(modules))
+        vetted = vetter.vet(group_modules(modules, builtin_digests()))
         errors = list(vetted.errors)
         kept: list[tuple[Vetted, PolicyInfo]] = []
         names: dict[str, PolicyInfo] = {}

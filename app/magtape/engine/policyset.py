@@ -9,10 +9,11 @@ into a typed :class:`~magtape.policy.PolicyInfo`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from magtape.engine.sources import source_digest
 from magtape.policy import PolicyInfo, PolicyModule, Severity, Violation
 
 POLICY_PREFIX = "kubernetes.admission."
@@ -42,20 +43,41 @@ class PolicyGroup:
 
 
 @dataclass(frozen=True)
+class Intruder:
+    """A module declaring a package another origin (ConfigMap, file) owns."""
+
+    module: PolicyModule
+    package: str
+    owner: str  # the owning origin
+
+
+@dataclass(frozen=True)
 class Grouped:
     libraries: tuple[PolicyModule, ...]
     policies: tuple[PolicyGroup, ...]
     unparsable: tuple[PolicyModule, ...]  # no package clause found
+    intruders: tuple[Intruder, ...] = ()
 
 
-def group_modules(modules: Sequence[PolicyModule]) -> Grouped:
+def group_modules(modules: Sequence[PolicyModule],
+                  shipped: Collection[str] = frozenset()) -> Grouped:
+    """Modules by package. A package MagTape ships belongs to the origin (ConfigMap,
+    file) holding the shipped module (``shipped``: digests of their text): Rego
+    merges every module of a package, so a module elsewhere declaring it would
+    rewrite it, and every policy using it. Such modules are left out as intruders,
+    reported against their own origin. Other packages may span origins (a custom
+    policy in several files)."""
+    owners = _owners(modules, shipped)
     libs: list[PolicyModule] = []
     groups: dict[str, list[PolicyModule]] = {}
     bad: list[PolicyModule] = []
+    intruders: list[Intruder] = []
     for m in modules:
         pkg = package_of(m.source)
         if pkg is None:
             bad.append(m)
+        elif owners.get(pkg, m.origin) != m.origin:
+            intruders.append(Intruder(m, pkg, owners[pkg]))
         elif pkg.startswith(POLICY_PREFIX):
             groups.setdefault(pkg, []).append(m)
         else:
@@ -64,7 +86,18 @@ def group_modules(modules: Sequence[PolicyModule]) -> Grouped:
         libraries=tuple(libs),
         policies=tuple(PolicyGroup(p, tuple(ms)) for p, ms in sorted(groups.items())),
         unparsable=tuple(bad),
+        intruders=tuple(intruders),
     )
+
+
+def _owners(modules: Sequence[PolicyModule], shipped: Collection[str]) -> dict[str, str]:
+    """The origin of each shipped package: its shipped module's (the first, by name)."""
+    owners: dict[str, str] = {}
+    for m in sorted(modules, key=lambda m: m.origin) if shipped else ():
+        pkg = package_of(m.source)
+        if pkg is not None and pkg not in owners and source_digest(m.source) in shipped:
+            owners[pkg] = m.origin
+    return owners
 
 
 class MetadataError(ValueError):

@@ -83,16 +83,16 @@ def builtin_modules() -> list[PolicyModule]:
     return modules_from_dirs([builtin_policy_dir()])
 
 
+def source_digest(source: str) -> str:
+    return hashlib.sha256(source.strip().encode()).hexdigest()
+
+
 @functools.cache
 def builtin_digests() -> frozenset[str]:
     """Digests of the built-in modules' text, whatever they are loaded from (files,
     or the ConfigMaps rendered from them): these are the modules
     tests/test_differential.py proves against OPA in regorus' compiled mode."""
     return frozenset(source_digest(m.source) for m in builtin_modules())
-
-
-def source_digest(source: str) -> str:
-    return hashlib.sha256(source.strip().encode()).hexdigest()
 
 
 def policy_modules(dirs: Sequence[str | Path]) -> list[PolicyModule]:

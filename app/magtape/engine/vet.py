@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from magtape.engine.child import Child, ChildDied, Op
-from magtape.engine.policyset import Grouped, PolicyGroup
+from magtape.engine.policyset import POLICY_PREFIX, Grouped, PolicyGroup
 from magtape.engine.sources import source_digest
 from magtape.engine.worker import smoke_input
 from magtape.policy import PolicyLoadError, PolicyModule
@@ -201,6 +201,13 @@ class Vetter:
         """Vet every library and policy of ``grouped``; never raises for a bad policy."""
         errors = [PolicyLoadError(m.origin, m.filename, "no `package` clause found")
                   for m in grouped.unparsable]
+        # Left out, these take nothing from a built-in set: it stays prevetted.
+        left_out = [PolicyLoadError(
+            i.module.origin, i.module.filename,
+            f"package {i.package} belongs to {i.owner}: left out, as it would rewrite that "
+            "package (and every policy using it); give this module a package of its own",
+            policy=i.package if i.package.startswith(POLICY_PREFIX) else None)
+            for i in grouped.intruders]
         libraries = list(grouped.libraries)
         lib_pairs = module_pairs(libraries)
         lib_key = _digest(lib_pairs)
@@ -238,7 +245,7 @@ class Vetter:
                 errors.append(PolicyLoadError(origins.get(filename, group.origin), filename,
                                               verdict["error"], verdict.get("line"),
                                               policy=group.package))
-        return VetResult(tuple(libraries), tuple(vetted), tuple(errors), prevetted)
+        return VetResult(tuple(libraries), tuple(vetted), (*left_out, *errors), prevetted)
 
     def _verdict(self, group: PolicyGroup, lib_pairs: list[list[str]],
                  lib_key: str) -> _Verdict:
