@@ -73,6 +73,8 @@ ERRORS = [
     ("MAGTAPE_LISTEN", "a b:5000", "no scheme, path or spaces"),
     ("MAGTAPE_LISTEN", "[::1:5000", "no scheme, path or spaces"),
     ("MAGTAPE_SLACK_WEBHOOK_URL_BASE", "ftp://fwd", "a host, HOST:PORT or an https:// URL"),
+    ("MAGTAPE_SLACK_ALLOWED_HOSTS", "https://hooks.slack.com", "a comma-separated list of host"),
+    ("MAGTAPE_SLACK_ALLOWED_HOSTS", "hooks.slack.com:443", "(no scheme, port or path)"),
     ("MAGTAPE_OPA_URL", "localhost:8181", "an http:// or https:// URL"),
     ("MAGTAPE_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
     ("MAGTAPE_LISTEN", "5000", "HOST:PORT"),

@@ -365,7 +365,7 @@ class Settings:
             user=e.text("MAGTAPE_SLACK_USER", ds.user),
             icon=e.text("MAGTAPE_SLACK_ICON", ds.icon),
             url_base=e.netloc("MAGTAPE_SLACK_WEBHOOK_URL_BASE", ds.url_base),
-            allowed_hosts=e.list("MAGTAPE_SLACK_ALLOWED_HOSTS", ds.allowed_hosts),
+            allowed_hosts=e.hosts("MAGTAPE_SLACK_ALLOWED_HOSTS", ds.allowed_hosts),
             allowed_ports=e.ports("MAGTAPE_SLACK_ALLOWED_PORTS", ds.allowed_ports),
             timeout_seconds=e.number("MAGTAPE_SLACK_TIMEOUT_SECONDS", ds.timeout_seconds,
                                      minimum=0.1, maximum=60),
@@ -519,6 +519,18 @@ class _Env:
 
         return self._parse(name, default, parse, "a comma-separated list")
 
+    def hosts(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Host names, comma-separated: a URL or HOST:PORT here would never match."""
+        def parse(raw: str) -> tuple[str, ...]:
+            names = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+            if not all(_HOST_NAME.fullmatch(n) for n in names):
+                raise ValueError(raw)
+            return names
+
+        return self._parse(name, default, parse,
+                           "a comma-separated list of host names such as hooks.slack.com "
+                           "(no scheme, port or path)")
+
     def identities(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         """Kubernetes user names (comma-separated); ``none`` for no identity at all."""
         def parse(raw: str) -> tuple[str, ...]:
@@ -600,6 +612,7 @@ def _plain(number: float) -> str:
     return f"{int(number):,}" if number == int(number) else f"{number:g}"
 
 
+_HOST_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _HOST = re.compile(r"[A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]")
 
 
