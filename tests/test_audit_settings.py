@@ -24,7 +24,8 @@ def test_the_audit_is_off_by_default_and_parsed_from_the_environment() -> None:
 @pytest.mark.parametrize(("name", "value", "accepted"), [
     ("MAGTAPE_AUDIT", "maybe", "off, on"),
     ("MAGTAPE_AUDIT_NAMESPACES", "some", "opted-in, all"),
-    ("MAGTAPE_AUDIT_RATE", "0", ">= 0.1"),
+    ("MAGTAPE_AUDIT_RATE", "0", "a number from 0.1 to 10,000"),
+    ("MAGTAPE_AUDIT_RATE", "inf", "a number from 0.1 to 10,000"),
     ("MAGTAPE_AUDIT_KINDS", "v1/secrets", "VERSION/PLURAL"),
 ])
 def test_a_bad_value_names_the_variable_and_what_is_accepted(name: str, value: str,
