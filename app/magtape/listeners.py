@@ -29,6 +29,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
+from magtape.web import RECEIVED_KEY
+
 
 @dataclass(frozen=True)
 class ListenerLimits:
@@ -57,6 +59,8 @@ METRICS_LIMITS = ListenerLimits(threads=2, connection_limit=2048, idle_seconds=1
 
 # waitress answers what it refuses itself (too large, bad framing) with these
 # JSON bodies, like the app does, instead of its plain-text pages.
+# The attribute a request read whole carries: when it was (time.monotonic()).
+RECEIVED_ATTRIBUTE = "magtape_received"
 _ERROR_TEXT = {413: "request body too large", 431: "request headers too large",
                400: "bad request framing"}
 
@@ -87,6 +91,13 @@ class OneSendTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
 
     wrote_header: bool  # waitress' attribute, declared here for the type checker
 
+    def get_environment(self) -> dict[str, Any]:
+        """waitress' environ, with when the request had been read (RECEIVED_KEY):
+        the engine's deadline counts from then, queueing for a thread included."""
+        environ: dict[str, Any] = super().get_environment()
+        environ[RECEIVED_KEY] = getattr(self.request, RECEIVED_ATTRIBUTE, None)
+        return environ
+
     def write(self, data: bytes) -> None:
         if (not self.wrote_header and self.complete and data and self.has_body
                 and not self.chunked_response and self.content_length == len(data)):
@@ -111,6 +122,12 @@ class DeadlineChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
         result: bool = super().received(data)
         if self.request is None:  # nothing left half-read
             self.reading_since = None
+        if self.requests:  # stamp the requests read whole (OneSendTask passes it on)
+            now = time.monotonic()
+            with self.requests_lock:
+                for request in self.requests:
+                    if not hasattr(request, RECEIVED_ATTRIBUTE):
+                        setattr(request, RECEIVED_ATTRIBUTE, now)
         return result
 
     def writable(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -25,10 +26,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from magtape.admission import AdmissionService
+from magtape.engine import REQUEST_DEADLINE
 from magtape.metrics import Metrics
 from magtape.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The WSGI environ key holding when the server had read the request
+# (time.monotonic()): magtape.listeners' task sets it.
+RECEIVED_KEY = "magtape.received"
 
 ReadyCheck = Callable[[], bool]
 # Why not ready, one sentence each, for /readyz's "reasons" (the operator's
@@ -55,12 +61,13 @@ def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
         return response
 
     app.wsgi_app = _admission_endpoint(app.wsgi_app, service, metrics,  # type: ignore[method-assign,assignment]
-                                       settings.http.max_body_bytes)
+                                       settings.http.max_body_bytes,
+                                       settings.engine.timeout_seconds)
     return app
 
 
 def _admission_endpoint(flask_app: WSGIApp, service: AdmissionService, metrics: Metrics,
-                        max_body_bytes: int) -> WSGIApp:
+                        max_body_bytes: int, engine_timeout: float) -> WSGIApp:
     """``/``: the admission endpoint, the only path; every other path goes to Flask.
 
     The body is read by its Content-Length (waitress sets one for chunked
@@ -78,7 +85,14 @@ def _admission_endpoint(flask_app: WSGIApp, service: AdmissionService, metrics: 
             status, doc = 405, {"error": "method not allowed"}
             extra = [("Allow", "POST")]
         else:
-            status, doc = _admit(environ, service, max_body_bytes)
+            # The engine's deadline counts from when the request was read
+            # (magtape.listeners stamps it), not from when a thread took it.
+            received = environ.get(RECEIVED_KEY) or time.monotonic()
+            token = REQUEST_DEADLINE.set(received + engine_timeout)
+            try:
+                status, doc = _admit(environ, service, max_body_bytes)
+            finally:
+                REQUEST_DEADLINE.reset(token)
         body = json.dumps(doc, separators=(",", ":")).encode()
         metrics.count(metrics.http_responses, str(status))
         start_response(f"{status} {HTTPStatus(status).phrase}",

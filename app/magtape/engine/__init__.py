@@ -11,7 +11,9 @@ imports regorus.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # annotations only: every engine worker imports this package first
@@ -21,6 +23,14 @@ if TYPE_CHECKING:  # annotations only: every engine worker imports this package 
 # The label values of magtape_policy_engine_errors_total{reason}
 # (magtape.metrics.ENGINE_ERROR_REASONS lists them for the exporter).
 Reason = Literal["timeout", "crash", "memory", "unavailable", "error"]
+
+
+# When the request being served must have its evaluations done by
+# (time.monotonic()), set by the HTTP layer from the moment the request was
+# read: the time it queued for a server thread and every evaluation it needs
+# (the object, the old object, an owner) share the engine's one deadline.
+REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("magtape_request_deadline",
+                                                        default=None)
 
 
 class EngineError(Exception):
@@ -41,6 +51,18 @@ class EngineError(Exception):
     def __reduce__(self) -> tuple[type[EngineError], tuple[Reason, str]]:
         """Pickled with both arguments (``check -j N`` raises a shard process' error)."""
         return EngineError, (self.reason, self.detail)
+
+
+def time_left(timeout: float) -> float:
+    """Seconds an evaluation may take now: ``timeout``, or what is left of the request's
+    deadline when that is sooner; EngineError("timeout") when nothing is left."""
+    deadline = REQUEST_DEADLINE.get()
+    left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+    if left <= 0:
+        raise EngineError("unavailable", f"the request waited past the {timeout:g}s evaluation "
+                          "deadline before a server thread could take it (more requests at "
+                          "once than MAGTAPE_THREADS and the engine workers answer)")
+    return left
 
 
 class Evaluator(Protocol):

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from magtape.engine import EngineError
+from magtape.engine import EngineError, time_left
 from magtape.engine.child import Frame, Op
 from magtape.engine.policyset import (
     MetadataError,
@@ -278,8 +278,10 @@ class EmbeddedEngine:
             raise EngineError("unavailable", "no policy set is loaded yet")
         if review.kind not in active.kinds:  # no policy targets it: no round trip
             return Evaluation((), active.version)
+        left = time_left(self._timeout)
         try:
-            frame = self._pool.call(Op.EVALUATE, review.kind.encode() + b"\n" + review.raw.encode())
+            frame = self._pool.call(Op.EVALUATE, review.kind.encode() + b"\n" + review.raw.encode(),
+                                    timeout=left)
         except PoolUnavailable as exc:
             detail = exc.detail
             if exc.reason == "timeout":

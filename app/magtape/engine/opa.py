@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from magtape.engine import EngineError, Reason
+from magtape.engine import EngineError, Reason, time_left
 from magtape.engine.policyset import MetadataError, parse_metadata, read_deny
 from magtape.policy import Evaluation, PolicyError, PolicyResult
 from magtape.review import Review
@@ -65,8 +65,9 @@ class OpaEngine:
         if not self._written:
             self._write_documents()
         body = '{"input":' + review.raw + "}"
+        left = time_left(self._timeout)
         try:
-            resp = self._session.post(self._url, data=body, timeout=self._timeout,
+            resp = self._session.post(self._url, data=body, timeout=left,
                                       headers={"Content-Type": "application/json"})
         except requests.RequestException as exc:
             self._mark(False)
