@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,33 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up (it starts full). Not
+    locked: a caller shared between threads holds its own lock around it."""
+
+    def __init__(self, rate: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = burst if burst is not None else max(1.0, rate / 10)
+        self._tokens = self._burst
+        self._clock = clock
+        self._last = clock()
+
+    def try_take(self) -> bool:
+        """Take a token if there is one now."""
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def seconds_to_next(self) -> float:
+        """How long until a token is there (as of the last :meth:`try_take`)."""
+        return max(0.0, (1.0 - self._tokens) / self._rate)
 
 
 class Worker:

@@ -29,7 +29,7 @@ from magtape.audit.report import ReportLimits, build_report
 from magtape.audit.results import Auditor, ObjectAudit, trimmed
 from magtape.audit.tally import tally
 from magtape.audit.writer import ReportWriter
-from magtape.background import Backoff, Worker
+from magtape.background import Backoff, TokenBucket, Worker
 from magtape.enforcement import utc_now
 from magtape.kube.informers import Informer, Informers
 from magtape.kube.objects import Obj, labels, metadata, name
@@ -82,28 +82,12 @@ class _Stoppable(Protocol):
     def wait(self, seconds: float | None, /) -> bool: ...
 
 
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up."""
-
-    def __init__(self, rate: float, burst: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = rate
-        self._burst = burst if burst is not None else max(1.0, rate / 10)
-        self._tokens = self._burst
-        self._clock = clock
-        self._last = clock()
-
-    def take(self, stop: _Stoppable) -> bool:
-        """Wait for a token; False when ``stop`` is set meanwhile."""
-        while True:
-            now = self._clock()
-            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return True
-            if stop.wait((1.0 - self._tokens) / self._rate):
-                return False
+def take_token(bucket: TokenBucket, stop: _Stoppable) -> bool:
+    """Wait for a token of ``bucket``; False when ``stop`` is set meanwhile."""
+    while not bucket.try_take():
+        if stop.wait(bucket.seconds_to_next()):
+            return False
+    return True
 
 
 class _KindHandler:
@@ -319,7 +303,7 @@ class AuditController:
             return
         try:
             # Only evaluations are rate-limited; forgetting an object is free.
-            if not self._in_scope(key[0]) or self._bucket.take(self._worker):
+            if not self._in_scope(key[0]) or take_token(self._bucket, self._worker):
                 self._process(key)
         finally:
             with self._cond:

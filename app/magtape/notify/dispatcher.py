@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Hashable
 from typing import TYPE_CHECKING, Protocol
 
-from magtape.background import Worker
+from magtape.background import TokenBucket, Worker
 from magtape.metrics import Channel, Metrics
 from magtape.namespaces import NamespaceDirectory
 from magtape.settings import DEFAULT_CONTROLLER_IDENTITIES
@@ -107,19 +107,19 @@ class NamespaceBudget:
                  max_namespaces: int = NAMESPACE_BUDGETS_MAX) -> None:
         self._burst, self._rate, self._clock = burst, per_second, clock
         self._max = max_namespaces
-        self._tokens: dict[str, tuple[float, float]] = {}  # namespace: (tokens, when)
+        self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
     def allow(self, namespace: str) -> bool:
         """Take one token of ``namespace``'s; False when it has none left."""
         with self._lock:
-            now = self._clock()
-            tokens, then = self._tokens.get(namespace, (self._burst, now))
-            tokens = min(self._burst, tokens + (now - then) * self._rate)
-            if len(self._tokens) >= self._max and namespace not in self._tokens:
-                self._tokens.clear()  # bounded: only without a cluster to vouch for names
-            self._tokens[namespace] = (tokens - 1 if tokens >= 1 else tokens, now)
-            return tokens >= 1
+            bucket = self._buckets.get(namespace)
+            if bucket is None:
+                if len(self._buckets) >= self._max:
+                    self._buckets.clear()  # bounded: only without a cluster to vouch for names
+                bucket = self._buckets[namespace] = TokenBucket(self._rate, self._burst,
+                                                                self._clock)
+            return bucket.try_take()
 
 
 class RecentAlerts:
