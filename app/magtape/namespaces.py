@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 from magtape.kube.objects import Obj, metadata
@@ -51,10 +51,7 @@ class NamespaceLabels(Protocol):
 class NamespaceDirectory:
     """The cluster's namespaces, kept current by the Namespace reflector."""
 
-    def __init__(self, opt_in: tuple[str, str] = OPT_IN_LABEL,
-                 excluded: Iterable[str] = EXCLUDED) -> None:
-        self._opt_in = opt_in
-        self._excluded = frozenset(excluded)
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._known: set[str] = set()
         self._opted_in: set[str] = set()
@@ -91,9 +88,7 @@ class NamespaceDirectory:
         name = meta.get("name")
         if not isinstance(name, str):
             return "", False
-        labels = meta.get("labels") or {}
-        key, value = self._opt_in
-        return name, labels.get(key) == value and name not in self._excluded
+        return name, opted_in(name, meta.get("labels"))
 
     # -- queries ----------------------------------------------------------------
     def exists(self, namespace: str) -> bool:
