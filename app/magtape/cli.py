@@ -22,7 +22,7 @@ from typing import Any
 from magtape.policy import DenyLevel
 from magtape.remediation import DEFAULT_DOCS_URL
 from magtape.report import FORMATS as OUTPUT_FORMATS
-from magtape.settings import ConfigError, Settings, parse_address
+from magtape.settings import MAX_THREADS, ConfigError, Settings, parse_address
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -298,25 +298,20 @@ def _listen(raw: str) -> str:
     return raw
 
 
-def _positive(raw: str) -> int:
+def _positive(raw: str, maximum: int | None = None) -> int:
     try:
         n = int(raw)
     except ValueError:
         n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {raw!r}")
+    if n < 1 or (maximum is not None and n > maximum):
+        accepted = ">= 1" if maximum is None else f"from 1 to {maximum}"
+        raise argparse.ArgumentTypeError(f"expected a whole number {accepted}, got {raw!r}")
     return n
 
 
 def _threads(raw: str) -> int:
     """``--threads``: as MAGTAPE_THREADS accepts (no thread: nothing would answer)."""
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= 256:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 256, got {raw!r}")
-    return n
+    return _positive(raw, MAX_THREADS)
 
 
 def _parser() -> argparse.ArgumentParser:

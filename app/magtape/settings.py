@@ -70,6 +70,9 @@ class LogLevel(enum.Enum):
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
+# HTTP threads per process at most (MAGTAPE_THREADS, --threads).
+MAX_THREADS = 256
+
 
 @dataclass(frozen=True)
 class Address:
@@ -349,7 +352,7 @@ class Settings:
         http = HttpSettings(
             listen=e.address("MAGTAPE_LISTEN", dh.listen),
             metrics_listen=e.address("MAGTAPE_METRICS_LISTEN", dh.metrics_listen),
-            threads=int(e.number("MAGTAPE_THREADS", dh.threads, minimum=1, maximum=256,
+            threads=int(e.number("MAGTAPE_THREADS", dh.threads, minimum=1, maximum=MAX_THREADS,
                                  integer=True)),
             processes=int(e.number("MAGTAPE_PROCESSES", dh.processes, minimum=1, maximum=64,
                                    integer=True)),
