@@ -67,13 +67,13 @@ def group_modules(modules: Sequence[PolicyModule],
     rewrite it, and every policy using it. Such modules are left out as intruders,
     reported against their own origin. Other packages may span origins (a custom
     policy in several files)."""
-    owners = _owners(modules, shipped)
+    packages = [(m, package_of(m.source)) for m in modules]
+    owners = _owners(packages, shipped)
     libs: list[PolicyModule] = []
     groups: dict[str, list[PolicyModule]] = {}
     bad: list[PolicyModule] = []
     intruders: list[Intruder] = []
-    for m in modules:
-        pkg = package_of(m.source)
+    for m, pkg in packages:
         if pkg is None:
             bad.append(m)
         elif owners.get(pkg, m.origin) != m.origin:
@@ -90,11 +90,11 @@ def group_modules(modules: Sequence[PolicyModule],
     )
 
 
-def _owners(modules: Sequence[PolicyModule], shipped: Collection[str]) -> dict[str, str]:
+def _owners(packages: Sequence[tuple[PolicyModule, str | None]],
+            shipped: Collection[str]) -> dict[str, str]:
     """The origin of each shipped package: its shipped module's (the first, by name)."""
     owners: dict[str, str] = {}
-    for m in sorted(modules, key=lambda m: m.origin) if shipped else ():
-        pkg = package_of(m.source)
+    for m, pkg in sorted(packages, key=lambda p: p[0].origin) if shipped else ():
         if pkg is not None and pkg not in owners and source_digest(m.source) in shipped:
             owners[pkg] = m.origin
     return owners
