@@ -55,7 +55,7 @@ class EngineError(Exception):
 
 def time_left(timeout: float) -> float:
     """Seconds an evaluation may take now: ``timeout``, or what is left of the request's
-    deadline when that is sooner; EngineError("timeout") when nothing is left."""
+    deadline when that is sooner; EngineError("unavailable") when nothing is left."""
     deadline = REQUEST_DEADLINE.get()
     left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
     if left <= 0:
