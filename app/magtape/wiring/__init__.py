@@ -121,7 +121,7 @@ def assemble(settings: Settings, registry: CollectorRegistry | None = None,
         metrics.watch_exceptions(lambda: [
             (e.namespace, e.name, e.expires_at.timestamp())
             for e in enforcer.state.all_exceptions() if e.active(enforcer.now())])
-        enforcement_feeds: list[Informer] = []
+        enforcement_feeds: tuple[Informer, ...] = ()
         owners: OwnerIndex | None = None
         if informers is not None:
             watch_enforcement(settings, informers, state, notifier, stack)

@@ -56,10 +56,10 @@ def watch_enforcement(settings: Settings, informers: Informers, state: Enforceme
                       notifier: Notifier, stack: ExitStack) -> ConfigWatch:
     """Register the exception and overrides handlers; start the reminders when enabled
     (stopped by ``stack``). Returns the overrides' handler (its ``last_error``)."""
-    max_lifetime = timedelta(days=settings.exceptions.max_days)
-    informers.subscribe(EXCEPTIONS, ExceptionWatch(state, max_lifetime))
+    exceptions, configmaps = enforcement_informers(settings, informers)
+    exceptions.add(ExceptionWatch(state, timedelta(days=settings.exceptions.max_days)))
     config = ConfigWatch(state, settings.exceptions.enforcement_configmap)
-    informers.subscribe(CONFIGMAPS, config, namespace=settings.identity.namespace)
+    configmaps.add(config)
     if settings.exceptions.reminder_hours > 0:
         reminders = ExpiryReminders(state, notifier,
                                     timedelta(hours=settings.exceptions.reminder_hours),
@@ -69,10 +69,12 @@ def watch_enforcement(settings: Settings, informers: Informers, state: Enforceme
     return config
 
 
-def enforcement_informers(settings: Settings, informers: Informers) -> list[Informer]:
-    """The informers :func:`watch_enforcement` feeds from (readiness waits for them)."""
-    return [informers.informer(EXCEPTIONS),
-            informers.informer(CONFIGMAPS, settings.identity.namespace)]
+def enforcement_informers(settings: Settings,
+                          informers: Informers) -> tuple[Informer, Informer]:
+    """The informers :func:`watch_enforcement` feeds from, the exceptions' and the
+    overrides ConfigMap's (readiness waits for them too)."""
+    return (informers.informer(EXCEPTIONS),
+            informers.informer(CONFIGMAPS, settings.identity.namespace))
 
 
 def inherit_from_owners(settings: Settings, informers: Informers, enforcer: Enforcer,
