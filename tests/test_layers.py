@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "app" / "magtape"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry", ("magtape.__main__", "magtape.cli", "magtape.server", "magtape.wiring",
                "magtape.check", "magtape.ruletest", "magtape.runtime", "magtape.report",
-               "magtape.audit", "magtape.listeners", "magtape.processes", "magtape.policytool",
-               "magtape.againstopa", "magtape.ui.command")),
+               "magtape.audit", "magtape.listeners", "magtape.inloop", "magtape.processes",
+               "magtape.policytool", "magtape.againstopa", "magtape.ui.command")),
     ("web", ("magtape.web", "magtape.listeners", "magtape.ui.web")),
     ("core", ("magtape.admission", "magtape.enforcement", "magtape.ui.model",
               "magtape.ui.history")),

@@ -14,7 +14,9 @@ import inspect
 from importlib import metadata
 
 import pytest
+from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, Task, WSGITask
 
@@ -23,7 +25,7 @@ from magtape.listeners import (
     DeadlineChannel,
     JsonErrorTask,
     ListenerLimits,
-    OneSendTask,
+    _task_for,
     create_bounded_server,
 )
 
@@ -42,6 +44,10 @@ OVERRIDDEN = [
     (HTTPChannel, "writable", "DeadlineChannel.writable stops the poll loop spinning"),
     (TcpWSGIServer, "maintenance", "BoundedServer.maintenance closes slow readers"),
     (TcpWSGIServer, "set_reuse_addr", "SharedPortServer sets SO_REUSEPORT before bind"),
+    (TcpWSGIServer, "add_task", "BoundedServer.add_task offers a request to the loop first"),
+    (TcpWSGIServer, "pull_trigger", "BoundedServer.pull_trigger skips it in the loop thread"),
+    (TcpWSGIServer, "run", "BoundedServer.run runs the in-loop scheduler's loop"),
+    (Task, "service", "LoopTask is served by Task.service: start, execute (ours), finish"),
 ]
 
 
@@ -55,11 +61,28 @@ def test_overridden_methods_still_exist(cls: type, name: str, why: str) -> None:
 READ = [
     (Task, ["wrote_header", "complete", "has_body", "chunked_response", "content_length",
             "content_bytes_written", "build_response_header", "set_close_on_finish",
-            "response_headers", "channel"]),
+            "response_headers", "channel", "status", "request"]),
     (HTTPChannel, ["will_close", "close_when_flushed", "requests", "total_outbufs_len",
-                   "write_soon", "request", "adj"]),
-    (TcpWSGIServer, ["active_channels"]),
+                   "write_soon", "request", "adj", "service"]),
+    (TcpWSGIServer, ["active_channels", "trigger", "task_dispatcher", "adj"]),
+    (HTTPRequestParser, ["command", "path", "content_length", "error", "get_body_stream"]),
 ]
+
+
+def test_the_loop_magtape_inloop_runs_is_waitress_own() -> None:
+    """InLoop.run drives waitress' poll2 over the server's map (with the readiness
+    and close callbacks _PipeWatch answers); channel.service() offers a pipelined
+    request through server.add_task and ends with server.pull_trigger() under the
+    requests_lock that received() also holds while calling add_task."""
+    poll2 = inspect.getsource(wasyncore.poll2) + inspect.getsource(wasyncore.readwrite)
+    for name in ("readable()", "writable()", "accepting", "handle_read_event",
+                 "handle_write_event", "handle_expt_event", "handle_close"):
+        assert name in poll2, name
+    service = inspect.getsource(HTTPChannel.service)
+    assert "self.server.add_task(self)" in service and "self.server.pull_trigger()" in service
+    received = inspect.getsource(HTTPChannel.received)
+    assert "with self.requests_lock:" in received and "self.server.add_task(self)" in received
+    assert "asyncore_loop_timeout" in inspect.getsource(TcpWSGIServer.__mro__[1].run)
 
 
 @pytest.mark.parametrize(("cls", "names"), READ, ids=[c.__name__ for c, _ in READ])
@@ -77,7 +100,7 @@ def test_the_hooks_that_select_our_classes_are_still_read() -> None:
     channel_source = inspect.getsource(HTTPChannel)
     assert "self.task_class" in channel_source and "self.error_task_class" in channel_source
     assert "self.channel_class" in inspect.getsource(TcpWSGIServer.__mro__[1])
-    assert DeadlineChannel.task_class is OneSendTask
+    assert DeadlineChannel.task_class is _task_for
     assert DeadlineChannel.error_task_class is JsonErrorTask
     assert BoundedServer.channel_class is DeadlineChannel
     assert "outbuf_high_watermark" in inspect.getsource(HTTPChannel)

@@ -29,6 +29,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
+from magtape.inloop import IN_LOOP_ATTRIBUTE, InLoop, LoopTask
 from magtape.web import RECEIVED_KEY
 
 
@@ -109,10 +110,18 @@ class OneSendTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
         super().write(data)
 
 
+def _task_for(channel: HTTPChannel, request: Any) -> Any:
+    """The task serving ``request``: the in-loop admission task for a review the
+    loop took (magtape.inloop), else a WSGI one."""
+    if hasattr(request, IN_LOOP_ATTRIBUTE):
+        return LoopTask(channel, request)
+    return OneSendTask(channel, request)
+
+
 class DeadlineChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
     """An HTTP channel that remembers when the request being read began."""
 
-    task_class = OneSendTask
+    task_class = staticmethod(_task_for)
     error_task_class = JsonErrorTask
     reading_since: float | None = None
 
@@ -154,6 +163,29 @@ class BoundedServer(TcpWSGIServer):  # type: ignore[misc]  # waitress is untyped
 
     channel_class = DeadlineChannel
     request_read_seconds = ListenerLimits.request_read_seconds
+    # Small admission reviews answered in the loop thread (None: all go to task threads).
+    inloop: InLoop | None = None
+
+    def add_task(self, task: Any) -> None:
+        """A request read whole (``task`` is its channel): the loop's own when it
+        takes it, else a task thread's."""
+        if self.inloop is None or not self.inloop.takes(task):
+            super().add_task(task)
+
+    def pull_trigger(self) -> None:
+        # From the loop thread (an in-loop request finishing) the loop is awake
+        # already and builds its poll set afresh next: no wake-up byte needed.
+        if self.inloop is None or not self.inloop.in_loop_thread():
+            super().pull_trigger()
+
+    def run(self) -> None:
+        if self.inloop is None:
+            super().run()
+            return
+        try:
+            self.inloop.run(self)
+        except (SystemExit, KeyboardInterrupt):  # as waitress' own run()
+            self.task_dispatcher.shutdown()
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)  # idle connections (channel_timeout)

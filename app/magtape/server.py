@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from magtape.engine import Evaluator
 from magtape.engine.child import die_with_parent
+from magtape.engine.embedded import EmbeddedEngine
+from magtape.inloop import InLoop
 from magtape.kube import client as kube_client
 from magtape.listeners import METRICS_LIMITS, ListenerLimits, create_bounded_server
 from magtape.metrics import Metrics
@@ -31,7 +33,7 @@ from magtape.processes import (
     helper_settings,
 )
 from magtape.settings import ConfigError, Settings
-from magtape.web import create_app, create_metrics_app
+from magtape.web import ENDPOINT_EXTENSION, create_app, create_metrics_app
 from magtape.wiring import Assembly, assemble
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,10 @@ class Webhook:
                 raise ConfigError(f"cannot listen on {address} ({flag}): "
                                   f"{exc.strerror or exc}; stop what uses it or choose "
                                   "another address") from None
+        engine = self.assembly.engine
+        if isinstance(engine, EmbeddedEngine):  # the OPA engine has no workers to lend
+            self._servers[0].inloop = InLoop(admission.extensions[ENDPOINT_EXTENSION],
+                                             engine.pool)
         for server in self._servers:
             t = threading.Thread(target=server.run, name=f"waitress-{server.effective_port}",
                                  daemon=True)
@@ -118,6 +124,9 @@ def stop_waitress(server: Any, thread: threading.Thread, timeout: float) -> None
     """
     server.accepting = False
     server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout)
+    inloop = getattr(server, "inloop", None)
+    if inloop is not None:  # reviews answered in the loop finish too
+        inloop.drain(timeout)
 
     def close_all() -> None:
         for channel in list(server._map.values()):

@@ -5,10 +5,12 @@ admission listener (behind the nginx TLS sidecar in a cluster) serves
 ``POST /``, ``/healthz`` and ``/readyz``; the metrics listener (plain HTTP for
 the kubelet and Prometheus) serves ``/metrics``, ``/healthz`` and ``/readyz``.
 No request, however malformed, gets a stack trace back. ``POST /`` is answered
-by one plain WSGI function in front of Flask (:func:`_admission_endpoint`):
+by one plain WSGI function in front of Flask (:func:`_admission_wsgi`):
 Flask's request machinery cost as much as MagTape's own work per admission
 (docs/performance.md), so the admission path never enters it; every other
-route is Flask's.
+route is Flask's. Reviews of up to 64 KiB do not even enter WSGI: the
+listener answers them in its loop thread through :class:`AdmissionEndpoint`
+(magtape.inloop).
 """
 
 from __future__ import annotations
@@ -60,14 +62,50 @@ def create_app(service: AdmissionService, ready: ReadyCheck, settings: Settings,
         metrics.count(metrics.http_responses, str(response.status_code))
         return response
 
-    app.wsgi_app = _admission_endpoint(app.wsgi_app, service, metrics,  # type: ignore[method-assign,assignment]
-                                       settings.http.max_body_bytes,
-                                       settings.engine.timeout_seconds)
+    endpoint = AdmissionEndpoint(service, metrics, settings.engine.timeout_seconds)
+    # The listener answers small reviews in its own loop thread through it (magtape.inloop).
+    app.extensions[ENDPOINT_EXTENSION] = endpoint
+    app.wsgi_app = _admission_wsgi(app.wsgi_app, endpoint,  # type: ignore[method-assign,assignment]
+                                   settings.http.max_body_bytes)
     return app
 
 
-def _admission_endpoint(flask_app: WSGIApp, service: AdmissionService, metrics: Metrics,
-                        max_body_bytes: int, engine_timeout: float) -> WSGIApp:
+# Where create_app keeps its AdmissionEndpoint (Flask's ``app.extensions``).
+ENDPOINT_EXTENSION = "magtape.admission"
+
+
+class AdmissionEndpoint:
+    """``POST /``'s answer to a body read whole: status and JSON bytes, counted in
+    ``magtape_http_responses_total``. One path for the WSGI endpoint below and for
+    the reviews the listener answers in its loop thread (magtape.inloop)."""
+
+    def __init__(self, service: AdmissionService, metrics: Metrics,
+                 engine_timeout: float) -> None:
+        self._service = service
+        self._metrics = metrics
+        self.engine_timeout = engine_timeout
+
+    def answer(self, data: bytes, received: float) -> tuple[int, bytes]:
+        """The answer to the review ``data``, read whole at ``received`` (time.monotonic()):
+        the engine's deadline counts from then, not from when a thread took it."""
+        token = REQUEST_DEADLINE.set(received + self.engine_timeout)
+        try:
+            status, doc = self._service.handle(data)
+        except Exception:  # as Flask's handler of last resort does
+            log.exception("unhandled error serving POST /")
+            status, doc = 500, {"error": "internal error; see the MagTape logs"}
+        finally:
+            REQUEST_DEADLINE.reset(token)
+        return status, self.encode(status, doc)
+
+    def encode(self, status: int, doc: Any) -> bytes:
+        """``doc`` as the JSON body of a ``status`` answer, counted."""
+        self._metrics.count(self._metrics.http_responses, str(status))
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _admission_wsgi(flask_app: WSGIApp, endpoint: AdmissionEndpoint,
+                    max_body_bytes: int) -> WSGIApp:
     """``/``: the admission endpoint, the only path; every other path goes to Flask.
 
     The body is read by its Content-Length (waitress sets one for chunked
@@ -75,26 +113,21 @@ def _admission_endpoint(flask_app: WSGIApp, service: AdmissionService, metrics: 
     input terminated instead, up to the limit; over the limit is 413. With
     neither, the body is empty (RFC 9112, 6.3), which is a malformed review.
     A defect is a JSON 500, as Flask's handler of last resort answers.
-    Every answer is counted in ``magtape_http_responses_total``.
     """
     def wsgi(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/":
             return flask_app(environ, start_response)
         extra: list[tuple[str, str]] = []
         if environ.get("REQUEST_METHOD") != "POST":
-            status, doc = 405, {"error": "method not allowed"}
+            status, body = 405, endpoint.encode(405, {"error": "method not allowed"})
             extra = [("Allow", "POST")]
         else:
-            # The engine's deadline counts from when the request was read
-            # (magtape.listeners stamps it), not from when a thread took it.
-            received = environ.get(RECEIVED_KEY) or time.monotonic()
-            token = REQUEST_DEADLINE.set(received + engine_timeout)
-            try:
-                status, doc = _admit(environ, service, max_body_bytes)
-            finally:
-                REQUEST_DEADLINE.reset(token)
-        body = json.dumps(doc, separators=(",", ":")).encode()
-        metrics.count(metrics.http_responses, str(status))
+            data = _read_body(environ, max_body_bytes)
+            if data is None:
+                status, body = 413, endpoint.encode(413, {"error": "request body too large"})
+            else:
+                status, body = endpoint.answer(
+                    data, environ.get(RECEIVED_KEY) or time.monotonic())
         start_response(f"{status} {HTTPStatus(status).phrase}",
                        [("Content-Type", "application/json"),
                         ("Content-Length", str(len(body))), *extra])
@@ -103,25 +136,19 @@ def _admission_endpoint(flask_app: WSGIApp, service: AdmissionService, metrics: 
     return wsgi
 
 
-def _admit(environ: dict[str, Any], service: AdmissionService,
-           max_body_bytes: int) -> tuple[int, Any]:
+def _read_body(environ: dict[str, Any], max_body_bytes: int) -> bytes | None:
+    """The request body; None when it is over the limit."""
     declared = environ.get("CONTENT_LENGTH") or ""
     stream = environ["wsgi.input"]
     if declared.isdigit():
         if int(declared) > max_body_bytes:
-            return 413, {"error": "request body too large"}
-        data = stream.read(int(declared))
-    elif environ.get("wsgi.input_terminated"):
+            return None
+        data: bytes = stream.read(int(declared))
+        return data
+    if environ.get("wsgi.input_terminated"):
         data = stream.read(max_body_bytes + 1)
-        if len(data) > max_body_bytes:
-            return 413, {"error": "request body too large"}
-    else:
-        data = b""
-    try:
-        return service.handle(data)
-    except Exception:  # as Flask's handler of last resort does
-        log.exception("unhandled error serving POST /")
-        return 500, {"error": "internal error; see the MagTape logs"}
+        return None if len(data) > max_body_bytes else data
+    return b""
 
 
 def create_metrics_app(ready: ReadyCheck, settings: Settings, metrics: Metrics,

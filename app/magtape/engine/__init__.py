@@ -60,8 +60,8 @@ def time_left(timeout: float) -> float:
     left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
     if left <= 0:
         raise EngineError("unavailable", f"the request waited past the {timeout:g}s evaluation "
-                          "deadline before a server thread could take it (more requests at "
-                          "once than MAGTAPE_THREADS and the engine workers answer)")
+                          "deadline before it could be evaluated (more requests at once than "
+                          "the server threads and the engine workers answer)")
     return left
 
 

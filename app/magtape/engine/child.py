@@ -22,7 +22,8 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import IO, Literal
 
@@ -32,6 +33,14 @@ READ_BYTES = 64 * 1024
 # A frame larger than this is a defect or an attack on the parent, not an answer.
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 
+
+# How the calling context waits for a child's pipe: (fd, select.POLLIN or
+# select.POLLOUT, deadline as time.monotonic()) -> ready (False: the deadline
+# passed). Unset, the calling thread blocks in poll(); an admission request
+# answered in waitress' loop thread sets one that yields to the loop until the
+# pipe is ready (magtape.inloop), so one thread waits for every worker at once.
+FdWait = Callable[[int, int, float], bool]
+FD_WAIT: ContextVar[FdWait | None] = ContextVar("magtape_fd_wait", default=None)
 
 # Why a child gave no answer (magtape_policy_engine_errors_total reasons).
 ChildFailure = Literal["timeout", "crash", "memory"]
@@ -145,7 +154,7 @@ class Child:
                 n = 0
             view = view[n:]
             if view:
-                self._wait(self._poll_out, deadline)
+                self._wait(self._poll_out, fd, select.POLLOUT, deadline)
 
     def _read_frame(self, deadline: float) -> Frame:
         """The answer: wait for it, then read it whole (one poll and one read for
@@ -153,7 +162,7 @@ class Child:
         chunks: list[bytes] = []
         have, need, op = 0, HEADER.size, b""
         while have < need:
-            self._wait(self._poll_in, deadline)
+            self._wait(self._poll_in, self._in_fd, select.POLLIN, deadline)
             try:
                 chunk = os.read(self._in_fd, READ_BYTES if not op else min(need - have, 1 << 20))
             except BlockingIOError:  # woken without data: wait again
@@ -175,11 +184,16 @@ class Child:
         return Frame(op, data[HEADER.size:])
 
     @staticmethod
-    def _wait(poller: select.poll, deadline: float) -> None:
-        left = deadline - time.monotonic()
-        # An empty poll() before the deadline (rounding) just means "try again".
-        if (left <= 0 or not poller.poll(max(1, int(left * 1000)))) \
-                and time.monotonic() >= deadline:
+    def _wait(poller: select.poll, fd: int, event: int, deadline: float) -> None:
+        """Until ``poller``'s pipe (``fd``, ``event``) is ready; TimeoutError at ``deadline``."""
+        wait = FD_WAIT.get()
+        if wait is not None:
+            ready = wait(fd, event, deadline)
+        else:
+            left = deadline - time.monotonic()
+            ready = left > 0 and bool(poller.poll(max(1, int(left * 1000))))
+        # Not ready before the deadline (rounding) just means "try again".
+        if not ready and time.monotonic() >= deadline:
             raise TimeoutError
 
     def _exit_failure(self) -> ChildFailure:

@@ -258,6 +258,11 @@ class EmbeddedEngine:
         self._pool.broadcast(data=Frame(Op.DATA, json.dumps(data).encode()))
 
     @property
+    def pool(self) -> WorkerPool:
+        """The worker pool (the admission listener lends its workers to requests)."""
+        return self._pool
+
+    @property
     def ready(self) -> bool:
         return self._active is not None and self._pool.alive > 0
 

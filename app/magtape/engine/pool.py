@@ -7,6 +7,12 @@ its memory cap is SIGKILLed and a supervisor thread starts a replacement, so
 capacity is freed at once and never wedged. The GIL is released while a
 thread waits on its worker's pipe, so N threads evaluate on N cores.
 
+A request answered in waitress' loop thread (magtape.inloop) does not wait
+for a worker: the loop takes one with :meth:`WorkerPool.lease_nowait` when one
+is idle (else the request waits in the loop's queue) and every evaluation of
+that request runs on it (:data:`LEASE`); :attr:`WorkerPool.on_idle` tells the
+loop when a worker comes back.
+
 The pool keeps the current policy set and data as ready-to-send frames with a
 version each. Every worker records the versions it holds; :meth:`broadcast`
 brings every worker up to date, and a worker that lags when it is borrowed
@@ -20,7 +26,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from magtape import background
@@ -54,6 +61,18 @@ class _Worker:
     data_version: int = 0
 
 
+@dataclass(eq=False)
+class Lease:
+    """A worker lent to one request for all its evaluations (None: none was free
+    before the request's deadline, or it was lost and none was free then)."""
+
+    worker: _Worker | None
+
+
+# The lease of the request this context serves, when it was given one (magtape.inloop).
+LEASE: ContextVar[Lease | None] = ContextVar("magtape_worker_lease", default=None)
+
+
 @dataclass
 class _State:
     policy: Frame | None = None
@@ -82,6 +101,9 @@ class WorkerPool:
         self._closed = False
         self._wanted = threading.Condition(self._lock)
         self._missing = workers  # slots the supervisor has to fill
+        self._threads_waiting = 0  # threads blocked for an idle worker (served before leases)
+        # Called whenever a worker becomes idle, from whichever thread returns it.
+        self.on_idle: Callable[[], None] | None = None
         self._start_failures = background.Backoff(initial=1.0, maximum=30.0)
         self._supervisor = background.Worker("magtape-engine-pool", self._supervise,
                                              wake=self._wake_supervisor).start()
@@ -108,6 +130,9 @@ class WorkerPool:
         while ordinary requests keep a worker and HTTP threads of their own.
         """
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
+        lease = LEASE.get()
+        if lease is not None:  # the request's own worker: no other request waits on it
+            return self._call_leased(lease, op, payload, deadline)
         if len(payload) <= LARGE_PAYLOAD_BYTES:
             return self._call_any(op, payload, deadline)
         with self._lock:
@@ -142,6 +167,65 @@ class WorkerPool:
                     raise PoolUnavailable("crash", str(exc)) from None
         raise AssertionError("unreachable")
 
+    def lease_nowait(self) -> Lease | None:
+        """An idle worker lent to one request until :meth:`give_back`; None when none
+        is idle or threads are already waiting for one (they are served first)."""
+        if self._closed or self._threads_waiting:
+            return None
+        worker = self._idle_nowait()
+        return None if worker is None else Lease(worker)
+
+    def give_back(self, lease: Lease) -> None:
+        """Return a lease's worker (if it still has a live one) to the idle workers."""
+        worker, lease.worker = lease.worker, None
+        if worker is not None and not worker.child.dead:
+            self._put_idle(worker)
+
+    def _call_leased(self, lease: Lease, op: bytes, payload: bytes, deadline: float) -> Frame:
+        """One call on the lease's worker; a lost worker is replaced by one idle now,
+        if any (there is no waiting in the loop thread), as :meth:`_call_any` retries."""
+        for attempt in (1, 2):
+            worker = lease.worker
+            if worker is not None and (worker.child.dead or not self._sync(worker, deadline)):
+                worker = None
+            while worker is None:
+                worker = self._idle_nowait()
+                if worker is None:
+                    raise self._none_idle()
+                if not self._sync(worker, deadline):
+                    worker = None
+            lease.worker = worker
+            try:
+                return self._call(worker, op, payload, deadline)
+            except _KilledFromOutside as exc:
+                lease.worker = None
+                if attempt == 2:
+                    raise PoolUnavailable("crash", str(exc)) from None
+        raise AssertionError("unreachable")
+
+    def _none_idle(self) -> PoolUnavailable:
+        if self.alive == 0:
+            return PoolUnavailable("unavailable", "no engine worker is running (they are "
+                                   "being restarted); see the MagTape logs")
+        return PoolUnavailable("timeout", "every engine worker stayed busy until the deadline")
+
+    def _idle_nowait(self) -> _Worker | None:
+        """An idle worker that is still alive, or None."""
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                return None
+            if not worker.child.exited():
+                return worker
+            worker.child.kill()  # died while idle (killed from outside)
+            self._lost(worker)
+
+    def _put_idle(self, worker: _Worker) -> None:
+        self._idle.put(worker)
+        if self.on_idle is not None:
+            self.on_idle()
+
     def broadcast(self, policy: Frame | None = None, data: Frame | None = None) -> None:
         """Make ``policy`` and/or ``data`` current and push them to the workers.
 
@@ -174,7 +258,7 @@ class WorkerPool:
             except queue.Empty:
                 return
             if self._sync(worker, time.monotonic() + START_TIMEOUT_SECONDS):
-                self._idle.put(worker)
+                self._put_idle(worker)
 
     @contextlib.contextmanager
     def _borrow(self, deadline: float) -> Iterator[_Worker]:
@@ -184,13 +268,9 @@ class WorkerPool:
             try:
                 # With no worker alive (all being replaced) this waits for a
                 # replacement, up to the request's own deadline.
-                worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+                worker = self._wait_idle(deadline)
             except queue.Empty:
-                if self.alive == 0:
-                    raise PoolUnavailable("unavailable", "no engine worker is running (they "
-                                          "are being restarted); see the MagTape logs") from None
-                raise PoolUnavailable("timeout", "every engine worker stayed busy until the "
-                                      "deadline") from None
+                raise self._none_idle() from None
             if worker.child.exited():  # died while idle (killed from outside)
                 worker.child.kill()
                 self._lost(worker)
@@ -201,7 +281,20 @@ class WorkerPool:
             yield worker
         finally:
             if not worker.child.dead:
-                self._idle.put(worker)
+                self._put_idle(worker)
+
+    def _wait_idle(self, deadline: float) -> _Worker:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            self._threads_waiting += 1
+        try:
+            return self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            with self._lock:
+                self._threads_waiting -= 1
 
     def _sync(self, worker: _Worker, deadline: float) -> bool:
         """Bring ``worker`` to the current state; False (and replaced) when it failed."""
@@ -281,7 +374,7 @@ class WorkerPool:
             self._supervisor.wait(self._start_failures.next())
             return True
         self._start_failures.reset()
-        self._idle.put(worker)
+        self._put_idle(worker)
         return True
 
     def _start_worker(self) -> _Worker | None:

@@ -1,0 +1,235 @@
+"""Small reviews answered in waitress' loop thread (magtape.inloop), through the real webhook.
+
+The loop serves a review itself: it queues for an idle engine worker, runs in
+a greenlet that gives the loop back whenever it waits for the worker's pipe,
+and is answered with waitress' own keep-alive and pipelining rules. These
+tests hold the pool's only worker themselves where a test needs reviews
+queued, so nothing depends on how fast this machine evaluates.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO, load_objects, review_doc
+from magtape.engine.embedded import EmbeddedEngine
+from magtape.engine.pool import Lease
+from magtape.inloop import InLoop
+from magtape.server import Webhook, start
+from magtape.settings import (
+    Address,
+    EngineSettings,
+    FailurePolicy,
+    HttpSettings,
+    NotifySettings,
+    Settings,
+)
+
+DEPLOYMENT = load_objects(Path(REPO / "testing/deployments/test-deploy02.yaml"))[0]
+TIMEOUT = 1.0  # the engine's deadline: what a queued review waits at most
+
+
+@pytest.fixture
+def hook() -> Iterator[Webhook]:
+    free = Address("127.0.0.1", 0)
+    webhook = start(Settings(http=HttpSettings(listen=free, metrics_listen=free),
+                             engine=EngineSettings(workers=1, timeout_seconds=TIMEOUT,
+                                                   failure_policy=FailurePolicy.FAIL),
+                             notify=NotifySettings(events_enabled=False)))
+    yield webhook
+    webhook.stop(flush_seconds=2)
+
+
+def inloop_of(hook: Webhook) -> InLoop:
+    inloop = hook._servers[0].inloop
+    assert isinstance(inloop, InLoop)
+    return inloop
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def take_the_worker(hook: Webhook) -> Lease:
+    """The pool's only worker, lent to the test: reviews queue in the loop meanwhile."""
+    engine = hook.engine
+    assert isinstance(engine, EmbeddedEngine)
+    found: list[Lease] = []
+
+    def lent() -> bool:
+        lease = engine.pool.lease_nowait()
+        if lease is not None:
+            found.append(lease)
+        return bool(found)
+
+    wait_for(lent, "an idle worker")
+    return found[0]
+
+
+def give_back(hook: Webhook, lease: Lease) -> None:
+    engine = hook.engine
+    assert isinstance(engine, EmbeddedEngine)
+    engine.pool.give_back(lease)
+
+
+def post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None
+         ) -> tuple[int, dict[str, Any]]:
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        if own:
+            conn.close()
+
+
+def review_body(obj: dict[str, Any] | None = None) -> bytes:
+    return json.dumps(review_doc(dict(obj or DEPLOYMENT))).encode()
+
+
+def in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_answers_that_need_no_worker_come_from_the_loop_one_after_another(
+        hook: Webhook) -> None:
+    """A malformed review is answered without evaluating, inside waitress' call that
+    read it (holding the channel's lock): it must not wait for itself."""
+    conn = http.client.HTTPConnection("127.0.0.1", hook.admission_port, timeout=5)
+    try:
+        for body in (b"", b"{", b"[]", review_body()):
+            status, doc = post(hook.admission_port, body, conn)
+            assert status in (200, 400), doc
+        assert doc["response"]["allowed"] is False  # the last, evaluated, on the same connection
+    finally:
+        conn.close()
+
+
+def test_pipelined_reviews_are_answered_in_order(hook: Webhook) -> None:
+    good, bad = review_body(), b"not json"
+    wire = b"".join(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                    for body in (good, bad, good))
+    statuses = []
+    with socket.create_connection(("127.0.0.1", hook.admission_port), timeout=10) as sock:
+        sock.sendall(wire)
+        reader = sock.makefile("rb")
+        for _ in range(3):
+            status = int(reader.readline().split()[1])
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            json.loads(reader.read(length))
+            statuses.append(status)
+    assert statuses == [200, 400, 200]
+
+
+def test_a_review_queued_past_its_deadline_gets_the_failure_policy(hook: Webhook) -> None:
+    lease = take_the_worker(hook)
+    try:
+        started = time.monotonic()
+        status, doc = post(hook.admission_port, review_body())
+        took = time.monotonic() - started
+    finally:
+        give_back(hook, lease)
+    answer = doc["response"]
+    assert status == 200 and answer["allowed"] is False  # Fail
+    assert any("waited past the" in w for w in answer["warnings"]), answer["warnings"]
+    assert TIMEOUT * 0.9 <= took < TIMEOUT + 1.5
+    # With the worker back, reviews are evaluated again.
+    assert not any("waited past" in w for w in post(hook.admission_port, review_body())[1][
+        "response"]["warnings"])
+
+
+def test_a_worker_given_back_by_another_thread_starts_the_queued_reviews(
+        hook: Webhook) -> None:
+    inloop = inloop_of(hook)
+    lease = take_the_worker(hook)
+    threads = [in_background(lambda: post(hook.admission_port, review_body()))
+               for _ in range(3)]
+    wait_for(lambda: inloop.queued == 3, "three queued reviews")
+    give_back(hook, lease)  # from this thread: the loop must be woken
+    for thread, _ in threads:
+        thread.join(TIMEOUT + 5)
+    for _, out in threads:
+        (status, doc), = out
+        assert status == 200
+        assert "MT2001" in json.dumps(doc["response"]["warnings"])
+        assert not any("waited past" in w for w in doc["response"]["warnings"])
+
+
+def test_a_large_review_takes_a_task_thread_and_is_served_before_queued_ones(
+        hook: Webhook) -> None:
+    """Over 64 KiB a review is the task threads' (the pool's large-object rule); a
+    thread waiting for a worker is served before the loop takes it again."""
+    inloop = inloop_of(hook)
+    big = dict(DEPLOYMENT, metadata={**DEPLOYMENT["metadata"],
+                                     "annotations": {"filler": "x" * 70_000}})
+    lease = take_the_worker(hook)
+    large, large_out = in_background(lambda: post(hook.admission_port, review_body(big)))
+    small, small_out = in_background(lambda: post(hook.admission_port, review_body()))
+    wait_for(lambda: inloop.queued == 1, "the small review queued in the loop")
+    assert inloop.in_flight == 0
+    give_back(hook, lease)
+    large.join(TIMEOUT + 5)
+    small.join(TIMEOUT + 5)
+    for out in (large_out, small_out):
+        (status, doc), = out
+        assert status == 200 and "MT2001" in json.dumps(doc["response"]["warnings"])
+
+
+def test_a_client_gone_mid_evaluation_costs_nothing_else(hook: Webhook) -> None:
+    inloop = inloop_of(hook)
+    lease = take_the_worker(hook)
+    body = review_body()
+    with socket.create_connection(("127.0.0.1", hook.admission_port), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        wait_for(lambda: inloop.queued == 1, "the review queued")
+    give_back(hook, lease)
+    wait_for(lambda: inloop.queued == 0 and inloop.in_flight == 0, "the review served")
+    status, doc = post(hook.admission_port, review_body())
+    assert status == 200 and doc["response"]["allowed"] is False
+
+
+def test_stopping_waits_for_the_reviews_in_the_loop(hook: Webhook) -> None:
+    inloop = inloop_of(hook)
+    lease = take_the_worker(hook)
+    client, out = in_background(lambda: post(hook.admission_port, review_body()))
+    wait_for(lambda: inloop.queued == 1, "the review queued")
+    stopper, _ = in_background(lambda: hook.stop(flush_seconds=5))
+    give_back(hook, lease)
+    client.join(10)
+    stopper.join(10)
+    (status, doc), = out
+    assert status == 200 and "MT2001" in json.dumps(doc["response"]["warnings"])
+
+
+def test_answers_from_the_loop_are_counted(hook: Webhook) -> None:
+    post(hook.admission_port, review_body())
+    post(hook.admission_port, b"{")
+    conn = http.client.HTTPConnection("127.0.0.1", hook.metrics_port, timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    assert 'magtape_http_responses_total{code="200"} 1.0' in text
+    assert 'magtape_http_responses_total{code="400"} 1.0' in text
