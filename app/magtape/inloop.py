@@ -13,17 +13,19 @@ pipe is ready; no task thread takes part.
 How: when waitress has read a request whole it calls ``add_task`` (magtape.
 listeners.BoundedServer), which offers it to :meth:`InLoop.takes` first. A
 ``POST`` to ``/`` of up to 64 KiB (what a worker evaluates in its compiled
-mode; larger ones take the task threads and the pool's large-object rule)
-queues here, first in first out, until an engine worker is idle. The loop then
-runs waitress' own ``channel.service()`` (keep-alive, pipelining, errors,
-closing) in a greenlet whose task calls :class:`magtape.web.AdmissionEndpoint`;
-the worker is lent to that request for all its evaluations
-(:data:`magtape.engine.pool.LEASE`). Whenever the request waits for its
-worker's pipe (:data:`magtape.engine.child.FD_WAIT`), the greenlet switches
-back to the loop, which resumes it when the pipe is ready or at the request's
-deadline, which it keeps as its poll timeout. A review still queued at its
-deadline is answered without a worker: the configured failure policy, as a
-task thread waiting for a worker that long would answer.
+mode; larger ones take the task threads and the pool's large-object rule) is
+taken: the loop runs waitress' own ``channel.service()`` for it (keep-alive,
+pipelining, errors, closing) in a greenlet whose task calls
+:class:`magtape.web.AdmissionEndpoint`. Whenever the request waits, for an
+idle engine worker (in turn with the others, :data:`magtape.engine.pool.
+WORKER_WAITER`) or for its worker's pipe (:data:`magtape.engine.child.
+FD_WAIT`), the greenlet switches back to the loop, which polls the pipe beside
+its sockets and resumes the request when it is ready, when a worker is handed
+to it, or at its deadline (the loop's poll timeout is the nearest one). A
+worker that answers goes straight to the next waiting request, which sends it
+its review before the request it answered goes on to decide and reply: the
+worker evaluates while the loop does the rest, and is never left idle while
+a review waits.
 
 Every other request (other paths and methods, larger bodies) and every review
 under the OPA engine (no worker pool) is waitress' task threads' as before.
@@ -47,7 +49,7 @@ from waitress import wasyncore
 from waitress.task import Task
 
 from magtape.engine.child import FD_WAIT
-from magtape.engine.pool import LARGE_PAYLOAD_BYTES, LEASE, Lease, WorkerPool
+from magtape.engine.pool import LARGE_PAYLOAD_BYTES, WORKER_WAITER, WorkerPool
 from magtape.web import AdmissionEndpoint
 
 log = logging.getLogger(__name__)
@@ -75,12 +77,11 @@ class LoopTask(Task):  # type: ignore[misc]  # waitress is untyped
         self.channel.write_soon(header + body)
 
 
-class _Queued:
-    """A review waiting for an idle worker; ``done`` once started."""
+class _WorkerWait:
+    """A review waiting for an idle worker; ``done`` once handed one or expired."""
 
-    def __init__(self, channel: Any, deadline: float) -> None:
-        self.channel = channel
-        self.deadline = deadline
+    def __init__(self, waiter: greenlet) -> None:
+        self.waiter = waiter
         self.done = False
 
 
@@ -132,8 +133,10 @@ class InLoop:
     def __init__(self, endpoint: AdmissionEndpoint, pool: WorkerPool) -> None:
         self._endpoint = endpoint
         self._pool = pool
-        self._queued: deque[_Queued] = deque()
-        self._timers: list[tuple[float, int, _Queued | _PipeWatch]] = []
+        self._arrived: deque[Any] = deque()  # channels whose review the loop took
+        self._waiting: deque[_WorkerWait] = deque()  # in turn for a worker
+        self._ready: deque[tuple[greenlet, Any]] = deque()  # to resume, in order
+        self._timers: list[tuple[float, int, _WorkerWait | _PipeWatch]] = []
         self._order = itertools.count()
         self._hub: greenlet | None = None
         self._thread: int | None = None
@@ -151,56 +154,62 @@ class InLoop:
         while server._map:
             wasyncore.poll2(self._poll_timeout(default), server._map)
             self._expire()
-            self._start_queued()
+            self._start_arrived()
 
     @property
     def queued(self) -> int:
         """Reviews waiting for an idle worker."""
-        return len(self._queued)
+        return sum(not w.done for w in self._waiting)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a review waits for a worker (the pool's WorkerWaiter)."""
+        while self._waiting and self._waiting[0].done:
+            self._waiting.popleft()
+        return bool(self._waiting)
 
     def in_loop_thread(self) -> bool:
         return threading.get_ident() == self._thread
 
     def takes(self, channel: Any) -> bool:
-        """Queue ``channel``'s first request here when it is a small review read by
-        the loop; False leaves it to waitress' task threads."""
+        """Take ``channel``'s first request when it is a small review read by the
+        loop; False leaves it to waitress' task threads."""
         request = channel.requests[0]
         if (request.error or request.command != "POST" or request.path != "/"
                 or request.content_length > LARGE_PAYLOAD_BYTES or not self.in_loop_thread()):
             return False
-        received = time.monotonic()
-        setattr(request, IN_LOOP_ATTRIBUTE, (self._endpoint, received))
-        queued = _Queued(channel, received + self._endpoint.engine_timeout)
-        self._queued.append(queued)
-        self._at(queued.deadline, queued)
+        setattr(request, IN_LOOP_ATTRIBUTE, (self._endpoint, time.monotonic()))
         # Started by the loop once this call returns: waitress calls it holding
         # the channel's requests_lock, which serving the request takes again.
+        self._arrived.append(channel)
         return True
 
     def drain(self, timeout: float) -> bool:
-        """Wait until no review is queued or being answered here; False on timeout."""
+        """Wait until no review is being answered here; False on timeout."""
         with self._drained:
-            return self._drained.wait_for(lambda: not self.in_flight and not self._queued,
+            return self._drained.wait_for(lambda: not self.in_flight and not self._arrived,
                                           timeout)
 
     # --------------------------------------------------------- scheduling
-    def _start_queued(self) -> None:
-        """Start queued reviews, oldest first, while engine workers are idle."""
-        while self._queued:
-            lease = self._pool.lease_nowait()
-            if lease is None:
-                return
-            queued = self._queued.popleft()
-            queued.done = True
-            self._start(queued.channel, lease)
+    def _start_arrived(self) -> None:
+        while self._arrived:
+            self.in_flight += 1
+            self._switch(greenlet(self._serve, parent=self._hub), self._arrived.popleft())
 
-    def _start(self, channel: Any, lease: Lease) -> None:
-        self.in_flight += 1
-        greenlet(self._serve, parent=self._hub).switch(channel, lease)
+    def _switch(self, waiter: greenlet, value: Any) -> None:
+        """In the loop: run ``waiter`` until it waits or ends, then whatever became
+        ready meanwhile (a review handed a worker, the one that handed it)."""
+        waiter.switch(value)
+        self._run_ready()
 
-    def _serve(self, channel: Any, lease: Lease) -> None:
+    def _run_ready(self) -> None:
+        while self._ready:
+            waiter, value = self._ready.popleft()
+            waiter.switch(value)
+
+    def _serve(self, channel: Any) -> None:
         """One review, in its own greenlet (and so its own context variables)."""
-        LEASE.set(lease)
+        WORKER_WAITER.set(self)
         FD_WAIT.set(self._wait_fd)
         try:
             channel.service()  # waitress' own: the task, then keep-alive or close
@@ -208,36 +217,63 @@ class InLoop:
             log.exception("in-loop admission: serving a request failed; closing its connection")
             channel.will_close = True
         finally:
-            self._pool.give_back(lease)
             self.in_flight -= 1
-            if not self.in_flight and not self._queued:
+            if not self.in_flight and not self._arrived:
                 with self._drained:
                     self._drained.notify_all()
+
+    def wait_for_worker(self, deadline: float) -> Any:
+        """In a review's greenlet: back to the loop until a worker is handed to it
+        (returned) or ``deadline`` passes (None)."""
+        wait = _WorkerWait(greenlet.getcurrent())
+        self._waiting.append(wait)
+        self._at(deadline, wait)
+        return self._back_to_loop()
+
+    def hand_over(self, worker: Any) -> bool:
+        """Give ``worker`` to the first waiting review (the pool calls it when a worker
+        is returned). From a review, that one runs first: it sends its review to the
+        worker before the returning review goes on."""
+        if not self.in_loop_thread() or not self.waiting:
+            return False
+        wait = self._waiting.popleft()
+        wait.done = True
+        self._ready.append((wait.waiter, worker))
+        current = greenlet.getcurrent()
+        if current is not self._hub:
+            self._ready.append((current, None))
+            self._back_to_loop()
+        return True
 
     def _wait_fd(self, fd: int, event: int, deadline: float) -> bool:
         """In a review's greenlet: back to the loop until ``fd`` is ready (True) or
         ``deadline`` passes (False)."""
-        assert self._hub is not None and greenlet.getcurrent() is not self._hub
         watch = _PipeWatch(self, fd, event, greenlet.getcurrent(), self._server._map)
         self._at(deadline, watch)
-        ready: bool = self._hub.switch()
+        ready: bool = self._back_to_loop()
         return ready
 
+    def _back_to_loop(self) -> Any:
+        assert self._hub is not None and greenlet.getcurrent() is not self._hub
+        return self._hub.switch()
+
     def resume(self, waiter: greenlet, ready: bool) -> None:
-        """In the loop: continue a review waiting for its pipe, then start queued ones
-        (it may have given its worker back)."""
-        waiter.switch(ready)
-        self._start_queued()
+        """In the loop: continue a review waiting for its pipe."""
+        self._switch(waiter, ready)
 
     def _worker_idle(self) -> None:
-        """The pool's on_idle, from any thread: a worker given back in the loop is
-        taken by the loop after its switch; one given back elsewhere (a task thread,
-        a replacement started) wakes the loop when reviews are queued."""
-        if self._queued and not self.in_loop_thread() and self._server is not None:
-            self._server.trigger.pull_trigger(self._start_queued)
+        """The pool's on_idle, from any thread: a worker that went to the idle queue
+        while reviews wait here (returned by a task thread, a replacement started)
+        is handed to them by the loop, which a wake-up byte brings round."""
+        if self._waiting and not self.in_loop_thread() and self._server is not None:
+            self._server.trigger.pull_trigger(self._offer_idle)
+
+    def _offer_idle(self) -> None:
+        self._pool.offer_idle(self)
+        self._run_ready()
 
     # ------------------------------------------------------------ deadlines
-    def _at(self, deadline: float, item: _Queued | _PipeWatch) -> None:
+    def _at(self, deadline: float, item: _WorkerWait | _PipeWatch) -> None:
         heapq.heappush(self._timers, (deadline, next(self._order), item))
 
     def _poll_timeout(self, default: float) -> float:
@@ -252,8 +288,8 @@ class InLoop:
         return min(float(default), (math.ceil(left * 1000) + 0.5) / 1000)
 
     def _expire(self) -> None:
-        """Answer what reached its deadline: a wait resumes as not ready (the caller
-        then times out); a review still queued runs without a worker."""
+        """Resume what reached its deadline as not ready: a pipe not ready (the
+        caller then times out), no worker (the caller answers the failure policy)."""
         now = time.monotonic()
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -264,5 +300,4 @@ class InLoop:
                 item.fire(False)
             else:
                 item.done = True
-                self._queued.remove(item)
-                self._start(item.channel, Lease(None))
+                self._switch(item.waiter, None)

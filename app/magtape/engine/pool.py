@@ -7,11 +7,11 @@ its memory cap is SIGKILLed and a supervisor thread starts a replacement, so
 capacity is freed at once and never wedged. The GIL is released while a
 thread waits on its worker's pipe, so N threads evaluate on N cores.
 
-A request answered in waitress' loop thread (magtape.inloop) does not wait
-for a worker: the loop takes one with :meth:`WorkerPool.lease_nowait` when one
-is idle (else the request waits in the loop's queue) and every evaluation of
-that request runs on it (:data:`LEASE`); :attr:`WorkerPool.on_idle` tells the
-loop when a worker comes back.
+A request served in waitress' loop thread (magtape.inloop) must not block
+that thread: its context names a :class:`WorkerWaiter` (:data:`WORKER_WAITER`)
+through which it waits for an idle worker, in turn with the others, and to
+which a worker it returns goes straight to the next request waiting there.
+Threads waiting for a worker are served first.
 
 The pool keeps the current policy set and data as ready-to-send frames with a
 version each. Every worker records the versions it holds; :meth:`broadcast`
@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from magtape import background
 from magtape.engine import Reason
@@ -61,16 +62,27 @@ class _Worker:
     data_version: int = 0
 
 
-@dataclass(eq=False)
-class Lease:
-    """A worker lent to one request for all its evaluations (None: none was free
-    before the request's deadline, or it was lost and none was free then)."""
+class WorkerWaiter(Protocol):
+    """How a request served in waitress' loop waits for a worker (magtape.inloop)."""
 
-    worker: _Worker | None
+    @property
+    def waiting(self) -> bool:
+        """Whether requests are waiting for a worker (they come first)."""
+        ...
+
+    def wait_for_worker(self, deadline: float) -> _Worker | None:
+        """In a request's context: the worker handed to it, or None at ``deadline``."""
+        ...
+
+    def hand_over(self, worker: _Worker) -> bool:
+        """Give ``worker`` to the first waiting request; False when none waits or this
+        thread cannot (the worker then goes to the idle queue)."""
+        ...
 
 
-# The lease of the request this context serves, when it was given one (magtape.inloop).
-LEASE: ContextVar[Lease | None] = ContextVar("magtape_worker_lease", default=None)
+# The waiter of the request this context serves; unset, the calling thread blocks.
+WORKER_WAITER: ContextVar[WorkerWaiter | None] = ContextVar("magtape_worker_waiter",
+                                                            default=None)
 
 
 @dataclass
@@ -101,7 +113,7 @@ class WorkerPool:
         self._closed = False
         self._wanted = threading.Condition(self._lock)
         self._missing = workers  # slots the supervisor has to fill
-        self._threads_waiting = 0  # threads blocked for an idle worker (served before leases)
+        self._threads_waiting = 0  # threads blocked for an idle worker (served first)
         # Called whenever a worker becomes idle, from whichever thread returns it.
         self.on_idle: Callable[[], None] | None = None
         self._start_failures = background.Backoff(initial=1.0, maximum=30.0)
@@ -130,10 +142,9 @@ class WorkerPool:
         while ordinary requests keep a worker and HTTP threads of their own.
         """
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        lease = LEASE.get()
-        if lease is not None:  # the request's own worker: no other request waits on it
-            return self._call_leased(lease, op, payload, deadline)
-        if len(payload) <= LARGE_PAYLOAD_BYTES:
+        # In the loop, a request holds one worker at a time, waiting in turn: the
+        # large-object rule (which blocks) is the task threads'.
+        if len(payload) <= LARGE_PAYLOAD_BYTES or WORKER_WAITER.get() is not None:
             return self._call_any(op, payload, deadline)
         with self._lock:
             if self._large_waiting >= self._large_slots:
@@ -160,48 +171,23 @@ class WorkerPool:
         answer: not because of this request)."""
         for attempt in (1, 2):
             try:
-                with self._borrow(deadline) as worker:
+                with self.borrow(deadline) as worker:
                     return self._call(worker, op, payload, deadline)
             except _KilledFromOutside as exc:
                 if attempt == 2:
                     raise PoolUnavailable("crash", str(exc)) from None
         raise AssertionError("unreachable")
 
-    def lease_nowait(self) -> Lease | None:
-        """An idle worker lent to one request until :meth:`give_back`; None when none
-        is idle or threads are already waiting for one (they are served first)."""
-        if self._closed or self._threads_waiting:
-            return None
-        worker = self._idle_nowait()
-        return None if worker is None else Lease(worker)
-
-    def give_back(self, lease: Lease) -> None:
-        """Return a lease's worker (if it still has a live one) to the idle workers."""
-        worker, lease.worker = lease.worker, None
-        if worker is not None and not worker.child.dead:
-            self._put_idle(worker)
-
-    def _call_leased(self, lease: Lease, op: bytes, payload: bytes, deadline: float) -> Frame:
-        """One call on the lease's worker; a lost worker is replaced by one idle now,
-        if any (there is no waiting in the loop thread), as :meth:`_call_any` retries."""
-        for attempt in (1, 2):
-            worker = lease.worker
-            if worker is not None and (worker.child.dead or not self._sync(worker, deadline)):
-                worker = None
-            while worker is None:
-                worker = self._idle_nowait()
-                if worker is None:
-                    raise self._none_idle()
-                if not self._sync(worker, deadline):
-                    worker = None
-            lease.worker = worker
-            try:
-                return self._call(worker, op, payload, deadline)
-            except _KilledFromOutside as exc:
-                lease.worker = None
-                if attempt == 2:
-                    raise PoolUnavailable("crash", str(exc)) from None
-        raise AssertionError("unreachable")
+    def offer_idle(self, waiter: WorkerWaiter) -> None:
+        """Hand idle workers to the requests waiting in ``waiter`` (the loop calls it
+        when a worker came back on another thread); threads waiting come first."""
+        while waiter.waiting and not self._threads_waiting:
+            worker = self._idle_nowait()
+            if worker is None:
+                return
+            if not waiter.hand_over(worker):
+                self._idle.put(worker)
+                return
 
     def _none_idle(self) -> PoolUnavailable:
         if self.alive == 0:
@@ -222,6 +208,11 @@ class WorkerPool:
             self._lost(worker)
 
     def _put_idle(self, worker: _Worker) -> None:
+        """A worker is free: to the next request waiting in the loop when this is one
+        of them and no thread waits, else to the idle queue (and tell the loop)."""
+        waiter = WORKER_WAITER.get()
+        if waiter is not None and not self._threads_waiting and waiter.hand_over(worker):
+            return
         self._idle.put(worker)
         if self.on_idle is not None:
             self.on_idle()
@@ -261,7 +252,9 @@ class WorkerPool:
                 self._put_idle(worker)
 
     @contextlib.contextmanager
-    def _borrow(self, deadline: float) -> Iterator[_Worker]:
+    def borrow(self, deadline: float) -> Iterator[_Worker]:
+        """An idle, up-to-date worker until the block ends (waiting for one up to
+        ``deadline``); PoolUnavailable when none came."""
         while True:
             if self._closed:
                 raise PoolUnavailable("unavailable", "the engine is shut down")
@@ -284,6 +277,13 @@ class WorkerPool:
                 self._put_idle(worker)
 
     def _wait_idle(self, deadline: float) -> _Worker:
+        waiter = WORKER_WAITER.get()
+        if waiter is not None:  # in the loop: never block it; wait in turn
+            found = None if waiter.waiting or self._threads_waiting else self._idle_nowait()
+            found = found or waiter.wait_for_worker(deadline)
+            if found is None:
+                raise queue.Empty
+            return found
         try:
             return self._idle.get_nowait()
         except queue.Empty:
