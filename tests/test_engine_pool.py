@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import procs
-from magtape.engine import EngineError
+from magtape.engine import REQUEST_DEADLINE, EngineError
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.engine.store import PolicyStore
 from magtape.policy import PolicyModule, Severity
@@ -54,6 +54,11 @@ SLOW_ON_LABEL = policy("slow", 'deny contains {"msg": sprintf("%d", [n])} if {\n
                        '  n := count([x | some x in numbers.range(1, 20000); some y in '
                        'numbers.range(1, 20000); x * y == -1])\n}',
                        errcode="MT9002")
+# A few milliseconds of work on every Pod (10,000 pairs, ~4 ms here): more than 1 ms,
+# far less than MIN_CALL_SECONDS.
+FEW_MS = policy("few-ms", 'deny contains {"msg": sprintf("[FAIL] LOW - %d (MT9006)", [n])} if {\n'
+                '  n := count([x | some x in numbers.range(1, 100); some y in '
+                'numbers.range(1, 100); x * y == -1])\n}', errcode="MT9006")
 # A 1.2M-element collection (of strings: more memory than the cap allows).
 BOMB_ON_LABEL = policy("bomb", 'deny contains {"msg": sprintf("%d", [n])} if {\n'
                        '  input.request.object.metadata.labels.bomb == "yes"\n'
@@ -128,6 +133,24 @@ def test_a_runaway_evaluation_is_killed_at_the_deadline_and_capacity_returns(
     assert errcodes(engine, pod(fail="yes")) == ["MT9001"]
     after = eventually(lambda: (p := worker_pids(engine)) and len(p) == 2 and p, what="2 workers")
     assert len(before - after) == 1, "exactly the runaway worker was replaced"
+
+
+def test_a_worker_taken_just_before_the_deadline_answers_instead_of_being_killed(
+        make_engine: Callable[..., EmbeddedEngine]) -> None:
+    """Under overload a request may get a worker with a millisecond left: the worker
+    gets MIN_CALL_SECONDS to answer, so overload does not kill and restart workers."""
+    engine = make_engine(FEW_MS, timeout_seconds=2, workers=1)
+    before = eventually(lambda: worker_pids(engine), what="the worker")
+    started = time.monotonic()
+    assert errcodes(engine, pod()) == ["MT9006"]
+    assert time.monotonic() - started > 0.001  # longer than the old 1 ms a call had
+    for _ in range(3):
+        token = REQUEST_DEADLINE.set(time.monotonic() + 0.0003)
+        try:
+            assert errcodes(engine, pod()) == ["MT9006"]
+        finally:
+            REQUEST_DEADLINE.reset(token)
+    assert worker_pids(engine) == before
 
 
 def test_a_memory_bomb_hits_the_cap_and_the_engine_keeps_answering(

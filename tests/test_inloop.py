@@ -33,6 +33,7 @@ from magtape.settings import (
     NotifySettings,
     Settings,
 )
+from waiting import eventually
 
 DEPLOYMENT = load_objects(Path(REPO / "testing/deployments/test-deploy02.yaml"))[0]
 TIMEOUT = 1.0  # the engine's deadline: what a queued review waits at most
@@ -55,11 +56,8 @@ def inloop_of(hook: Webhook) -> InLoop:
     return inloop
 
 
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    eventually(condition, timeout=10, what=what)
 
 
 @contextlib.contextmanager
@@ -155,6 +153,39 @@ def evaluated(out: list[Any]) -> None:
                                                           for w in warnings), warnings
 
 
+def test_pipelined_reviews_share_the_deadline_from_when_they_were_read(
+        hook: Webhook) -> None:
+    """Reviews pipelined behind one that waits get the failure policy at their own
+    deadline, counted from when they were read, not each a whole timeout later."""
+    body = review_body()
+    wire = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)) * 3
+    with holding_the_worker(hook), \
+            socket.create_connection(("127.0.0.1", hook.admission_port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(wire)
+        reader = sock.makefile("rb")
+        for _ in range(3):
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            # The first at its deadline, the others at once: theirs has passed too.
+            assert "could not evaluate" in json.dumps(json.loads(reader.read(length)))
+        took = time.monotonic() - started
+    assert took < 2 * TIMEOUT, f"three pipelined reviews took {took:.2f}s"
+
+
+def test_a_worker_returned_after_the_loop_ended_wakes_nothing(hook: Webhook) -> None:
+    """Once stopped, the loop's wake-up pipe is closed (and its number may be
+    reused): a worker returned later must not write to it."""
+    engine = hook.engine
+    assert isinstance(engine, EmbeddedEngine) and engine.pool.on_idle is not None
+    hook.stop(flush_seconds=1)
+    engine.pool.on_idle()  # raised EBADF, or wrote into a reused descriptor
+
+
 def test_a_worker_returned_by_another_thread_goes_to_the_waiting_reviews(
         hook: Webhook) -> None:
     inloop = inloop_of(hook)
@@ -167,14 +198,28 @@ def test_a_worker_returned_by_another_thread_goes_to_the_waiting_reviews(
         evaluated(out)
 
 
-def test_a_large_review_takes_a_task_thread_and_is_served_too(hook: Webhook) -> None:
-    """Over 64 KiB a review is the task threads' (the pool's large-object rule); a
-    thread waiting for a worker is served before the loop's reviews."""
+def post_chunked(port: int, body: bytes) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/", iter([body[:1000], body[1000:]]),
+                     {"Content-Type": "application/json"}, encode_chunked=True)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("send", [post, post_chunked], ids=["content-length", "chunked"])
+def test_a_large_review_takes_a_task_thread_and_is_served_too(
+        hook: Webhook, send: Callable[[int, bytes], tuple[int, dict[str, Any]]]) -> None:
+    """Over 64 KiB a review is the task threads' (the pool's large-object rule),
+    however its body was framed; a thread waiting for a worker is served before the
+    loop's reviews."""
     inloop = inloop_of(hook)
     big = dict(DEPLOYMENT, metadata={**DEPLOYMENT["metadata"],
                                      "annotations": {"filler": "x" * 70_000}})
     with holding_the_worker(hook):
-        large, large_out = in_background(lambda: post(hook.admission_port, review_body(big)))
+        large, large_out = in_background(lambda: send(hook.admission_port, review_body(big)))
         small, small_out = in_background(lambda: post(hook.admission_port, review_body()))
         wait_for(lambda: inloop.queued == 1, "the small review waiting in the loop")
         assert inloop.in_flight == 1  # the large one is not the loop's

@@ -50,7 +50,7 @@ from waitress.task import Task
 
 from magtape.engine.child import FD_WAIT
 from magtape.engine.pool import LARGE_PAYLOAD_BYTES, WORKER_WAITER, WorkerPool
-from magtape.web import AdmissionEndpoint
+from magtape.web import RECEIVED_ATTRIBUTE, AdmissionEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ class InLoop:
         self._thread: int | None = None
         self._server: Any = None
         self._drained = threading.Condition()
+        self._closing = False
+        self._running = False
         self.in_flight = 0
         pool.on_idle = self._worker_idle
 
@@ -151,10 +153,14 @@ class InLoop:
         nearest deadline of a request here; returns once the map is empty."""
         self._server, self._hub, self._thread = server, greenlet.getcurrent(), threading.get_ident()
         default = server.adj.asyncore_loop_timeout
-        while server._map:
-            wasyncore.poll2(self._poll_timeout(default), server._map)
-            self._expire()
-            self._start_arrived()
+        self._running = True
+        try:
+            while server._map:
+                wasyncore.poll2(self._poll_timeout(default), server._map)
+                self._expire()
+                self._start_arrived()
+        finally:
+            self._running = False
 
     @property
     def queued(self) -> int:
@@ -175,17 +181,25 @@ class InLoop:
         """Take ``channel``'s first request when it is a small review read by the
         loop; False leaves it to waitress' task threads."""
         request = channel.requests[0]
-        if (request.error or request.command != "POST" or request.path != "/"
-                or request.content_length > LARGE_PAYLOAD_BYTES or not self.in_loop_thread()):
+        # The body's size: waitress sets CONTENT_LENGTH for a chunked body once it
+        # has it whole (its content_length attribute stays 0 then).
+        if (self._closing or request.error or request.command != "POST" or request.path != "/"
+                or int(request.headers.get("CONTENT_LENGTH") or 0) > LARGE_PAYLOAD_BYTES
+                or not self.in_loop_thread()):
             return False
-        setattr(request, IN_LOOP_ATTRIBUTE, (self._endpoint, time.monotonic()))
+        # A pipelined request was stamped when read (magtape.listeners); the first
+        # of a read is offered before the stamp, so now is when it was read.
+        received = getattr(request, RECEIVED_ATTRIBUTE, None) or time.monotonic()
+        setattr(request, IN_LOOP_ATTRIBUTE, (self._endpoint, received))
         # Started by the loop once this call returns: waitress calls it holding
         # the channel's requests_lock, which serving the request takes again.
         self._arrived.append(channel)
         return True
 
     def drain(self, timeout: float) -> bool:
-        """Wait until no review is being answered here; False on timeout."""
+        """Take no more reviews (they go to the task threads, which are stopping as
+        well) and wait until none is being answered here; False on timeout."""
+        self._closing = True
         with self._drained:
             return self._drained.wait_for(lambda: not self.in_flight and not self._arrived,
                                           timeout)
@@ -263,9 +277,12 @@ class InLoop:
 
     def _worker_idle(self) -> None:
         """The pool's on_idle, from any thread: a worker that went to the idle queue
-        while reviews wait here (returned by a task thread, a replacement started)
-        is handed to them by the loop, which a wake-up byte brings round."""
-        if self._waiting and not self.in_loop_thread() and self._server is not None:
+        off the loop thread (returned by a task thread, a replacement started) is
+        offered to the reviews waiting here by the loop, which a wake-up byte brings
+        round. Always, not only when reviews wait: one may be between finding no
+        idle worker and starting to wait. Never once the loop has ended (its
+        wake-up pipe is closed and its number may be reused)."""
+        if self._running and not self.in_loop_thread():
             self._server.trigger.pull_trigger(self._offer_idle)
 
     def _offer_idle(self) -> None:

@@ -30,7 +30,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from magtape.inloop import IN_LOOP_ATTRIBUTE, InLoop, LoopTask
-from magtape.web import RECEIVED_KEY
+from magtape.web import RECEIVED_ATTRIBUTE, RECEIVED_KEY
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,6 @@ METRICS_LIMITS = ListenerLimits(threads=2, connection_limit=2048, idle_seconds=1
                                 max_body_bytes=1024)
 
 
-# The attribute a request read whole carries: when it was (time.monotonic()).
-RECEIVED_ATTRIBUTE = "magtape_received"
 # waitress answers what it refuses itself (too large, bad framing) with these
 # JSON bodies, like the app does, instead of its plain-text pages.
 _ERROR_TEXT = {413: "request body too large", 431: "request headers too large",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -95,7 +96,7 @@ class Webhook:
                                   f"{exc.strerror or exc}; stop what uses it or choose "
                                   "another address") from None
         engine = self.assembly.engine
-        if isinstance(engine, EmbeddedEngine):  # the OPA engine has no workers to lend
+        if isinstance(engine, EmbeddedEngine):  # the OPA engine has no worker pool
             self._servers[0].inloop = InLoop(admission.extensions[ENDPOINT_EXTENSION],
                                              engine.pool)
         for server in self._servers:
@@ -123,10 +124,11 @@ def stop_waitress(server: Any, thread: threading.Thread, timeout: float) -> None
     loop returns.
     """
     server.accepting = False
+    end = time.monotonic() + timeout
     server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout)
     inloop = getattr(server, "inloop", None)
-    if inloop is not None:  # reviews answered in the loop finish too
-        inloop.drain(timeout)
+    if inloop is not None:  # reviews answered in the loop finish too, within the same time
+        inloop.drain(max(0.0, end - time.monotonic()))
 
     def close_all() -> None:
         for channel in list(server._map.values()):

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 # The WSGI environ key holding when the server had read the request
 # (time.monotonic()): magtape.listeners' task sets it.
 RECEIVED_KEY = "magtape.received"
+# The attribute of a waitress request read whole: when it was (time.monotonic()).
+RECEIVED_ATTRIBUTE = "magtape_received"
 
 ReadyCheck = Callable[[], bool]
 # Why not ready, one sentence each, for /readyz's "reasons" (the operator's

@@ -44,6 +44,8 @@ START_TIMEOUT_SECONDS = 30.0
 # Reviews above this size (a Deployment with a few hundred containers) take
 # tens of milliseconds or more to evaluate; see WorkerPool.call.
 LARGE_PAYLOAD_BYTES = 64 * 1024
+# The least time a worker gets for a call (or the engine's whole timeout, if less).
+MIN_CALL_SECONDS = 0.05
 
 
 class PoolUnavailable(Exception):
@@ -295,6 +297,11 @@ class WorkerPool:
         finally:
             with self._lock:
                 self._threads_waiting -= 1
+                last = not self._threads_waiting
+            # Requests in the loop let this thread go first, even past a second idle
+            # worker: tell the loop, so it hands out what is idle now.
+            if last and self.on_idle is not None:
+                self.on_idle()
 
     def _sync(self, worker: _Worker, deadline: float) -> bool:
         """Bring ``worker`` to the current state; False (and replaced) when it failed."""
@@ -326,8 +333,12 @@ class WorkerPool:
 
     def _call(self, worker: _Worker, op: bytes, payload: bytes, deadline: float,
               sync: bool = False) -> Frame:
+        # A worker handed over just before the deadline still gets a short time to
+        # answer (the answer comes at most that late): killed and restarted instead,
+        # an overload would take workers away exactly when they are all needed.
+        allowed = max(min(MIN_CALL_SECONDS, self._timeout), deadline - time.monotonic())
         try:
-            return worker.child.call(op, payload, max(0.001, deadline - time.monotonic()))
+            return worker.child.call(op, payload, allowed)
         except ChildDied as exc:
             self._lost(worker)
             if exc.from_outside and not sync:
