@@ -80,9 +80,15 @@ class LoopTask(Task):  # type: ignore[misc]  # waitress is untyped
 class _WorkerWait:
     """A review waiting for an idle worker; ``done`` once handed one or expired."""
 
-    def __init__(self, waiter: greenlet) -> None:
+    def __init__(self, inloop: InLoop, waiter: greenlet) -> None:
+        self._inloop = inloop
         self.waiter = waiter
         self.done = False
+
+    def fire(self, ready: bool) -> None:
+        """At the deadline (``ready`` is False): resume the review without a worker."""
+        self.done = True
+        self._inloop.switch(self.waiter, None)
 
 
 class _PipeWatch:
@@ -110,7 +116,7 @@ class _PipeWatch:
         self.done = True
         if self._map.get(self._fd) is self:
             del self._map[self._fd]
-        self._inloop.resume(self._waiter, ready)
+        self._inloop.switch(self._waiter, ready)
 
     def _ready(self) -> None:
         self.fire(True)
@@ -144,6 +150,7 @@ class InLoop:
         self._drained = threading.Condition()
         self._closing = False
         self._running = False
+        self._trigger_lock = threading.Lock()
         self.in_flight = 0
         pool.on_idle = self._worker_idle
 
@@ -160,7 +167,7 @@ class InLoop:
                 self._expire()
                 self._start_arrived()
         finally:
-            self._running = False
+            self.closing()
 
     @property
     def queued(self) -> int:
@@ -206,11 +213,14 @@ class InLoop:
 
     # --------------------------------------------------------- scheduling
     def _start_arrived(self) -> None:
-        while self._arrived:
+        """Start the reviews taken so far. Only those: one that needs no worker ends
+        within this call and may offer the next pipelined one, which waits for the
+        next pass, after the other sockets were polled (poll timeout 0)."""
+        for _ in range(len(self._arrived)):
             self.in_flight += 1
-            self._switch(greenlet(self._serve, parent=self._hub), self._arrived.popleft())
+            self.switch(greenlet(self._serve, parent=self._hub), self._arrived.popleft())
 
-    def _switch(self, waiter: greenlet, value: Any) -> None:
+    def switch(self, waiter: greenlet, value: Any) -> None:
         """In the loop: run ``waiter`` until it waits or ends, then whatever became
         ready meanwhile (a review handed a worker, the one that handed it)."""
         waiter.switch(value)
@@ -239,7 +249,7 @@ class InLoop:
     def wait_for_worker(self, deadline: float) -> Any:
         """In a review's greenlet: back to the loop until a worker is handed to it
         (returned) or ``deadline`` passes (None)."""
-        wait = _WorkerWait(greenlet.getcurrent())
+        wait = _WorkerWait(self, greenlet.getcurrent())
         self._waiting.append(wait)
         self._at(deadline, wait)
         return self._back_to_loop()
@@ -271,10 +281,6 @@ class InLoop:
         assert self._hub is not None and greenlet.getcurrent() is not self._hub
         return self._hub.switch()
 
-    def resume(self, waiter: greenlet, ready: bool) -> None:
-        """In the loop: continue a review waiting for its pipe."""
-        self._switch(waiter, ready)
-
     def _worker_idle(self) -> None:
         """The pool's on_idle, from any thread: a worker that went to the idle queue
         off the loop thread (returned by a task thread, a replacement started) is
@@ -282,8 +288,17 @@ class InLoop:
         round. Always, not only when reviews wait: one may be between finding no
         idle worker and starting to wait. Never once the loop has ended (its
         wake-up pipe is closed and its number may be reused)."""
-        if self._running and not self.in_loop_thread():
-            self._server.trigger.pull_trigger(self._offer_idle)
+        if self.in_loop_thread():
+            return
+        with self._trigger_lock:
+            if self._running:
+                self._server.trigger.pull_trigger(self._offer_idle)
+
+    def closing(self) -> None:
+        """In the loop, before it closes its sockets and wake-up pipe (shutdown):
+        no wake-up byte from now on."""
+        with self._trigger_lock:
+            self._running = False
 
     def _offer_idle(self) -> None:
         self._pool.offer_idle(self)
@@ -294,6 +309,8 @@ class InLoop:
         heapq.heappush(self._timers, (deadline, next(self._order), item))
 
     def _poll_timeout(self, default: float) -> float:
+        if self._arrived:
+            return 0.0
         timers = self._timers
         while timers and timers[0][2].done:
             heapq.heappop(timers)
@@ -311,10 +328,5 @@ class InLoop:
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, _, item = heapq.heappop(timers)
-            if item.done:
-                continue
-            if isinstance(item, _PipeWatch):
+            if not item.done:
                 item.fire(False)
-            else:
-                item.done = True
-                self._switch(item.waiter, None)

@@ -129,7 +129,9 @@ class DeadlineChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
         result: bool = super().received(data)
         if self.request is None:  # nothing left half-read
             self.reading_since = None
-        if self.requests:  # stamp the requests read whole (OneSendTask passes it on)
+        # Stamp the requests read whole (OneSendTask passes it on; magtape.inloop
+        # reads it for a pipelined review).
+        if self.requests:
             now = time.monotonic()
             with self.requests_lock:
                 for request in self.requests:
@@ -148,6 +150,8 @@ class DeadlineChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
         task thread flushes its own writes, and waitress wakes the loop when a
         task ends (``pull_trigger``), so whatever is left is sent then; above
         the high watermark the task waits for the loop, so that stays writable.
+        A review served in the loop (magtape.inloop) is written by the loop
+        itself; what the socket did not take goes once the review is done.
         """
         if self.will_close or self.close_when_flushed:
             return True

@@ -131,6 +131,8 @@ def stop_waitress(server: Any, thread: threading.Thread, timeout: float) -> None
         inloop.drain(max(0.0, end - time.monotonic()))
 
     def close_all() -> None:
+        if inloop is not None:
+            inloop.closing()
         for channel in list(server._map.values()):
             channel.close()
 

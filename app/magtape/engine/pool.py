@@ -187,9 +187,7 @@ class WorkerPool:
             worker = self._idle_nowait()
             if worker is None:
                 return
-            if not waiter.hand_over(worker):
-                self._idle.put(worker)
-                return
+            waiter.hand_over(worker)  # in the loop, with a review waiting: taken
 
     def _none_idle(self) -> PoolUnavailable:
         if self.alive == 0:
@@ -270,8 +268,18 @@ class WorkerPool:
                 worker.child.kill()
                 self._lost(worker)
                 continue
-            if self._sync(worker, deadline):
+            # Catching up with a new policy set or data (20,000 namespaces take a
+            # worker ~0.15 s) is not the request's evaluation: it gets the engine's
+            # whole timeout, so a worker is not killed for it when the request's
+            # deadline is close. A request whose deadline passed meanwhile gives the
+            # worker back and times out.
+            if not self._sync(worker, max(deadline, time.monotonic() + self._timeout)):
+                continue
+            if time.monotonic() < deadline:
                 break
+            self._put_idle(worker)
+            raise PoolUnavailable("timeout", "bringing an engine worker up to date with a new "
+                                  "policy set or cluster data took until the deadline")
         try:
             yield worker
         finally:
