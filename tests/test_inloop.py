@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
+import os
+import shutil
 import socket
 import threading
 import time
@@ -21,6 +24,7 @@ from typing import Any
 
 import pytest
 
+import procs
 from conftest import REPO, load_objects, review_doc
 from magtape.engine.embedded import EmbeddedEngine
 from magtape.inloop import InLoop
@@ -262,3 +266,68 @@ def test_answers_from_the_loop_are_counted(hook: Webhook) -> None:
     conn.close()
     assert 'magtape_http_responses_total{code="200"} 1.0' in text
     assert 'magtape_http_responses_total{code="400"} 1.0' in text
+
+
+SLOWISH = """package kubernetes.admission.slowish
+import rego.v1
+policy_metadata := {"name": "slowish", "severity": "LOW", "errcode": "MT9407",
+  "targets": {"Pod"}}
+matches if input.request.kind.kind in policy_metadata.targets
+
+deny contains {"msg": sprintf("[FAIL] LOW - %d (MT9407)", [n])} if {
+  input.request.object.metadata.labels.slow == "yes"
+  n := count([x | some x in numbers.range(1, 700); some y in numbers.range(1, 700); x * y == -1])
+}
+"""
+
+
+@pytest.fixture
+def slow_hook(tmp_path: Path) -> Iterator[Webhook]:
+    """One worker, a 1 s deadline, and a policy that takes ~0.2 s on Pods labelled slow."""
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    (policies / "custom").mkdir()
+    (policies / "custom" / "slowish.rego").write_text(SLOWISH)
+    free = Address("127.0.0.1", 0)
+    webhook = start(Settings(http=HttpSettings(listen=free, metrics_listen=free),
+                             engine=EngineSettings(policy_dirs=(str(policies),), workers=1,
+                                                   timeout_seconds=TIMEOUT,
+                                                   failure_policy=FailurePolicy.FAIL),
+                             notify=NotifySettings(events_enabled=False)))
+    yield webhook
+    webhook.stop(flush_seconds=2)
+
+
+def slow_pod() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "test1", "labels": {"slow": "yes"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+
+
+def test_an_overload_of_slow_reviews_does_not_kill_the_worker(slow_hook: Webhook) -> None:
+    """More slow reviews at once than one worker evaluates by their deadline: those it
+    cannot answer in time get the failure policy at their deadline, and the worker,
+    left to finish (it is no runaway), serves again instead of being killed and
+    restarted, which in an overload would take capacity away when it is needed."""
+    port = slow_hook.admission_port
+    started = time.monotonic()
+    assert "MT9407" in json.dumps(post(port, review_body(slow_pod()))[1])
+    each = time.monotonic() - started
+    workers = set(procs.children(os.getpid(), "magtape.engine.worker"))
+    count = math.ceil(TIMEOUT / each) + 2
+    def timed() -> tuple[float, str]:
+        sent = time.monotonic()
+        _, doc = post(port, review_body(slow_pod()))
+        return time.monotonic() - sent, json.dumps(doc["response"])
+
+    threads = [in_background(timed) for _ in range(count)]
+    answers = []
+    for thread, out in threads:
+        thread.join(TIMEOUT + 5)
+        answers += out
+    late = [text for _, text in answers if "the worker goes on" in text]
+    assert late, f"no review outlived its deadline while evaluated ({count} of {each:.2f}s)"
+    assert len(answers) == count and all(took < TIMEOUT + 0.5 for took, _ in answers), answers
+    # The worker finished the late evaluations and serves; none was killed.
+    assert "MT9407" in json.dumps(post(port, review_body(slow_pod()))[1])
+    assert set(procs.children(os.getpid(), "magtape.engine.worker")) == workers

@@ -41,6 +41,7 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -268,6 +269,19 @@ class InLoop:
             self._ready.append((current, None))
             self._back_to_loop()
         return True
+
+    def spawn(self, work: Callable[[], None]) -> None:
+        """Run ``work`` in its own greenlet once the current one gives the loop back,
+        waiting for workers and pipes as a review does (the pool's late answers)."""
+        def run(_: Any) -> None:  # started by the loop's switch(greenlet, None)
+            WORKER_WAITER.set(self)
+            FD_WAIT.set(self._wait_fd)
+            try:
+                work()
+            except Exception:  # never into the loop
+                log.exception("in-loop admission: background work failed")
+
+        self._ready.append((greenlet(run, parent=self._hub), None))
 
     def _wait_fd(self, fd: int, event: int, deadline: float) -> bool:
         """In a review's greenlet: back to the loop until ``fd`` is ready (True) or

@@ -22,7 +22,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import IO, Literal
@@ -44,6 +44,11 @@ FD_WAIT: ContextVar[FdWait | None] = ContextVar("magtape_fd_wait", default=None)
 
 # Why a child gave no answer (magtape_policy_engine_errors_total reasons).
 ChildFailure = Literal["timeout", "crash", "memory"]
+
+
+class ChildLate(Exception):
+    """No answer came by the caller's deadline, none of it was read, and the child
+    has ``grace`` left: it is alive and owes that answer (:meth:`Child.finish_late`)."""
 
 
 class ChildDied(Exception):
@@ -113,6 +118,8 @@ class Child:
         self._poll_out = select.poll()
         self._poll_out.register(self._out.fileno(), select.POLLOUT)
         self.dead = False
+        self._reading = False  # part of the current answer has been read
+        self._late_until = 0.0  # until when a late call's answer may come
 
     @property
     def pid(self) -> int:
@@ -122,18 +129,41 @@ class Child:
         """The process has ended (without reaping a zombie's status: that is kill's job)."""
         return self.dead or self._proc.poll() is not None
 
-    def call(self, op: bytes, payload: bytes, timeout: float) -> Frame:
-        """Send one frame and return the answer; ChildDied after killing the child."""
+    def call(self, op: bytes, payload: bytes, timeout: float, grace: float = 0.0) -> Frame:
+        """Send one frame and return the answer; ChildDied after killing the child.
+
+        ``grace``: seconds past ``timeout`` the child may still take before it is
+        killed. A call not answered by ``timeout`` then raises ChildLate, and the
+        caller must collect the answer with :meth:`finish_late` before the next call.
+        """
         deadline = time.monotonic() + timeout
         if self.dead:
             raise ChildDied("crash", "the worker process is gone")
-        try:
+        with self._killed_on_failure(f"no answer within {timeout:g}s"):
             self._write(HEADER.pack(op, len(payload)) + payload, deadline)
-            return self._read_frame(deadline)
+            self._reading = False
+            try:
+                return self._read_frame(deadline)
+            except TimeoutError:
+                if grace <= 0 or self._reading:  # part of an answer read: no way back
+                    raise
+                self._late_until = deadline + grace
+                raise ChildLate(f"no answer within {timeout:g}s") from None
+
+    def finish_late(self) -> None:
+        """Read and drop the answer a late call owes, waiting up to its grace;
+        ChildDied (the child killed) when it does not come."""
+        with self._killed_on_failure("no answer within the engine's timeout"):
+            self._read_frame(self._late_until)
+
+    @contextlib.contextmanager
+    def _killed_on_failure(self, timeout_detail: str) -> Iterator[None]:
+        """Every way a call can fail, as ChildDied, the child killed (or found dead)."""
+        try:
+            yield
         except TimeoutError:
             self.kill()
-            raise ChildDied("timeout",
-                            f"no answer within {timeout:g}s; the worker was killed") from None
+            raise ChildDied("timeout", f"{timeout_detail}; the worker was killed") from None
         except (BrokenPipeError, ConnectionResetError, EOFError):
             failure = self._exit_failure()
             raise ChildDied(failure, "the worker process died ("
@@ -169,6 +199,7 @@ class Child:
                 continue
             if not chunk:
                 raise EOFError
+            self._reading = True
             chunks.append(chunk)
             have += len(chunk)
             if not op and have >= HEADER.size:

@@ -33,7 +33,7 @@ from typing import Protocol
 
 from magtape import background
 from magtape.engine import Reason
-from magtape.engine.child import Child, ChildDied, Frame, Op
+from magtape.engine.child import Child, ChildDied, ChildLate, Frame, Op
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class _Worker:
     child: Child
     policy_version: int = 0
     data_version: int = 0
+    late: bool = False  # still owes the answer to a call its request gave up on
 
 
 class WorkerWaiter(Protocol):
@@ -79,6 +80,10 @@ class WorkerWaiter(Protocol):
     def hand_over(self, worker: _Worker) -> bool:
         """Give ``worker`` to the first waiting request; False when none waits or this
         thread cannot (the worker then goes to the idle queue)."""
+        ...
+
+    def spawn(self, work: Callable[[], None]) -> None:
+        """Run ``work`` in the loop, after the current request, in a context like its."""
         ...
 
 
@@ -283,7 +288,7 @@ class WorkerPool:
         try:
             yield worker
         finally:
-            if not worker.child.dead:
+            if not worker.child.dead and not worker.late:
                 self._put_idle(worker)
 
     def _wait_idle(self, deadline: float) -> _Worker:
@@ -345,8 +350,20 @@ class WorkerPool:
         # answer (the answer comes at most that late): killed and restarted instead,
         # an overload would take workers away exactly when they are all needed.
         allowed = max(min(MIN_CALL_SECONDS, self._timeout), deadline - time.monotonic())
+        # In the loop, a request that gives up at its deadline leaves its worker
+        # evaluating up to the engine's timeout from the call's start (what makes an
+        # evaluation a runaway): the loop drops the late answer and the worker serves
+        # again, where killing it would take capacity away in an overload.
+        waiter = None if sync else WORKER_WAITER.get()
+        grace = max(0.0, self._timeout - allowed) if waiter is not None else 0.0
         try:
-            return worker.child.call(op, payload, allowed)
+            return worker.child.call(op, payload, allowed, grace)
+        except ChildLate as exc:
+            assert waiter is not None
+            worker.late = True
+            waiter.spawn(lambda: self._finish_late(worker))
+            raise PoolUnavailable("timeout", f"{exc}; the worker goes on until "
+                                  f"{self._timeout:g}s") from None
         except ChildDied as exc:
             self._lost(worker)
             if exc.from_outside and not sync:
@@ -355,6 +372,16 @@ class WorkerPool:
             if exc.failure == "timeout" and sync:
                 reason = "unavailable"
             raise PoolUnavailable(reason, exc.detail) from None
+
+    def _finish_late(self, worker: _Worker) -> None:
+        """Drop a late answer, then the worker serves again (killed if none comes)."""
+        try:
+            worker.child.finish_late()
+        except ChildDied:
+            self._lost(worker)
+            return
+        worker.late = False
+        self._put_idle(worker)
 
     # --------------------------------------------------------- supervision
     def _lost(self, worker: _Worker) -> None:
