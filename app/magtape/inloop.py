@@ -234,8 +234,7 @@ class InLoop:
 
     def _serve(self, channel: Any) -> None:
         """One review, in its own greenlet (and so its own context variables)."""
-        WORKER_WAITER.set(self)
-        FD_WAIT.set(self._wait_fd)
+        self._wait_cooperatively()
         try:
             channel.service()  # waitress' own: the task, then keep-alive or close
         except Exception:  # waitress' service catches the task's errors; this is a defect
@@ -246,6 +245,11 @@ class InLoop:
             if not self.in_flight and not self._arrived:
                 with self._drained:
                     self._drained.notify_all()
+
+    def _wait_cooperatively(self) -> None:
+        """In a greenlet's own context: it waits for workers and pipes through the loop."""
+        WORKER_WAITER.set(self)
+        FD_WAIT.set(self._wait_fd)
 
     def wait_for_worker(self, deadline: float) -> Any:
         """In a review's greenlet: back to the loop until a worker is handed to it
@@ -274,8 +278,7 @@ class InLoop:
         """Run ``work`` in its own greenlet once the current one gives the loop back,
         waiting for workers and pipes as a review does (the pool's late answers)."""
         def run(_: Any) -> None:  # started by the loop's switch(greenlet, None)
-            WORKER_WAITER.set(self)
-            FD_WAIT.set(self._wait_fd)
+            self._wait_cooperatively()
             try:
                 work()
             except Exception:  # never into the loop
