@@ -153,6 +153,31 @@ def test_a_worker_taken_just_before_the_deadline_answers_instead_of_being_killed
     assert worker_pids(engine) == before
 
 
+# ~0.2 s of work on Pods labelled slowish=yes: longer than MIN_CALL_SECONDS.
+SLOWISH_ON_LABEL = policy("slowish", 'deny contains {"msg": sprintf("[FAIL] LOW - %d (MT9007)", '
+                          '[n])} if {\n  input.request.object.metadata.labels.slowish == "yes"\n'
+                          '  n := count([x | some x in numbers.range(1, 700); some y in '
+                          'numbers.range(1, 700); x * y == -1])\n}', errcode="MT9007")
+
+
+def test_a_worker_whose_request_gave_up_finishes_and_serves_again(
+        make_engine: Callable[..., EmbeddedEngine]) -> None:
+    """A request that got its worker late gives up at its deadline; the worker is no
+    runaway (the engine's timeout from when it got the request has not passed), so it
+    finishes, its answer is dropped, and it serves the next request: not killed."""
+    engine = make_engine(LABELLED, SLOWISH_ON_LABEL, timeout_seconds=2, workers=1)
+    before = eventually(lambda: worker_pids(engine), what="the worker")
+    token = REQUEST_DEADLINE.set(time.monotonic() + 0.05)
+    try:
+        with pytest.raises(EngineError) as caught:
+            engine.evaluate(make_review(pod(slowish="yes")))
+    finally:
+        REQUEST_DEADLINE.reset(token)
+    assert caught.value.reason == "timeout" and "the worker goes on" in str(caught.value)
+    assert errcodes(engine, pod(fail="yes")) == ["MT9001"]  # waits for the late answer
+    assert worker_pids(engine) == before
+
+
 def test_a_memory_bomb_hits_the_cap_and_the_engine_keeps_answering(
         make_engine: Callable[..., EmbeddedEngine]) -> None:
     engine = make_engine(LABELLED, BOMB_ON_LABEL, timeout_seconds=10, workers=1,

@@ -350,18 +350,22 @@ class WorkerPool:
         # answer (the answer comes at most that late): killed and restarted instead,
         # an overload would take workers away exactly when they are all needed.
         allowed = max(min(MIN_CALL_SECONDS, self._timeout), deadline - time.monotonic())
-        # In the loop, a request that gives up at its deadline leaves its worker
-        # evaluating up to the engine's timeout from the call's start (what makes an
-        # evaluation a runaway): the loop drops the late answer and the worker serves
-        # again, where killing it would take capacity away in an overload.
-        waiter = None if sync else WORKER_WAITER.get()
-        grace = max(0.0, self._timeout - allowed) if waiter is not None else 0.0
+        # A request that gives up at its deadline leaves its worker evaluating up to
+        # the engine's timeout from the call's start (what makes an evaluation a
+        # runaway): the late answer is dropped (by the loop, or a thread of its own)
+        # and the worker serves again, where killing it would take capacity away in
+        # an overload.
+        grace = 0.0 if sync else max(0.0, self._timeout - allowed)
         try:
             return worker.child.call(op, payload, allowed, grace)
         except ChildLate as exc:
-            assert waiter is not None
             worker.late = True
-            waiter.spawn(lambda: self._finish_late(worker))
+            waiter = WORKER_WAITER.get()
+            if waiter is not None:
+                waiter.spawn(lambda: self._finish_late(worker))
+            else:
+                threading.Thread(target=self._finish_late, args=(worker,),
+                                 name="magtape-engine-late", daemon=True).start()
             raise PoolUnavailable("timeout", f"{exc}; the worker goes on until "
                                   f"{self._timeout:g}s") from None
         except ChildDied as exc:
