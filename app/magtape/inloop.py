@@ -42,12 +42,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
 
 from greenlet import greenlet
 from waitress import wasyncore
-from waitress.task import Task
 
 from magtape.engine.child import FD_WAIT
 from magtape.engine.pool import LARGE_PAYLOAD_BYTES, WORKER_WAITER, WorkerPool
@@ -55,27 +53,9 @@ from magtape.web import RECEIVED_ATTRIBUTE, AdmissionEndpoint
 
 log = logging.getLogger(__name__)
 
-# The attribute a request taken here carries: the endpoint that answers it
-# (magtape.listeners.DeadlineChannel picks LoopTask for it).
+# The attribute a request taken here carries: the endpoint that answers it and
+# when it was read (magtape.listeners.DeadlineChannel picks LoopTask for it).
 IN_LOOP_ATTRIBUTE = "magtape_in_loop"
-
-
-class LoopTask(Task):  # type: ignore[misc]  # waitress is untyped
-    """A review answered by the endpoint, header and body in one write; waitress'
-    Task builds the header (its keep-alive and close rules)."""
-
-    def execute(self) -> None:
-        endpoint, received = getattr(self.request, IN_LOOP_ATTRIBUTE)
-        status, body = endpoint.answer(self.request.get_body_stream().read(), received)
-        self.status = f"{status} {HTTPStatus(status).phrase}"
-        self.response_headers = [("Content-Type", "application/json"),
-                                 ("Content-Length", str(len(body)))]
-        self.content_length = len(body)
-        self.complete = True
-        header = self.build_response_header()
-        self.wrote_header = True
-        self.content_bytes_written = len(body)
-        self.channel.write_soon(header + body)
 
 
 class _WorkerWait:
@@ -114,9 +94,7 @@ class _PipeWatch:
     def fire(self, ready: bool) -> None:
         if self.done:
             return
-        self.done = True
-        if self._map.get(self._fd) is self:
-            del self._map[self._fd]
+        self.close()
         self._inloop.switch(self._waiter, ready)
 
     def _ready(self) -> None:
@@ -128,7 +106,8 @@ class _PipeWatch:
     def handle_error(self) -> None:
         log.exception("in-loop admission: resuming a request failed")
 
-    def close(self) -> None:  # the listener closing every channel (shutdown)
+    def close(self) -> None:
+        """Out of the poll map, for good (also: the listener closing every channel)."""
         self.done = True
         if self._map.get(self._fd) is self:
             del self._map[self._fd]

@@ -22,14 +22,15 @@ import json
 import socket
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
+from waitress.task import ErrorTask, Task, ThreadedTaskDispatcher, WSGITask
 
-from magtape.inloop import IN_LOOP_ATTRIBUTE, InLoop, LoopTask
+from magtape.inloop import IN_LOOP_ATTRIBUTE, InLoop
 from magtape.web import RECEIVED_ATTRIBUTE, RECEIVED_KEY
 
 
@@ -78,7 +79,7 @@ class JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress is untyped
         self.write(data)
 
 
-class OneSendTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
+class _OneSend(Task):  # type: ignore[misc]  # waitress is untyped
     """A response whose body arrives whole goes out with its header in one send.
 
     waitress writes the header and the first body chunk separately, and with
@@ -90,13 +91,6 @@ class OneSendTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
 
     wrote_header: bool  # waitress' attribute, declared here for the type checker
 
-    def get_environment(self) -> dict[str, Any]:
-        """waitress' environ, with when the request had been read (RECEIVED_KEY):
-        the engine's deadline counts from then, queueing for a thread included."""
-        environ: dict[str, Any] = super().get_environment()
-        environ[RECEIVED_KEY] = getattr(self.request, RECEIVED_ATTRIBUTE, None)
-        return environ
-
     def write(self, data: bytes) -> None:
         if (not self.wrote_header and self.complete and data and self.has_body
                 and not self.chunked_response and self.content_length == len(data)):
@@ -106,6 +100,32 @@ class OneSendTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
             self.channel.write_soon(header + data)
             return
         super().write(data)
+
+
+class OneSendTask(_OneSend, WSGITask):  # type: ignore[misc]  # waitress is untyped
+    """A WSGI task whose whole-body answer goes out in one send."""
+
+    def get_environment(self) -> dict[str, Any]:
+        """waitress' environ, with when the request had been read (RECEIVED_KEY):
+        the engine's deadline counts from then, queueing for a thread included."""
+        environ: dict[str, Any] = super().get_environment()
+        environ[RECEIVED_KEY] = getattr(self.request, RECEIVED_ATTRIBUTE, None)
+        return environ
+
+
+class LoopTask(_OneSend):
+    """A review the loop took (magtape.inloop), answered by its endpoint without
+    WSGI; waitress' Task builds the header (its keep-alive and close rules)."""
+
+    def execute(self) -> None:
+        endpoint, received = getattr(self.request, IN_LOOP_ATTRIBUTE)
+        status, body = endpoint.answer(self.request.get_body_stream().read(), received)
+        self.status = f"{status} {HTTPStatus(status).phrase}"
+        self.response_headers = [("Content-Type", "application/json"),
+                                 ("Content-Length", str(len(body)))]
+        self.content_length = len(body)
+        self.complete = True
+        self.write(body)
 
 
 def _task_for(channel: HTTPChannel, request: Any) -> Any:
