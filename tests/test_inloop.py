@@ -60,10 +60,6 @@ def inloop_of(hook: Webhook) -> InLoop:
     return inloop
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    eventually(condition, timeout=10, what=what)
-
-
 @contextlib.contextmanager
 def holding_the_worker(hook: Webhook) -> Iterator[None]:
     """The pool's only worker, borrowed by this test thread: reviews wait in the loop
@@ -113,24 +109,32 @@ def test_answers_that_need_no_worker_come_from_the_loop_one_after_another(
         conn.close()
 
 
+def pipelined(*bodies: bytes) -> bytes:
+    """POST requests for ``bodies``, back to back, as one write would send them."""
+    return b"".join(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body) for body in bodies)
+
+
+def read_answers(sock: socket.socket, count: int) -> list[tuple[int, Any]]:
+    """``count`` responses read from ``sock`` in order: (status, JSON body)."""
+    reader = sock.makefile("rb")
+    answers = []
+    for _ in range(count):
+        status = int(reader.readline().split()[1])
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        answers.append((status, json.loads(reader.read(length))))
+    return answers
+
+
 def test_pipelined_reviews_are_answered_in_order(hook: Webhook) -> None:
     good, bad = review_body(), b"not json"
-    wire = b"".join(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-                    for body in (good, bad, good))
-    statuses = []
     with socket.create_connection(("127.0.0.1", hook.admission_port), timeout=10) as sock:
-        sock.sendall(wire)
-        reader = sock.makefile("rb")
-        for _ in range(3):
-            status = int(reader.readline().split()[1])
-            length = 0
-            while (line := reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            json.loads(reader.read(length))
-            statuses.append(status)
+        sock.sendall(pipelined(good, bad, good))
+        statuses = [status for status, _ in read_answers(sock, 3)]
     assert statuses == [200, 400, 200]
 
 
@@ -162,21 +166,13 @@ def test_pipelined_reviews_share_the_deadline_from_when_they_were_read(
     """Reviews pipelined behind one that waits get the failure policy at their own
     deadline, counted from when they were read, not each a whole timeout later."""
     body = review_body()
-    wire = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body)) * 3
     with holding_the_worker(hook), \
             socket.create_connection(("127.0.0.1", hook.admission_port), timeout=10) as sock:
         started = time.monotonic()
-        sock.sendall(wire)
-        reader = sock.makefile("rb")
-        for _ in range(3):
-            length = 0
-            while (line := reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode().partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            # The first at its deadline, the others at once: theirs has passed too.
-            assert "could not evaluate" in json.dumps(json.loads(reader.read(length)))
+        sock.sendall(pipelined(body, body, body))
+        # The first at its deadline, the others at once: theirs has passed too.
+        for _, doc in read_answers(sock, 3):
+            assert "could not evaluate" in json.dumps(doc)
         took = time.monotonic() - started
     assert took < 2 * TIMEOUT, f"three pipelined reviews took {took:.2f}s"
 
@@ -196,7 +192,8 @@ def test_a_worker_returned_by_another_thread_goes_to_the_waiting_reviews(
     with holding_the_worker(hook):
         threads = [in_background(lambda: post(hook.admission_port, review_body()))
                    for _ in range(3)]
-        wait_for(lambda: inloop.queued == 3, "three reviews waiting for the worker")
+        eventually(lambda: inloop.queued == 3, timeout=10,
+                   what="three reviews waiting for the worker")
     for thread, out in threads:
         thread.join(TIMEOUT + 5)
         evaluated(out)
@@ -225,7 +222,8 @@ def test_a_large_review_takes_a_task_thread_and_is_served_too(
     with holding_the_worker(hook):
         large, large_out = in_background(lambda: send(hook.admission_port, review_body(big)))
         small, small_out = in_background(lambda: post(hook.admission_port, review_body()))
-        wait_for(lambda: inloop.queued == 1, "the small review waiting in the loop")
+        eventually(lambda: inloop.queued == 1, timeout=10,
+                   what="the small review waiting in the loop")
         assert inloop.in_flight == 1  # the large one is not the loop's
     large.join(TIMEOUT + 5)
     small.join(TIMEOUT + 5)
@@ -238,10 +236,9 @@ def test_a_client_gone_mid_evaluation_costs_nothing_else(hook: Webhook) -> None:
     body = review_body()
     with holding_the_worker(hook), \
             socket.create_connection(("127.0.0.1", hook.admission_port), timeout=5) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(body), body))
-        wait_for(lambda: inloop.queued == 1, "the review waiting")
-    wait_for(lambda: inloop.in_flight == 0, "the review served")
+        sock.sendall(pipelined(body))
+        eventually(lambda: inloop.queued == 1, timeout=10, what="the review waiting")
+    eventually(lambda: inloop.in_flight == 0, timeout=10, what="the review served")
     status, doc = post(hook.admission_port, review_body())
     assert status == 200 and doc["response"]["allowed"] is False
 
@@ -250,7 +247,7 @@ def test_stopping_waits_for_the_reviews_in_the_loop(hook: Webhook) -> None:
     inloop = inloop_of(hook)
     with holding_the_worker(hook):
         client, out = in_background(lambda: post(hook.admission_port, review_body()))
-        wait_for(lambda: inloop.queued == 1, "the review waiting")
+        eventually(lambda: inloop.queued == 1, timeout=10, what="the review waiting")
         stopper, _ = in_background(lambda: hook.stop(flush_seconds=5))
     client.join(10)
     stopper.join(10)
